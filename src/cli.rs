@@ -1,0 +1,97 @@
+//! Command-line interface: what the user can type, parsed by clap. Validation that needs the
+//! file system (folders exist, can be created) happens in `run`, before any block exists.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  shmpipe run assets/ -o /tmp/out --ops grayscale,blur:2 -j 4
+  shmpipe run photos/ -o out/ --ops invert --format png --quiet
+  shmpipe run photos/ --ops scale:2,contrast:1.5 --json      # transform and report, write nothing
+
+Ops (comma list, applied in order, in place):
+  invert  grayscale  brightness:F  scale:F  contrast:F  gamma:G  threshold:T
+  blur:SIGMA  sharpen[:AMOUNT]  flip-h  flip-v
+
+Exit codes: 0 all images ok, 1 some failed, 2 usage or setup error, 129/130/143 stopped by
+SIGHUP/SIGINT/SIGTERM.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shmpipe",
+    version,
+    about = "Load an image folder once into one named shared-memory block; N worker processes transform it in place."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Transform every image of a folder with N worker processes sharing one block.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunCli),
+    /// Internal: one worker process, started by `run`.
+    #[command(hide = true)]
+    Worker(WorkerCli),
+}
+
+#[derive(Debug, Args)]
+pub struct RunCli {
+    /// Folder of images, walked recursively in sorted order.
+    pub input: PathBuf,
+    /// Output folder; each result keeps its relative path. Without it nothing is written.
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Op chain, for example `grayscale,blur:2,brightness:1.2`.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    pub ops: String,
+    /// Worker processes [default: available cores].
+    #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+    /// Output format: png, jpeg, webp, gif, bmp, tiff [default: each input's own].
+    #[arg(long, value_name = "FMT")]
+    pub format: Option<String>,
+    /// JPEG quality, 1-100.
+    #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+    /// Channels of every slot: 1 (gray), 3 (RGB) or 4 (RGBA).
+    #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
+    pub channels: u32,
+    /// Refuse images with more pixels than this (checked from the header, before any memory).
+    #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Put the block in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress display and no text summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerCli {
+    #[arg(long)]
+    pub block: String,
+    #[arg(long)]
+    pub id: u32,
+    #[arg(long)]
+    pub parent: u32,
+    #[arg(long)]
+    pub backing: Option<PathBuf>,
+    #[arg(long, default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+fn parse_channels(s: &str) -> Result<u32, String> {
+    match s {
+        "1" | "3" | "4" => Ok(s.parse().unwrap_or(3)),
+        _ => Err(format!("{s:?} is not 1, 3 or 4")),
+    }
+}

@@ -1,0 +1,45 @@
+//! `shmpipe`: load an image folder once into one named shared-memory block, let N worker
+//! processes transform it in place, save the results, unlink the block.
+//!
+//! `main` only parses, dispatches and maps the outcome to an exit code (see [`exit`]).
+
+mod cli;
+mod exit;
+mod memory;
+mod plan;
+mod progress;
+mod run;
+mod summary;
+mod supervise;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Worker(args) => run_worker(args),
+    };
+    std::process::exit(code);
+}
+
+/// The hidden worker mode: the coordinator re-executes this binary with `worker`.
+fn run_worker(args: cli::WorkerCli) -> i32 {
+    let worker_args = shmpipe_worker::worker::WorkerArgs {
+        block: args.block,
+        backing: args.backing.map_or(
+            shmpipe_worker::block::Backing::Shm,
+            shmpipe_worker::block::Backing::Dir,
+        ),
+        id: args.id,
+        parent: args.parent,
+        max_pixels: args.max_pixels,
+    };
+    match shmpipe_worker::worker::run(&worker_args) {
+        Ok(_) => exit::OK,
+        // A worker prints nothing; the coordinator sees the exit code and the block.
+        Err(_) => exit::USAGE,
+    }
+}

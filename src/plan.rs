@@ -1,0 +1,85 @@
+//! Planning: walk the input folder in sorted order, keep what is an image by its magic bytes,
+//! read only each file's header, and decide each image's slot. Files that cannot be planned are
+//! recorded with their reason; they never stop the others.
+//!
+//! This module reads headers only: it must never decode pixels nor reserve memory for them.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use shmpipe_worker::block::PlannedImage;
+use shmpipe_worker::codec::{self, CodecError};
+use walkdir::WalkDir;
+
+/// A file that gets no slot, and why.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The outcome of planning a folder.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub images: Vec<PlannedImage>,
+    pub rejected: Vec<Rejected>,
+    /// Files without an image name and without image content (a README, say): not counted.
+    pub skipped: usize,
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "jpe", "webp", "gif", "bmp", "tif", "tiff", "avif", "heic", "heif",
+    "jxl", "ico", "tga", "pnm", "ppm", "pgm", "qoi", "exr", "hdr",
+];
+
+fn has_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Walks `root` and probes every file's header.
+pub fn plan(root: &Path, max_pixels: u64) -> Plan {
+    let mut plan = Plan::default();
+    let walk = WalkDir::new(root)
+        .follow_links(true)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    for entry in walk {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf());
+                let reason = if e.loop_ancestor().is_some() {
+                    "symlink loop".to_string()
+                } else {
+                    e.io_error()
+                        .map_or_else(|| e.to_string(), |io| format!("cannot read: {io}"))
+                };
+                plan.rejected.push(Rejected { path, reason });
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let relative = path.strip_prefix(root).unwrap_or(path);
+        match codec::probe(path, max_pixels) {
+            Ok(probe) => plan.images.push(PlannedImage {
+                height: probe.height,
+                width: probe.width,
+                format: probe.format,
+                source: relative.as_os_str().as_bytes().to_vec(),
+            }),
+            Err(CodecError::NotAnImage) if !has_image_name(path) => plan.skipped += 1,
+            Err(e) => plan.rejected.push(Rejected {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    plan
+}

@@ -1,0 +1,93 @@
+//! The live display: an overall bar (images, MP/s, ETA) and one line per worker (its count and
+//! current file), drawn on stderr from counters read in the block. Hidden off a terminal and
+//! with `--quiet`. The one factory, [`Display::new`], decides that.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shmpipe_worker::block::{Mapping, NO_IMAGE};
+
+pub struct Display {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    workers: Vec<ProgressBar>,
+    start: Instant,
+}
+
+impl Display {
+    pub fn new(images: u64, workers: usize, hidden: bool) -> Display {
+        let target = if hidden {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr_with_hz(15)
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        let overall = multi.add(ProgressBar::new(images));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} images  {msg}  ETA {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        let style = ProgressStyle::with_template("  {prefix:>10} {msg}").expect("static template");
+        let workers = (0..workers)
+            .map(|id| {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("worker {id}"));
+                bar
+            })
+            .collect();
+        Display {
+            multi,
+            overall,
+            workers,
+            start: Instant::now(),
+        }
+    }
+
+    /// Redraws from the block's counters.
+    pub fn update(&self, block: &Mapping) {
+        let h = block.header();
+        let done = h.images_done.load(Ordering::Acquire);
+        let failed = h.images_failed.load(Ordering::Acquire);
+        let pixels = h.pixels_done.load(Ordering::Acquire);
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        self.overall.set_position(done + failed);
+        let failed_note = if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        };
+        self.overall.set_message(format!(
+            "{:.1} MP/s{failed_note}",
+            pixels as f64 / 1e6 / secs
+        ));
+        for (bar, rec) in self.workers.iter().zip(block.workers()) {
+            let count =
+                rec.images_done.load(Ordering::Acquire) + rec.images_failed.load(Ordering::Acquire);
+            let current = rec.current_image.load(Ordering::Acquire);
+            let file = if current == NO_IMAGE || current as usize >= block.image_count() {
+                "idle".to_string()
+            } else {
+                String::from_utf8_lossy(block.source(current as usize)).into_owned()
+            };
+            bar.set_message(format!("{count:>5} images  {file}"));
+        }
+    }
+
+    /// Prints a line above the bars (or plainly when they are hidden).
+    pub fn println(&self, line: &str) {
+        self.multi.suspend(|| eprintln!("{line}"));
+    }
+
+    pub fn finish(&self) {
+        for bar in &self.workers {
+            bar.finish_and_clear();
+        }
+        self.overall.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}

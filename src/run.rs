@@ -1,0 +1,417 @@
+//! `shmpipe run`: validate, plan, create the block, spawn and supervise the workers, join, report,
+//! unlink. The story of one run, top to bottom.
+//!
+//! Everything that can be refused is refused before the block exists. Once it exists, the
+//! [`OwnedBlock`] unlinks it on every path out of this module (drop), and the [`Pool`] leaves no
+//! worker running.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use shmpipe_worker::block::{
+    self, Backing, BlockError, BlockPlan, BlockState, ImageStatus, OwnedBlock,
+};
+use shmpipe_worker::codec::{self, FORMATS};
+use shmpipe_worker::ops::OpChain;
+
+use crate::cli::RunCli;
+use crate::exit;
+use crate::memory::Sampler;
+use crate::plan;
+use crate::progress::Display;
+use crate::summary::{Failure, Summary};
+use crate::supervise::{Launch, Pool};
+
+/// An image in hand during this many worker deaths is quarantined as failed.
+const MAX_CRASHES: u32 = 3;
+/// How long stopped workers get to finish their current image before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Supervisor and display tick (20 Hz).
+const TICK: Duration = Duration::from_millis(50);
+
+pub fn run(args: RunCli) -> i32 {
+    match execute(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("shmpipe: error: {err:#}");
+            exit::USAGE
+        }
+    }
+}
+
+/// Signals that stop a run, each with its own flag so the exit code can say which.
+struct Signals {
+    flags: Vec<(i32, &'static str, Arc<AtomicBool>)>,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut flags = Vec::new();
+        for (sig, name, code) in [
+            (SIGINT, "SIGINT", exit::SIGINT),
+            (SIGTERM, "SIGTERM", exit::SIGTERM),
+            (SIGHUP, "SIGHUP", exit::SIGHUP),
+        ] {
+            let flag = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(sig, Arc::clone(&flag))
+                .context("failed to install signal handler")?;
+            flags.push((code, name, flag));
+        }
+        Ok(Signals { flags })
+    }
+
+    /// The exit code and name of the first signal received, if any.
+    fn received(&self) -> Option<(i32, &'static str)> {
+        self.flags
+            .iter()
+            .find(|(_, _, f)| f.load(Ordering::Relaxed))
+            .map(|(code, name, _)| (*code, *name))
+    }
+}
+
+/// Validated settings of a run.
+struct Settings {
+    input: PathBuf,
+    output: Option<PathBuf>,
+    chain: OpChain,
+    format: Option<image::ImageFormat>,
+    workers: u32,
+}
+
+fn validate(args: &RunCli) -> anyhow::Result<Settings> {
+    let chain = OpChain::parse(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
+    let format = match &args.format {
+        None => None,
+        Some(name) => Some(codec::parse_format(name).ok_or_else(|| {
+            anyhow!("invalid --format {name:?}: expected png, jpeg, webp, gif, bmp or tiff")
+        })?),
+    };
+    let input = &args.input;
+    if !input.exists() {
+        bail!("input folder {} does not exist", input.display());
+    }
+    if !input.is_dir() {
+        bail!("input {} is not a folder", input.display());
+    }
+    let input = input
+        .canonicalize()
+        .with_context(|| format!("cannot resolve input folder {}", input.display()))?;
+    let output = match &args.out {
+        None => None,
+        Some(out) => {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create output folder {}", out.display()))?;
+            let out = out
+                .canonicalize()
+                .with_context(|| format!("cannot resolve output folder {}", out.display()))?;
+            if out == input {
+                bail!(
+                    "output folder {} is the input folder: refusing to overwrite the inputs",
+                    out.display()
+                );
+            }
+            tempfile::Builder::new()
+                .prefix(".shmpipe-probe-")
+                .tempfile_in(&out)
+                .with_context(|| format!("output folder {} is not writable", out.display()))?;
+            Some(out)
+        }
+    };
+    if let Some(dir) = &args.backing {
+        if !dir.is_dir() {
+            bail!("--backing {} is not a folder", dir.display());
+        }
+    }
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    Ok(Settings {
+        input,
+        output,
+        chain,
+        format,
+        workers,
+    })
+}
+
+fn execute(args: RunCli) -> anyhow::Result<i32> {
+    let settings = validate(&args)?;
+    let signals = Signals::register()?;
+    let started = Instant::now();
+
+    let planned = plan::plan(&settings.input, args.max_pixels);
+    let mut failures: Vec<Failure> = planned
+        .rejected
+        .iter()
+        .map(|r| Failure {
+            path: r.path.display().to_string(),
+            reason: r.reason.clone(),
+        })
+        .collect();
+    if let Some((code, _)) = signals.received() {
+        return Ok(code);
+    }
+    if planned.images.is_empty() && !args.quiet {
+        eprintln!("shmpipe: no images found in {}", settings.input.display());
+    }
+    let workers = settings.workers.min(planned.images.len().max(1) as u32);
+    let block_plan = BlockPlan {
+        worker_count: workers,
+        channels: args.channels,
+        images: planned.images,
+        input_root: settings.input.as_os_str().as_bytes().to_vec(),
+        output_root: settings
+            .output
+            .as_ref()
+            .map(|o| o.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default(),
+        op_chain: settings
+            .chain
+            .ops()
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        output_format: settings
+            .format
+            .map(|f| f.extensions_str()[0].to_string())
+            .unwrap_or_default(),
+        quality: args.quality as u32,
+    };
+    let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
+    let name = block::fresh_name();
+    let block = match OwnedBlock::create(&name, backing, &block_plan) {
+        Ok(b) => b,
+        Err(e @ BlockError::NoSpace { .. }) => {
+            return Err(anyhow!(
+                "{e}. Give it more room (docker run --shm-size=..., a Kubernetes emptyDir with medium: Memory and a sizeLimit), or put the block in a regular file with --backing DIR"
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !args.quiet && !args.json {
+        eprintln!(
+            "shmpipe: block {name}: {} images, {:.1} MiB, {workers} workers",
+            block.image_count(),
+            block.len() as f64 / (1 << 20) as f64
+        );
+    }
+
+    let pids = Arc::new(Mutex::new(Vec::new()));
+    let sampler = Sampler::start(Arc::clone(&pids), 20);
+    let launch = Launch {
+        exe: std::env::current_exe().context("cannot find this program's path to start workers")?,
+        block: name.clone(),
+        backing: args.backing.clone(),
+        max_pixels: args.max_pixels,
+    };
+    let mut pool = Pool::new(launch, workers, pids);
+    let display = Display::new(
+        block.image_count() as u64,
+        workers as usize,
+        args.quiet || args.json,
+    );
+    let outcome = supervise(&block, &mut pool, &display, &signals, &settings, workers);
+    display.update(&block);
+    display.finish();
+    drop(pool);
+    let memory = sampler.finish();
+    block.set_state(BlockState::Finished);
+    let outcome = outcome?;
+
+    // Join is complete: every outcome in the block is final.
+    let mut images_ok = 0;
+    let mut block_failed = 0;
+    for i in 0..block.image_count() {
+        match ImageStatus::from_u32(block.images()[i].status.load(Ordering::Acquire)) {
+            Some(ImageStatus::Done) => images_ok += 1,
+            Some(ImageStatus::Failed) => {
+                block_failed += 1;
+                failures.push(Failure {
+                    path: settings
+                        .input
+                        .join(Path::new(std::ffi::OsStr::from_bytes(block.source(i))))
+                        .display()
+                        .to_string(),
+                    reason: block.message(i).unwrap_or_default(),
+                })
+            }
+            _ => {}
+        }
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let megapixels = block.header().pixels_done.load(Ordering::Acquire) as f64 / 1e6;
+    let summary = Summary {
+        block: name,
+        images_ok,
+        images_failed: failures.len() as u64,
+        failures,
+        files_skipped: planned.skipped as u64,
+        images_retried: outcome.retried,
+        worker_restarts: outcome.restarts,
+        megapixels,
+        wall_s,
+        megapixels_per_s: megapixels / wall_s.max(1e-9),
+        workers,
+        block_bytes: block.len(),
+        dataset_bytes: block_plan.pixel_bytes(),
+        memory_measured: memory.available,
+        peak_total_pss_bytes: memory.available.then_some(memory.peak_pss),
+        peak_total_rss_bytes: memory.available.then_some(memory.peak_rss),
+        stopped_by_signal: outcome.signal.map(|(_, name)| name.to_string()),
+    };
+    let _ = block_failed;
+    // Unlink before reporting: whatever happens to stdout, the block is gone.
+    drop(block);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if !args.quiet {
+        print!("{}", summary.text());
+    }
+    Ok(match outcome.signal {
+        Some((code, _)) => code,
+        None if summary.images_failed > 0 => exit::SOME_FAILED,
+        None => exit::OK,
+    })
+}
+
+/// What supervision observed.
+struct Outcome {
+    retried: u64,
+    restarts: u64,
+    signal: Option<(i32, &'static str)>,
+}
+
+/// Spawns the workers and watches them until the queue is empty or a signal arrives.
+fn supervise(
+    block: &OwnedBlock,
+    pool: &mut Pool,
+    display: &Display,
+    signals: &Signals,
+    settings: &Settings,
+    workers: u32,
+) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome {
+        retried: 0,
+        restarts: 0,
+        signal: None,
+    };
+    if block.image_count() == 0 {
+        return Ok(outcome);
+    }
+    for id in 0..workers {
+        pool.spawn(id).context("failed to start a worker process")?;
+    }
+    // Deaths that released no image: a worker that cannot even start. Bounded, then we give up.
+    let mut fruitless = 0u32;
+    loop {
+        if let Some(sig) = signals.received() {
+            outcome.signal = Some(sig);
+            block.set_state(BlockState::Stopping);
+            let ended = pool.stop(STOP_GRACE);
+            for (id, _) in ended {
+                // Whatever a stopped worker held goes back to Pending; its partial file goes.
+                release(block, id, settings, false);
+            }
+            return Ok(outcome);
+        }
+        for (id, end) in pool.reap() {
+            if !end.is_abnormal() {
+                continue;
+            }
+            let (retried, _) = release(block, id, settings, true);
+            outcome.retried += retried;
+            if retried == 0 {
+                fruitless += 1;
+            }
+            if fruitless > 2 * workers + 2 {
+                bail!("workers keep failing at start (last: {end:?}); giving up");
+            }
+            if work_left(block) {
+                pool.spawn(id)
+                    .context("failed to restart a worker process")?;
+                outcome.restarts += 1;
+                display.println(&format!("shmpipe: worker {id} ended ({end:?}); restarted"));
+            }
+        }
+        if pool.live() == 0 {
+            if work_left(block) {
+                pool.spawn(0)
+                    .context("failed to restart a worker process")?;
+                outcome.restarts += 1;
+                continue;
+            }
+            return Ok(outcome);
+        }
+        display.update(block);
+        std::thread::sleep(TICK);
+    }
+}
+
+fn work_left(block: &OwnedBlock) -> bool {
+    block
+        .images()
+        .iter()
+        .any(|r| r.status.load(Ordering::Acquire) == ImageStatus::Pending as u32)
+}
+
+/// After worker `id` ended: every image it still held goes back to the queue (or, after
+/// `MAX_CRASHES` deaths with it in hand, is quarantined), and its partial output is removed.
+/// Returns (images put back, images quarantined).
+fn release(block: &OwnedBlock, id: u32, settings: &Settings, crashed: bool) -> (u64, u64) {
+    let (mut retried, mut quarantined) = (0, 0);
+    for index in 0..block.image_count() {
+        let Some(claim) = block.take_over(index, id) else {
+            continue;
+        };
+        remove_partial_output(block, index, settings);
+        if !crashed {
+            drop(claim);
+            continue;
+        }
+        let crashes = block.images()[index].crashes.fetch_add(1, Ordering::AcqRel) + 1;
+        if crashes >= MAX_CRASHES {
+            claim.fail(&format!(
+                "worker crashed while processing ({crashes} times)"
+            ));
+            block.header().images_failed.fetch_add(1, Ordering::AcqRel);
+            quarantined += 1;
+        } else {
+            drop(claim);
+            retried += 1;
+        }
+    }
+    (retried, quarantined)
+}
+
+/// Removes the temporary file a killed worker may have left beside an image's output.
+fn remove_partial_output(block: &OwnedBlock, index: usize, settings: &Settings) {
+    let Some(root) = &settings.output else { return };
+    let slot = block.slot(index);
+    let input_format = FORMATS[slot.format as usize % FORMATS.len()];
+    let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(index)));
+    let target = codec::output_path(
+        root,
+        relative,
+        input_format,
+        settings.format.unwrap_or(input_format),
+    );
+    let (Some(dir), Some(file)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(file.as_bytes());
+    prefix.extend_from_slice(b".shmpipe-tmp-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().as_bytes().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}

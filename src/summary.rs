@@ -1,0 +1,77 @@
+//! The end-of-run summary, as text for people and as one JSON object for programs.
+
+use serde::Serialize;
+
+/// One image that did not make it, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub block: String,
+    pub images_ok: u64,
+    pub images_failed: u64,
+    pub failures: Vec<Failure>,
+    /// Files that were neither named nor shaped like images.
+    pub files_skipped: u64,
+    /// Images put back in the queue after the worker holding them died.
+    pub images_retried: u64,
+    pub worker_restarts: u64,
+    pub megapixels: f64,
+    pub wall_s: f64,
+    pub megapixels_per_s: f64,
+    pub workers: u32,
+    pub block_bytes: u64,
+    pub dataset_bytes: u64,
+    /// False where /proc is missing: then the peaks below are null, not zero.
+    pub memory_measured: bool,
+    pub peak_total_pss_bytes: Option<u64>,
+    pub peak_total_rss_bytes: Option<u64>,
+    pub stopped_by_signal: Option<String>,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+impl Summary {
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let total = self.images_ok + self.images_failed;
+        out.push_str(&format!(
+            "{} of {total} images ok, {} failed ({} retried after a worker died, {} worker restarts)\n",
+            self.images_ok, self.images_failed, self.images_retried, self.worker_restarts
+        ));
+        for f in &self.failures {
+            out.push_str(&format!("  failed: {}: {}\n", f.path, f.reason));
+        }
+        out.push_str(&format!(
+            "{:.1} MP in {:.2} s = {:.1} MP/s with {} workers\n",
+            self.megapixels, self.wall_s, self.megapixels_per_s, self.workers
+        ));
+        out.push_str(&format!(
+            "block {}: {:.1} MiB ({:.1} MiB of pixels)\n",
+            self.block,
+            mib(self.block_bytes),
+            mib(self.dataset_bytes)
+        ));
+        match (self.peak_total_pss_bytes, self.peak_total_rss_bytes) {
+            (Some(pss), Some(rss)) => out.push_str(&format!(
+                "peak total memory, coordinator + workers: Pss {:.1} MiB ({:.2}x the block), Rss {:.1} MiB (counts shared pages once per process)\n",
+                mib(pss),
+                pss as f64 / self.block_bytes.max(1) as f64,
+                mib(rss)
+            )),
+            _ => out.push_str("peak total memory: not measured (no /proc on this system)\n"),
+        }
+        if let Some(sig) = &self.stopped_by_signal {
+            out.push_str(&format!(
+                "stopped by {sig}: complete outputs kept, the rest not written\n"
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,1018 @@
+//! The block: one named shared-memory region holding a whole image dataset, and the only
+//! definition of its layout. Both the coordinator and the workers use this module.
+//!
+//! All of shmpipe's `unsafe` lives here. Everything outside sees safe views that borrow the
+//! mapping: `&Header`, `&[ImageRecord]`, and the `&mut [u8]` of a slot held through a [`Claim`].
+//!
+//! Layout (little-endian, every region 64-byte aligned, offsets from the start of the block):
+//!
+//! ```text
+//! [Header][ImageRecord; image_count][WorkerRecord; worker_count][strings][pixel slots]
+//! ```
+//!
+//! This module must never let a worker unlink a block: only [`OwnedBlock`], which only
+//! [`OwnedBlock::create`] returns, removes the name, and it does so on drop.
+//!
+//! Memory shared with other processes is outside what memmap2 (or Rust) can promise. What we rely
+//! on instead: (1) the creator writes the header and tables before publishing
+//! `state = Ready` with Release ordering, and attachers read it with Acquire; after that the
+//! immutable fields never change, and `attach` copies the ones it needs after validating them;
+//! (2) every mutable field shared between processes is an atomic; (3) a slot's pixels and an
+//! image's message are written only by the worker whose compare-and-swap moved that image from
+//! `Pending` to `Claimed`, and read by others only after it publishes `Done`/`Failed` with Release.
+
+use std::cell::UnsafeCell;
+use std::fs::File;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use memmap2::MmapMut;
+use rustix::fs::{FallocateFlags, FlockOperation, Mode, OFlags};
+use rustix::shm;
+
+/// First eight bytes of every block.
+pub const MAGIC: [u8; 8] = *b"SHMPIPE\0";
+/// Bumped whenever the layout changes; `attach` refuses any other.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Every block name starts with this, so `ls` and `clean` can find ours.
+pub const NAME_PREFIX: &str = "shmpipe-";
+/// macOS limits POSIX shm names to 31 bytes including the leading slash.
+pub const MAX_NAME_LEN: usize = 30;
+/// Alignment of every region and every slot.
+pub const ALIGN: u64 = 64;
+/// Bytes of an image's error message kept in its record.
+pub const MESSAGE_LEN: usize = 120;
+/// Where a block lives when it is not in the default POSIX shm directory.
+pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
+
+/// Lifecycle of a block, in `Header::state`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockState {
+    /// Being written by its creator; not to be attached yet.
+    Creating = 0,
+    /// Header and tables complete; workers may attach.
+    Ready = 1,
+    /// The coordinator asked every worker to stop after its current image.
+    Stopping = 2,
+    /// Every image has an outcome.
+    Finished = 3,
+}
+
+impl BlockState {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Creating,
+            1 => Self::Ready,
+            2 => Self::Stopping,
+            3 => Self::Finished,
+            _ => return None,
+        })
+    }
+}
+
+/// Status of one image, in `ImageRecord::status`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageStatus {
+    Pending = 0,
+    Claimed = 1,
+    Done = 2,
+    Failed = 3,
+}
+
+impl ImageStatus {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Pending,
+            1 => Self::Claimed,
+            2 => Self::Done,
+            3 => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A byte string inside the strings region: offset from the region's start, and length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrRef {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The block's first 512 bytes.
+#[repr(C, align(64))]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub layout_version: u32,
+    pub header_size: u32,
+    pub total_size: u64,
+    pub owner_pid: u32,
+    /// A [`BlockState`].
+    pub state: AtomicU32,
+    pub image_count: u64,
+    pub worker_count: u32,
+    /// Channels of every slot: 1, 3 or 4.
+    pub channels: u32,
+    pub image_table_offset: u64,
+    pub image_record_size: u64,
+    pub worker_table_offset: u64,
+    pub worker_record_size: u64,
+    pub strings_offset: u64,
+    pub strings_len: u64,
+    pub pixels_offset: u64,
+    pub pixels_len: u64,
+    /// Folder the source paths are relative to.
+    pub input_root: StrRef,
+    /// Output folder; empty when the run writes nothing.
+    pub output_root: StrRef,
+    /// The op chain as the user wrote it, for example `grayscale,blur:2`.
+    pub op_chain: StrRef,
+    /// Output format name (`jpeg`, `png`, ...), empty to keep each input's format.
+    pub output_format: StrRef,
+    pub quality: u32,
+    /// Non-zero when every slot has this shape.
+    pub uniform_height: u32,
+    pub uniform_width: u32,
+    pub _reserved0: u32,
+    /// Next index a worker claims with `fetch_add`.
+    pub next_claim: AtomicU64,
+    pub images_done: AtomicU64,
+    pub images_failed: AtomicU64,
+    pub pixels_done: AtomicU64,
+    pub _reserved: [u64; 36],
+}
+
+/// One image's fixed-size record in the image table.
+#[repr(C, align(64))]
+pub struct ImageRecord {
+    /// Slot offset from the start of the pixels region.
+    pub slot_offset: u64,
+    pub slot_len: u64,
+    pub height: u32,
+    pub width: u32,
+    pub channels: u32,
+    /// Source format, as an index into [`crate::codec::FORMATS`].
+    pub format: u32,
+    /// Source path, relative to `Header::input_root`, as raw bytes.
+    pub source: StrRef,
+    /// An [`ImageStatus`].
+    pub status: AtomicU32,
+    /// Worker id + 1 of the current claim holder, 0 for none.
+    pub claimed_by: AtomicU32,
+    /// How many workers died while holding this image.
+    pub crashes: AtomicU32,
+    pub message_len: AtomicU32,
+    /// Why the image failed; written by the claim holder before it publishes `Failed`.
+    message: UnsafeCell<[u8; MESSAGE_LEN]>,
+}
+
+// SAFETY: `message` is the only non-atomic field written after the block is published; it is
+// written only by the worker that holds the image's claim and read only after that worker's
+// Release store of `Failed` is observed with Acquire (invariant (3) in the module doc).
+unsafe impl Sync for ImageRecord {}
+
+/// One worker's counters, indexed by worker id; a replacement worker reuses its slot.
+#[repr(C, align(64))]
+pub struct WorkerRecord {
+    pub pid: AtomicU32,
+    /// 0 not started, 1 running, 2 exited cleanly.
+    pub state: AtomicU32,
+    pub heartbeat_ms: AtomicU64,
+    pub images_done: AtomicU64,
+    pub images_failed: AtomicU64,
+    pub pixels_done: AtomicU64,
+    /// Index of the image in hand, `u64::MAX` for none.
+    pub current_image: AtomicU64,
+    pub _reserved: [u64; 2],
+}
+
+pub const NO_IMAGE: u64 = u64::MAX;
+
+const _: () = assert!(size_of::<Header>() == 512);
+const _: () = assert!(size_of::<ImageRecord>() == 192);
+const _: () = assert!(size_of::<WorkerRecord>() == 64);
+
+/// Errors of creating, opening, attaching or validating a block. Each names the block.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("block name {0:?} is invalid: it must start with {NAME_PREFIX:?}, be at most {MAX_NAME_LEN} bytes, and hold only [A-Za-z0-9._-]")]
+    BadName(String),
+    #[error("not enough shared memory for block {name}: {needed} bytes needed, {free} bytes free in {dir}")]
+    NoSpace {
+        name: String,
+        needed: u64,
+        free: u64,
+        dir: String,
+    },
+    #[error("failed to {what} block {name}: {source}")]
+    Io {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("block {name} is not valid: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+fn io_err<'a>(what: &'static str, name: &'a str) -> impl FnOnce(io::Error) -> BlockError + 'a {
+    move |source| BlockError::Io {
+        what,
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// Checks a block name: our prefix, short enough for macOS, a portable character set.
+pub fn validate_name(name: &str) -> Result<(), BlockError> {
+    let ok = name.starts_with(NAME_PREFIX)
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(BlockError::BadName(name.to_string()))
+    }
+}
+
+/// A fresh name: prefix, creator pid, 32 random bits. At most 8 + 10 + 1 + 8 = 27 bytes.
+pub fn fresh_name() -> String {
+    let mut random = [0u8; 4];
+    // getrandom on Linux cannot fail for 4 bytes once the pool is initialised; fall back to the
+    // clock rather than abort, uniqueness is still enforced by O_EXCL.
+    let bits = match rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty()) {
+        Ok(_) => u32::from_le_bytes(random),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    };
+    format!("{NAME_PREFIX}{}-{bits:08x}", std::process::id())
+}
+
+/// Where a block's name lives: POSIX shared memory, or a regular file in a directory of the
+/// user's choice (`--backing DIR`) for hosts whose /dev/shm is small.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    Shm,
+    Dir(PathBuf),
+}
+
+impl Backing {
+    /// The directory whose free space bounds the block.
+    pub fn dir(&self) -> PathBuf {
+        match self {
+            Backing::Shm => PathBuf::from(DEFAULT_SHM_DIR),
+            Backing::Dir(d) => d.clone(),
+        }
+    }
+
+    fn open(&self, name: &str, create: bool) -> io::Result<OwnedFd> {
+        let flags = if create {
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR
+        } else {
+            OFlags::RDWR
+        };
+        match self {
+            Backing::Shm => {
+                let shm_flags = shm::OFlags::from_bits_truncate(flags.bits());
+                Ok(shm::open(
+                    format!("/{name}"),
+                    shm_flags,
+                    Mode::from_raw_mode(0o600),
+                )?)
+            }
+            Backing::Dir(dir) => Ok(rustix::fs::open(
+                dir.join(name),
+                flags | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?),
+        }
+    }
+
+    fn unlink(&self, name: &str) -> io::Result<()> {
+        match self {
+            Backing::Shm => Ok(shm::unlink(format!("/{name}"))?),
+            Backing::Dir(dir) => std::fs::remove_file(dir.join(name)),
+        }
+    }
+}
+
+/// Sizes of a block to be created.
+#[derive(Clone, Debug)]
+pub struct BlockPlan {
+    pub worker_count: u32,
+    pub channels: u32,
+    /// Per image: height, width, source format index, relative source path bytes.
+    pub images: Vec<PlannedImage>,
+    pub input_root: Vec<u8>,
+    pub output_root: Vec<u8>,
+    pub op_chain: String,
+    pub output_format: String,
+    pub quality: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedImage {
+    pub height: u32,
+    pub width: u32,
+    pub format: u32,
+    pub source: Vec<u8>,
+}
+
+fn align_up(v: u64) -> u64 {
+    v.div_ceil(ALIGN) * ALIGN
+}
+
+/// Offsets of each region, computed once from a plan.
+struct Regions {
+    image_table: u64,
+    worker_table: u64,
+    strings: u64,
+    strings_len: u64,
+    pixels: u64,
+    pixels_len: u64,
+    total: u64,
+}
+
+impl BlockPlan {
+    fn slot_len(&self, img: &PlannedImage) -> u64 {
+        img.height as u64 * img.width as u64 * self.channels as u64
+    }
+
+    fn regions(&self) -> Regions {
+        let image_table = align_up(size_of::<Header>() as u64);
+        let worker_table =
+            align_up(image_table + self.images.len() as u64 * size_of::<ImageRecord>() as u64);
+        let strings =
+            align_up(worker_table + self.worker_count as u64 * size_of::<WorkerRecord>() as u64);
+        let strings_len = self.input_root.len()
+            + self.output_root.len()
+            + self.op_chain.len()
+            + self.output_format.len()
+            + self.images.iter().map(|i| i.source.len()).sum::<usize>();
+        let pixels = align_up(strings + strings_len as u64);
+        let pixels_len: u64 = self.images.iter().map(|i| align_up(self.slot_len(i))).sum();
+        Regions {
+            image_table,
+            worker_table,
+            strings,
+            strings_len: strings_len as u64,
+            pixels,
+            pixels_len,
+            total: pixels + pixels_len,
+        }
+    }
+
+    /// Bytes the block will take.
+    pub fn total_size(&self) -> u64 {
+        self.regions().total
+    }
+
+    /// Bytes of pixels alone: the decoded dataset.
+    pub fn pixel_bytes(&self) -> u64 {
+        self.images.iter().map(|i| self.slot_len(i)).sum()
+    }
+}
+
+/// The mapping and what `attach` validated of it. Shared by both kinds of handle.
+pub struct Mapping {
+    name: String,
+    backing: Backing,
+    map: MmapMut,
+    /// Keeps the descriptor, and with it the owner's flock, open.
+    file: File,
+    /// Validated copies of each slot's place and shape; never re-read from shared memory.
+    slots: Vec<SlotInfo>,
+}
+
+/// Where one image's pixels are and their shape, as validated at attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotInfo {
+    /// Absolute offset in the block.
+    pub offset: usize,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub format: u32,
+    pub source: StrRef,
+}
+
+impl SlotInfo {
+    pub fn len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Mapping {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least `size_of::<Header>()` bytes (checked at create and
+        // attach), page-aligned (so 64-aligned), and every bit pattern is a valid Header
+        // (integers, atomics and byte arrays only). Mutation after publication goes through
+        // atomics only.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    /// The image table. Its immutable fields may be read; use [`Mapping::slot`] for the validated
+    /// copies when the block is not trusted.
+    pub fn images(&self) -> &[ImageRecord] {
+        let h = self.header();
+        // SAFETY: `image_table_offset` is 64-aligned and the table lies inside the mapping
+        // (validated at create and attach; those fields never change after publication). Every
+        // bit pattern is a valid ImageRecord; its one non-atomic mutable field is an UnsafeCell.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(h.image_table_offset as usize) as *const ImageRecord,
+                self.slots.len(),
+            )
+        }
+    }
+
+    pub fn workers(&self) -> &[WorkerRecord] {
+        let h = self.header();
+        // SAFETY: as for `images`: aligned, in bounds (validated), any bit pattern valid.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(h.worker_table_offset as usize) as *const WorkerRecord,
+                h.worker_count as usize,
+            )
+        }
+    }
+
+    pub fn image_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn slot(&self, index: usize) -> SlotInfo {
+        self.slots[index]
+    }
+
+    /// A string from the strings region; empty when out of bounds (never, once validated).
+    pub fn string(&self, r: StrRef) -> &[u8] {
+        let h = self.header();
+        let start = h.strings_offset.saturating_add(r.offset);
+        let end = start.saturating_add(r.len);
+        if end > h.strings_offset.saturating_add(h.strings_len) || end > self.map.len() as u64 {
+            return &[];
+        }
+        &self.map[start as usize..end as usize]
+    }
+
+    /// The relative source path of an image, as the raw bytes the planner stored.
+    pub fn source(&self, index: usize) -> &[u8] {
+        self.string(self.slots[index].source)
+    }
+
+    /// An image's error message, or None while it has not failed.
+    pub fn message(&self, index: usize) -> Option<String> {
+        let rec = &self.images()[index];
+        if rec.status.load(Ordering::Acquire) != ImageStatus::Failed as u32 {
+            return None;
+        }
+        let len = (rec.message_len.load(Ordering::Acquire) as usize).min(MESSAGE_LEN);
+        // SAFETY: status is Failed (Acquire), so the claim holder finished writing the message
+        // before its Release store; nobody writes it again while it stays Failed.
+        let bytes = unsafe { &(&*rec.message.get())[..len] };
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    /// Tries to move image `index` from Pending to Claimed for worker `worker_id`.
+    pub fn try_claim(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
+        let rec = self.images().get(index)?;
+        rec.status
+            .compare_exchange(
+                ImageStatus::Pending as u32,
+                ImageStatus::Claimed as u32,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        rec.claimed_by.store(worker_id + 1, Ordering::Release);
+        Some(Claim {
+            mapping: self,
+            index,
+            finished: false,
+        })
+    }
+
+    fn validate(&mut self, creating: bool) -> Result<(), BlockError> {
+        let len = self.map.len() as u64;
+        let invalid = |reason: String| BlockError::Invalid {
+            name: self.name.clone(),
+            reason,
+        };
+        if len < size_of::<Header>() as u64 {
+            return Err(invalid(format!("{len} bytes is smaller than the header")));
+        }
+        let h = self.header();
+        if h.magic != MAGIC {
+            return Err(invalid("wrong magic: not a shmpipe block".into()));
+        }
+        if h.layout_version != LAYOUT_VERSION {
+            return Err(invalid(format!(
+                "layout version {} (this build reads {LAYOUT_VERSION})",
+                h.layout_version
+            )));
+        }
+        if h.header_size as usize != size_of::<Header>() {
+            return Err(invalid(format!("header size {}", h.header_size)));
+        }
+        if h.total_size != len {
+            return Err(invalid(format!(
+                "header says {} bytes but the mapping has {len}",
+                h.total_size
+            )));
+        }
+        match BlockState::from_u32(h.state.load(Ordering::Acquire)) {
+            Some(BlockState::Creating) if !creating => {
+                return Err(invalid("still being created".into()))
+            }
+            None => return Err(invalid("unknown state".into())),
+            Some(_) => {}
+        }
+        if !matches!(h.channels, 1 | 3 | 4) {
+            return Err(invalid(format!("{} channels", h.channels)));
+        }
+        if h.image_record_size != size_of::<ImageRecord>() as u64
+            || h.worker_record_size != size_of::<WorkerRecord>() as u64
+        {
+            return Err(invalid("record sizes differ from this build's".into()));
+        }
+        let region = |what: &str, offset: u64, count: u64, size: u64| -> Result<u64, BlockError> {
+            let end = count
+                .checked_mul(size)
+                .and_then(|bytes| offset.checked_add(bytes))
+                .filter(|end| *end <= len && offset % ALIGN == 0 && offset >= size_of::<Header>() as u64)
+                .ok_or_else(|| invalid(format!("{what} region (offset {offset}, {count} x {size} bytes) is misaligned or past the end ({len} bytes)")))?;
+            Ok(end)
+        };
+        let image_count = h.image_count;
+        region(
+            "image table",
+            h.image_table_offset,
+            image_count,
+            h.image_record_size,
+        )?;
+        region(
+            "worker table",
+            h.worker_table_offset,
+            h.worker_count as u64,
+            h.worker_record_size,
+        )?;
+        let strings_end = region("strings", h.strings_offset, h.strings_len, 1)?;
+        let pixels_end = region("pixels", h.pixels_offset, h.pixels_len, 1)?;
+        let _ = strings_end;
+        for (what, r) in [
+            ("input root", h.input_root),
+            ("output root", h.output_root),
+            ("op chain", h.op_chain),
+            ("output format", h.output_format),
+        ] {
+            if r.offset
+                .checked_add(r.len)
+                .is_none_or(|e| e > h.strings_len)
+            {
+                return Err(invalid(format!("{what} string is out of bounds")));
+            }
+        }
+        let (channels, pixels_offset, strings_len) = (h.channels, h.pixels_offset, h.strings_len);
+        let table_offset = h.image_table_offset as usize;
+        let mut slots = Vec::with_capacity(image_count as usize);
+        for i in 0..image_count as usize {
+            // SAFETY: the table lies inside the mapping (checked by `region` above) and is
+            // 64-aligned; any bit pattern is a valid ImageRecord. We copy the fields out.
+            let rec = unsafe {
+                &*(self
+                    .map
+                    .as_ptr()
+                    .add(table_offset + i * size_of::<ImageRecord>())
+                    as *const ImageRecord)
+            };
+            let (offset, slot_len, height, width, ch, format, source) = (
+                rec.slot_offset,
+                rec.slot_len,
+                rec.height,
+                rec.width,
+                rec.channels,
+                rec.format,
+                rec.source,
+            );
+            let expected = height as u64 * width as u64 * ch as u64;
+            let start = pixels_offset.checked_add(offset);
+            let in_bounds = start
+                .and_then(|s| s.checked_add(slot_len))
+                .is_some_and(|end| end <= pixels_end);
+            if ch != channels || slot_len != expected || !in_bounds || offset % ALIGN != 0 {
+                return Err(invalid(format!(
+                    "image {i}: slot (offset {offset}, {slot_len} bytes, {height}x{width}x{ch}) is inconsistent or out of bounds"
+                )));
+            }
+            if source
+                .offset
+                .checked_add(source.len)
+                .is_none_or(|e| e > strings_len)
+            {
+                return Err(invalid(format!("image {i}: source path is out of bounds")));
+            }
+            slots.push(SlotInfo {
+                offset: (pixels_offset + offset) as usize,
+                height: height as usize,
+                width: width as usize,
+                channels: ch as usize,
+                format,
+                source,
+            });
+        }
+        self.slots = slots;
+        Ok(())
+    }
+}
+
+/// An image held by one worker between its claim and its outcome. The only way to write a slot.
+pub struct Claim<'a> {
+    mapping: &'a Mapping,
+    index: usize,
+    finished: bool,
+}
+
+impl<'a> Claim<'a> {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn slot(&self) -> SlotInfo {
+        self.mapping.slots[self.index]
+    }
+
+    /// The slot's pixels, `height * width * channels` bytes, row-major.
+    pub fn pixels(&mut self) -> &mut [u8] {
+        let slot = self.slot();
+        // SAFETY: `slot.offset + slot.len()` lies inside the mapping (validated at attach and
+        // copied, never re-read). No other process writes or reads this range while we hold the
+        // claim: the CAS in `try_claim` gave it to us alone (invariant (3)), the coordinator reads
+        // pixels only after join, and `&mut self` keeps this process to one borrow at a time.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.mapping.map.as_ptr().add(slot.offset) as *mut u8,
+                slot.len(),
+            )
+        }
+    }
+
+    /// Publishes success.
+    pub fn done(mut self) {
+        self.finish(ImageStatus::Done, "");
+    }
+
+    /// Publishes failure with a reason (truncated to [`MESSAGE_LEN`] bytes at a char boundary).
+    pub fn fail(mut self, reason: &str) {
+        self.finish(ImageStatus::Failed, reason);
+    }
+
+    fn finish(&mut self, status: ImageStatus, reason: &str) {
+        let rec = &self.mapping.images()[self.index];
+        let mut end = reason.len().min(MESSAGE_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        // SAFETY: we hold the claim, so no other process writes the message; readers look only
+        // after the Release store of `status` below.
+        unsafe { (&mut *rec.message.get())[..end].copy_from_slice(&reason.as_bytes()[..end]) };
+        rec.message_len.store(end as u32, Ordering::Release);
+        rec.claimed_by.store(0, Ordering::Release);
+        rec.status.store(status as u32, Ordering::Release);
+        self.finished = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        // A claim dropped without an outcome (a panic unwinding, an early return) goes back to
+        // the queue, so another worker decodes it again from its source.
+        if !self.finished {
+            let rec = &self.mapping.images()[self.index];
+            rec.claimed_by.store(0, Ordering::Release);
+            rec.status
+                .store(ImageStatus::Pending as u32, Ordering::Release);
+        }
+    }
+}
+
+/// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
+pub struct OwnedBlock {
+    mapping: Mapping,
+    keep: bool,
+}
+
+impl std::ops::Deref for OwnedBlock {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.mapping
+    }
+}
+
+fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+impl OwnedBlock {
+    /// Creates a block for `plan` under `name`: exclusive create, mode 0600, sized exactly, every
+    /// page reserved up front so that a full filesystem is an error now and never a SIGBUS later,
+    /// then writes the header and tables and publishes `Ready`.
+    pub fn create(
+        name: &str,
+        backing: Backing,
+        plan: &BlockPlan,
+    ) -> Result<OwnedBlock, BlockError> {
+        validate_name(name)?;
+        let regions = plan.regions();
+        let dir = backing.dir();
+        let free = free_bytes(&dir).map_err(io_err("check free space for", name))?;
+        if free < regions.total {
+            return Err(BlockError::NoSpace {
+                name: name.to_string(),
+                needed: regions.total,
+                free,
+                dir: dir.display().to_string(),
+            });
+        }
+        let fd = backing.open(name, true).map_err(io_err("create", name))?;
+        // From here on the name exists: remove it on every error path.
+        let fail = |err: BlockError| {
+            let _ = backing.unlink(name);
+            err
+        };
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| fail(io_err("lock", name)(e.into())))?;
+        rustix::fs::ftruncate(&fd, regions.total)
+            .map_err(|e| fail(io_err("size", name)(e.into())))?;
+        reserve(&fd, regions.total).map_err(|e| {
+            fail(match e.raw_os_error() {
+                Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => {
+                    BlockError::NoSpace {
+                        name: name.to_string(),
+                        needed: regions.total,
+                        free: free_bytes(&dir).unwrap_or(0),
+                        dir: dir.display().to_string(),
+                    }
+                }
+                _ => io_err("reserve pages for", name)(e),
+            })
+        })?;
+        let file = File::from(fd);
+        // SAFETY: memmap2's contract asks that nobody else modify the file while it is mapped.
+        // We just created it exclusively with mode 0600; other processes that attach modify it
+        // only under the module's invariants (atomics, claimed slots), which is what this module
+        // is written for.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| fail(io_err("map", name)(e)))?;
+        let mapping = Mapping {
+            name: name.to_string(),
+            backing,
+            map,
+            file,
+            slots: Vec::new(),
+        };
+        // From here the handle owns the name: any error below unlinks it on drop.
+        let mut owned = OwnedBlock {
+            mapping,
+            keep: false,
+        };
+        owned.mapping.write_tables(plan, &regions)?;
+        Ok(owned)
+    }
+
+    /// Takes over the claim that dead worker `worker_id` held on image `index`. Only the owner
+    /// may do this, and only after reaping that worker: dropping the returned claim puts the image
+    /// back in the queue; `fail` quarantines it.
+    pub fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
+        let rec = self.images().get(index)?;
+        let held = rec.status.load(Ordering::Acquire) == ImageStatus::Claimed as u32
+            && rec.claimed_by.load(Ordering::Acquire) == worker_id + 1;
+        held.then_some(Claim {
+            mapping: &self.mapping,
+            index,
+            finished: false,
+        })
+    }
+
+    /// Keeps the name after drop (for blocks that outlive their creator on purpose).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    pub fn set_state(&self, state: BlockState) {
+        self.header().state.store(state as u32, Ordering::Release);
+    }
+
+    /// The descriptor, for tests that need to see the owner lock.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.mapping.file.as_fd()
+    }
+}
+
+impl Drop for OwnedBlock {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = self.mapping.backing.unlink(&self.mapping.name);
+        }
+    }
+}
+
+/// Reserves the block's pages so that a full tmpfs fails here with ENOSPC.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn reserve(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    loop {
+        match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Without fallocate, touch one byte per page so that a full filesystem fails now.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn reserve(_fd: &OwnedFd, _len: u64) -> io::Result<()> {
+    let _ = FallocateFlags::empty();
+    Ok(())
+}
+
+impl Mapping {
+    fn write_tables(&mut self, plan: &BlockPlan, r: &Regions) -> Result<(), BlockError> {
+        let base = self.map.as_mut_ptr();
+        let mut strings = Vec::with_capacity(r.strings_len as usize);
+        let mut push = |bytes: &[u8]| {
+            let s = StrRef {
+                offset: strings.len() as u64,
+                len: bytes.len() as u64,
+            };
+            strings.extend_from_slice(bytes);
+            s
+        };
+        let input_root = push(&plan.input_root);
+        let output_root = push(&plan.output_root);
+        let op_chain = push(plan.op_chain.as_bytes());
+        let output_format = push(plan.output_format.as_bytes());
+        let sources: Vec<StrRef> = plan.images.iter().map(|i| push(&i.source)).collect();
+        let uniform = plan
+            .images
+            .first()
+            .filter(|f| {
+                plan.images
+                    .iter()
+                    .all(|i| (i.height, i.width) == (f.height, f.width))
+            })
+            .map(|f| (f.height, f.width))
+            .unwrap_or((0, 0));
+        let header = Header {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            header_size: size_of::<Header>() as u32,
+            total_size: r.total,
+            owner_pid: std::process::id(),
+            state: AtomicU32::new(BlockState::Creating as u32),
+            image_count: plan.images.len() as u64,
+            worker_count: plan.worker_count,
+            channels: plan.channels,
+            image_table_offset: r.image_table,
+            image_record_size: size_of::<ImageRecord>() as u64,
+            worker_table_offset: r.worker_table,
+            worker_record_size: size_of::<WorkerRecord>() as u64,
+            strings_offset: r.strings,
+            strings_len: r.strings_len,
+            pixels_offset: r.pixels,
+            pixels_len: r.pixels_len,
+            input_root,
+            output_root,
+            op_chain,
+            output_format,
+            quality: plan.quality,
+            uniform_height: uniform.0,
+            uniform_width: uniform.1,
+            _reserved0: 0,
+            next_claim: AtomicU64::new(0),
+            images_done: AtomicU64::new(0),
+            images_failed: AtomicU64::new(0),
+            pixels_done: AtomicU64::new(0),
+            _reserved: [0; 36],
+        };
+        // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
+        // page-aligned; each write below targets a 64-aligned offset computed by `regions` whose
+        // record fits before the next region.
+        unsafe {
+            std::ptr::write(base as *mut Header, header);
+            let mut slot_offset = 0u64;
+            for (i, img) in plan.images.iter().enumerate() {
+                let len = plan.slot_len(img);
+                let rec = ImageRecord {
+                    slot_offset,
+                    slot_len: len,
+                    height: img.height,
+                    width: img.width,
+                    channels: plan.channels,
+                    format: img.format,
+                    source: sources[i],
+                    status: AtomicU32::new(ImageStatus::Pending as u32),
+                    claimed_by: AtomicU32::new(0),
+                    crashes: AtomicU32::new(0),
+                    message_len: AtomicU32::new(0),
+                    message: UnsafeCell::new([0; MESSAGE_LEN]),
+                };
+                std::ptr::write(
+                    base.add((r.image_table + i as u64 * size_of::<ImageRecord>() as u64) as usize)
+                        as *mut ImageRecord,
+                    rec,
+                );
+                slot_offset += align_up(len);
+            }
+            for w in 0..plan.worker_count as u64 {
+                std::ptr::write(
+                    base.add((r.worker_table + w * size_of::<WorkerRecord>() as u64) as usize)
+                        as *mut WorkerRecord,
+                    WorkerRecord {
+                        pid: AtomicU32::new(0),
+                        state: AtomicU32::new(0),
+                        heartbeat_ms: AtomicU64::new(0),
+                        images_done: AtomicU64::new(0),
+                        images_failed: AtomicU64::new(0),
+                        pixels_done: AtomicU64::new(0),
+                        current_image: AtomicU64::new(NO_IMAGE),
+                        _reserved: [0; 2],
+                    },
+                );
+            }
+            std::ptr::copy_nonoverlapping(
+                strings.as_ptr(),
+                base.add(r.strings as usize),
+                strings.len(),
+            );
+        }
+        self.validate(true)?;
+        self.header()
+            .state
+            .store(BlockState::Ready as u32, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// A worker's (or any reader's) handle: maps an existing block by name; never unlinks it.
+pub struct AttachedBlock {
+    mapping: Mapping,
+}
+
+impl std::ops::Deref for AttachedBlock {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.mapping
+    }
+}
+
+impl AttachedBlock {
+    /// Maps the block `name` and validates magic, version, sizes and every offset against the
+    /// mapping's length before anything else reads it.
+    pub fn attach(name: &str, backing: Backing) -> Result<AttachedBlock, BlockError> {
+        validate_name(name)?;
+        let fd = backing.open(name, false).map_err(io_err("open", name))?;
+        let file = File::from(fd);
+        // SAFETY: see `OwnedBlock::create`: the block is modified by other processes only under
+        // this module's invariants, and `validate` checks the layout before any typed access.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err("map", name))?;
+        let mut mapping = Mapping {
+            name: name.to_string(),
+            backing,
+            map,
+            file,
+            slots: Vec::new(),
+        };
+        mapping.validate(false)?;
+        Ok(AttachedBlock { mapping })
+    }
+}

@@ -1,0 +1,306 @@
+//! Codecs: read a file's header (for planning), decode a file straight into its slot, encode a
+//! slot to a file through a temporary file and a rename.
+//!
+//! What a file is comes from its magic bytes, never from its name. EXIF orientation is applied
+//! on decode, so the slot holds what a viewer shows. This module never touches the block itself:
+//! it sees a slot as a `&mut [u8]` of a known shape.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{
+    ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat,
+    ImageReader, Limits,
+};
+
+/// The formats shmpipe reads, in the order their index is stored in the block.
+pub const FORMATS: [ImageFormat; 6] = [
+    ImageFormat::Png,
+    ImageFormat::Jpeg,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+    ImageFormat::Tiff,
+];
+
+/// Default limit on the pixels of one image (128 megapixels).
+pub const DEFAULT_MAX_PIXELS: u64 = 128_000_000;
+
+/// Why a file could not be planned, decoded or written. Messages read well after "failed: ".
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("cannot read file: {0}")]
+    Read(#[source] io::Error),
+    #[error("not an image (unrecognised content)")]
+    NotAnImage,
+    #[error("unsupported format {0:?}")]
+    Unsupported(ImageFormat),
+    #[error("image is {width}x{height} = {} pixels, over the limit of {max} (--max-pixels)", *width as u64 * *height as u64)]
+    TooLarge { width: u32, height: u32, max: u64 },
+    #[error("decode error: {0}")]
+    Decode(String),
+    #[error("image changed since planning: now {now_w}x{now_h}, planned {plan_w}x{plan_h}")]
+    Changed {
+        now_w: u32,
+        now_h: u32,
+        plan_w: u32,
+        plan_h: u32,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("encode error for {path}: {reason}")]
+    Encode { path: PathBuf, reason: String },
+}
+
+fn decode_err(e: image::ImageError) -> CodecError {
+    match e {
+        image::ImageError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            CodecError::Decode("file is truncated".into())
+        }
+        image::ImageError::Unsupported(u) => CodecError::Decode(format!("unsupported: {u}")),
+        image::ImageError::Limits(l) => CodecError::Decode(format!("limit exceeded: {l}")),
+        other => CodecError::Decode(other.to_string()),
+    }
+}
+
+/// What the planner learns from a file's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Index into [`FORMATS`].
+    pub format: u32,
+    /// Shape after EXIF orientation is applied.
+    pub width: u32,
+    pub height: u32,
+    pub color: ColorType,
+}
+
+fn open_decoder(path: &Path, max_pixels: u64) -> Result<(impl ImageDecoder, u32), CodecError> {
+    let file = File::open(path).map_err(CodecError::Read)?;
+    let mut reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(CodecError::Read)?;
+    let format = reader.format().ok_or(CodecError::NotAnImage)?;
+    let index = FORMATS
+        .iter()
+        .position(|f| *f == format)
+        .ok_or(CodecError::Unsupported(format))? as u32;
+    let mut limits = Limits::default();
+    // A decoder may allocate about one decoded image (at most 8 bytes a pixel, for 16-bit RGBA).
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(decode_err)?;
+    let (width, height) = decoder.dimensions();
+    if width as u64 * height as u64 > max_pixels {
+        return Err(CodecError::TooLarge {
+            width,
+            height,
+            max: max_pixels,
+        });
+    }
+    Ok((decoder, index))
+}
+
+fn swaps_axes(o: image::metadata::Orientation) -> bool {
+    use image::metadata::Orientation::*;
+    matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
+}
+
+/// Reads only the header of `path`: format, colour type and oriented shape.
+pub fn probe(path: &Path, max_pixels: u64) -> Result<Probe, CodecError> {
+    let (mut decoder, format) = open_decoder(path, max_pixels)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(CodecError::Decode("image has no pixels".into()));
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let (width, height) = if swaps_axes(orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    Ok(Probe {
+        format,
+        width,
+        height,
+        color: decoder.color_type(),
+    })
+}
+
+/// Decodes `path` into `slot`, a `height x width x channels` u8 buffer, applying EXIF orientation
+/// and converting the colour type. RGB8 into a 3-channel slot (and L8 into 1, RGBA8 into 4) goes
+/// straight from the codec into the slot; gray into a 3-channel slot is decoded into the slot's
+/// tail and expanded in place; other cases go through one temporary image.
+pub fn decode_into(
+    path: &Path,
+    slot: &mut [u8],
+    height: u32,
+    width: u32,
+    channels: u32,
+    max_pixels: u64,
+) -> Result<(), CodecError> {
+    use image::metadata::Orientation;
+    let (mut decoder, _) = open_decoder(path, max_pixels)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let (dw, dh) = decoder.dimensions();
+    let (ow, oh) = if swaps_axes(orientation) {
+        (dh, dw)
+    } else {
+        (dw, dh)
+    };
+    if (ow, oh) != (width, height) {
+        return Err(CodecError::Changed {
+            now_w: ow,
+            now_h: oh,
+            plan_w: width,
+            plan_h: height,
+        });
+    }
+    let pixels = width as usize * height as usize;
+    let color = decoder.color_type();
+    let native = matches!(
+        (color, channels),
+        (ColorType::Rgb8, 3) | (ColorType::L8, 1) | (ColorType::Rgba8, 4)
+    );
+    if orientation == Orientation::NoTransforms && native {
+        // The codec writes the slot directly. PNG panics on a wrong length: check first.
+        if decoder.total_bytes() != slot.len() as u64 {
+            return Err(CodecError::Decode(
+                "decoder size does not match the slot".into(),
+            ));
+        }
+        return decoder.read_image(slot).map_err(decode_err);
+    }
+    if orientation == Orientation::NoTransforms && color == ColorType::L8 && channels == 3 {
+        let tail = 2 * pixels;
+        decoder.read_image(&mut slot[tail..]).map_err(decode_err)?;
+        // Forward expansion is safe: pixel i's gray byte sits at 2n + i >= 3i + 2 until it is read.
+        for i in 0..pixels {
+            let v = slot[tail + i];
+            slot[3 * i..3 * i + 3].fill(v);
+        }
+        return Ok(());
+    }
+    let mut image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    image.apply_orientation(orientation);
+    match channels {
+        1 => slot.copy_from_slice(image.to_luma8().as_raw()),
+        3 => slot.copy_from_slice(image.to_rgb8().as_raw()),
+        _ => slot.copy_from_slice(image.to_rgba8().as_raw()),
+    }
+    Ok(())
+}
+
+/// Output encoding settings.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodeOptions {
+    pub format: ImageFormat,
+    /// JPEG quality, 1-100.
+    pub quality: u8,
+}
+
+/// Parses a `--format` value.
+pub fn parse_format(name: &str) -> Option<ImageFormat> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "png" => ImageFormat::Png,
+        "jpeg" | "jpg" => ImageFormat::Jpeg,
+        "webp" => ImageFormat::WebP,
+        "gif" => ImageFormat::Gif,
+        "bmp" => ImageFormat::Bmp,
+        "tiff" | "tif" => ImageFormat::Tiff,
+        _ => return None,
+    })
+}
+
+/// The output path of `relative` under `out_root`: the same relative path, with the extension
+/// changed only when the output format differs from the input's.
+pub fn output_path(
+    out_root: &Path,
+    relative: &Path,
+    input: ImageFormat,
+    output: ImageFormat,
+) -> PathBuf {
+    let target = out_root.join(relative);
+    if input == output {
+        target
+    } else {
+        target.with_extension(output.extensions_str()[0])
+    }
+}
+
+/// Encodes a `height x width x channels` slot to `target`: into a temporary file beside it, then
+/// a rename, so `target` is either absent or complete. Returns the bytes written.
+pub fn encode_to(
+    slot: &[u8],
+    height: u32,
+    width: u32,
+    channels: u32,
+    opts: EncodeOptions,
+    target: &Path,
+) -> Result<u64, CodecError> {
+    let write_err = |source: io::Error| CodecError::Write {
+        path: target.to_path_buf(),
+        source,
+    };
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(write_err)?;
+    let file_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The prefix lets a coordinator sweep what a killed worker left behind.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}.shmpipe-tmp-"))
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    let mut out = BufWriter::with_capacity(1 << 16, tmp);
+    let stripped;
+    let (data, color) = match (channels, opts.format) {
+        (1, _) => (slot, ExtendedColorType::L8),
+        (4, ImageFormat::Jpeg) => {
+            // JPEG has no alpha: drop it.
+            stripped = slot
+                .chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect::<Vec<u8>>();
+            (&stripped[..], ExtendedColorType::Rgb8)
+        }
+        (4, _) => (slot, ExtendedColorType::Rgba8),
+        _ => (slot, ExtendedColorType::Rgb8),
+    };
+    let encoded = match opts.format {
+        ImageFormat::Jpeg => JpegEncoder::new_with_quality(&mut out, opts.quality)
+            .write_image(data, width, height, color),
+        ImageFormat::Png => {
+            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+                .write_image(data, width, height, color)
+        }
+        ImageFormat::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut out)
+            .write_image(data, width, height, color),
+        other => {
+            // TIFF needs Seek: encode in memory, then write.
+            let mut buffer = io::Cursor::new(Vec::new());
+            image::write_buffer_with_format(&mut buffer, data, width, height, color, other)
+                .and_then(|_| {
+                    out.write_all(buffer.get_ref())
+                        .map_err(image::ImageError::IoError)
+                })
+        }
+    };
+    encoded.map_err(|e| CodecError::Encode {
+        path: target.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let tmp = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+    tmp.persist(target).map_err(|e| write_err(e.error))?;
+    Ok(bytes)
+}

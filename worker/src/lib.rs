@@ -1,0 +1,16 @@
+//! What runs inside a shmpipe worker process, and the block layout both sides share.
+//!
+//! - [`block`]: the shared-memory block: layout, create, attach, claims. All `unsafe` is there.
+//! - [`codec`]: header probing, decoding straight into a slot, encoding through a rename.
+//! - [`ops`]: the op chain and its in-place kernels on `ndarray` views.
+//! - [`worker`]: the worker's main loop: attach by name, claim, decode, transform, encode.
+//!
+//! The coordinator (the `shmpipe` binary) re-executes itself in a hidden `worker` mode that calls
+//! [`worker::run`], so a plain `cargo run` needs no second binary.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod block;
+pub mod codec;
+pub mod ops;
+pub mod worker;

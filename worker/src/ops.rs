@@ -1,0 +1,666 @@
+//! The op chain: parsing `--ops`, and the in-place, shape-preserving kernels that run on a slot.
+//!
+//! A slot is an `(H, W, C)` u8 `ndarray` view in standard layout, C = 1, 3 or 4. Every op keeps
+//! the shape. Colour ops (point ops, grayscale) leave a 4th (alpha) channel unchanged; blur and
+//! sharpen filter every channel. Consecutive point ops are folded into one 256-entry lookup table
+//! and applied in one pass. This module must never allocate per pixel nor touch anything but the
+//! view it is given (and its own scratch buffers).
+
+use std::fmt;
+
+use ndarray::{s, ArrayViewMut3, Axis, Zip};
+
+/// One op as the user wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `invert`: v' = 255 − v.
+    Invert,
+    /// `grayscale`: L = ⌊(299 R + 587 G + 114 B + 500) / 1000⌋ (ITU-R 601-2 luma, as Pillow's
+    /// `convert("L")`, rounded to nearest), written back to R, G and B. Identity on 1 channel.
+    Grayscale,
+    /// `brightness:F`: v' = min(255, round(v × F)), F ≥ 0. The same formula as `scale`.
+    Brightness(f32),
+    /// `scale:F`: v' = min(255, round(v × F)), F ≥ 0 (saturating `arr *= F`).
+    Scale(f32),
+    /// `contrast:F`: v' = clamp(round((v − 128) × F + 128), 0, 255), F ≥ 0.
+    Contrast(f32),
+    /// `gamma:G`: v' = round(255 × (v / 255)^(1/G)), G > 0 (G > 1 brightens).
+    Gamma(f32),
+    /// `threshold:T`: v' = 255 if v ≥ T else 0, T in 0..=255.
+    Threshold(u8),
+    /// `blur:SIGMA`: gaussian, separable. Weights w_k ∝ exp(−k² / 2σ²) for |k| ≤ r = ⌈3σ⌉,
+    /// quantised to 16-bit fixed point summing exactly to 65536. Horizontal pass, then vertical,
+    /// each v' = (Σ_k w_k × v[clamp(i + k)] + 32768) >> 16, so a constant image stays constant.
+    /// Border: the edge pixel is repeated (clamp). 0 < σ ≤ 64.
+    Blur(f32),
+    /// `sharpen[:A]`: unsharp mask with σ = 1: b = blur(v, 1),
+    /// v' = clamp(v + ⌊(A₂₅₆ × (v − b) + 128) / 256⌋, 0, 255), A₂₅₆ = round(256 A); A defaults
+    /// to 1, 0 ≤ A ≤ 16.
+    Sharpen(f32),
+    /// `flip-h`: pixel (y, x) ← (y, W − 1 − x).
+    FlipH,
+    /// `flip-v`: pixel (y, x) ← (H − 1 − y, x).
+    FlipV,
+}
+
+/// Why an `--ops` list was refused. Names the op and the argument.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OpError {
+    #[error("unknown op {0:?} (known: invert, grayscale, brightness:F, scale:F, contrast:F, gamma:G, threshold:T, blur:SIGMA, sharpen[:A], flip-h, flip-v)")]
+    Unknown(String),
+    #[error("op {op:?} needs an argument, for example {example}")]
+    MissingArg { op: String, example: &'static str },
+    #[error("op {op:?} takes no argument, got {arg:?}")]
+    UnexpectedArg { op: String, arg: String },
+    #[error("bad argument {arg:?} for op {op:?}: {reason}")]
+    BadArg {
+        op: String,
+        arg: String,
+        reason: &'static str,
+    },
+    #[error("empty op in list {0:?}")]
+    Empty(String),
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Invert => write!(f, "invert"),
+            Op::Grayscale => write!(f, "grayscale"),
+            Op::Brightness(v) => write!(f, "brightness:{v}"),
+            Op::Scale(v) => write!(f, "scale:{v}"),
+            Op::Contrast(v) => write!(f, "contrast:{v}"),
+            Op::Gamma(v) => write!(f, "gamma:{v}"),
+            Op::Threshold(v) => write!(f, "threshold:{v}"),
+            Op::Blur(v) => write!(f, "blur:{v}"),
+            Op::Sharpen(v) => write!(f, "sharpen:{v}"),
+            Op::FlipH => write!(f, "flip-h"),
+            Op::FlipV => write!(f, "flip-v"),
+        }
+    }
+}
+
+fn parse_one(item: &str, list: &str) -> Result<Op, OpError> {
+    let item = item.trim();
+    if item.is_empty() {
+        return Err(OpError::Empty(list.to_string()));
+    }
+    let (name, arg) = match item.split_once(':') {
+        Some((n, a)) => (n.trim(), Some(a.trim())),
+        None => (item, None),
+    };
+    let name_l = name.to_ascii_lowercase();
+    let no_arg = |op: Op| match arg {
+        None => Ok(op),
+        Some(a) => Err(OpError::UnexpectedArg {
+            op: name.to_string(),
+            arg: a.to_string(),
+        }),
+    };
+    let float =
+        |example: &'static str, min: f32, max: f32, min_inclusive: bool, reason: &'static str| {
+            let a = arg.ok_or(OpError::MissingArg {
+                op: name.to_string(),
+                example,
+            })?;
+            let bad = |reason| OpError::BadArg {
+                op: name.to_string(),
+                arg: a.to_string(),
+                reason,
+            };
+            let v: f32 = a.parse().map_err(|_| bad("not a number"))?;
+            let above_min = if min_inclusive { v >= min } else { v > min };
+            if !v.is_finite() || !above_min || v > max {
+                return Err(bad(reason));
+            }
+            Ok(v)
+        };
+    Ok(match name_l.as_str() {
+        "invert" => no_arg(Op::Invert)?,
+        "grayscale" | "greyscale" | "gray" | "grey" => no_arg(Op::Grayscale)?,
+        "flip-h" | "fliph" | "hflip" => no_arg(Op::FlipH)?,
+        "flip-v" | "flipv" | "vflip" => no_arg(Op::FlipV)?,
+        "brightness" => Op::Brightness(float(
+            "brightness:1.2",
+            0.0,
+            255.0,
+            true,
+            "must be between 0 and 255",
+        )?),
+        "scale" => Op::Scale(float(
+            "scale:2",
+            0.0,
+            255.0,
+            true,
+            "must be between 0 and 255",
+        )?),
+        "contrast" => Op::Contrast(float(
+            "contrast:1.5",
+            0.0,
+            255.0,
+            true,
+            "must be between 0 and 255",
+        )?),
+        "gamma" => Op::Gamma(float(
+            "gamma:2.2",
+            0.0,
+            100.0,
+            false,
+            "must be above 0 and at most 100",
+        )?),
+        "blur" => Op::Blur(float(
+            "blur:2",
+            0.0,
+            64.0,
+            false,
+            "sigma must be above 0 and at most 64",
+        )?),
+        "sharpen" => match arg {
+            None => Op::Sharpen(1.0),
+            Some(_) => Op::Sharpen(float(
+                "sharpen:1",
+                0.0,
+                16.0,
+                true,
+                "amount must be between 0 and 16",
+            )?),
+        },
+        "threshold" => {
+            let a = arg.ok_or(OpError::MissingArg {
+                op: name.to_string(),
+                example: "threshold:128",
+            })?;
+            Op::Threshold(a.parse().map_err(|_| OpError::BadArg {
+                op: name.to_string(),
+                arg: a.to_string(),
+                reason: "must be an integer from 0 to 255",
+            })?)
+        }
+        _ => return Err(OpError::Unknown(name.to_string())),
+    })
+}
+
+/// Parses a comma list such as `grayscale,blur:2,brightness:1.2`. An empty list is no op.
+pub fn parse_ops(list: &str) -> Result<Vec<Op>, OpError> {
+    if list.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    list.split(',').map(|item| parse_one(item, list)).collect()
+}
+
+/// The op chain compiled for execution: point ops folded into lookup tables.
+#[derive(Clone, Debug)]
+pub struct OpChain {
+    ops: Vec<Op>,
+    steps: Vec<Step>,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Lut(Box<[u8; 256]>),
+    Grayscale,
+    Blur(Vec<u32>),
+    Sharpen { kernel: Vec<u32>, amount_256: i32 },
+    FlipH,
+    FlipV,
+}
+
+fn point_lut(op: &Op) -> Option<[u8; 256]> {
+    let mut lut = [0u8; 256];
+    for (v, out) in lut.iter_mut().enumerate() {
+        let x = v as f64;
+        let y = match *op {
+            Op::Invert => 255.0 - x,
+            Op::Brightness(f) | Op::Scale(f) => (x * f as f64).round(),
+            Op::Contrast(f) => ((x - 128.0) * f as f64 + 128.0).round(),
+            Op::Gamma(g) => (255.0 * (x / 255.0).powf(1.0 / g as f64)).round(),
+            Op::Threshold(t) => {
+                if v >= t as usize {
+                    255.0
+                } else {
+                    0.0
+                }
+            }
+            _ => return None,
+        };
+        *out = y.clamp(0.0, 255.0) as u8;
+    }
+    Some(lut)
+}
+
+/// Gaussian weights for σ, radius ⌈3σ⌉, 16-bit fixed point summing to exactly 65536.
+pub fn gaussian_kernel(sigma: f32) -> Vec<u32> {
+    let sigma = sigma as f64;
+    let radius = (3.0 * sigma).ceil().max(1.0) as i64;
+    let raw: Vec<f64> = (-radius..=radius)
+        .map(|k| (-((k * k) as f64) / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let total: f64 = raw.iter().sum();
+    let mut weights: Vec<u32> = raw
+        .iter()
+        .map(|w| (w / total * 65536.0).round() as u32)
+        .collect();
+    let sum: i64 = weights.iter().map(|&w| w as i64).sum();
+    let centre = radius as usize;
+    weights[centre] = (weights[centre] as i64 + 65536 - sum) as u32;
+    weights
+}
+
+impl OpChain {
+    pub fn new(ops: Vec<Op>) -> OpChain {
+        let mut steps: Vec<Step> = Vec::new();
+        for op in &ops {
+            if let Some(lut) = point_lut(op) {
+                if let Some(Step::Lut(prev)) = steps.last_mut() {
+                    // Fold: apply `prev` then `lut`.
+                    for v in prev.iter_mut() {
+                        *v = lut[*v as usize];
+                    }
+                } else {
+                    steps.push(Step::Lut(Box::new(lut)));
+                }
+                continue;
+            }
+            steps.push(match *op {
+                Op::Grayscale => Step::Grayscale,
+                Op::Blur(sigma) => Step::Blur(gaussian_kernel(sigma)),
+                Op::Sharpen(amount) => Step::Sharpen {
+                    kernel: gaussian_kernel(1.0),
+                    amount_256: (amount * 256.0).round() as i32,
+                },
+                Op::FlipH => Step::FlipH,
+                Op::FlipV => Step::FlipV,
+                _ => unreachable!("point ops are handled above"),
+            });
+        }
+        OpChain { ops, steps }
+    }
+
+    pub fn parse(list: &str) -> Result<OpChain, OpError> {
+        parse_ops(list).map(OpChain::new)
+    }
+
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Passes over the pixels this chain makes (after folding).
+    pub fn passes(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Runs the chain in place on `img`, an `(H, W, C)` view in standard layout.
+    pub fn apply(&self, mut img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) {
+        let (h, w, c) = img.dim();
+        if h == 0 || w == 0 {
+            return;
+        }
+        for step in &self.steps {
+            match step {
+                Step::Lut(lut) => apply_lut(img_slice(&mut img), c, lut),
+                Step::Grayscale => grayscale(img_slice(&mut img), c),
+                Step::Blur(kernel) => blur(img_slice(&mut img), h, w * c, c, kernel, scratch),
+                Step::Sharpen { kernel, amount_256 } => sharpen(
+                    img_slice(&mut img),
+                    h,
+                    w * c,
+                    c,
+                    kernel,
+                    *amount_256,
+                    scratch,
+                ),
+                Step::FlipH => flip_h(img.view_mut()),
+                Step::FlipV => flip_v(img.view_mut()),
+            }
+        }
+    }
+}
+
+fn img_slice<'a>(img: &'a mut ArrayViewMut3<'_, u8>) -> &'a mut [u8] {
+    img.as_slice_mut()
+        .expect("slots are viewed in standard layout")
+}
+
+/// Reusable buffers, one set per worker, so kernels do not allocate per image.
+#[derive(Default)]
+pub struct Scratch {
+    image: Vec<u8>,
+    padded: Vec<u8>,
+    acc: Vec<u32>,
+}
+
+fn apply_lut(px: &mut [u8], channels: usize, lut: &[u8; 256]) {
+    if channels == 4 {
+        for p in px.chunks_exact_mut(4) {
+            p[0] = lut[p[0] as usize];
+            p[1] = lut[p[1] as usize];
+            p[2] = lut[p[2] as usize];
+        }
+    } else {
+        for v in px.iter_mut() {
+            *v = lut[*v as usize];
+        }
+    }
+}
+
+fn grayscale(px: &mut [u8], channels: usize) {
+    if channels < 3 {
+        return;
+    }
+    for p in px.chunks_exact_mut(channels) {
+        let l = (299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32 + 500) / 1000;
+        let l = l as u8;
+        p[0] = l;
+        p[1] = l;
+        p[2] = l;
+    }
+}
+
+/// One horizontal pass of `kernel` over each row of `src` (rows of `row_len` bytes, pixels of
+/// `channels` bytes), written to `dst`.
+fn blur_rows(
+    src: &[u8],
+    dst: &mut [u8],
+    row_len: usize,
+    channels: usize,
+    kernel: &[u32],
+    scratch: &mut Scratch,
+) {
+    let radius = kernel.len() / 2;
+    let pad = radius * channels;
+    scratch.padded.resize(row_len + 2 * pad, 0);
+    scratch.acc.resize(row_len, 0);
+    let padded = &mut scratch.padded;
+    let acc = &mut scratch.acc[..row_len];
+    for (row, out) in src.chunks_exact(row_len).zip(dst.chunks_exact_mut(row_len)) {
+        let (left, rest) = padded.split_at_mut(pad);
+        let (middle, right) = rest.split_at_mut(row_len);
+        middle.copy_from_slice(row);
+        for (i, v) in left.iter_mut().enumerate() {
+            *v = row[i % channels];
+        }
+        let last = &row[row_len - channels..];
+        for (i, v) in right.iter_mut().enumerate() {
+            *v = last[i % channels];
+        }
+        acc.fill(32768);
+        for (k, &weight) in kernel.iter().enumerate() {
+            let shifted = &padded[k * channels..k * channels + row_len];
+            for (a, &v) in acc.iter_mut().zip(shifted) {
+                *a += weight * v as u32;
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = (a >> 16) as u8;
+        }
+    }
+}
+
+/// One vertical pass of `kernel` over `src` (`height` rows of `row_len`), written to `dst`.
+fn blur_columns(
+    src: &[u8],
+    dst: &mut [u8],
+    height: usize,
+    row_len: usize,
+    kernel: &[u32],
+    acc: &mut Vec<u32>,
+) {
+    let radius = kernel.len() / 2;
+    acc.resize(row_len, 0);
+    let acc = &mut acc[..row_len];
+    for (y, out) in dst.chunks_exact_mut(row_len).enumerate() {
+        acc.fill(32768);
+        for (k, &weight) in kernel.iter().enumerate() {
+            let sy = (y + k).saturating_sub(radius).min(height - 1);
+            let row = &src[sy * row_len..(sy + 1) * row_len];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += weight * v as u32;
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = (a >> 16) as u8;
+        }
+    }
+}
+
+fn blur(
+    px: &mut [u8],
+    height: usize,
+    row_len: usize,
+    channels: usize,
+    kernel: &[u32],
+    scratch: &mut Scratch,
+) {
+    let mut tmp = std::mem::take(&mut scratch.image);
+    tmp.resize(px.len(), 0);
+    blur_rows(px, &mut tmp, row_len, channels, kernel, scratch);
+    blur_columns(&tmp, px, height, row_len, kernel, &mut scratch.acc);
+    scratch.image = tmp;
+}
+
+fn sharpen(
+    px: &mut [u8],
+    height: usize,
+    row_len: usize,
+    channels: usize,
+    kernel: &[u32],
+    amount_256: i32,
+    scratch: &mut Scratch,
+) {
+    let mut rows = std::mem::take(&mut scratch.image);
+    rows.resize(px.len(), 0);
+    blur_rows(px, &mut rows, row_len, channels, kernel, scratch);
+    // The vertical pass reads `rows` and writes the blurred image into `blurred`, a second buffer.
+    let mut blurred = vec![0u8; px.len()];
+    blur_columns(
+        &rows,
+        &mut blurred,
+        height,
+        row_len,
+        kernel,
+        &mut scratch.acc,
+    );
+    let colour = if channels == 4 { 3 } else { channels };
+    for (p, b) in px
+        .chunks_exact_mut(channels)
+        .zip(blurred.chunks_exact(channels))
+    {
+        for ch in 0..colour {
+            let v = p[ch] as i32;
+            let d = v - b[ch] as i32;
+            p[ch] = (v + ((amount_256 * d + 128) >> 8)).clamp(0, 255) as u8;
+        }
+    }
+    scratch.image = rows;
+}
+
+fn flip_h(mut img: ArrayViewMut3<'_, u8>) {
+    let w = img.dim().1;
+    for mut row in img.outer_iter_mut() {
+        let (mut left, right) = row.view_mut().split_at(Axis(0), w / 2);
+        let mut right = right.slice_move(s![..;-1, ..]);
+        let right = right.slice_mut(s![..w / 2, ..]);
+        Zip::from(&mut left).and(right).for_each(std::mem::swap);
+    }
+}
+
+fn flip_v(img: ArrayViewMut3<'_, u8>) {
+    let h = img.dim().0;
+    let (top, bottom) = img.split_at(Axis(0), h / 2);
+    let bottom = bottom.slice_move(s![..;-1, .., ..]);
+    let bottom = bottom.slice_move(s![..h / 2, .., ..]);
+    Zip::from(top).and(bottom).for_each(std::mem::swap);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    fn run(ops: &str, img: &mut Array3<u8>) {
+        OpChain::parse(ops)
+            .unwrap()
+            .apply(img.view_mut(), &mut Scratch::default());
+    }
+
+    #[test]
+    fn grayscale_matches_hand_computed_luma() {
+        // (299*200 + 587*100 + 114*50 + 500) / 1000 = (59800 + 58700 + 5700 + 500) / 1000 = 124
+        // (299*255 + 587*0 + 114*0 + 500) / 1000 = 76745 / 1000 = 76
+        // (299*10 + 587*20 + 114*30 + 500) / 1000 = (2990 + 11740 + 3420 + 500) / 1000 = 18
+        let mut img =
+            Array3::from_shape_vec((1, 3, 3), vec![200, 100, 50, 255, 0, 0, 10, 20, 30]).unwrap();
+        run("grayscale", &mut img);
+        assert_eq!(
+            img.into_raw_vec_and_offset().0,
+            vec![124, 124, 124, 76, 76, 76, 18, 18, 18]
+        );
+    }
+
+    #[test]
+    fn grayscale_keeps_alpha() {
+        let mut img = Array3::from_shape_vec((1, 1, 4), vec![0, 255, 0, 77]).unwrap();
+        run("grayscale", &mut img);
+        // 587*255 + 500 = 150185 -> 150
+        assert_eq!(img.into_raw_vec_and_offset().0, vec![150, 150, 150, 77]);
+    }
+
+    #[test]
+    fn invert_is_255_minus_v() {
+        let mut img = Array3::from_shape_vec((1, 2, 3), vec![0, 1, 128, 200, 254, 255]).unwrap();
+        run("invert", &mut img);
+        assert_eq!(
+            img.into_raw_vec_and_offset().0,
+            vec![255, 254, 127, 55, 1, 0]
+        );
+    }
+
+    #[test]
+    fn point_ops_match_formulas_and_fold_into_one_pass() {
+        let chain = OpChain::parse("scale:2,contrast:1.5,threshold:100,invert").unwrap();
+        assert_eq!(chain.passes(), 1);
+        let mut img = Array3::from_shape_vec((1, 1, 3), vec![10, 50, 90]).unwrap();
+        chain.apply(img.view_mut(), &mut Scratch::default());
+        // scale:2 -> 20, 100, 180; contrast 1.5 -> (20-128)*1.5+128 = -34 -> 0, 86, 206;
+        // threshold 100 -> 0, 0, 255; invert -> 255, 255, 0
+        assert_eq!(img.into_raw_vec_and_offset().0, vec![255, 255, 0]);
+    }
+
+    #[test]
+    fn scale_saturates_and_gamma_matches_formula() {
+        let mut img = Array3::from_shape_vec((1, 1, 3), vec![100, 128, 200]).unwrap();
+        run("scale:2", &mut img);
+        assert_eq!(img.as_slice().unwrap(), &[200, 255, 255]);
+        let mut img = Array3::from_shape_vec((1, 1, 3), vec![0, 64, 255]).unwrap();
+        run("gamma:2", &mut img);
+        // 255 * (64/255)^(1/2) = 127.75... -> 128
+        assert_eq!(img.as_slice().unwrap(), &[0, 128, 255]);
+    }
+
+    #[test]
+    fn blur_of_constant_image_is_constant() {
+        for sigma in ["0.5", "2", "7.5"] {
+            let mut img = Array3::from_elem((23, 17, 3), 173u8);
+            run(&format!("blur:{sigma}"), &mut img);
+            assert!(img.iter().all(|&v| v == 173), "sigma {sigma}");
+        }
+    }
+
+    #[test]
+    fn blur_matches_float_reference_within_one() {
+        // An independent 2-D convolution in f64 with clamped borders.
+        let (h, w, c) = (19, 23, 3);
+        let img = Array3::from_shape_fn((h, w, c), |(y, x, ch)| {
+            ((x * 37 + y * 91 + ch * 53) % 256) as u8
+        });
+        let sigma = 1.7f64;
+        let r = (3.0 * sigma).ceil() as i64;
+        let g: Vec<f64> = (-r..=r)
+            .map(|k| (-(k * k) as f64 / (2.0 * sigma * sigma)).exp())
+            .collect();
+        let total: f64 = g.iter().sum();
+        let mut expected = Array3::<f64>::zeros((h, w, c));
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                for ch in 0..c {
+                    let mut s = 0.0;
+                    for (i, gy) in g.iter().enumerate() {
+                        for (j, gx) in g.iter().enumerate() {
+                            let sy = (y + i as i64 - r).clamp(0, h as i64 - 1) as usize;
+                            let sx = (x + j as i64 - r).clamp(0, w as i64 - 1) as usize;
+                            s += gy * gx * img[[sy, sx, ch]] as f64;
+                        }
+                    }
+                    expected[[y as usize, x as usize, ch]] = s / (total * total);
+                }
+            }
+        }
+        let mut got = img.clone();
+        run("blur:1.7", &mut got);
+        for (a, b) in got.iter().zip(expected.iter()) {
+            assert!((*a as f64 - b).abs() <= 1.0, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn flips_twice_are_identity_and_once_mirror() {
+        let img = Array3::from_shape_fn((5, 7, 3), |(y, x, c)| (y * 50 + x * 7 + c) as u8);
+        for op in ["flip-h", "flip-v"] {
+            let mut once = img.clone();
+            run(op, &mut once);
+            assert_ne!(once, img);
+            let mut twice = once.clone();
+            run(op, &mut twice);
+            assert_eq!(twice, img, "{op}");
+        }
+        let mut h = img.clone();
+        run("flip-h", &mut h);
+        assert_eq!(h[[2, 0, 1]], img[[2, 6, 1]]);
+        let mut v = img.clone();
+        run("flip-v", &mut v);
+        assert_eq!(v[[0, 3, 2]], img[[4, 3, 2]]);
+    }
+
+    #[test]
+    fn sharpen_keeps_flat_areas_and_raises_edges() {
+        let mut img = Array3::from_shape_fn((9, 9, 1), |(_, x, _)| if x < 4 { 100 } else { 200 });
+        run("sharpen:1", &mut img);
+        assert_eq!(img[[4, 0, 0]], 100);
+        assert_eq!(img[[4, 8, 0]], 200);
+        assert!(img[[4, 3, 0]] < 100, "dark side of the edge gets darker");
+        assert!(img[[4, 4, 0]] > 200, "bright side gets brighter");
+    }
+
+    #[test]
+    fn kernel_sums_to_one_in_fixed_point() {
+        for sigma in [0.3, 1.0, 2.0, 10.0] {
+            let k = gaussian_kernel(sigma);
+            assert_eq!(k.iter().sum::<u32>(), 65536);
+            assert_eq!(k.len(), 2 * (3.0f32 * sigma).ceil().max(1.0) as usize + 1);
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        assert_eq!(parse_ops("blurr:2"), Err(OpError::Unknown("blurr".into())));
+        assert!(matches!(parse_ops("blur"), Err(OpError::MissingArg { .. })));
+        assert!(matches!(parse_ops("blur:abc"), Err(OpError::BadArg { .. })));
+        assert!(matches!(parse_ops("blur:-1"), Err(OpError::BadArg { .. })));
+        assert!(matches!(
+            parse_ops("threshold:300"),
+            Err(OpError::BadArg { .. })
+        ));
+        assert!(matches!(
+            parse_ops("invert:3"),
+            Err(OpError::UnexpectedArg { .. })
+        ));
+        assert!(matches!(
+            parse_ops("invert,,blur:1"),
+            Err(OpError::Empty(_))
+        ));
+        assert_eq!(
+            parse_ops("grayscale, blur:2").unwrap(),
+            vec![Op::Grayscale, Op::Blur(2.0)]
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! A worker process's main loop: attach to the block by name, claim images one at a time, decode
+//! each straight into its slot, run the op chain in place, encode, publish the outcome.
+//!
+//! A worker never prints to the terminal (errors go into the block), never unlinks the block
+//! (it only has an [`AttachedBlock`]), and writes only inside slots it has claimed.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ndarray::ArrayViewMut3;
+
+use crate::block::{AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, NO_IMAGE};
+use crate::codec::{self, EncodeOptions, FORMATS};
+use crate::ops::{OpChain, OpError, Scratch};
+
+/// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
+/// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
+/// (default 1). Fault tests use it to kill a worker at a chosen image, deterministically.
+pub const CRASH_ENV: &str = "SHMPIPE_TEST_CRASH";
+
+/// How a worker's run can fail before or outside any one image.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("worker id {id} is out of range: the block has {count} worker slots")]
+    BadId { id: u32, count: usize },
+    #[error("op chain stored in the block is invalid: {0}")]
+    Ops(#[from] OpError),
+    #[error("output format stored in the block is unknown: {0:?}")]
+    Format(String),
+    #[error("parent process {0} is gone")]
+    Orphaned(u32),
+}
+
+/// What the coordinator tells a worker on its command line.
+#[derive(Clone, Debug)]
+pub struct WorkerArgs {
+    pub block: String,
+    pub backing: Backing,
+    pub id: u32,
+    /// The coordinator's pid; the worker exits if its parent is not this one.
+    pub parent: u32,
+    pub max_pixels: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Ties this process's life to its coordinator: on Linux the kernel kills us when the parent
+/// dies; everywhere, we check that the parent is still the one that started us.
+fn bind_to_parent(parent: u32) -> Result<(), WorkerError> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    }
+    parent_alive(parent)
+}
+
+fn parent_alive(parent: u32) -> Result<(), WorkerError> {
+    match rustix::process::getppid() {
+        Some(p) if p.as_raw_nonzero().get() as u32 == parent => Ok(()),
+        _ => Err(WorkerError::Orphaned(parent)),
+    }
+}
+
+fn path_from_bytes(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+/// Runs one worker to the end of the queue (or until asked to stop). Returns the images done.
+pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
+    bind_to_parent(args.parent)?;
+    // Panics inside a codec become a failed image (caught below); keep them off the terminal.
+    std::panic::set_hook(Box::new(|_| {}));
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+
+    let block = AttachedBlock::attach(&args.block, args.backing.clone())?;
+    let header = block.header();
+    let record = block
+        .workers()
+        .get(args.id as usize)
+        .ok_or(WorkerError::BadId {
+            id: args.id,
+            count: block.workers().len(),
+        })?;
+    let chain = OpChain::parse(&String::from_utf8_lossy(block.string(header.op_chain)))?;
+    let format_name = String::from_utf8_lossy(block.string(header.output_format)).into_owned();
+    let output_format = if format_name.is_empty() {
+        None
+    } else {
+        Some(codec::parse_format(&format_name).ok_or(WorkerError::Format(format_name))?)
+    };
+    let input_root = PathBuf::from(path_from_bytes(block.string(header.input_root)));
+    let output_root = block.string(header.output_root);
+    let output_root =
+        (!output_root.is_empty()).then(|| PathBuf::from(path_from_bytes(output_root)));
+    let crash_on = std::env::var(CRASH_ENV)
+        .ok()
+        .map(|spec| match spec.rsplit_once(':') {
+            Some((name, n)) if n.parse::<u32>().is_ok() => {
+                (name.to_string(), n.parse().unwrap_or(1))
+            }
+            _ => (spec, 1),
+        });
+
+    record.pid.store(std::process::id(), Ordering::Release);
+    record.state.store(1, Ordering::Release);
+    let job = Job {
+        block: &block,
+        chain,
+        input_root,
+        output_root,
+        output_format,
+        quality: header.quality.clamp(1, 100) as u8,
+        max_pixels: args.max_pixels,
+        crash_on,
+    };
+    let mut scratch = Scratch::default();
+    let count = block.image_count();
+    let mut done = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed)
+            || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32
+        {
+            break;
+        }
+        parent_alive(args.parent)?;
+        let next = header.next_claim.fetch_add(1, Ordering::AcqRel) as usize;
+        let claim = if next < count {
+            match block.try_claim(next, args.id) {
+                Some(c) => c,
+                None => continue,
+            }
+        } else {
+            // The counter is spent: pick up images put back after a worker died.
+            match (0..count).find_map(|i| {
+                let pending =
+                    block.images()[i].status.load(Ordering::Acquire) == ImageStatus::Pending as u32;
+                if pending {
+                    block.try_claim(i, args.id)
+                } else {
+                    None
+                }
+            }) {
+                Some(c) => c,
+                None => break,
+            }
+        };
+        record
+            .current_image
+            .store(claim.index() as u64, Ordering::Release);
+        record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        let slot = claim.slot();
+        let pixels = (slot.height * slot.width) as u64;
+        match job.process(claim, &mut scratch) {
+            true => {
+                header.images_done.fetch_add(1, Ordering::AcqRel);
+                header.pixels_done.fetch_add(pixels, Ordering::AcqRel);
+                record.images_done.fetch_add(1, Ordering::AcqRel);
+                record.pixels_done.fetch_add(pixels, Ordering::AcqRel);
+                done += 1;
+            }
+            false => {
+                header.images_failed.fetch_add(1, Ordering::AcqRel);
+                record.images_failed.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        record.current_image.store(NO_IMAGE, Ordering::Release);
+        record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    record.state.store(2, Ordering::Release);
+    Ok(done)
+}
+
+struct Job<'a> {
+    block: &'a AttachedBlock,
+    chain: OpChain,
+    input_root: PathBuf,
+    output_root: Option<PathBuf>,
+    output_format: Option<image::ImageFormat>,
+    quality: u8,
+    max_pixels: u64,
+    crash_on: Option<(String, u32)>,
+}
+
+impl Job<'_> {
+    /// Decodes, transforms and encodes one claimed image; publishes its outcome. True on success.
+    fn process(&self, mut claim: Claim<'_>, scratch: &mut Scratch) -> bool {
+        let index = claim.index();
+        let slot = claim.slot();
+        let relative = path_from_bytes(self.block.source(index)).to_path_buf();
+        if let Some((name, limit)) = &self.crash_on {
+            let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
+            if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) && crashes < *limit {
+                std::process::abort();
+            }
+        }
+        let source = self.input_root.join(&relative);
+        let (h, w, c) = (slot.height, slot.width, slot.channels);
+        let input_format = FORMATS[slot.format as usize % FORMATS.len()];
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+            let pixels = claim.pixels();
+            codec::decode_into(
+                &source,
+                pixels,
+                h as u32,
+                w as u32,
+                c as u32,
+                self.max_pixels,
+            )
+            .map_err(|e| e.to_string())?;
+            let view = ArrayViewMut3::from_shape((h, w, c), pixels).map_err(|e| e.to_string())?;
+            self.chain.apply(view, scratch);
+            if let Some(root) = &self.output_root {
+                let format = self.output_format.unwrap_or(input_format);
+                let target = codec::output_path(root, &relative, input_format, format);
+                let opts = EncodeOptions {
+                    format,
+                    quality: self.quality,
+                };
+                codec::encode_to(pixels, h as u32, w as u32, c as u32, opts, &target)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }));
+        match outcome {
+            Ok(Ok(())) => {
+                claim.done();
+                true
+            }
+            Ok(Err(reason)) => {
+                claim.fail(&reason);
+                false
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                claim.fail(&format!("decoder panicked: {what}"));
+                false
+            }
+        }
+    }
+}
