@@ -1,0 +1,349 @@
+//! End-to-end tests of `shmpipe run`: the real binary, real worker processes, a real block in
+//! /dev/shm, real files decoded and compared.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{assets, files_under, os, run, stderr};
+use image::{ImageFormat, RgbImage};
+use shmpipe_worker::codec;
+use shmpipe_worker::ops::{OpChain, Scratch};
+
+const CHAIN: &str = "grayscale,blur:2,contrast:1.3,flip-h";
+
+fn run_ok(input: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--json"),
+    ];
+    args.extend(extra.iter().map(|s| os(s)));
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("--json prints one JSON object")
+}
+
+/// The op chain applied in this process to the decoded input, independently of the pipeline.
+fn reference(input: &Path, chain: &str) -> RgbImage {
+    let mut img = image::open(input).expect("decode input").to_rgb8();
+    let (w, h) = img.dimensions();
+    let view = ndarray::ArrayViewMut3::from_shape((h as usize, w as usize, 3), &mut *img).unwrap();
+    OpChain::parse(chain)
+        .unwrap()
+        .apply(view, &mut Scratch::default());
+    img
+}
+
+fn image_inputs(root: &Path) -> Vec<PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter(|p| {
+            image::ImageReader::open(root.join(p))
+                .and_then(|r| r.with_guessed_format())
+                .is_ok_and(|r| r.format().is_some())
+        })
+        .collect()
+}
+
+#[test]
+fn j1_and_j4_give_byte_identical_outputs_equal_to_a_single_process_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out1, out4) = (tmp.path().join("j1"), tmp.path().join("j4"));
+    let s1 = run_ok(
+        &assets(),
+        &out1,
+        &["--ops", CHAIN, "-j", "1", "--format", "png", "--quiet"],
+    );
+    let s4 = run_ok(
+        &assets(),
+        &out4,
+        &["--ops", CHAIN, "-j", "4", "--format", "png", "--quiet"],
+    );
+    let inputs = image_inputs(&assets());
+    assert!(inputs.len() >= 6, "assets/ holds the sample images");
+    assert_eq!(s1["images_ok"], inputs.len());
+    assert_eq!(s4["images_ok"], inputs.len());
+    assert_eq!(s4["workers"], 4);
+
+    let files = files_under(&out1);
+    assert_eq!(files, files_under(&out4));
+    assert_eq!(
+        files.len(),
+        inputs.len(),
+        "one output per input, no temporary files left"
+    );
+    for rel in &inputs {
+        let out_rel = codec::output_path(
+            Path::new(""),
+            rel,
+            ImageFormat::from_path(rel).unwrap(),
+            ImageFormat::Png,
+        );
+        let a = std::fs::read(out1.join(&out_rel)).unwrap();
+        let b = std::fs::read(out4.join(&out_rel)).unwrap();
+        assert!(
+            a == b,
+            "{} differs between -j 1 and -j 4",
+            out_rel.display()
+        );
+        let got = image::load_from_memory(&a).unwrap().to_rgb8();
+        let want = reference(&assets().join(rel), CHAIN);
+        assert_eq!(got.dimensions(), want.dimensions(), "{}", rel.display());
+        assert!(
+            got == want,
+            "{}: pixels differ from the single-process chain",
+            rel.display()
+        );
+    }
+}
+
+#[test]
+fn same_format_outputs_keep_relative_paths_and_are_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    run_ok(&assets(), &a, &["--ops", "invert,sharpen", "-j", "1"]);
+    run_ok(&assets(), &b, &["--ops", "invert,sharpen", "-j", "3"]);
+    let inputs = image_inputs(&assets());
+    assert_eq!(files_under(&a), inputs, "same relative paths, same names");
+    for rel in &inputs {
+        assert!(
+            std::fs::read(a.join(rel)).unwrap() == std::fs::read(b.join(rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+        let (iw, ih) = image::image_dimensions(assets().join(rel)).unwrap();
+        assert_eq!(image::image_dimensions(a.join(rel)).unwrap(), (iw, ih));
+        assert_eq!(
+            image::ImageReader::open(a.join(rel))
+                .unwrap()
+                .with_guessed_format()
+                .unwrap()
+                .format(),
+            ImageFormat::from_path(rel).ok(),
+            "{} keeps its format",
+            rel.display()
+        );
+    }
+}
+
+#[test]
+fn json_summary_counts_pixels_and_measures_shared_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run_ok(
+        &assets(),
+        &tmp.path().join("o"),
+        &["--ops", "grayscale", "-j", "2"],
+    );
+    let inputs = image_inputs(&assets());
+    let pixels: u64 = inputs
+        .iter()
+        .map(|p| {
+            let (w, h) = image::image_dimensions(assets().join(p)).unwrap();
+            w as u64 * h as u64
+        })
+        .sum();
+    assert_eq!(s["images_failed"], 0);
+    assert_eq!(s["dataset_bytes"].as_u64().unwrap(), pixels * 3);
+    assert!(s["block_bytes"].as_u64().unwrap() >= pixels * 3);
+    assert!((s["megapixels"].as_f64().unwrap() - pixels as f64 / 1e6).abs() < 1e-6);
+    let pss = s["peak_total_pss_bytes"].as_u64().unwrap();
+    let rss = s["peak_total_rss_bytes"].as_u64().unwrap();
+    assert!(
+        pss > 0 && pss < rss,
+        "Pss {pss} is below Rss {rss}: shared pages are split"
+    );
+    assert!(s["block"].as_str().unwrap().starts_with("shmpipe-"));
+}
+
+fn write_rgb(path: &Path, w: u32, h: u32, seed: u32) {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 7 + seed) as u8, (y * 5) as u8, ((x ^ y) + seed) as u8])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn bad_files_are_reported_by_name_and_the_good_ones_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    write_rgb(&input.join("good1.png"), 64, 48, 1);
+    write_rgb(&input.join("sub/good2.jpg"), 80, 60, 2);
+    std::fs::write(input.join("notes.jpg"), b"this is text, not a JPEG").unwrap();
+    let png = std::fs::read(input.join("good1.png")).unwrap();
+    std::fs::write(input.join("cut.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(
+        input.join("README.txt"),
+        b"not an image and not named like one",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let output = run(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--json"),
+        os("-j"),
+        os("2"),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "some images failed: exit 1; stderr {}",
+        stderr(&output)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(s["images_ok"], 2);
+    assert_eq!(s["images_failed"], 2);
+    assert_eq!(s["files_skipped"], 1);
+    let failures = s["failures"].as_array().unwrap();
+    let reason_of = |name: &str| {
+        failures
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(name))
+            .map(|f| f["reason"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{name} is listed among the failures: {failures:?}"))
+    };
+    assert!(reason_of("notes.jpg").contains("not an image"));
+    assert!(!reason_of("cut.png").is_empty());
+    assert_eq!(
+        files_under(&out),
+        vec![PathBuf::from("good1.png"), PathBuf::from("sub/good2.jpg")]
+    );
+}
+
+#[test]
+fn bad_command_lines_exit_2_naming_the_problem_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = assets();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let cases: Vec<(Vec<&std::ffi::OsStr>, &str)> = vec![
+        (
+            vec![os("run"), a.as_os_str(), os("--ops"), os("blurr:2")],
+            "blurr",
+        ),
+        (
+            vec![os("run"), a.as_os_str(), os("--ops"), os("blur:fast")],
+            "fast",
+        ),
+        (
+            vec![os("run"), a.as_os_str(), os("--ops"), os("threshold:999")],
+            "threshold",
+        ),
+        (
+            vec![os("run"), os("/no/such/folder"), os("--ops"), os("invert")],
+            "/no/such/folder",
+        ),
+        (
+            vec![
+                os("run"),
+                a.as_os_str(),
+                os("-o"),
+                file.join("out").into_os_string().leak(),
+            ],
+            "a-file",
+        ),
+        (
+            vec![os("run"), a.as_os_str(), os("--format"), os("xyz")],
+            "xyz",
+        ),
+        (vec![os("run"), a.as_os_str(), os("-j"), os("0")], "0"),
+        (
+            vec![os("run"), a.as_os_str(), os("-o"), a.as_os_str()],
+            "input folder",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: message {err:?} names {needle:?}"
+        );
+    }
+}
+
+#[test]
+fn a_crashing_worker_is_replaced_and_its_image_redone_from_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = tmp.path().join("clean");
+    let crashed = tmp.path().join("crashed");
+    run_ok(&assets(), &clean, &["--ops", CHAIN, "-j", "2"]);
+    let output = std::process::Command::new(common::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            crashed.as_os_str(),
+            os("--json"),
+            os("--ops"),
+            os(CHAIN),
+            os("-j"),
+            os("2"),
+        ])
+        .env(shmpipe_worker::worker::CRASH_ENV, "chelsea.png:2")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        s["images_retried"], 2,
+        "two deaths with chelsea.png in hand"
+    );
+    assert!(s["worker_restarts"].as_u64().unwrap() >= 1);
+    assert_eq!(files_under(&clean), files_under(&crashed));
+    for rel in files_under(&clean) {
+        assert!(
+            std::fs::read(clean.join(&rel)).unwrap() == std::fs::read(crashed.join(&rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+}
+
+#[test]
+fn an_image_in_hand_at_three_crashes_is_quarantined_and_the_rest_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let child = std::process::Command::new(common::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("--json"),
+            os("-j"),
+            os("2"),
+        ])
+        .env(shmpipe_worker::worker::CRASH_ENV, "camera.png:100")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    common::assert_no_leaks(pid);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let failures = s["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("camera.png"));
+    assert!(failures[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("worker crashed while processing"));
+    assert_eq!(
+        s["images_ok"].as_u64().unwrap() as usize,
+        image_inputs(&assets()).len() - 1
+    );
+    assert!(!out.join("nested/camera.png").exists());
+}

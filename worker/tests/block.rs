@@ -1,0 +1,182 @@
+//! The block against real POSIX shared memory: create, attach, validation, ownership.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::mem::offset_of;
+use std::path::PathBuf;
+
+use shmpipe_worker::block::{
+    fresh_name, AttachedBlock, Backing, BlockError, BlockPlan, Header, ImageRecord, OwnedBlock,
+    PlannedImage,
+};
+
+fn plan(images: &[(u32, u32)]) -> BlockPlan {
+    BlockPlan {
+        worker_count: 2,
+        channels: 3,
+        images: images
+            .iter()
+            .enumerate()
+            .map(|(i, &(h, w))| PlannedImage {
+                height: h,
+                width: w,
+                format: 0,
+                source: format!("img{i}.png").into_bytes(),
+            })
+            .collect(),
+        input_root: b"/in".to_vec(),
+        output_root: Vec::new(),
+        op_chain: "invert".into(),
+        output_format: String::new(),
+        quality: 90,
+    }
+}
+
+fn shm_path(name: &str) -> PathBuf {
+    PathBuf::from("/dev/shm").join(name)
+}
+
+fn poke(name: &str, offset: usize, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(name))
+        .unwrap();
+    f.seek(SeekFrom::Start(offset as u64)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+fn expect_invalid(name: &str, needle: &str) {
+    match AttachedBlock::attach(name, Backing::Shm) {
+        Err(BlockError::Invalid { reason, .. }) => {
+            assert!(reason.contains(needle), "{reason:?} mentions {needle:?}")
+        }
+        Err(other) => panic!("expected Invalid, got {other}"),
+        Ok(_) => panic!("attach accepted a corrupt block ({needle})"),
+    }
+}
+
+#[test]
+fn attach_sees_the_layout_and_only_the_owner_unlinks() {
+    let name = fresh_name();
+    let block = OwnedBlock::create(&name, Backing::Shm, &plan(&[(10, 20), (3, 4)])).unwrap();
+    assert!(name.len() <= 30, "fits macOS's limit");
+    assert!(shm_path(&name).exists());
+    let mode = std::fs::metadata(shm_path(&name))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap();
+    assert_eq!(mode & 0o777, 0o600);
+    {
+        let attached = AttachedBlock::attach(&name, Backing::Shm).unwrap();
+        assert_eq!(attached.image_count(), 2);
+        assert_eq!(attached.slot(0).len(), 10 * 20 * 3);
+        assert_eq!(attached.slot(1).offset % 64, 0);
+        assert_eq!(attached.source(1), b"img1.png");
+        // A second create under the same name fails: creation is exclusive.
+        assert!(OwnedBlock::create(&name, Backing::Shm, &plan(&[(1, 1)])).is_err());
+    }
+    assert!(
+        shm_path(&name).exists(),
+        "dropping an attached handle does not unlink"
+    );
+    drop(block);
+    assert!(!shm_path(&name).exists(), "dropping the owner unlinks");
+    assert!(matches!(
+        AttachedBlock::attach(&name, Backing::Shm),
+        Err(BlockError::Io { .. })
+    ));
+}
+
+#[test]
+fn attach_refuses_corrupt_headers_with_an_error() {
+    let name = fresh_name();
+    let _block = OwnedBlock::create(&name, Backing::Shm, &plan(&[(8, 8)])).unwrap();
+    let original = std::fs::read(shm_path(&name)).unwrap();
+    let restore = || poke(&name, 0, &original);
+
+    poke(&name, 0, b"NOTMAGIC");
+    expect_invalid(&name, "magic");
+    restore();
+
+    poke(
+        &name,
+        offset_of!(Header, layout_version),
+        &99u32.to_le_bytes(),
+    );
+    expect_invalid(&name, "version");
+    restore();
+
+    poke(
+        &name,
+        offset_of!(Header, image_table_offset),
+        &(1u64 << 40).to_le_bytes(),
+    );
+    expect_invalid(&name, "past the end");
+    restore();
+
+    poke(
+        &name,
+        offset_of!(Header, pixels_len),
+        &u64::MAX.to_le_bytes(),
+    );
+    expect_invalid(&name, "pixels");
+    restore();
+
+    let table = u64::from_le_bytes(
+        original[offset_of!(Header, image_table_offset)..][..8]
+            .try_into()
+            .unwrap(),
+    ) as usize;
+    poke(
+        &name,
+        table + offset_of!(ImageRecord, slot_offset),
+        &(1u64 << 30).to_le_bytes(),
+    );
+    expect_invalid(&name, "image 0");
+    restore();
+
+    poke(
+        &name,
+        offset_of!(Header, op_chain) + 8,
+        &u64::MAX.to_le_bytes(),
+    );
+    expect_invalid(&name, "op chain");
+    restore();
+
+    assert!(
+        AttachedBlock::attach(&name, Backing::Shm).is_ok(),
+        "the restored block attaches"
+    );
+}
+
+#[test]
+fn attach_refuses_a_truncated_block_and_foreign_names() {
+    let name = fresh_name();
+    let _block = OwnedBlock::create(&name, Backing::Shm, &plan(&[(8, 8)])).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    expect_invalid(&name, "smaller than the header");
+    assert!(matches!(
+        AttachedBlock::attach("not-ours", Backing::Shm),
+        Err(BlockError::BadName(_))
+    ));
+    assert!(matches!(
+        AttachedBlock::attach("shmpipe-../../etc", Backing::Shm),
+        Err(BlockError::BadName(_))
+    ));
+}
+
+#[test]
+fn a_block_too_large_for_its_filesystem_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = fresh_name();
+    let huge = plan(&[(1 << 20, 1 << 20)]);
+    match OwnedBlock::create(&name, Backing::Dir(dir.path().to_path_buf()), &huge) {
+        Err(BlockError::NoSpace { needed, free, .. }) => assert!(needed > free),
+        Err(other) => panic!("expected NoSpace, got {other}"),
+        Ok(_) => panic!("a 3 TiB block was created"),
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
