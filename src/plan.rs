@@ -4,6 +4,8 @@
 //!
 //! This module reads headers only: it must never decode pixels nor reserve memory for them.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -82,4 +84,37 @@ pub fn plan(root: &Path, max_pixels: u64) -> Plan {
         }
     }
     plan
+}
+
+/// Two inputs whose outputs would land on the same path (`a.bmp` and `a.tiff` with
+/// `--format png`): the first in sorted order keeps it, the others are rejected, never
+/// silently overwritten.
+pub fn reject_output_collisions(
+    plan: &mut Plan,
+    input: &Path,
+    out: &Path,
+    format: Option<image::ImageFormat>,
+) {
+    let mut taken: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let images = std::mem::take(&mut plan.images);
+    for image in images {
+        let relative = Path::new(OsStr::from_bytes(&image.source)).to_path_buf();
+        let input_format = codec::FORMATS[image.format as usize];
+        let target =
+            codec::output_path(out, &relative, input_format, format.unwrap_or(input_format));
+        match taken.get(&target) {
+            Some(first) => plan.rejected.push(Rejected {
+                path: input.join(&relative),
+                reason: format!(
+                    "output {} would overwrite the output of {}",
+                    target.display(),
+                    first.display()
+                ),
+            }),
+            None => {
+                taken.insert(target, relative);
+                plan.images.push(image);
+            }
+        }
+    }
 }

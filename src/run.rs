@@ -144,7 +144,10 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
     let signals = Signals::register()?;
     let started = Instant::now();
 
-    let planned = plan::plan(&settings.input, args.max_pixels);
+    let mut planned = plan::plan(&settings.input, args.max_pixels);
+    if let Some(out) = &settings.output {
+        plan::reject_output_collisions(&mut planned, &settings.input, out, settings.format);
+    }
     let mut failures: Vec<Failure> = planned
         .rejected
         .iter()

@@ -30,7 +30,7 @@ fn run_ok(input: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
 fn reference(input: &Path, chain: &str) -> RgbImage {
     let mut img = image::open(input).expect("decode input").to_rgb8();
     let (w, h) = img.dimensions();
-    let view = ndarray::ArrayViewMut3::from_shape((h as usize, w as usize, 3), &mut *img).unwrap();
+    let view = ndarray::ArrayViewMut3::from_shape((h as usize, w as usize, 3), &mut img).unwrap();
     OpChain::parse(chain)
         .unwrap()
         .apply(view, &mut Scratch::default());
@@ -346,4 +346,35 @@ fn an_image_in_hand_at_three_crashes_is_quarantined_and_the_rest_finish() {
         image_inputs(&assets()).len() - 1
     );
     assert!(!out.join("nested/camera.png").exists());
+}
+
+#[test]
+fn inputs_that_would_share_an_output_path_are_reported_not_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    write_rgb(&input.join("a.bmp"), 16, 16, 1);
+    write_rgb(&input.join("a.tiff"), 16, 16, 2);
+    let out = tmp.path().join("out");
+    let output = run(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--format"),
+        os("png"),
+        os("--json"),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(s["images_ok"], 1);
+    let failure = &s["failures"][0];
+    assert!(failure["path"].as_str().unwrap().ends_with("a.tiff"));
+    assert!(failure["reason"]
+        .as_str()
+        .unwrap()
+        .contains("would overwrite the output of a.bmp"));
+    // The survivor is a.bmp's pixels.
+    let got = image::open(out.join("a.png")).unwrap().to_rgb8();
+    assert!(got == image::open(input.join("a.bmp")).unwrap().to_rgb8());
 }

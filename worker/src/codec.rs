@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use image::codecs::jpeg::JpegEncoder;
@@ -259,11 +260,18 @@ pub fn encode_to(
     // The prefix lets a coordinator sweep what a killed worker left behind.
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}.shmpipe-tmp-"))
+        // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(write_err)?;
     let mut out = BufWriter::with_capacity(1 << 16, tmp);
     let stripped;
     let (data, color) = match (channels, opts.format) {
+        (1, ImageFormat::Gif) => {
+            // The GIF encoder takes only RGB(A).
+            stripped = slot.iter().flat_map(|&v| [v, v, v]).collect::<Vec<u8>>();
+            (&stripped[..], ExtendedColorType::Rgb8)
+        }
         (1, _) => (slot, ExtendedColorType::L8),
         (4, ImageFormat::Jpeg) => {
             // JPEG has no alpha: drop it.
