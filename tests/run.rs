@@ -274,7 +274,7 @@ fn a_crashing_worker_is_replaced_and_its_image_redone_from_source() {
     let tmp = tempfile::tempdir().unwrap();
     let clean = tmp.path().join("clean");
     let crashed = tmp.path().join("crashed");
-    run_ok(&assets(), &clean, &["--ops", CHAIN, "-j", "2"]);
+    let clean_summary = run_ok(&assets(), &clean, &["--ops", CHAIN, "-j", "2"]);
     let output = std::process::Command::new(common::bin())
         .args([
             os("run"),
@@ -297,6 +297,11 @@ fn a_crashing_worker_is_replaced_and_its_image_redone_from_source() {
         "two deaths with chelsea.png in hand"
     );
     assert!(s["worker_restarts"].as_u64().unwrap() >= 1);
+    assert_eq!(s["images_ok"], clean_summary["images_ok"]);
+    assert_eq!(
+        s["megapixels"], clean_summary["megapixels"],
+        "finished images are not redone"
+    );
     assert_eq!(files_under(&clean), files_under(&crashed));
     for rel in files_under(&clean) {
         assert!(

@@ -816,7 +816,8 @@ impl OwnedBlock {
         let rec = self.images().get(index)?;
         let held = rec.status.load(Ordering::Acquire) == ImageStatus::Claimed as u32
             && rec.claimed_by.load(Ordering::Acquire) == worker_id + 1;
-        held.then_some(Claim {
+        // Lazily: a Claim built and dropped unused would put the image back to Pending.
+        held.then(|| Claim {
             mapping: &self.mapping,
             index,
             finished: false,

@@ -22,6 +22,9 @@ use crate::ops::{OpChain, OpError, Scratch};
 /// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
 /// (default 1). Fault tests use it to kill a worker at a chosen image, deterministically.
 pub const CRASH_ENV: &str = "SHMPIPE_TEST_CRASH";
+/// Test-only: `SHMPIPE_TEST_STALL=NAME` makes a worker sleep for a minute, ignoring SIGTERM, once
+/// it holds the image whose path ends with NAME: a worker stuck in a decoder, for stop tests.
+pub const STALL_ENV: &str = "SHMPIPE_TEST_STALL";
 
 /// How a worker's run can fail before or outside any one image.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         quality: header.quality.clamp(1, 100) as u8,
         max_pixels: args.max_pixels,
         crash_on,
+        stall_on: std::env::var(STALL_ENV).ok(),
     };
     let mut scratch = Scratch::default();
     let count = block.image_count();
@@ -195,6 +199,7 @@ struct Job<'a> {
     quality: u8,
     max_pixels: u64,
     crash_on: Option<(String, u32)>,
+    stall_on: Option<String>,
 }
 
 impl Job<'_> {
@@ -207,6 +212,11 @@ impl Job<'_> {
             let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
             if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) && crashes < *limit {
                 std::process::abort();
+            }
+        }
+        if let Some(name) = &self.stall_on {
+            if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) {
+                std::thread::sleep(std::time::Duration::from_secs(60));
             }
         }
         let source = self.input_root.join(&relative);

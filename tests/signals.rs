@@ -1,0 +1,102 @@
+//! Stopping a run with SIGINT, SIGTERM and SIGHUP: exit 130 / 143 / 129, complete outputs kept,
+//! no temporary file, no block, no worker left.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_no_leaks, assets, files_under, os};
+use rustix::process::{kill_process, Pid, Signal};
+
+fn stop_mid_run(signal: Signal, expected_code: i32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // One worker stalls on camera.png (in nested/, sorted after the top-level files); the other
+    // finishes what it can, so the stop finds complete outputs and an image in hand.
+    let child = Command::new(common::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("--ops"),
+            os("blur:1"),
+            os("-j"),
+            os("2"),
+            os("--json"),
+        ])
+        .env(shmpipe_worker::worker::STALL_ENV, "camera.png")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while files_under_or_empty(&out).len() < 3 {
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !common::blocks_of(pid).is_empty(),
+        "the block exists while the run is live"
+    );
+    kill_process(Pid::from_raw(pid as i32).unwrap(), signal).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(expected_code),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_no_leaks(pid);
+    let s: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("summary still printed");
+    assert!(s["stopped_by_signal"].is_string());
+    let files = files_under(&out);
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("shmpipe-tmp")),
+        "no temporary file: {files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.ends_with("camera.png")),
+        "the stalled image was not written"
+    );
+    assert_eq!(
+        files.len() as u64,
+        s["images_ok"].as_u64().unwrap(),
+        "every finished image, and only those, has an output"
+    );
+    for f in files {
+        image::open(out.join(&f)).unwrap_or_else(|e| panic!("{} is complete: {e}", f.display()));
+    }
+}
+
+fn files_under_or_empty(dir: &Path) -> Vec<std::path::PathBuf> {
+    if dir.exists() {
+        files_under(dir)
+            .into_iter()
+            .filter(|f| !f.to_string_lossy().contains("shmpipe-tmp"))
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn sigint_stops_with_130_keeping_complete_outputs() {
+    stop_mid_run(Signal::INT, 130);
+}
+
+#[test]
+fn sigterm_stops_with_143() {
+    stop_mid_run(Signal::TERM, 143);
+}
+
+#[test]
+fn sighup_stops_with_129() {
+    stop_mid_run(Signal::HUP, 129);
+}
