@@ -64,6 +64,10 @@ pub struct RunCli {
     /// Refuse images with more pixels than this (checked from the header, before any memory).
     #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
+    /// is retried, and quarantined after three such ends.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub image_timeout: u64,
     /// Put the block in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,

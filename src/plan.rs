@@ -40,13 +40,16 @@ fn has_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Walks `root` and probes every file's header.
-pub fn plan(root: &Path, max_pixels: u64) -> Plan {
+/// Walks `root` and probes every file's header; gives up early when `stop` says so.
+pub fn plan(root: &Path, max_pixels: u64, stop: &dyn Fn() -> bool) -> Plan {
     let mut plan = Plan::default();
     let walk = WalkDir::new(root)
         .follow_links(true)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     for entry in walk {
+        if stop() {
+            break;
+        }
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {

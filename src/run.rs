@@ -81,6 +81,7 @@ struct Settings {
     chain: OpChain,
     format: Option<image::ImageFormat>,
     workers: u32,
+    image_timeout: Option<Duration>,
 }
 
 fn validate(args: &RunCli) -> anyhow::Result<Settings> {
@@ -136,6 +137,7 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
         chain,
         format,
         workers,
+        image_timeout: (args.image_timeout > 0).then(|| Duration::from_secs(args.image_timeout)),
     })
 }
 
@@ -144,7 +146,8 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
     let signals = Signals::register()?;
     let started = Instant::now();
 
-    let mut planned = plan::plan(&settings.input, args.max_pixels);
+    let stop_requested = || signals.received().is_some();
+    let mut planned = plan::plan(&settings.input, args.max_pixels, &stop_requested);
     if let Some(out) = &settings.output {
         plan::reject_output_collisions(&mut planned, &settings.input, out, settings.format);
     }
@@ -229,26 +232,35 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
 
     // Join is complete: every outcome in the block is final.
     let mut images_ok = 0;
-    let mut block_failed = 0;
+    let mut pixels_ok = 0u64;
     for i in 0..block.image_count() {
-        match ImageStatus::from_u32(block.images()[i].status.load(Ordering::Acquire)) {
-            Some(ImageStatus::Done) => images_ok += 1,
-            Some(ImageStatus::Failed) => {
-                block_failed += 1;
-                failures.push(Failure {
-                    path: settings
-                        .input
-                        .join(Path::new(std::ffi::OsStr::from_bytes(block.source(i))))
-                        .display()
-                        .to_string(),
-                    reason: block.message(i).unwrap_or_default(),
-                })
+        let path = || {
+            settings
+                .input
+                .join(Path::new(std::ffi::OsStr::from_bytes(block.source(i))))
+                .display()
+                .to_string()
+        };
+        match block.images()[i].status() {
+            Some(ImageStatus::Done) => {
+                images_ok += 1;
+                let slot = block.slot(i);
+                pixels_ok += (slot.height * slot.width) as u64;
             }
-            _ => {}
+            Some(ImageStatus::Failed) => failures.push(Failure {
+                path: path(),
+                reason: block.message(i).unwrap_or_default(),
+            }),
+            // Not reached because the run was stopped: neither done nor failed.
+            _ if outcome.signal.is_some() => {}
+            _ => failures.push(Failure {
+                path: path(),
+                reason: "not processed: no worker could take it".into(),
+            }),
         }
     }
     let wall_s = started.elapsed().as_secs_f64();
-    let megapixels = block.header().pixels_done.load(Ordering::Acquire) as f64 / 1e6;
+    let megapixels = pixels_ok as f64 / 1e6;
     let summary = Summary {
         block: name,
         images_ok,
@@ -268,7 +280,6 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
         peak_total_rss_bytes: memory.available.then_some(memory.peak_rss),
         stopped_by_signal: outcome.signal.map(|(_, name)| name.to_string()),
     };
-    let _ = block_failed;
     // Unlink before reporting: whatever happens to stdout, the block is gone.
     drop(block);
     if args.json {
@@ -304,6 +315,10 @@ fn supervise(
         restarts: 0,
         signal: None,
     };
+    if let Some(sig) = signals.received() {
+        outcome.signal = Some(sig);
+        return Ok(outcome);
+    }
     if block.image_count() == 0 {
         return Ok(outcome);
     }
@@ -312,6 +327,8 @@ fn supervise(
     }
     // Deaths that released no image: a worker that cannot even start. Bounded, then we give up.
     let mut fruitless = 0u32;
+    // Workers killed for holding one image longer than the timeout.
+    let mut timed_out = std::collections::HashSet::new();
     loop {
         if let Some(sig) = signals.received() {
             outcome.signal = Some(sig);
@@ -319,7 +336,7 @@ fn supervise(
             let ended = pool.stop(STOP_GRACE);
             for (id, _) in ended {
                 // Whatever a stopped worker held goes back to Pending; its partial file goes.
-                release(block, id, settings, false);
+                release(block, id, settings, None);
             }
             return Ok(outcome);
         }
@@ -327,9 +344,10 @@ fn supervise(
             if !end.is_abnormal() {
                 continue;
             }
-            let (retried, _) = release(block, id, settings, true);
+            let timed_out = timed_out.remove(&id);
+            let (retried, quarantined) = release(block, id, settings, Some(timed_out));
             outcome.retried += retried;
-            if retried == 0 {
+            if retried == 0 && quarantined == 0 {
                 fruitless += 1;
             }
             if fruitless > 2 * workers + 2 {
@@ -351,6 +369,13 @@ fn supervise(
             }
             return Ok(outcome);
         }
+        if let Some(limit) = settings.image_timeout {
+            for id in stuck_workers(block, limit) {
+                if timed_out.insert(id) {
+                    pool.kill(id);
+                }
+            }
+        }
         display.update(block);
         std::thread::sleep(TICK);
     }
@@ -360,28 +385,57 @@ fn work_left(block: &OwnedBlock) -> bool {
     block
         .images()
         .iter()
-        .any(|r| r.status.load(Ordering::Acquire) == ImageStatus::Pending as u32)
+        .any(|r| r.status() == Some(ImageStatus::Pending))
 }
 
-/// After worker `id` ended: every image it still held goes back to the queue (or, after
-/// `MAX_CRASHES` deaths with it in hand, is quarantined), and its partial output is removed.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Workers that have held their current image for longer than `limit`.
+fn stuck_workers(block: &OwnedBlock, limit: Duration) -> Vec<u32> {
+    let now = now_ms();
+    block
+        .workers()
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| {
+            w.current_image.load(Ordering::Acquire) != shmpipe_worker::block::NO_IMAGE
+                && now.saturating_sub(w.heartbeat_ms.load(Ordering::Acquire))
+                    > limit.as_millis() as u64
+        })
+        .map(|(id, _)| id as u32)
+        .collect()
+}
+
+/// After worker `id` ended: every image it still held goes back to the queue and its partial
+/// output is removed. When it died (`death` is Some, holding whether we killed it for a
+/// timeout), the death counts against those images; at `MAX_CRASHES` one is quarantined.
 /// Returns (images put back, images quarantined).
-fn release(block: &OwnedBlock, id: u32, settings: &Settings, crashed: bool) -> (u64, u64) {
+fn release(block: &OwnedBlock, id: u32, settings: &Settings, death: Option<bool>) -> (u64, u64) {
     let (mut retried, mut quarantined) = (0, 0);
     for index in 0..block.image_count() {
         let Some(claim) = block.take_over(index, id) else {
             continue;
         };
         remove_partial_output(block, index, settings);
-        if !crashed {
+        let Some(timed_out) = death else {
             drop(claim);
             continue;
-        }
+        };
         let crashes = block.images()[index].crashes.fetch_add(1, Ordering::AcqRel) + 1;
         if crashes >= MAX_CRASHES {
-            claim.fail(&format!(
-                "worker crashed while processing ({crashes} times)"
-            ));
+            let reason = match (timed_out, settings.image_timeout) {
+                (true, Some(limit)) => format!(
+                    "no result within {} s, {crashes} times (--image-timeout)",
+                    limit.as_secs()
+                ),
+                _ => format!("worker crashed while processing ({crashes} times)"),
+            };
+            claim.fail(&reason);
             block.header().images_failed.fetch_add(1, Ordering::AcqRel);
             quarantined += 1;
         } else {
@@ -398,21 +452,13 @@ fn remove_partial_output(block: &OwnedBlock, index: usize, settings: &Settings) 
     let slot = block.slot(index);
     let input_format = FORMATS[slot.format as usize % FORMATS.len()];
     let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(index)));
-    let target = codec::output_path(
-        root,
-        relative,
-        input_format,
-        settings.format.unwrap_or(input_format),
-    );
-    let (Some(dir), Some(file)) = (target.parent(), target.file_name()) else {
-        return;
-    };
-    let mut prefix = b".".to_vec();
-    prefix.extend_from_slice(file.as_bytes());
-    prefix.extend_from_slice(b".shmpipe-tmp-");
+    let output_format = settings.format.unwrap_or(input_format);
+    let target = codec::output_path(root, relative, input_format, output_format);
+    let Some(dir) = target.parent() else { return };
+    let prefix = codec::temp_prefix(&target);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if entry.file_name().as_bytes().starts_with(&prefix) {
+            if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

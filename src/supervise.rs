@@ -113,6 +113,13 @@ impl Pool {
         self.slots.iter().flatten().count()
     }
 
+    /// Sends SIGKILL to worker `id`; `reap` reports its end.
+    pub fn kill(&self, id: u32) {
+        if let Some(Some(running)) = self.slots.get(id as usize) {
+            signal(running.pid, Signal::KILL);
+        }
+    }
+
     /// Reaps the workers that have ended since the last call.
     pub fn reap(&mut self) -> Vec<(u32, WorkerEnd)> {
         let mut ended = Vec::new();
@@ -125,7 +132,13 @@ impl Pool {
                 }
                 Ok(None) => {}
                 Err(_) => {
-                    ended.push((id as u32, WorkerEnd::Failed(-1)));
+                    // Never report a worker as ended while it may still hold a claim.
+                    signal(running.pid, Signal::KILL);
+                    let status = running.child.wait();
+                    ended.push((
+                        id as u32,
+                        status.map_or(WorkerEnd::Failed(-1), WorkerEnd::from_status),
+                    ));
                     *slot = None;
                 }
             }

@@ -26,10 +26,11 @@ use std::fs::File;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use memmap2::MmapMut;
+use memmap2::MmapRaw;
 use rustix::fs::{FallocateFlags, FlockOperation, Mode, OFlags};
 use rustix::shm;
 
@@ -85,6 +86,7 @@ pub enum ImageStatus {
 }
 
 impl ImageStatus {
+    /// Decodes the low 8 bits of a status word.
     pub fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
             0 => Self::Pending,
@@ -160,10 +162,11 @@ pub struct ImageRecord {
     pub format: u32,
     /// Source path, relative to `Header::input_root`, as raw bytes.
     pub source: StrRef,
-    /// An [`ImageStatus`].
+    /// The image's [`ImageStatus`] in the low 8 bits and, while claimed, the holder's worker
+    /// id + 1 above them: one word, so a claim and its owner change in a single atomic step and
+    /// a worker dying at any instant never leaves an image claimed by nobody.
     pub status: AtomicU32,
-    /// Worker id + 1 of the current claim holder, 0 for none.
-    pub claimed_by: AtomicU32,
+    pub _reserved0: u32,
     /// How many workers died while holding this image.
     pub crashes: AtomicU32,
     pub message_len: AtomicU32,
@@ -192,6 +195,18 @@ pub struct WorkerRecord {
 }
 
 pub const NO_IMAGE: u64 = u64::MAX;
+
+/// The status word of an image claimed by `worker_id`.
+pub fn claimed_word(worker_id: u32) -> u32 {
+    ImageStatus::Claimed as u32 | (worker_id + 1) << 8
+}
+
+impl ImageRecord {
+    /// The image's status, without its owner.
+    pub fn status(&self) -> Option<ImageStatus> {
+        ImageStatus::from_u32(self.status.load(Ordering::Acquire) & 0xff)
+    }
+}
 
 const _: () = assert!(size_of::<Header>() == 512);
 const _: () = assert!(size_of::<ImageRecord>() == 192);
@@ -274,7 +289,7 @@ impl Backing {
         }
     }
 
-    fn open(&self, name: &str, create: bool) -> io::Result<OwnedFd> {
+    pub(crate) fn open(&self, name: &str, create: bool) -> io::Result<OwnedFd> {
         let flags = if create {
             OFlags::CREATE | OFlags::EXCL | OFlags::RDWR
         } else {
@@ -297,7 +312,7 @@ impl Backing {
         }
     }
 
-    fn unlink(&self, name: &str) -> io::Result<()> {
+    pub(crate) fn unlink(&self, name: &str) -> io::Result<()> {
         match self {
             Backing::Shm => Ok(shm::unlink(format!("/{name}"))?),
             Backing::Dir(dir) => std::fs::remove_file(dir.join(name)),
@@ -383,14 +398,29 @@ impl BlockPlan {
 }
 
 /// The mapping and what `attach` validated of it. Shared by both kinds of handle.
+///
+/// Every pointer into the block derives from the raw base of a [`MmapRaw`], never from a
+/// `&[u8]` over the whole mapping: other processes change the block while we hold it.
 pub struct Mapping {
     name: String,
     backing: Backing,
-    map: MmapMut,
+    map: MmapRaw,
     /// Keeps the descriptor, and with it the owner's flock, open.
     file: File,
+    /// Validated copies of the header's layout; never re-read from shared memory.
+    layout: Layout,
     /// Validated copies of each slot's place and shape; never re-read from shared memory.
     slots: Vec<SlotInfo>,
+}
+
+/// The header fields that locate everything else, as validated.
+#[derive(Clone, Copy, Debug, Default)]
+struct Layout {
+    image_table: usize,
+    worker_table: usize,
+    worker_count: usize,
+    strings: usize,
+    strings_len: usize,
 }
 
 /// Where one image's pixels are and their shape, as validated at attach.
@@ -406,6 +436,7 @@ pub struct SlotInfo {
 }
 
 impl SlotInfo {
+    /// Bytes of the slot (validated not to overflow).
     pub fn len(&self) -> usize {
         self.height * self.width * self.channels
     }
@@ -429,39 +460,38 @@ impl Mapping {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     pub fn header(&self) -> &Header {
         // SAFETY: the mapping is at least `size_of::<Header>()` bytes (checked at create and
-        // attach), page-aligned (so 64-aligned), and every bit pattern is a valid Header
-        // (integers, atomics and byte arrays only). Mutation after publication goes through
-        // atomics only.
+        // attach before any handle exists), page-aligned (so 64-aligned), and every bit pattern
+        // is a valid Header (integers, atomics and byte arrays only). After publication other
+        // processes change it only through its atomics.
         unsafe { &*(self.map.as_ptr() as *const Header) }
     }
 
-    /// The image table. Its immutable fields may be read; use [`Mapping::slot`] for the validated
-    /// copies when the block is not trusted.
+    /// The image table. Its immutable fields may be read; [`Mapping::slot`] gives the validated
+    /// copies, which are what anything that addresses memory uses.
     pub fn images(&self) -> &[ImageRecord] {
-        let h = self.header();
-        // SAFETY: `image_table_offset` is 64-aligned and the table lies inside the mapping
-        // (validated at create and attach; those fields never change after publication). Every
-        // bit pattern is a valid ImageRecord; its one non-atomic mutable field is an UnsafeCell.
+        // SAFETY: `layout.image_table` is 64-aligned and the table of `slots.len()` records lies
+        // inside the mapping, clear of every other region (validated, then copied). Every bit
+        // pattern is a valid ImageRecord; its one non-atomic mutable field is an UnsafeCell.
         unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(h.image_table_offset as usize) as *const ImageRecord,
+                self.map.as_ptr().add(self.layout.image_table) as *const ImageRecord,
                 self.slots.len(),
             )
         }
     }
 
     pub fn workers(&self) -> &[WorkerRecord] {
-        let h = self.header();
-        // SAFETY: as for `images`: aligned, in bounds (validated), any bit pattern valid.
+        // SAFETY: as for `images`: aligned, in bounds and clear of other regions (validated,
+        // copied), any bit pattern valid, mutable fields atomic.
         unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(h.worker_table_offset as usize) as *const WorkerRecord,
-                h.worker_count as usize,
+                self.map.as_ptr().add(self.layout.worker_table) as *const WorkerRecord,
+                self.layout.worker_count,
             )
         }
     }
@@ -474,15 +504,27 @@ impl Mapping {
         self.slots[index]
     }
 
-    /// A string from the strings region; empty when out of bounds (never, once validated).
+    /// A string from the strings region; empty when out of bounds.
     pub fn string(&self, r: StrRef) -> &[u8] {
-        let h = self.header();
-        let start = h.strings_offset.saturating_add(r.offset);
-        let end = start.saturating_add(r.len);
-        if end > h.strings_offset.saturating_add(h.strings_len) || end > self.map.len() as u64 {
+        let in_bounds = r
+            .offset
+            .checked_add(r.len)
+            .is_some_and(|end| end <= self.layout.strings_len as u64);
+        if !in_bounds {
             return &[];
         }
-        &self.map[start as usize..end as usize]
+        // SAFETY: the strings region `[strings, strings + strings_len)` lies inside the mapping
+        // (validated, copied) and `r` lies inside it (checked above). Strings are written once,
+        // before publication, and never changed by shmpipe; a foreign writer can at worst change
+        // which bytes we read, never where.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map
+                    .as_ptr()
+                    .add(self.layout.strings + r.offset as usize),
+                r.len as usize,
+            )
+        }
     }
 
     /// The relative source path of an image, as the raw bytes the planner stored.
@@ -493,7 +535,7 @@ impl Mapping {
     /// An image's error message, or None while it has not failed.
     pub fn message(&self, index: usize) -> Option<String> {
         let rec = &self.images()[index];
-        if rec.status.load(Ordering::Acquire) != ImageStatus::Failed as u32 {
+        if rec.status() != Some(ImageStatus::Failed) {
             return None;
         }
         let len = (rec.message_len.load(Ordering::Acquire) as usize).min(MESSAGE_LEN);
@@ -503,18 +545,17 @@ impl Mapping {
         Some(String::from_utf8_lossy(bytes).into_owned())
     }
 
-    /// Tries to move image `index` from Pending to Claimed for worker `worker_id`.
+    /// Tries to move image `index` from Pending to Claimed by worker `worker_id`, in one step.
     pub fn try_claim(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
         let rec = self.images().get(index)?;
         rec.status
             .compare_exchange(
                 ImageStatus::Pending as u32,
-                ImageStatus::Claimed as u32,
+                claimed_word(worker_id),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
             .ok()?;
-        rec.claimed_by.store(worker_id + 1, Ordering::Release);
         Some(Claim {
             mapping: self,
             index,
@@ -528,7 +569,8 @@ impl Mapping {
             name: self.name.clone(),
             reason,
         };
-        if len < size_of::<Header>() as u64 {
+        let header_size = size_of::<Header>() as u64;
+        if len < header_size {
             return Err(invalid(format!("{len} bytes is smaller than the header")));
         }
         let h = self.header();
@@ -541,7 +583,7 @@ impl Mapping {
                 h.layout_version
             )));
         }
-        if h.header_size as usize != size_of::<Header>() {
+        if h.header_size as u64 != header_size {
             return Err(invalid(format!("header size {}", h.header_size)));
         }
         if h.total_size != len {
@@ -565,12 +607,24 @@ impl Mapping {
         {
             return Err(invalid("record sizes differ from this build's".into()));
         }
-        let region = |what: &str, offset: u64, count: u64, size: u64| -> Result<u64, BlockError> {
+        // Regions must be aligned, in this order, and must not overlap: header, image table,
+        // worker table, strings, pixels, end of the mapping.
+        let mut previous_end = header_size;
+        let mut region = |what: &str,
+                          offset: u64,
+                          count: u64,
+                          size: u64|
+         -> Result<u64, BlockError> {
             let end = count
                 .checked_mul(size)
                 .and_then(|bytes| offset.checked_add(bytes))
-                .filter(|end| *end <= len && offset % ALIGN == 0 && offset >= size_of::<Header>() as u64)
-                .ok_or_else(|| invalid(format!("{what} region (offset {offset}, {count} x {size} bytes) is misaligned or past the end ({len} bytes)")))?;
+                .filter(|end| *end <= len && offset % ALIGN == 0 && offset >= previous_end)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{what} region (offset {offset}, {count} x {size} bytes) is misaligned, overlaps the one before, or runs past the end ({len} bytes)"
+                    ))
+                })?;
+            previous_end = end;
             Ok(end)
         };
         let image_count = h.image_count;
@@ -586,9 +640,8 @@ impl Mapping {
             h.worker_count as u64,
             h.worker_record_size,
         )?;
-        let strings_end = region("strings", h.strings_offset, h.strings_len, 1)?;
+        region("strings", h.strings_offset, h.strings_len, 1)?;
         let pixels_end = region("pixels", h.pixels_offset, h.pixels_len, 1)?;
-        let _ = strings_end;
         for (what, r) in [
             ("input root", h.input_root),
             ("output root", h.output_root),
@@ -602,9 +655,17 @@ impl Mapping {
                 return Err(invalid(format!("{what} string is out of bounds")));
             }
         }
-        let (channels, pixels_offset, strings_len) = (h.channels, h.pixels_offset, h.strings_len);
-        let table_offset = h.image_table_offset as usize;
-        let mut slots = Vec::with_capacity(image_count as usize);
+        let layout = Layout {
+            image_table: h.image_table_offset as usize,
+            worker_table: h.worker_table_offset as usize,
+            worker_count: h.worker_count as usize,
+            strings: h.strings_offset as usize,
+            strings_len: h.strings_len as usize,
+        };
+        let (channels, pixels_offset) = (h.channels, h.pixels_offset);
+        let mut slots =
+            Vec::with_capacity(image_count.min(len / size_of::<ImageRecord>() as u64) as usize);
+        let mut next_free = pixels_offset;
         for i in 0..image_count as usize {
             // SAFETY: the table lies inside the mapping (checked by `region` above) and is
             // 64-aligned; any bit pattern is a valid ImageRecord. We copy the fields out.
@@ -612,7 +673,7 @@ impl Mapping {
                 &*(self
                     .map
                     .as_ptr()
-                    .add(table_offset + i * size_of::<ImageRecord>())
+                    .add(layout.image_table + i * size_of::<ImageRecord>())
                     as *const ImageRecord)
             };
             let (offset, slot_len, height, width, ch, format, source) = (
@@ -624,25 +685,43 @@ impl Mapping {
                 rec.format,
                 rec.source,
             );
-            let expected = height as u64 * width as u64 * ch as u64;
+            let bad = |what: &str| {
+                invalid(format!(
+                    "image {i}: {what} (slot offset {offset}, {slot_len} bytes, {height}x{width}x{ch})"
+                ))
+            };
+            if ch != channels {
+                return Err(bad("channels differ from the block's"));
+            }
+            let expected = (height as u64)
+                .checked_mul(width as u64)
+                .and_then(|p| p.checked_mul(ch as u64));
+            if expected != Some(slot_len) {
+                return Err(bad("slot length does not match its shape"));
+            }
+            // Slots must be aligned, in order, and disjoint: each starts at or after the end of
+            // the one before, so no two claims can ever cover the same byte.
             let start = pixels_offset.checked_add(offset);
-            let in_bounds = start
-                .and_then(|s| s.checked_add(slot_len))
-                .is_some_and(|end| end <= pixels_end);
-            if ch != channels || slot_len != expected || !in_bounds || offset % ALIGN != 0 {
-                return Err(invalid(format!(
-                    "image {i}: slot (offset {offset}, {slot_len} bytes, {height}x{width}x{ch}) is inconsistent or out of bounds"
-                )));
+            let end = start.and_then(|s| s.checked_add(slot_len));
+            match (start, end) {
+                (Some(s), Some(e)) if s >= next_free && e <= pixels_end && offset % ALIGN == 0 => {
+                    next_free = e;
+                }
+                _ => {
+                    return Err(bad(
+                        "slot is misaligned, overlaps another, or is out of bounds",
+                    ))
+                }
             }
             if source
                 .offset
                 .checked_add(source.len)
-                .is_none_or(|e| e > strings_len)
+                .is_none_or(|e| e > layout.strings_len as u64)
             {
-                return Err(invalid(format!("image {i}: source path is out of bounds")));
+                return Err(bad("source path is out of bounds"));
             }
             slots.push(SlotInfo {
-                offset: (pixels_offset + offset) as usize,
+                offset: start.unwrap_or_default() as usize,
                 height: height as usize,
                 width: width as usize,
                 channels: ch as usize,
@@ -650,7 +729,21 @@ impl Mapping {
                 source,
             });
         }
+        self.layout = layout;
         self.slots = slots;
+        // Source paths must stay inside the input and output folders: plain relative names.
+        for i in 0..self.slots.len() {
+            let path = Path::new(std::ffi::OsStr::from_bytes(self.source(i)));
+            let plain = !path.as_os_str().is_empty()
+                && path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain {
+                return Err(invalid(format!(
+                    "image {i}: source path {path:?} is not a plain relative path"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -674,13 +767,15 @@ impl<'a> Claim<'a> {
     /// The slot's pixels, `height * width * channels` bytes, row-major.
     pub fn pixels(&mut self) -> &mut [u8] {
         let slot = self.slot();
-        // SAFETY: `slot.offset + slot.len()` lies inside the mapping (validated at attach and
-        // copied, never re-read). No other process writes or reads this range while we hold the
-        // claim: the CAS in `try_claim` gave it to us alone (invariant (3)), the coordinator reads
-        // pixels only after join, and `&mut self` keeps this process to one borrow at a time.
+        // SAFETY: `[slot.offset, slot.offset + slot.len())` lies inside the pixels region of the
+        // mapping and overlaps no other slot and no table (validated at attach, copied, never
+        // re-read). No other process writes or reads it while we hold the claim: the CAS in
+        // `try_claim` gave it to us alone (invariant (3)), and the coordinator reads pixels only
+        // after join. `&mut self` keeps this process to one borrow at a time. The pointer derives
+        // from the mapping's raw base, not from a shared reference.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.mapping.map.as_ptr().add(slot.offset) as *mut u8,
+                self.mapping.map.as_mut_ptr().add(slot.offset),
                 slot.len(),
             )
         }
@@ -706,7 +801,6 @@ impl<'a> Claim<'a> {
         // after the Release store of `status` below.
         unsafe { (&mut *rec.message.get())[..end].copy_from_slice(&reason.as_bytes()[..end]) };
         rec.message_len.store(end as u32, Ordering::Release);
-        rec.claimed_by.store(0, Ordering::Release);
         rec.status.store(status as u32, Ordering::Release);
         self.finished = true;
     }
@@ -714,11 +808,11 @@ impl<'a> Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        // A claim dropped without an outcome (a panic unwinding, an early return) goes back to
-        // the queue, so another worker decodes it again from its source.
+        // A claim dropped without an outcome (a panic unwinding, an early return, a dead worker's
+        // claim released by the owner) goes back to the queue, so another worker decodes it again
+        // from its source.
         if !self.finished {
             let rec = &self.mapping.images()[self.index];
-            rec.claimed_by.store(0, Ordering::Release);
             rec.status
                 .store(ImageStatus::Pending as u32, Ordering::Release);
         }
@@ -788,16 +882,15 @@ impl OwnedBlock {
             })
         })?;
         let file = File::from(fd);
-        // SAFETY: memmap2's contract asks that nobody else modify the file while it is mapped.
-        // We just created it exclusively with mode 0600; other processes that attach modify it
-        // only under the module's invariants (atomics, claimed slots), which is what this module
-        // is written for.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| fail(io_err("map", name)(e)))?;
+        // A raw mapping: memmap2 promises nothing about memory other processes change, so we
+        // take only its base pointer and rely on this module's invariants instead.
+        let map = MmapRaw::map_raw(&file).map_err(|e| fail(io_err("map", name)(e)))?;
         let mapping = Mapping {
             name: name.to_string(),
             backing,
             map,
             file,
+            layout: Layout::default(),
             slots: Vec::new(),
         };
         // From here the handle owns the name: any error below unlinks it on drop.
@@ -814,8 +907,7 @@ impl OwnedBlock {
     /// back in the queue; `fail` quarantines it.
     pub fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
         let rec = self.images().get(index)?;
-        let held = rec.status.load(Ordering::Acquire) == ImageStatus::Claimed as u32
-            && rec.claimed_by.load(Ordering::Acquire) == worker_id + 1;
+        let held = rec.status.load(Ordering::Acquire) == claimed_word(worker_id);
         // Lazily: a Claim built and dropped unused would put the image back to Pending.
         held.then(|| Claim {
             mapping: &self.mapping,
@@ -942,7 +1034,7 @@ impl Mapping {
                     format: img.format,
                     source: sources[i],
                     status: AtomicU32::new(ImageStatus::Pending as u32),
-                    claimed_by: AtomicU32::new(0),
+                    _reserved0: 0,
                     crashes: AtomicU32::new(0),
                     message_len: AtomicU32::new(0),
                     message: UnsafeCell::new([0; MESSAGE_LEN]),
@@ -1003,14 +1095,14 @@ impl AttachedBlock {
         validate_name(name)?;
         let fd = backing.open(name, false).map_err(io_err("open", name))?;
         let file = File::from(fd);
-        // SAFETY: see `OwnedBlock::create`: the block is modified by other processes only under
-        // this module's invariants, and `validate` checks the layout before any typed access.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err("map", name))?;
+        // Raw, as in `OwnedBlock::create`; `validate` checks the layout before any typed access.
+        let map = MmapRaw::map_raw(&file).map_err(io_err("map", name))?;
         let mut mapping = Mapping {
             name: name.to_string(),
             backing,
             map,
             file,
+            layout: Layout::default(),
             slots: Vec::new(),
         };
         mapping.validate(false)?;

@@ -237,6 +237,15 @@ pub fn output_path(
     }
 }
 
+/// The name prefix of `target`'s temporary file, `.NAME.shmpipe-tmp-`, built from the name's raw
+/// bytes (non-UTF-8 names included), so a coordinator can find what a killed worker left behind.
+pub fn temp_prefix(target: &Path) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(target.file_name().unwrap_or_default());
+    prefix.push(".shmpipe-tmp-");
+    prefix
+}
+
 /// Encodes a `height x width x channels` slot to `target`: into a temporary file beside it, then
 /// a rename, so `target` is either absent or complete. Returns the bytes written.
 pub fn encode_to(
@@ -253,13 +262,8 @@ pub fn encode_to(
     };
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(write_err)?;
-    let file_name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // The prefix lets a coordinator sweep what a killed worker left behind.
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}.shmpipe-tmp-"))
+        .prefix(&temp_prefix(target))
         // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)

@@ -13,4 +13,5 @@
 pub mod block;
 pub mod codec;
 pub mod ops;
+pub mod registry;
 pub mod worker;

@@ -152,8 +152,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         } else {
             // The counter is spent: pick up images put back after a worker died.
             match (0..count).find_map(|i| {
-                let pending =
-                    block.images()[i].status.load(Ordering::Acquire) == ImageStatus::Pending as u32;
+                let pending = block.images()[i].status() == Some(ImageStatus::Pending);
                 if pending {
                     block.try_claim(i, args.id)
                 } else {

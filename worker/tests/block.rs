@@ -180,3 +180,63 @@ fn a_block_too_large_for_its_filesystem_is_refused_before_anything_is_created() 
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn attach_refuses_overlapping_slots_and_regions() {
+    let name = fresh_name();
+    let _block = OwnedBlock::create(&name, Backing::Shm, &plan(&[(8, 8), (8, 8)])).unwrap();
+    let original = std::fs::read(shm_path(&name)).unwrap();
+    let restore = || poke(&name, 0, &original);
+    let table = u64::from_le_bytes(
+        original[offset_of!(Header, image_table_offset)..][..8]
+            .try_into()
+            .unwrap(),
+    ) as usize;
+
+    // Image 1's slot moved onto image 0's: two claims would cover the same bytes.
+    let second = table + std::mem::size_of::<ImageRecord>() + offset_of!(ImageRecord, slot_offset);
+    poke(&name, second, &0u64.to_le_bytes());
+    expect_invalid(&name, "overlaps another");
+    restore();
+
+    // The worker table laid over the image table.
+    poke(
+        &name,
+        offset_of!(Header, worker_table_offset),
+        &(table as u64).to_le_bytes(),
+    );
+    expect_invalid(&name, "worker table");
+    restore();
+
+    // A shape whose byte count overflows u64 must be an error, not a panic or a wrap.
+    poke(
+        &name,
+        table + offset_of!(ImageRecord, height),
+        &u32::MAX.to_le_bytes(),
+    );
+    poke(
+        &name,
+        table + offset_of!(ImageRecord, width),
+        &u32::MAX.to_le_bytes(),
+    );
+    expect_invalid(&name, "does not match its shape");
+    restore();
+    assert!(AttachedBlock::attach(&name, Backing::Shm).is_ok());
+}
+
+#[test]
+fn source_paths_must_stay_inside_their_folder() {
+    for bad in ["../escape.png", "/etc/passwd", "a/../../b.png", ""] {
+        let mut p = plan(&[(2, 2)]);
+        p.images[0].source = bad.as_bytes().to_vec();
+        let name = fresh_name();
+        match OwnedBlock::create(&name, Backing::Shm, &p) {
+            Err(BlockError::Invalid { reason, .. }) => {
+                assert!(reason.contains("plain relative path"), "{reason}")
+            }
+            Err(other) => panic!("{bad:?}: expected Invalid, got {other}"),
+            Ok(_) => panic!("{bad:?} was accepted"),
+        }
+        assert!(!shm_path(&name).exists(), "a refused block is unlinked");
+    }
+}

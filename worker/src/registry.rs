@@ -1,0 +1,154 @@
+//! Finding our blocks by name, telling live ones from stale ones, and removing the stale.
+//!
+//! The owner of a block holds an exclusive `flock` on it for its whole life, so a block whose
+//! lock can be taken has no live owner; a reused pid cannot fool that test. The one window it
+//! does not cover is the instant between a block's creation and its owner taking the lock, so a
+//! block also counts as live while the pid in its name exists and it is younger than
+//! [`CREATION_GRACE`]. A block whose lock is held is never touched.
+//!
+//! Headers are read with plain `pread`, not mapped: nothing here trusts or maps a block.
+
+use std::fs::File;
+use std::io;
+use std::mem::offset_of;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::FlockOperation;
+
+use crate::block::{Backing, BlockState, Header, MAGIC, NAME_PREFIX};
+
+/// How long an unlocked block whose creator still exists counts as being created.
+pub const CREATION_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether anyone owns a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its owner holds the lock.
+    Live,
+    /// No owner: left behind by a coordinator that was killed.
+    Stale,
+}
+
+/// What `ls` shows of one block.
+#[derive(Clone, Debug)]
+pub struct BlockInfo {
+    pub name: String,
+    pub bytes: u64,
+    pub owner_pid: Option<u32>,
+    pub state: Option<BlockState>,
+    pub images: Option<u64>,
+    pub liveness: Liveness,
+    pub age: Duration,
+}
+
+fn read_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_u64(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The pid a block's name was made with (`shmpipe-<pid>-<random>`), if it has one.
+fn creator_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(NAME_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn pid_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        || rustix::process::Pid::from_raw(pid as i32)
+            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+fn age_of(meta: &std::fs::Metadata) -> Duration {
+    let created = SystemTime::UNIX_EPOCH + Duration::from_secs(meta.ctime().max(0) as u64);
+    SystemTime::now()
+        .duration_since(created)
+        .unwrap_or_default()
+}
+
+/// True while a block may still be between its creation and its owner's lock. Checked before
+/// we touch the lock ourselves, so that our probe never makes a creator's `flock` fail.
+fn in_creation_window(name: &str, meta: &std::fs::Metadata) -> bool {
+    age_of(meta) < CREATION_GRACE && creator_pid(name).is_some_and(pid_exists)
+}
+
+/// Takes the exclusive lock without waiting; false when someone holds it.
+fn try_lock(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Inspects one block: its header (if readable) and whether it has a live owner.
+pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
+    let file = File::from(backing.open(name, false)?);
+    let meta = file.metadata()?;
+    // Our probe's lock, if we take it, goes with `file` at the end of this function.
+    let live = in_creation_window(name, &meta) || !try_lock(&file)?;
+    let mut header = vec![0u8; std::mem::size_of::<Header>()];
+    let whole = file.read_exact_at(&mut header, 0).is_ok() && header[..8] == MAGIC;
+    Ok(BlockInfo {
+        name: name.to_string(),
+        bytes: meta.len(),
+        owner_pid: whole.then(|| read_u32(&header, offset_of!(Header, owner_pid))),
+        state: whole
+            .then(|| BlockState::from_u32(read_u32(&header, offset_of!(Header, state))))
+            .flatten(),
+        images: whole.then(|| read_u64(&header, offset_of!(Header, image_count))),
+        liveness: if live {
+            Liveness::Live
+        } else {
+            Liveness::Stale
+        },
+        age: age_of(&meta),
+    })
+}
+
+/// Every block of ours in the backing's directory that this user can open, sorted by name.
+pub fn list(backing: &Backing) -> io::Result<Vec<BlockInfo>> {
+    let mut names: Vec<String> = std::fs::read_dir(backing.dir())?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(NAME_PREFIX) && crate::block::validate_name(n).is_ok())
+        .collect();
+    names.sort();
+    // A block we cannot open belongs to someone else, or vanished meanwhile: not ours to show.
+    Ok(names
+        .iter()
+        .filter_map(|n| inspect(backing, n).ok())
+        .collect())
+}
+
+/// Removes a block only if it is stale, checked again right before the unlink.
+/// Returns whether it was removed.
+pub fn remove_if_stale(backing: &Backing, name: &str) -> io::Result<bool> {
+    let file = File::from(backing.open(name, false)?);
+    if in_creation_window(name, &file.metadata()?) {
+        return Ok(false);
+    }
+    // Holding the lock across the unlink means no owner can appear in between.
+    if !try_lock(&file)? {
+        return Ok(false);
+    }
+    backing.unlink(name)?;
+    Ok(true)
+}
+
+/// Removes every stale block; returns the names removed.
+pub fn clean(backing: &Backing) -> io::Result<Vec<BlockInfo>> {
+    let mut removed = Vec::new();
+    for info in list(backing)? {
+        if info.liveness == Liveness::Stale && remove_if_stale(backing, &info.name)? {
+            removed.push(info);
+        }
+    }
+    Ok(removed)
+}
