@@ -34,6 +34,26 @@ pub enum Command {
     /// Transform every image of a folder with N worker processes sharing one block.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunCli),
+    /// List our blocks: name, size, owner, live or stale, state, images, age.
+    Ls {
+        /// Look in DIR (a `--backing` folder) instead of /dev/shm.
+        #[arg(long, value_name = "DIR")]
+        backing: Option<PathBuf>,
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the blocks whose owner is gone (left by a killed run). Live blocks are never touched.
+    Clean {
+        #[arg(long, value_name = "DIR")]
+        backing: Option<PathBuf>,
+    },
+    /// Remove one block by name, unless its owner is alive.
+    Rm {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        backing: Option<PathBuf>,
+    },
     /// Internal: one worker process, started by `run`.
     #[command(hide = true)]
     Worker(WorkerCli),

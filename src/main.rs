@@ -3,6 +3,7 @@
 //!
 //! `main` only parses, dispatches and maps the outcome to an exit code (see [`exit`]).
 
+mod blocks;
 mod cli;
 mod exit;
 mod memory;
@@ -20,6 +21,9 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Ls { backing, json } => blocks::ls(backing, json),
+        Command::Clean { backing } => blocks::clean(backing),
+        Command::Rm { name, backing } => blocks::rm(&name, backing),
         Command::Worker(args) => run_worker(args),
     };
     std::process::exit(code);

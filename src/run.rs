@@ -190,6 +190,12 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
         quality: args.quality as u32,
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
+    // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
+    if let Err(e) = crate::blocks::sweep(&backing, true) {
+        if !args.quiet {
+            eprintln!("shmpipe: warning: {e:#}");
+        }
+    }
     let name = block::fresh_name();
     let block = match OwnedBlock::create(&name, backing, &block_plan) {
         Ok(b) => b,

@@ -1,0 +1,129 @@
+//! `shmpipe ls`, `clean` and `rm`: our blocks by name, live or stale, and removing the stale.
+//!
+//! A block with a live owner is never touched here (see `shmpipe_worker::registry`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use shmpipe_worker::block::Backing;
+use shmpipe_worker::registry::{self, BlockInfo, Liveness};
+
+use crate::exit;
+
+fn backing(dir: Option<PathBuf>) -> Backing {
+    dir.map_or(Backing::Shm, Backing::Dir)
+}
+
+fn describe(b: &BlockInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": b.name,
+        "bytes": b.bytes,
+        "owner_pid": b.owner_pid,
+        "live": b.liveness == Liveness::Live,
+        "state": b.state.map(|s| format!("{s:?}").to_lowercase()),
+        "images": b.images,
+        "age_s": b.age.as_secs(),
+    })
+}
+
+pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
+    let backing = backing(dir);
+    let blocks = match registry::list(&backing) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "shmpipe: error: cannot list {}: {e}",
+                backing.dir().display()
+            );
+            return exit::USAGE;
+        }
+    };
+    if json {
+        let list: Vec<_> = blocks.iter().map(describe).collect();
+        println!("{}", serde_json::Value::Array(list));
+        return exit::OK;
+    }
+    if blocks.is_empty() {
+        println!("no shmpipe blocks in {}", backing.dir().display());
+        return exit::OK;
+    }
+    println!(
+        "{:<30} {:>12} {:>8} {:>6} {:<9} {:>7} {:>8}",
+        "NAME", "BYTES", "OWNER", "LIVE", "STATE", "IMAGES", "AGE"
+    );
+    for b in &blocks {
+        println!(
+            "{:<30} {:>12} {:>8} {:>6} {:<9} {:>7} {:>7}s",
+            b.name,
+            b.bytes,
+            b.owner_pid.map_or("-".into(), |p| p.to_string()),
+            if b.liveness == Liveness::Live {
+                "live"
+            } else {
+                "stale"
+            },
+            b.state
+                .map_or("-".into(), |s| format!("{s:?}").to_lowercase()),
+            b.images.map_or("-".into(), |n| n.to_string()),
+            b.age.as_secs()
+        );
+    }
+    exit::OK
+}
+
+/// Removes stale blocks; with `quiet`, says nothing (the sweep at the start of `run`).
+pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<Vec<BlockInfo>> {
+    let removed = registry::clean(backing)
+        .with_context(|| format!("cannot clean {}", backing.dir().display()))?;
+    if !quiet {
+        for b in &removed {
+            println!(
+                "removed stale block {} ({} bytes, owner pid {})",
+                b.name,
+                b.bytes,
+                b.owner_pid.map_or("unknown".into(), |p| p.to_string())
+            );
+        }
+        if removed.is_empty() {
+            println!("no stale blocks in {}", backing.dir().display());
+        }
+    }
+    Ok(removed)
+}
+
+pub fn clean(dir: Option<PathBuf>) -> i32 {
+    match sweep(&backing(dir), false) {
+        Ok(_) => exit::OK,
+        Err(e) => {
+            eprintln!("shmpipe: error: {e:#}");
+            exit::USAGE
+        }
+    }
+}
+
+pub fn rm(name: &str, dir: Option<PathBuf>) -> i32 {
+    let run = || -> anyhow::Result<()> {
+        let backing = backing(dir);
+        shmpipe_worker::block::validate_name(name)?;
+        let info = registry::inspect(&backing, name)
+            .with_context(|| format!("no block {name} in {}", backing.dir().display()))?;
+        if info.liveness == Liveness::Live {
+            bail!(
+                "block {name} is in use (owner pid {}); stop its run instead",
+                info.owner_pid.map_or("unknown".into(), |p| p.to_string())
+            );
+        }
+        if !registry::remove_if_stale(&backing, name)? {
+            bail!("block {name} became live; not removed");
+        }
+        println!("removed block {name}");
+        Ok(())
+    };
+    match run() {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("shmpipe: error: {e:#}");
+            exit::USAGE
+        }
+    }
+}
