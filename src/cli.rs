@@ -91,6 +91,12 @@ pub struct RunCli {
     /// Put the block in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
+    /// Stop at the first image that fails (exit 1); by default a bad file never stops the others.
+    #[arg(long)]
+    pub strict: bool,
+    /// Leave alone every image whose output already exists; do only what is missing.
+    #[arg(long, requires = "out")]
+    pub skip_existing: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -27,6 +27,8 @@ pub struct Plan {
     pub rejected: Vec<Rejected>,
     /// Files without an image name and without image content (a README, say): not counted.
     pub skipped: usize,
+    /// Images whose output already exists, left alone under `--skip-existing`.
+    pub existing: usize,
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &[
@@ -89,14 +91,16 @@ pub fn plan(root: &Path, max_pixels: u64, stop: &dyn Fn() -> bool) -> Plan {
     plan
 }
 
-/// Two inputs whose outputs would land on the same path (`a.bmp` and `a.tiff` with
-/// `--format png`): the first in sorted order keeps it, the others are rejected, never
-/// silently overwritten.
-pub fn reject_output_collisions(
+/// Decides each image's output path. Two inputs whose outputs would land on the same path
+/// (`a.bmp` and `a.tiff` with `--format png`): the first in sorted order keeps it, the others are
+/// rejected, never silently overwritten. With `skip_existing`, images whose output already exists
+/// are left out (a scheduler's retry finishes only what is missing).
+pub fn assign_outputs(
     plan: &mut Plan,
     input: &Path,
     out: &Path,
     format: Option<image::ImageFormat>,
+    skip_existing: bool,
 ) {
     let mut taken: HashMap<PathBuf, PathBuf> = HashMap::new();
     let images = std::mem::take(&mut plan.images);
@@ -114,6 +118,10 @@ pub fn reject_output_collisions(
                     first.display()
                 ),
             }),
+            None if skip_existing && target.exists() => {
+                taken.insert(target, relative);
+                plan.existing += 1;
+            }
             None => {
                 taken.insert(target, relative);
                 plan.images.push(image);

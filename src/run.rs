@@ -82,6 +82,7 @@ struct Settings {
     format: Option<image::ImageFormat>,
     workers: u32,
     image_timeout: Option<Duration>,
+    strict: bool,
 }
 
 fn validate(args: &RunCli) -> anyhow::Result<Settings> {
@@ -138,6 +139,7 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
         format,
         workers,
         image_timeout: (args.image_timeout > 0).then(|| Duration::from_secs(args.image_timeout)),
+        strict: args.strict,
     })
 }
 
@@ -149,7 +151,13 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
     let stop_requested = || signals.received().is_some();
     let mut planned = plan::plan(&settings.input, args.max_pixels, &stop_requested);
     if let Some(out) = &settings.output {
-        plan::reject_output_collisions(&mut planned, &settings.input, out, settings.format);
+        plan::assign_outputs(
+            &mut planned,
+            &settings.input,
+            out,
+            settings.format,
+            args.skip_existing,
+        );
     }
     let mut failures: Vec<Failure> = planned
         .rejected
@@ -162,8 +170,37 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
     if let Some((code, _)) = signals.received() {
         return Ok(code);
     }
-    if planned.images.is_empty() && !args.quiet {
-        eprintln!("shmpipe: no images found in {}", settings.input.display());
+    if args.strict && !failures.is_empty() {
+        // --strict: the first bad file stops the run before any block exists.
+        failures.truncate(1);
+        planned.images.clear();
+    }
+    if planned.images.is_empty() {
+        if !args.quiet && failures.is_empty() && planned.existing == 0 {
+            eprintln!("shmpipe: no images found in {}", settings.input.display());
+        }
+        let summary = Summary {
+            block: None,
+            images_ok: 0,
+            images_failed: failures.len() as u64,
+            failures,
+            files_skipped: planned.skipped as u64,
+            files_existing: planned.existing as u64,
+            images_retried: 0,
+            worker_restarts: 0,
+            megapixels: 0.0,
+            wall_s: started.elapsed().as_secs_f64(),
+            megapixels_per_s: 0.0,
+            workers: 0,
+            block_bytes: 0,
+            dataset_bytes: 0,
+            memory_measured: false,
+            peak_total_pss_bytes: None,
+            peak_total_rss_bytes: None,
+            stopped_by_signal: None,
+            stopped_by_strict: args.strict && !planned.rejected.is_empty(),
+        };
+        return report(&args, &summary, None);
     }
     let workers = settings.workers.min(planned.images.len().max(1) as u32);
     let block_plan = BlockPlan {
@@ -188,6 +225,7 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
             .map(|f| f.extensions_str()[0].to_string())
             .unwrap_or_default(),
         quality: args.quality as u32,
+        strict: args.strict,
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
@@ -258,7 +296,7 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
                 reason: block.message(i).unwrap_or_default(),
             }),
             // Not reached because the run was stopped: neither done nor failed.
-            _ if outcome.signal.is_some() => {}
+            _ if outcome.signal.is_some() || outcome.strict_stop => {}
             _ => failures.push(Failure {
                 path: path(),
                 reason: "not processed: no worker could take it".into(),
@@ -268,11 +306,12 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
     let wall_s = started.elapsed().as_secs_f64();
     let megapixels = pixels_ok as f64 / 1e6;
     let summary = Summary {
-        block: name,
+        block: Some(name),
         images_ok,
         images_failed: failures.len() as u64,
         failures,
         files_skipped: planned.skipped as u64,
+        files_existing: planned.existing as u64,
         images_retried: outcome.retried,
         worker_restarts: outcome.restarts,
         megapixels,
@@ -285,16 +324,22 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
         peak_total_pss_bytes: memory.available.then_some(memory.peak_pss),
         peak_total_rss_bytes: memory.available.then_some(memory.peak_rss),
         stopped_by_signal: outcome.signal.map(|(_, name)| name.to_string()),
+        stopped_by_strict: outcome.strict_stop,
     };
     // Unlink before reporting: whatever happens to stdout, the block is gone.
     drop(block);
+    report(&args, &summary, outcome.signal.map(|(code, _)| code))
+}
+
+/// Prints the summary and gives the exit code: the signal's, else 1 when anything failed.
+fn report(args: &RunCli, summary: &Summary, signal_code: Option<i32>) -> anyhow::Result<i32> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        println!("{}", serde_json::to_string_pretty(summary)?);
     } else if !args.quiet {
         print!("{}", summary.text());
     }
-    Ok(match outcome.signal {
-        Some((code, _)) => code,
+    Ok(match signal_code {
+        Some(code) => code,
         None if summary.images_failed > 0 => exit::SOME_FAILED,
         None => exit::OK,
     })
@@ -305,6 +350,8 @@ struct Outcome {
     retried: u64,
     restarts: u64,
     signal: Option<(i32, &'static str)>,
+    /// `--strict` stopped the run at the first failed image.
+    strict_stop: bool,
 }
 
 /// Spawns the workers and watches them until the queue is empty or a signal arrives.
@@ -320,6 +367,7 @@ fn supervise(
         retried: 0,
         restarts: 0,
         signal: None,
+        strict_stop: false,
     };
     if let Some(sig) = signals.received() {
         outcome.signal = Some(sig);
@@ -336,8 +384,13 @@ fn supervise(
     // Workers killed for holding one image longer than the timeout.
     let mut timed_out = std::collections::HashSet::new();
     loop {
+        let strict_stop =
+            settings.strict && block.header().images_failed.load(Ordering::Acquire) > 0;
         if let Some(sig) = signals.received() {
             outcome.signal = Some(sig);
+        }
+        if outcome.signal.is_some() || strict_stop {
+            outcome.strict_stop = strict_stop && outcome.signal.is_none();
             block.set_state(BlockState::Stopping);
             let ended = pool.stop(STOP_GRACE);
             for (id, _) in ended {

@@ -11,12 +11,15 @@ pub struct Failure {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
-    pub block: String,
+    /// The block's name; None when no block was needed (no images to process).
+    pub block: Option<String>,
     pub images_ok: u64,
     pub images_failed: u64,
     pub failures: Vec<Failure>,
     /// Files that were neither named nor shaped like images.
     pub files_skipped: u64,
+    /// Images left alone because their output exists (`--skip-existing`).
+    pub files_existing: u64,
     /// Images put back in the queue after the worker holding them died.
     pub images_retried: u64,
     pub worker_restarts: u64,
@@ -31,6 +34,8 @@ pub struct Summary {
     pub peak_total_pss_bytes: Option<u64>,
     pub peak_total_rss_bytes: Option<u64>,
     pub stopped_by_signal: Option<String>,
+    /// `--strict` stopped the run at the first failure.
+    pub stopped_by_strict: bool,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -52,9 +57,25 @@ impl Summary {
             "{:.1} MP in {:.2} s = {:.1} MP/s with {} workers\n",
             self.megapixels, self.wall_s, self.megapixels_per_s, self.workers
         ));
+        if self.files_existing > 0 {
+            out.push_str(&format!(
+                "{} images left alone: their output exists (--skip-existing)\n",
+                self.files_existing
+            ));
+        }
+        if self.stopped_by_strict {
+            out.push_str("stopped at the first failure (--strict)\n");
+        }
+        if let Some(sig) = &self.stopped_by_signal {
+            out.push_str(&format!(
+                "stopped by {sig}: complete outputs kept, the rest not written\n"
+            ));
+        }
+        let Some(block) = &self.block else {
+            return out;
+        };
         out.push_str(&format!(
-            "block {}: {:.1} MiB ({:.1} MiB of pixels)\n",
-            self.block,
+            "block {block}: {:.1} MiB ({:.1} MiB of pixels)\n",
             mib(self.block_bytes),
             mib(self.dataset_bytes)
         ));
@@ -66,11 +87,6 @@ impl Summary {
                 mib(rss)
             )),
             _ => out.push_str("peak total memory: not measured (no /proc on this system)\n"),
-        }
-        if let Some(sig) = &self.stopped_by_signal {
-            out.push_str(&format!(
-                "stopped by {sig}: complete outputs kept, the rest not written\n"
-            ));
         }
         out
     }

@@ -140,7 +140,8 @@ pub struct Header {
     /// Non-zero when every slot has this shape.
     pub uniform_height: u32,
     pub uniform_width: u32,
-    pub _reserved0: u32,
+    /// [`FLAG_STRICT`] and future flags.
+    pub flags: u32,
     /// Next index a worker claims with `fetch_add`.
     pub next_claim: AtomicU64,
     pub images_done: AtomicU64,
@@ -195,6 +196,9 @@ pub struct WorkerRecord {
 }
 
 pub const NO_IMAGE: u64 = u64::MAX;
+
+/// `Header::flags`: stop claiming once any image has failed (`--strict`).
+pub const FLAG_STRICT: u32 = 1;
 
 /// The status word of an image claimed by `worker_id`.
 pub fn claimed_word(worker_id: u32) -> u32 {
@@ -332,6 +336,8 @@ pub struct BlockPlan {
     pub op_chain: String,
     pub output_format: String,
     pub quality: u32,
+    /// Workers stop claiming once any image has failed.
+    pub strict: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -1010,7 +1016,7 @@ impl Mapping {
             quality: plan.quality,
             uniform_height: uniform.0,
             uniform_width: uniform.1,
-            _reserved0: 0,
+            flags: if plan.strict { FLAG_STRICT } else { 0 },
             next_claim: AtomicU64::new(0),
             images_done: AtomicU64::new(0),
             images_failed: AtomicU64::new(0),

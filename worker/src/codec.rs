@@ -92,11 +92,10 @@ fn open_decoder(path: &Path, max_pixels: u64) -> Result<(impl ImageDecoder, u32)
         .iter()
         .position(|f| *f == format)
         .ok_or(CodecError::Unsupported(format))? as u32;
-    let mut limits = Limits::default();
-    // A decoder may allocate about one decoded image (at most 8 bytes a pixel, for 16-bit RGBA).
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
-    reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(decode_err)?;
+    // Read the header without limits, check its size ourselves (so a bomb gets a clear reason
+    // before any memory is reserved), then hand the decoder image's own allocation limits.
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
     let (width, height) = decoder.dimensions();
     if width as u64 * height as u64 > max_pixels {
         return Err(CodecError::TooLarge {
@@ -105,6 +104,13 @@ fn open_decoder(path: &Path, max_pixels: u64) -> Result<(impl ImageDecoder, u32)
             max: max_pixels,
         });
     }
+    let mut limits = Limits::default();
+    let side = max_pixels.min(u32::MAX as u64) as u32;
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
+    // A decoder may allocate about one decoded image (at most 8 bytes a pixel, 16-bit RGBA).
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
+    decoder.set_limits(limits).map_err(decode_err)?;
     Ok((decoder, index))
 }
 

@@ -14,7 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ndarray::ArrayViewMut3;
 
-use crate::block::{AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, NO_IMAGE};
+use crate::block::{
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_STRICT, NO_IMAGE,
+};
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{OpChain, OpError, Scratch};
 
@@ -137,7 +139,10 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     let count = block.image_count();
     let mut done = 0u64;
     loop {
-        if stop.load(Ordering::Relaxed)
+        let strict_stop =
+            header.flags & FLAG_STRICT != 0 && header.images_failed.load(Ordering::Acquire) > 0;
+        if strict_stop
+            || stop.load(Ordering::Relaxed)
             || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32
         {
             break;

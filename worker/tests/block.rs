@@ -28,6 +28,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         op_chain: "invert".into(),
         output_format: String::new(),
         quality: 90,
+        strict: false,
     }
 }
 

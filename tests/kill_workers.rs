@@ -1,0 +1,107 @@
+//! Kill a random worker with SIGKILL at a random moment, 20 times: every run still finishes,
+//! its outputs are byte-identical to a clean run's, and nothing is left behind.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{assert_no_leaks, assets, files_under, os, workers_of};
+use rustix::process::{kill_process, Pid, Signal};
+
+const OPS: &str = "blur:4,sharpen,blur:4";
+const KILLS: u32 = 20;
+
+/// xorshift32: varied but reproducible timing and choice of victim.
+fn next(state: &mut u32) -> u32 {
+    *state ^= *state << 13;
+    *state ^= *state >> 17;
+    *state ^= *state << 5;
+    *state
+}
+
+#[test]
+fn twenty_random_worker_kills_change_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = tmp.path().join("clean");
+    let out = Command::new(common::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            clean.as_os_str(),
+            os("--ops"),
+            os(OPS),
+            os("-j"),
+            os("2"),
+            os("--quiet"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let expected: Vec<_> = files_under(&clean)
+        .into_iter()
+        .map(|f| (std::fs::read(clean.join(&f)).unwrap(), f))
+        .collect();
+
+    let mut rng = 0x9e37_79b9u32;
+    let (mut landed, mut retried_total) = (0, 0);
+    for round in 0..KILLS {
+        let dir = tmp.path().join(format!("round{round}"));
+        let child = Command::new(common::bin())
+            .args([
+                os("run"),
+                assets().as_os_str(),
+                os("-o"),
+                dir.as_os_str(),
+                os("--ops"),
+                os(OPS),
+                os("-j"),
+                os("2"),
+                os("--json"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(30 + (next(&mut rng) % 250) as u64));
+        let workers = workers_of(pid);
+        if !workers.is_empty() {
+            let victim = workers[next(&mut rng) as usize % workers.len()];
+            if kill_process(Pid::from_raw(victim as i32).unwrap(), Signal::KILL).is_ok() {
+                landed += 1;
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_no_leaks(pid);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "round {round}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        retried_total += s["images_retried"].as_u64().unwrap();
+        let got = files_under(&dir);
+        assert_eq!(
+            got,
+            expected.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(),
+            "round {round}: same files, no temporary file"
+        );
+        for (bytes, f) in &expected {
+            assert!(
+                std::fs::read(dir.join(f)).unwrap() == *bytes,
+                "round {round}: {} differs from the clean run",
+                f.display()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    eprintln!("{landed} of {KILLS} kills landed on a live worker; {retried_total} images retried");
+    assert!(
+        landed >= KILLS / 2,
+        "most kills hit a running worker ({landed})"
+    );
+    assert!(retried_total >= 1, "the summaries counted the retries");
+}
