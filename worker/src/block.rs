@@ -957,7 +957,8 @@ fn reserve(fd: &OwnedFd, len: u64) -> io::Result<()> {
     }
 }
 
-/// Without fallocate, touch one byte per page so that a full filesystem fails now.
+/// Elsewhere (macOS) there is no fallocate for shared memory: the free-space check in `create` is
+/// the only guard, so a filesystem filled by someone else after that check can still fault later.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn reserve(_fd: &OwnedFd, _len: u64) -> io::Result<()> {
     let _ = FallocateFlags::empty();
