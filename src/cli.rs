@@ -78,6 +78,14 @@ pub struct RunCli {
     /// JPEG quality, 1-100.
     #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: u8,
+    /// Resize every image at decode time, straight into its slot, to W x H: every slot then has
+    /// one shape and the pixel area is one (N, H, W, C) array.
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub resize: Option<(u32, u32)>,
+    /// How --resize keeps the aspect ratio: stretch (no), cover (crop the overflow), contain
+    /// (black bars).
+    #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
+    pub fit: String,
     /// Channels of every slot: 1 (gray), 3 (RGB) or 4 (RGBA).
     #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
     pub channels: u32,
@@ -124,4 +132,18 @@ fn parse_channels(s: &str) -> Result<u32, String> {
         "1" | "3" | "4" => Ok(s.parse().unwrap_or(3)),
         _ => Err(format!("{s:?} is not 1, 3 or 4")),
     }
+}
+
+/// Parses `WxH` (for example `1024x768`), each side 1 to 65535.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WxH, for example 1024x768"))?;
+    let side = |v: &str| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=65535).contains(n))
+            .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
+    };
+    Ok((side(w)?, side(h)?))
 }

@@ -150,6 +150,12 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
 
     let stop_requested = || signals.received().is_some();
     let mut planned = plan::plan(&settings.input, args.max_pixels, &stop_requested);
+    if let Some((w, h)) = args.resize {
+        // Every slot takes the target shape; the decoder resizes straight into it.
+        for image in &mut planned.images {
+            (image.width, image.height) = (w, h);
+        }
+    }
     if let Some(out) = &settings.output {
         plan::assign_outputs(
             &mut planned,
@@ -226,6 +232,10 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
             .unwrap_or_default(),
         quality: args.quality as u32,
         strict: args.strict,
+        resize_fit: args
+            .resize
+            .and_then(|_| codec::Fit::parse(&args.fit))
+            .map_or(0, |f| f as u32),
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).

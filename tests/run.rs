@@ -383,3 +383,64 @@ fn inputs_that_would_share_an_output_path_are_reported_not_overwritten() {
     let got = image::open(out.join("a.png")).unwrap().to_rgb8();
     assert!(got == image::open(input.join("a.bmp")).unwrap().to_rgb8());
 }
+
+#[test]
+fn resize_puts_every_image_in_one_shape_with_each_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = image_inputs(&assets());
+    for fit in ["stretch", "cover", "contain"] {
+        let out = tmp.path().join(fit);
+        let s = run_ok(
+            &assets(),
+            &out,
+            &[
+                "--resize", "120x80", "--fit", fit, "--format", "png", "-j", "2",
+            ],
+        );
+        assert_eq!(
+            s["dataset_bytes"].as_u64().unwrap(),
+            inputs.len() as u64 * 120 * 80 * 3,
+            "{fit}: one (N, 80, 120, 3) array"
+        );
+        for rel in &inputs {
+            let out_rel = codec::output_path(
+                Path::new(""),
+                rel,
+                ImageFormat::from_path(rel).unwrap(),
+                ImageFormat::Png,
+            );
+            let img = image::open(out.join(&out_rel)).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (120, 80), "{fit} {}", rel.display());
+        }
+    }
+    // camera.png is square: contained in 120x80 it has black bars left and right, none in the
+    // middle; covered, it fills the slot.
+    let contain = image::open(tmp.path().join("contain/nested/camera.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(contain.get_pixel(2, 40), &image::Rgb([0, 0, 0]));
+    assert_eq!(contain.get_pixel(117, 40), &image::Rgb([0, 0, 0]));
+    let cover = image::open(tmp.path().join("cover/nested/camera.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_ne!(cover.get_pixel(2, 40), &image::Rgb([0, 0, 0]));
+    // A stretch to the image's own size changes (almost) nothing.
+    let same = tmp.path().join("same");
+    run_ok(
+        &assets().join("nested"),
+        &same,
+        &["--resize", "451x300", "--format", "png", "-j", "1"],
+    );
+    let a = image::open(same.join("chelsea.png")).unwrap().to_rgb8();
+    let b = image::open(assets().join("nested/chelsea.png"))
+        .unwrap()
+        .to_rgb8();
+    let max_diff = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (*x as i32 - *y as i32).abs())
+        .max()
+        .unwrap();
+    assert!(max_diff <= 2, "identity resize differs by {max_diff}");
+}

@@ -147,7 +147,10 @@ pub struct Header {
     pub images_done: AtomicU64,
     pub images_failed: AtomicU64,
     pub pixels_done: AtomicU64,
-    pub _reserved: [u64; 36],
+    /// `--resize`: a [`crate::codec::Fit`] (then every slot has the uniform shape), 0 for none.
+    pub resize_fit: u32,
+    pub _reserved1: u32,
+    pub _reserved: [u64; 35],
 }
 
 /// One image's fixed-size record in the image table.
@@ -338,6 +341,9 @@ pub struct BlockPlan {
     pub quality: u32,
     /// Workers stop claiming once any image has failed.
     pub strict: bool,
+    /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
+    /// target shape).
+    pub resize_fit: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -624,7 +630,7 @@ impl Mapping {
             let end = count
                 .checked_mul(size)
                 .and_then(|bytes| offset.checked_add(bytes))
-                .filter(|end| *end <= len && offset % ALIGN == 0 && offset >= previous_end)
+                .filter(|end| *end <= len && offset.is_multiple_of(ALIGN) && offset >= previous_end)
                 .ok_or_else(|| {
                     invalid(format!(
                         "{what} region (offset {offset}, {count} x {size} bytes) is misaligned, overlaps the one before, or runs past the end ({len} bytes)"
@@ -710,7 +716,9 @@ impl Mapping {
             let start = pixels_offset.checked_add(offset);
             let end = start.and_then(|s| s.checked_add(slot_len));
             match (start, end) {
-                (Some(s), Some(e)) if s >= next_free && e <= pixels_end && offset % ALIGN == 0 => {
+                (Some(s), Some(e))
+                    if s >= next_free && e <= pixels_end && offset.is_multiple_of(ALIGN) =>
+                {
                     next_free = e;
                 }
                 _ => {
@@ -1022,7 +1030,9 @@ impl Mapping {
             images_done: AtomicU64::new(0),
             images_failed: AtomicU64::new(0),
             pixels_done: AtomicU64::new(0),
-            _reserved: [0; 36],
+            resize_fit: plan.resize_fit,
+            _reserved1: 0,
+            _reserved: [0; 35],
         };
         // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
         // page-aligned; each write below targets a 64-aligned offset computed by `regions` whose

@@ -134,8 +134,11 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         max_pixels: args.max_pixels,
         crash_on,
         stall_on: std::env::var(STALL_ENV).ok(),
+        fit: codec::Fit::from_u32(header.resize_fit),
     };
     let mut scratch = Scratch::default();
+    // Full-size decode buffer for `--resize` (reused across images).
+    let mut decoded = Vec::new();
     let count = block.image_count();
     let mut done = 0u64;
     loop {
@@ -174,7 +177,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         let slot = claim.slot();
         let pixels = (slot.height * slot.width) as u64;
-        match job.process(claim, &mut scratch) {
+        match job.process(claim, &mut scratch, &mut decoded) {
             true => {
                 header.images_done.fetch_add(1, Ordering::AcqRel);
                 header.pixels_done.fetch_add(pixels, Ordering::AcqRel);
@@ -204,11 +207,12 @@ struct Job<'a> {
     max_pixels: u64,
     crash_on: Option<(String, u32)>,
     stall_on: Option<String>,
+    fit: Option<codec::Fit>,
 }
 
 impl Job<'_> {
     /// Decodes, transforms and encodes one claimed image; publishes its outcome. True on success.
-    fn process(&self, mut claim: Claim<'_>, scratch: &mut Scratch) -> bool {
+    fn process(&self, mut claim: Claim<'_>, scratch: &mut Scratch, decoded: &mut Vec<u8>) -> bool {
         let index = claim.index();
         let slot = claim.slot();
         let relative = path_from_bytes(self.block.source(index)).to_path_buf();
@@ -228,14 +232,18 @@ impl Job<'_> {
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             let pixels = claim.pixels();
-            codec::decode_into(
-                &source,
-                pixels,
-                h as u32,
-                w as u32,
-                c as u32,
-                self.max_pixels,
-            )
+            let (hh, ww, cc) = (h as u32, w as u32, c as u32);
+            match self.fit {
+                Some(fit) => codec::decode_resized(
+                    &source,
+                    pixels,
+                    (hh, ww, cc),
+                    fit,
+                    self.max_pixels,
+                    decoded,
+                ),
+                None => codec::decode_into(&source, pixels, hh, ww, cc, self.max_pixels),
+            }
             .map_err(|e| e.to_string())?;
             let view = ArrayViewMut3::from_shape((h, w, c), pixels).map_err(|e| e.to_string())?;
             self.chain.apply(view, scratch);

@@ -37,6 +37,7 @@ fn attach_never_panics_on_mutated_blocks() {
         output_format: "png".into(),
         quality: 90,
         strict: false,
+        resize_fit: 0,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

@@ -29,6 +29,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         output_format: String::new(),
         quality: 90,
         strict: false,
+        resize_fit: 0,
     }
 }
 
