@@ -54,6 +54,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         backing: Option<PathBuf>,
     },
+    /// Write a deterministic synthetic image folder (gradients, noise, edges).
+    Gen(GenCli),
+    /// Benchmarks anyone can repeat.
+    #[command(subcommand)]
+    Bench(BenchCli),
     /// Internal: one worker process, started by `run`.
     #[command(hide = true)]
     Worker(WorkerCli),
@@ -86,6 +91,10 @@ pub struct RunCli {
     /// (black bars).
     #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
     pub fit: String,
+    /// shared: one block, every worker attached to it (the point of shmpipe). copy: the naive
+    /// approach, for comparison: every worker decodes the whole dataset into its own memory.
+    #[arg(long, value_name = "MODE", default_value = "shared", value_parser = ["shared", "copy"])]
+    pub mode: String,
     /// Channels of every slot: 1 (gray), 3 (RGB) or 4 (RGBA).
     #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
     pub channels: u32,
@@ -111,6 +120,62 @@ pub struct RunCli {
     /// No progress display and no text summary.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenCli {
+    /// Folder to write `img000000.jpg` ... into.
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    pub count: u64,
+    #[arg(long, value_name = "WxH", default_value = "1920x1080", value_parser = parse_size)]
+    pub size: (u32, u32),
+    #[arg(long, default_value = "jpeg", value_parser = ["jpeg", "png"])]
+    pub format: String,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCli {
+    /// The same job twice: one shared block, then a private copy of the dataset in every worker;
+    /// peak total Pss and Rss of all processes, side by side.
+    #[command(
+        after_help = "Examples:\n  shmpipe bench memory --generate 2GiB -j 8\n  shmpipe bench memory photos/ -j 8 --resize 1024x768 --plot mem.svg"
+    )]
+    Memory(BenchMemoryCli),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMemoryCli {
+    /// Folder of images (or use --generate).
+    pub input: Option<PathBuf>,
+    /// Generate a synthetic dataset of this decoded size (for example 2GiB) in a temporary
+    /// folder, removed afterwards.
+    #[arg(long, value_name = "SIZE", value_parser = crate::gen::parse_bytes, conflicts_with = "input")]
+    pub generate: Option<u64>,
+    /// Size of each generated image.
+    #[arg(long, value_name = "WxH", default_value = "1920x1080", value_parser = parse_size)]
+    pub image_size: (u32, u32),
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker processes [default: available cores].
+    #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+    /// Resize at decode, as `run --resize`.
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub resize: Option<(u32, u32)>,
+    #[arg(long, value_name = "LIST", default_value = "grayscale,blur:2")]
+    pub ops: String,
+    /// Draw total Pss over time for both modes, with the dataset size, as SVG.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// With --json, include the sampled time series.
+    #[arg(long)]
+    pub series: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,9 +3,11 @@
 //!
 //! `main` only parses, dispatches and maps the outcome to an exit code (see [`exit`]).
 
+mod bench;
 mod blocks;
 mod cli;
 mod exit;
+mod gen;
 mod memory;
 mod plan;
 mod progress;
@@ -24,6 +26,21 @@ fn main() {
         Command::Ls { backing, json } => blocks::ls(backing, json),
         Command::Clean { backing } => blocks::clean(backing),
         Command::Rm { name, backing } => blocks::rm(&name, backing),
+        Command::Gen(args) => match gen::generate(
+            &args.dir,
+            args.count,
+            args.size,
+            &args.format,
+            args.seed,
+            90,
+        ) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("shmpipe: error: {e:#}");
+                exit::USAGE
+            }
+        },
+        Command::Bench(cli::BenchCli::Memory(args)) => bench::memory(args),
         Command::Worker(args) => run_worker(args),
     };
     std::process::exit(code);

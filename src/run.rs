@@ -143,8 +143,21 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
     })
 }
 
+/// What one run produced: its summary, its memory record and the signal that stopped it.
+pub struct JobResult {
+    pub summary: Summary,
+    pub memory: crate::memory::Record,
+    pub signal_code: Option<i32>,
+}
+
 fn execute(args: RunCli) -> anyhow::Result<i32> {
-    let settings = validate(&args)?;
+    let job = run_job(&args)?;
+    report(&args, &job.summary, job.signal_code)
+}
+
+/// Runs one job to the end without printing its summary (`run` prints it; `bench` compares).
+pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
+    let settings = validate(args)?;
     let signals = Signals::register()?;
     let started = Instant::now();
 
@@ -173,8 +186,9 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
             reason: r.reason.clone(),
         })
         .collect();
-    if let Some((code, _)) = signals.received() {
-        return Ok(code);
+    let signal = signals.received();
+    if signal.is_some() {
+        planned.images.clear();
     }
     if args.strict && !failures.is_empty() {
         // --strict: the first bad file stops the run before any block exists.
@@ -182,7 +196,7 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
         planned.images.clear();
     }
     if planned.images.is_empty() {
-        if !args.quiet && failures.is_empty() && planned.existing == 0 {
+        if !args.quiet && failures.is_empty() && planned.existing == 0 && signal.is_none() {
             eprintln!("shmpipe: no images found in {}", settings.input.display());
         }
         let summary = Summary {
@@ -203,10 +217,14 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
             memory_measured: false,
             peak_total_pss_bytes: None,
             peak_total_rss_bytes: None,
-            stopped_by_signal: None,
+            stopped_by_signal: signal.map(|(_, name)| name.to_string()),
             stopped_by_strict: args.strict && !planned.rejected.is_empty(),
         };
-        return report(&args, &summary, None);
+        return Ok(JobResult {
+            summary,
+            memory: crate::memory::Record::default(),
+            signal_code: signal.map(|(code, _)| code),
+        });
     }
     let workers = settings.workers.min(planned.images.len().max(1) as u32);
     let block_plan = BlockPlan {
@@ -232,6 +250,7 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
             .unwrap_or_default(),
         quality: args.quality as u32,
         strict: args.strict,
+        copy_mode: args.mode == "copy",
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
@@ -338,7 +357,11 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
     };
     // Unlink before reporting: whatever happens to stdout, the block is gone.
     drop(block);
-    report(&args, &summary, outcome.signal.map(|(code, _)| code))
+    Ok(JobResult {
+        summary,
+        memory,
+        signal_code: outcome.signal.map(|(code, _)| code),
+    })
 }
 
 /// Prints the summary and gives the exit code: the signal's, else 1 when anything failed.

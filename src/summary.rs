@@ -81,9 +81,9 @@ impl Summary {
         ));
         match (self.peak_total_pss_bytes, self.peak_total_rss_bytes) {
             (Some(pss), Some(rss)) => out.push_str(&format!(
-                "peak total memory, coordinator + workers: Pss {:.1} MiB ({:.2}x the block), Rss {:.1} MiB (counts shared pages once per process)\n",
+                "peak total memory, coordinator + workers: Pss {:.1} MiB ({:.2}x the decoded dataset), Rss {:.1} MiB (counts shared pages once per process)\n",
                 mib(pss),
-                pss as f64 / self.block_bytes.max(1) as f64,
+                pss as f64 / self.dataset_bytes.max(1) as f64,
                 mib(rss)
             )),
             _ => out.push_str("peak total memory: not measured (no /proc on this system)\n"),

@@ -202,6 +202,9 @@ pub const NO_IMAGE: u64 = u64::MAX;
 
 /// `Header::flags`: stop claiming once any image has failed (`--strict`).
 pub const FLAG_STRICT: u32 = 1;
+/// `Header::flags`: copy mode, the naive approach kept for comparison: the block holds no pixels
+/// (every slot is empty) and each worker decodes the whole dataset into its own memory.
+pub const FLAG_COPY: u32 = 2;
 
 /// The status word of an image claimed by `worker_id`.
 pub fn claimed_word(worker_id: u32) -> u32 {
@@ -341,6 +344,8 @@ pub struct BlockPlan {
     pub quality: u32,
     /// Workers stop claiming once any image has failed.
     pub strict: bool,
+    /// Copy mode ([`FLAG_COPY`]): no pixel slots in the block.
+    pub copy_mode: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,
@@ -370,8 +375,18 @@ struct Regions {
 }
 
 impl BlockPlan {
-    fn slot_len(&self, img: &PlannedImage) -> u64 {
+    /// Bytes of an image's decoded pixels.
+    fn image_len(&self, img: &PlannedImage) -> u64 {
         img.height as u64 * img.width as u64 * self.channels as u64
+    }
+
+    /// Bytes of an image's slot in the block: its pixels, or none in copy mode.
+    fn slot_len(&self, img: &PlannedImage) -> u64 {
+        if self.copy_mode {
+            0
+        } else {
+            self.image_len(img)
+        }
     }
 
     fn regions(&self) -> Regions {
@@ -405,7 +420,7 @@ impl BlockPlan {
 
     /// Bytes of pixels alone: the decoded dataset.
     pub fn pixel_bytes(&self) -> u64 {
-        self.images.iter().map(|i| self.slot_len(i)).sum()
+        self.images.iter().map(|i| self.image_len(i)).sum()
     }
 }
 
@@ -445,6 +460,8 @@ pub struct SlotInfo {
     pub channels: usize,
     pub format: u32,
     pub source: StrRef,
+    /// False in copy mode: the image has a shape but no bytes in the block.
+    pub in_block: bool,
 }
 
 impl SlotInfo {
@@ -675,6 +692,7 @@ impl Mapping {
             strings_len: h.strings_len as usize,
         };
         let (channels, pixels_offset) = (h.channels, h.pixels_offset);
+        let copy_mode = h.flags & FLAG_COPY != 0;
         let mut slots =
             Vec::with_capacity(image_count.min(len / size_of::<ImageRecord>() as u64) as usize);
         let mut next_free = pixels_offset;
@@ -708,8 +726,11 @@ impl Mapping {
             let expected = (height as u64)
                 .checked_mul(width as u64)
                 .and_then(|p| p.checked_mul(ch as u64));
-            if expected != Some(slot_len) {
+            if expected.is_none() || (!copy_mode && expected != Some(slot_len)) {
                 return Err(bad("slot length does not match its shape"));
+            }
+            if copy_mode && (slot_len != 0 || offset != 0) {
+                return Err(bad("a copy-mode block holds no pixels"));
             }
             // Slots must be aligned, in order, and disjoint: each starts at or after the end of
             // the one before, so no two claims can ever cover the same byte.
@@ -741,6 +762,7 @@ impl Mapping {
                 channels: ch as usize,
                 format,
                 source,
+                in_block: !copy_mode,
             });
         }
         self.layout = layout;
@@ -787,11 +809,9 @@ impl<'a> Claim<'a> {
         // `try_claim` gave it to us alone (invariant (3)), and the coordinator reads pixels only
         // after join. `&mut self` keeps this process to one borrow at a time. The pointer derives
         // from the mapping's raw base, not from a shared reference.
+        let len = if slot.in_block { slot.len() } else { 0 };
         unsafe {
-            std::slice::from_raw_parts_mut(
-                self.mapping.map.as_mut_ptr().add(slot.offset),
-                slot.len(),
-            )
+            std::slice::from_raw_parts_mut(self.mapping.map.as_mut_ptr().add(slot.offset), len)
         }
     }
 
@@ -1025,7 +1045,8 @@ impl Mapping {
             quality: plan.quality,
             uniform_height: uniform.0,
             uniform_width: uniform.1,
-            flags: if plan.strict { FLAG_STRICT } else { 0 },
+            flags: if plan.strict { FLAG_STRICT } else { 0 }
+                | if plan.copy_mode { FLAG_COPY } else { 0 },
             next_claim: AtomicU64::new(0),
             images_done: AtomicU64::new(0),
             images_failed: AtomicU64::new(0),

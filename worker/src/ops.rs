@@ -324,9 +324,11 @@ fn img_slice<'a>(img: &'a mut ArrayViewMut3<'_, u8>) -> &'a mut [u8] {
 /// Reusable buffers, one set per worker, so kernels do not allocate per image.
 #[derive(Default)]
 pub struct Scratch {
-    image: Vec<u8>,
+    /// 2r + 1 horizontally blurred rows.
+    ring: Vec<u8>,
     padded: Vec<u8>,
     acc: Vec<u32>,
+    column_acc: Vec<u32>,
 }
 
 fn apply_lut(px: &mut [u8], channels: usize, lut: &[u8; 256]) {
@@ -356,71 +358,91 @@ fn grayscale(px: &mut [u8], channels: usize) {
     }
 }
 
-/// One horizontal pass of `kernel` over each row of `src` (rows of `row_len` bytes, pixels of
-/// `channels` bytes), written to `dst`.
-fn blur_rows(
-    src: &[u8],
-    dst: &mut [u8],
+/// The horizontal pass of `kernel` over one row (`channels` bytes a pixel, edge pixels
+/// repeated), written to `out`.
+fn blur_row(
+    row: &[u8],
+    out: &mut [u8],
+    channels: usize,
+    kernel: &[u32],
+    padded: &mut Vec<u8>,
+    acc: &mut Vec<u32>,
+) {
+    let row_len = row.len();
+    let pad = kernel.len() / 2 * channels;
+    padded.resize(row_len + 2 * pad, 0);
+    acc.resize(row_len, 0);
+    let (left, rest) = padded.split_at_mut(pad);
+    let (middle, right) = rest.split_at_mut(row_len);
+    middle.copy_from_slice(row);
+    for (i, v) in left.iter_mut().enumerate() {
+        *v = row[i % channels];
+    }
+    let last = &row[row_len - channels..];
+    for (i, v) in right.iter_mut().enumerate() {
+        *v = last[i % channels];
+    }
+    let acc = &mut acc[..row_len];
+    acc.fill(32768);
+    for (k, &weight) in kernel.iter().enumerate() {
+        let shifted = &padded[k * channels..k * channels + row_len];
+        for (a, &v) in acc.iter_mut().zip(shifted) {
+            *a += weight * v as u32;
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = (a >> 16) as u8;
+    }
+}
+
+/// A separable gaussian over `px` (`height` rows of `row_len` bytes), in place, holding only a
+/// ring of 2r + 1 horizontally blurred rows: row y is written once rows up to y + r have been
+/// blurred horizontally, and those rows are still original because only rows above y have been
+/// written. `finish` turns each output row's fixed-point sums (and the original row) into bytes.
+fn separable(
+    px: &mut [u8],
+    height: usize,
     row_len: usize,
     channels: usize,
     kernel: &[u32],
     scratch: &mut Scratch,
+    mut finish: impl FnMut(&mut [u8], &[u32]),
 ) {
     let radius = kernel.len() / 2;
-    let pad = radius * channels;
-    scratch.padded.resize(row_len + 2 * pad, 0);
-    scratch.acc.resize(row_len, 0);
-    let padded = &mut scratch.padded;
-    let acc = &mut scratch.acc[..row_len];
-    for (row, out) in src.chunks_exact(row_len).zip(dst.chunks_exact_mut(row_len)) {
-        let (left, rest) = padded.split_at_mut(pad);
-        let (middle, right) = rest.split_at_mut(row_len);
-        middle.copy_from_slice(row);
-        for (i, v) in left.iter_mut().enumerate() {
-            *v = row[i % channels];
+    let ring_rows = 2 * radius + 1;
+    let mut ring = std::mem::take(&mut scratch.ring);
+    ring.resize(ring_rows * row_len, 0);
+    let mut column_acc = std::mem::take(&mut scratch.column_acc);
+    column_acc.resize(row_len, 0);
+    let mut blurred_rows = 0; // rows [0, blurred_rows) have been blurred horizontally
+    for y in 0..height {
+        let needed = (y + radius + 1).min(height);
+        while blurred_rows < needed {
+            let r = blurred_rows;
+            let slot = r % ring_rows;
+            blur_row(
+                &px[r * row_len..(r + 1) * row_len],
+                &mut ring[slot * row_len..(slot + 1) * row_len],
+                channels,
+                kernel,
+                &mut scratch.padded,
+                &mut scratch.acc,
+            );
+            blurred_rows += 1;
         }
-        let last = &row[row_len - channels..];
-        for (i, v) in right.iter_mut().enumerate() {
-            *v = last[i % channels];
-        }
-        acc.fill(32768);
-        for (k, &weight) in kernel.iter().enumerate() {
-            let shifted = &padded[k * channels..k * channels + row_len];
-            for (a, &v) in acc.iter_mut().zip(shifted) {
-                *a += weight * v as u32;
-            }
-        }
-        for (o, &a) in out.iter_mut().zip(acc.iter()) {
-            *o = (a >> 16) as u8;
-        }
-    }
-}
-
-/// One vertical pass of `kernel` over `src` (`height` rows of `row_len`), written to `dst`.
-fn blur_columns(
-    src: &[u8],
-    dst: &mut [u8],
-    height: usize,
-    row_len: usize,
-    kernel: &[u32],
-    acc: &mut Vec<u32>,
-) {
-    let radius = kernel.len() / 2;
-    acc.resize(row_len, 0);
-    let acc = &mut acc[..row_len];
-    for (y, out) in dst.chunks_exact_mut(row_len).enumerate() {
-        acc.fill(32768);
+        column_acc.fill(32768);
         for (k, &weight) in kernel.iter().enumerate() {
             let sy = (y + k).saturating_sub(radius).min(height - 1);
-            let row = &src[sy * row_len..(sy + 1) * row_len];
-            for (a, &v) in acc.iter_mut().zip(row) {
+            let slot = sy % ring_rows;
+            let row = &ring[slot * row_len..(slot + 1) * row_len];
+            for (a, &v) in column_acc.iter_mut().zip(row) {
                 *a += weight * v as u32;
             }
         }
-        for (o, &a) in out.iter_mut().zip(acc.iter()) {
-            *o = (a >> 16) as u8;
-        }
+        finish(&mut px[y * row_len..(y + 1) * row_len], &column_acc);
     }
+    scratch.ring = ring;
+    scratch.column_acc = column_acc;
 }
 
 fn blur(
@@ -431,11 +453,19 @@ fn blur(
     kernel: &[u32],
     scratch: &mut Scratch,
 ) {
-    let mut tmp = std::mem::take(&mut scratch.image);
-    tmp.resize(px.len(), 0);
-    blur_rows(px, &mut tmp, row_len, channels, kernel, scratch);
-    blur_columns(&tmp, px, height, row_len, kernel, &mut scratch.acc);
-    scratch.image = tmp;
+    separable(
+        px,
+        height,
+        row_len,
+        channels,
+        kernel,
+        scratch,
+        |out, acc| {
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = (a >> 16) as u8;
+            }
+        },
+    );
 }
 
 fn sharpen(
@@ -447,31 +477,27 @@ fn sharpen(
     amount_256: i32,
     scratch: &mut Scratch,
 ) {
-    let mut rows = std::mem::take(&mut scratch.image);
-    rows.resize(px.len(), 0);
-    blur_rows(px, &mut rows, row_len, channels, kernel, scratch);
-    // The vertical pass reads `rows` and writes the blurred image into `blurred`, a second buffer.
-    let mut blurred = vec![0u8; px.len()];
-    blur_columns(
-        &rows,
-        &mut blurred,
+    let colour = if channels == 4 { 3 } else { channels };
+    separable(
+        px,
         height,
         row_len,
+        channels,
         kernel,
-        &mut scratch.acc,
+        scratch,
+        |row, acc| {
+            for (p, b) in row
+                .chunks_exact_mut(channels)
+                .zip(acc.chunks_exact(channels))
+            {
+                for ch in 0..colour {
+                    let v = p[ch] as i32;
+                    let d = v - (b[ch] >> 16) as i32;
+                    p[ch] = (v + ((amount_256 * d + 128) >> 8)).clamp(0, 255) as u8;
+                }
+            }
+        },
     );
-    let colour = if channels == 4 { 3 } else { channels };
-    for (p, b) in px
-        .chunks_exact_mut(channels)
-        .zip(blurred.chunks_exact(channels))
-    {
-        for ch in 0..colour {
-            let v = p[ch] as i32;
-            let d = v - b[ch] as i32;
-            p[ch] = (v + ((amount_256 * d + 128) >> 8)).clamp(0, 255) as u8;
-        }
-    }
-    scratch.image = rows;
 }
 
 fn flip_h(mut img: ArrayViewMut3<'_, u8>) {

@@ -15,7 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ndarray::ArrayViewMut3;
 
 use crate::block::{
-    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_STRICT, NO_IMAGE,
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_STRICT,
+    NO_IMAGE,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{OpChain, OpError, Scratch};
@@ -139,6 +140,9 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     let mut scratch = Scratch::default();
     // Full-size decode buffer for `--resize` (reused across images).
     let mut decoded = Vec::new();
+    // Copy mode (the naive approach, for comparison): every worker decodes the whole dataset
+    // into its own memory first, then transforms its share.
+    let mut private = (header.flags & FLAG_COPY != 0).then(|| job.decode_everything(&mut decoded));
     let count = block.image_count();
     let mut done = 0u64;
     loop {
@@ -177,7 +181,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         let slot = claim.slot();
         let pixels = (slot.height * slot.width) as u64;
-        match job.process(claim, &mut scratch, &mut decoded) {
+        match job.process(claim, &mut scratch, &mut decoded, private.as_deref_mut()) {
             true => {
                 header.images_done.fetch_add(1, Ordering::AcqRel);
                 header.pixels_done.fetch_add(pixels, Ordering::AcqRel);
@@ -212,7 +216,42 @@ struct Job<'a> {
 
 impl Job<'_> {
     /// Decodes, transforms and encodes one claimed image; publishes its outcome. True on success.
-    fn process(&self, mut claim: Claim<'_>, scratch: &mut Scratch, decoded: &mut Vec<u8>) -> bool {
+    /// Decodes image `index` from its source file into `pixels` (resizing when asked).
+    fn decode(&self, index: usize, pixels: &mut [u8], decoded: &mut Vec<u8>) -> Result<(), String> {
+        let slot = self.block.slot(index);
+        let source = self
+            .input_root
+            .join(path_from_bytes(self.block.source(index)));
+        let shape = (slot.height as u32, slot.width as u32, slot.channels as u32);
+        match self.fit {
+            Some(fit) => {
+                codec::decode_resized(&source, pixels, shape, fit, self.max_pixels, decoded)
+            }
+            None => codec::decode_into(&source, pixels, shape.0, shape.1, shape.2, self.max_pixels),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Copy mode: this worker's private copy of the whole dataset, as the naive approach keeps
+    /// one per worker. An image that cannot be decoded keeps its reason.
+    fn decode_everything(&self, decoded: &mut Vec<u8>) -> Vec<Result<Vec<u8>, String>> {
+        (0..self.block.image_count())
+            .map(|i| {
+                let mut pixels = vec![0u8; self.block.slot(i).len()];
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.decode(i, &mut pixels, decoded)))
+                    .unwrap_or_else(|_| Err("decoder panicked".into()))
+                    .map(|()| pixels)
+            })
+            .collect()
+    }
+
+    fn process(
+        &self,
+        mut claim: Claim<'_>,
+        scratch: &mut Scratch,
+        decoded: &mut Vec<u8>,
+        private: Option<&mut [Result<Vec<u8>, String>]>,
+    ) -> bool {
         let index = claim.index();
         let slot = claim.slot();
         let relative = path_from_bytes(self.block.source(index)).to_path_buf();
@@ -227,24 +266,20 @@ impl Job<'_> {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
         }
-        let source = self.input_root.join(&relative);
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-            let pixels = claim.pixels();
-            let (hh, ww, cc) = (h as u32, w as u32, c as u32);
-            match self.fit {
-                Some(fit) => codec::decode_resized(
-                    &source,
-                    pixels,
-                    (hh, ww, cc),
-                    fit,
-                    self.max_pixels,
-                    decoded,
-                ),
-                None => codec::decode_into(&source, pixels, hh, ww, cc, self.max_pixels),
-            }
-            .map_err(|e| e.to_string())?;
+            let pixels: &mut [u8] = match private {
+                Some(copies) => match &mut copies[index] {
+                    Ok(pixels) => pixels,
+                    Err(reason) => return Err(reason.clone()),
+                },
+                None => {
+                    let pixels = claim.pixels();
+                    self.decode(index, pixels, decoded)?;
+                    pixels
+                }
+            };
             let view = ArrayViewMut3::from_shape((h, w, c), pixels).map_err(|e| e.to_string())?;
             self.chain.apply(view, scratch);
             if let Some(root) = &self.output_root {

@@ -38,6 +38,7 @@ fn attach_never_panics_on_mutated_blocks() {
         quality: 90,
         strict: false,
         resize_fit: 0,
+        copy_mode: false,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

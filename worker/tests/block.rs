@@ -30,6 +30,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         quality: 90,
         strict: false,
         resize_fit: 0,
+        copy_mode: false,
     }
 }
 

@@ -1,0 +1,261 @@
+//! `shmpipe bench memory`: the same job twice, shared block against a private copy of the
+//! dataset in every worker, with the total Pss of all processes measured side by side.
+//!
+//! Both modes are the real pipeline (`run --mode shared|copy`); nothing is computed on paper.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::cli::{BenchMemoryCli, RunCli};
+use crate::memory::Sample;
+use crate::{exit, gen, run};
+
+/// One mode's figures.
+#[derive(Debug, Serialize)]
+pub struct ModeResult {
+    pub peak_total_pss_bytes: u64,
+    pub peak_total_rss_bytes: u64,
+    pub peak_pss_over_dataset: f64,
+    pub wall_s: f64,
+    pub images_ok: u64,
+    pub images_failed: u64,
+    pub series: Vec<Sample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryBench {
+    pub dataset_bytes: u64,
+    pub images: u64,
+    pub workers: u32,
+    pub ops: String,
+    pub shared: ModeResult,
+    pub copy: ModeResult,
+    /// Peak total Pss of copy mode over shared mode's.
+    pub copy_over_shared: f64,
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli {
+    RunCli {
+        input: input.to_path_buf(),
+        out: None,
+        ops: args.ops.clone(),
+        workers: Some(workers),
+        format: None,
+        quality: 90,
+        resize: args.resize,
+        fit: "stretch".into(),
+        mode: mode.into(),
+        channels: 3,
+        max_pixels: shmpipe_worker::codec::DEFAULT_MAX_PIXELS,
+        image_timeout: 0,
+        backing: None,
+        strict: false,
+        skip_existing: false,
+        json: false,
+        quiet: true,
+    }
+}
+
+fn measure(
+    input: &Path,
+    args: &BenchMemoryCli,
+    mode: &str,
+    workers: u32,
+) -> anyhow::Result<(ModeResult, u64, u64)> {
+    let result = run::run_job(&job(input, args, mode, workers))?;
+    if result.signal_code.is_some() {
+        bail!("{mode} run was stopped by a signal");
+    }
+    let s = &result.summary;
+    if !result.memory.available {
+        bail!("per-process memory cannot be read here (no /proc/PID/smaps_rollup)");
+    }
+    Ok((
+        ModeResult {
+            peak_total_pss_bytes: result.memory.peak_pss,
+            peak_total_rss_bytes: result.memory.peak_rss,
+            peak_pss_over_dataset: result.memory.peak_pss as f64 / s.dataset_bytes.max(1) as f64,
+            wall_s: s.wall_s,
+            images_ok: s.images_ok,
+            images_failed: s.images_failed,
+            series: result.memory.series,
+        },
+        s.dataset_bytes,
+        s.images_ok + s.images_failed,
+    ))
+}
+
+pub fn memory(args: BenchMemoryCli) -> i32 {
+    match memory_inner(args) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("shmpipe: error: {e:#}");
+            exit::USAGE
+        }
+    }
+}
+
+fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let generated;
+    let input: PathBuf = match (&args.input, args.generate) {
+        (Some(dir), None) => dir.clone(),
+        (None, Some(bytes)) => {
+            let (w, h) = args.image_size;
+            let decoded_per_image = match args.resize {
+                Some((rw, rh)) => rw as u64 * rh as u64 * 3,
+                None => w as u64 * h as u64 * 3,
+            };
+            let count = bytes.div_ceil(decoded_per_image).max(1);
+            generated = tempfile::Builder::new()
+                .prefix("shmpipe-bench-")
+                .tempdir()
+                .context("cannot create a temporary folder for the generated dataset")?;
+            let started = Instant::now();
+            eprintln!("generating {count} images of {w}x{h} (JPEG q90) ...");
+            gen::generate(generated.path(), count, (w, h), "jpeg", args.seed, 90)?;
+            eprintln!("generated in {:.1} s", started.elapsed().as_secs_f64());
+            generated.path().to_path_buf()
+        }
+        _ => bail!("give either an input folder or --generate SIZE"),
+    };
+
+    eprintln!("shared mode: one block, {workers} workers attached ...");
+    let (shared, dataset_bytes, images) = measure(&input, &args, "shared", workers)?;
+    eprintln!("copy mode: {workers} workers, each with its own copy ...");
+    let (copy, _, _) = measure(&input, &args, "copy", workers)?;
+    let bench = MemoryBench {
+        dataset_bytes,
+        images,
+        workers,
+        ops: args.ops.clone(),
+        copy_over_shared: copy.peak_total_pss_bytes as f64
+            / shared.peak_total_pss_bytes.max(1) as f64,
+        shared,
+        copy,
+    };
+    if let Some(path) = &args.plot {
+        plot(path, &bench)?;
+        eprintln!("plot written to {}", path.display());
+    }
+    if args.json {
+        let mut value = serde_json::to_value(&bench)?;
+        if !args.series {
+            for mode in ["shared", "copy"] {
+                value[mode].as_object_mut().map(|m| m.remove("series"));
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", table(&bench));
+    }
+    Ok(())
+}
+
+fn table(b: &MemoryBench) -> String {
+    let mut out = format!(
+        "dataset: {} images, {:.1} MiB decoded; {} workers; ops {:?}\n\n",
+        b.images,
+        mib(b.dataset_bytes),
+        b.workers,
+        b.ops
+    );
+    out.push_str("| mode | peak total Pss | peak total Rss | Pss / dataset | wall s |\n|---|---|---|---|---|\n");
+    for (name, m) in [("shared", &b.shared), ("copy", &b.copy)] {
+        out.push_str(&format!(
+            "| {name} | {:.0} MiB | {:.0} MiB | {:.2}x | {:.1} |\n",
+            mib(m.peak_total_pss_bytes),
+            mib(m.peak_total_rss_bytes),
+            m.peak_pss_over_dataset,
+            m.wall_s
+        ));
+    }
+    out.push_str(&format!(
+        "\ncopy mode needs {:.1}x the memory of shared mode\n",
+        b.copy_over_shared
+    ));
+    out
+}
+
+fn plot(path: &Path, b: &MemoryBench) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+        bail!("--plot writes SVG: give a file name ending in .svg");
+    }
+    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+    let t_max = b
+        .shared
+        .series
+        .iter()
+        .chain(&b.copy.series)
+        .map(|s| s.t_s)
+        .fold(0.1, f64::max);
+    let y_max = gib(b.copy.peak_total_pss_bytes.max(b.dataset_bytes)) * 1.1;
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Total Pss of all processes, {} workers, {:.2} GiB decoded dataset",
+                b.workers,
+                gib(b.dataset_bytes)
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the run started")
+        .y_desc("GiB")
+        .draw()?;
+    let line = |series: &[Sample]| {
+        series
+            .iter()
+            .map(|s| (s.t_s, gib(s.pss)))
+            .collect::<Vec<_>>()
+    };
+    chart
+        .draw_series(LineSeries::new(
+            line(&b.shared.series),
+            BLUE.stroke_width(2),
+        ))?
+        .label(format!(
+            "shared block: peak {:.2} GiB",
+            gib(b.shared.peak_total_pss_bytes)
+        ))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(line(&b.copy.series), RED.stroke_width(2)))?
+        .label(format!(
+            "a copy per worker: peak {:.2} GiB",
+            gib(b.copy.peak_total_pss_bytes)
+        ))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, gib(b.dataset_bytes)), (t_max, gib(b.dataset_bytes))],
+            BLACK.stroke_width(1),
+        ))?
+        .label("decoded dataset")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

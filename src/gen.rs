@@ -1,0 +1,188 @@
+//! `shmpipe gen`: a deterministic synthetic image folder (gradients, noise and edges, so codecs
+//! and kernels do real work), for benchmarks and tests. Same seed, same files, byte for byte.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use image::{Rgb, RgbImage};
+
+/// xorshift64*: small, fast, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Image `index` of the set made with `seed`.
+pub fn synth(width: u32, height: u32, seed: u64, index: u64) -> RgbImage {
+    let mut rng = Rng::new(seed ^ index.wrapping_mul(0x1000_0000_01b3));
+    let tint = [
+        rng.below(96) as u32,
+        rng.below(96) as u32,
+        rng.below(96) as u32,
+    ];
+    let mut img = RgbImage::from_fn(width, height, |x, y| {
+        let gx = x * 160 / width.max(1);
+        let gy = y * 160 / height.max(1);
+        Rgb([
+            (gx + tint[0]) as u8,
+            (gy + tint[1]) as u8,
+            ((gx + gy) / 2 + tint[2]) as u8,
+        ])
+    });
+    // Hard-edged rectangles and discs: edges for the blur and the codecs.
+    for _ in 0..12 {
+        let (x0, y0) = (
+            rng.below(width as u64) as u32,
+            rng.below(height as u64) as u32,
+        );
+        let (w, h) = (
+            1 + rng.below(width as u64 / 3) as u32,
+            1 + rng.below(height as u64 / 3) as u32,
+        );
+        let colour = Rgb([
+            rng.below(256) as u8,
+            rng.below(256) as u8,
+            rng.below(256) as u8,
+        ]);
+        let disc = rng.below(2) == 0;
+        for y in y0..(y0 + h).min(height) {
+            for x in x0..(x0 + w).min(width) {
+                let (dx, dy) = (
+                    x as i64 - (x0 + w / 2) as i64,
+                    y as i64 - (y0 + h / 2) as i64,
+                );
+                let inside = !disc
+                    || dx * dx * (h as i64 * h as i64) + dy * dy * (w as i64 * w as i64)
+                        <= (w as i64 * h as i64 / 2).pow(2);
+                if inside {
+                    img.put_pixel(x, y, colour);
+                }
+            }
+        }
+    }
+    // Sensor-like noise, +-8.
+    for v in img.iter_mut() {
+        let n = (rng.next() >> 60) as i16 - 8;
+        *v = (*v as i16 + n).clamp(0, 255) as u8;
+    }
+    img
+}
+
+/// Writes `count` images of `width x height` to `dir` as `img000000.FMT`, on every core.
+pub fn generate(
+    dir: &Path,
+    count: u64,
+    (width, height): (u32, u32),
+    format: &str,
+    seed: u64,
+    quality: u8,
+) -> anyhow::Result<()> {
+    let ext = match format {
+        "png" => "png",
+        "jpeg" | "jpg" => "jpg",
+        other => bail!("invalid --format {other:?}: gen writes png or jpeg"),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for index in (t..count).step_by(threads as usize) {
+                        let img = synth(width, height, seed, index);
+                        let path = dir.join(format!("img{index:06}.{ext}"));
+                        let file = std::io::BufWriter::new(
+                            std::fs::File::create(&path)
+                                .with_context(|| format!("cannot write {}", path.display()))?,
+                        );
+                        if ext == "jpg" {
+                            image::codecs::jpeg::JpegEncoder::new_with_quality(file, quality)
+                                .encode_image(&img)
+                                .with_context(|| format!("cannot encode {}", path.display()))?;
+                        } else {
+                            img.write_with_encoder(
+                                image::codecs::png::PngEncoder::new_with_quality(
+                                    file,
+                                    image::codecs::png::CompressionType::Fast,
+                                    image::codecs::png::FilterType::Adaptive,
+                                ),
+                            )
+                            .with_context(|| format!("cannot encode {}", path.display()))?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// Parses a size such as `2GiB`, `512MiB`, `64MB`, `1e9` or `123456` into bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 2GiB or 512MiB"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    if value.is_nan() || value <= 0.0 || !value.is_finite() {
+        return Err(format!("{s:?} must be above 0"));
+    }
+    Ok((value * scale) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_pixels_other_seed_other_pixels() {
+        assert_eq!(synth(64, 48, 7, 3), synth(64, 48, 7, 3));
+        assert_ne!(synth(64, 48, 7, 3), synth(64, 48, 8, 3));
+        assert_ne!(synth(64, 48, 7, 3), synth(64, 48, 7, 4));
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1.5KB"), Ok(1500));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("2 parsecs").is_err());
+        assert!(parse_bytes("-1GiB").is_err());
+    }
+}
