@@ -49,6 +49,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         workers: Some(workers),
         format: None,
         quality: 90,
+        rgb: false,
         resize: args.resize,
         fit: "stretch".into(),
         mode: mode.into(),

@@ -80,6 +80,10 @@ pub struct RunCli {
     /// Output format: png, jpeg, webp, gif, bmp, tiff [default: each input's own].
     #[arg(long, value_name = "FMT")]
     pub format: Option<String>,
+    /// Write 3-channel outputs even when the op chain ends gray (by default a gray result is
+    /// encoded as a one-channel image: smaller, and a third of the encoding work).
+    #[arg(long)]
+    pub rgb: bool,
     /// JPEG quality, 1-100.
     #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: u8,

@@ -251,6 +251,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         quality: args.quality as u32,
         strict: args.strict,
         copy_mode: args.mode == "copy",
+        rgb_output: args.rgb,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))

@@ -205,6 +205,8 @@ pub const FLAG_STRICT: u32 = 1;
 /// `Header::flags`: copy mode, the naive approach kept for comparison: the block holds no pixels
 /// (every slot is empty) and each worker decodes the whole dataset into its own memory.
 pub const FLAG_COPY: u32 = 2;
+/// `Header::flags`: encode gray results as RGB too (`--rgb`); by default they are one channel.
+pub const FLAG_RGB_OUTPUT: u32 = 4;
 
 /// The status word of an image claimed by `worker_id`.
 pub fn claimed_word(worker_id: u32) -> u32 {
@@ -346,6 +348,8 @@ pub struct BlockPlan {
     pub strict: bool,
     /// Copy mode ([`FLAG_COPY`]): no pixel slots in the block.
     pub copy_mode: bool,
+    /// [`FLAG_RGB_OUTPUT`].
+    pub rgb_output: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,
@@ -1045,8 +1049,14 @@ impl Mapping {
             quality: plan.quality,
             uniform_height: uniform.0,
             uniform_width: uniform.1,
-            flags: if plan.strict { FLAG_STRICT } else { 0 }
-                | if plan.copy_mode { FLAG_COPY } else { 0 },
+            flags: [
+                (plan.strict, FLAG_STRICT),
+                (plan.copy_mode, FLAG_COPY),
+                (plan.rgb_output, FLAG_RGB_OUTPUT),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |flags, (_, flag)| flags | flag),
             next_claim: AtomicU64::new(0),
             images_done: AtomicU64::new(0),
             images_failed: AtomicU64::new(0),

@@ -289,30 +289,79 @@ impl OpChain {
         self.steps.len()
     }
 
-    /// Runs the chain in place on `img`, an `(H, W, C)` view in standard layout.
+    /// Runs the chain in place on `img`, an `(H, W, C)` view in standard layout, and leaves the
+    /// result there in that layout.
     pub fn apply(&self, mut img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) {
+        if self.run(img.view_mut(), scratch) == Layout::GrayPlane {
+            expand_gray_plane(img);
+        }
+    }
+
+    /// Runs the chain in place. Once a 3-channel image has been made gray, the rest of the chain
+    /// runs on one channel: the luma is packed into the first H x W bytes of the slot (a gray
+    /// plane) and [`Layout::GrayPlane`] is returned; the caller may encode that plane as a
+    /// one-channel image, and must then call [`expand_gray_plane`] to restore `(H, W, 3)`.
+    pub fn run(&self, mut img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Layout {
         let (h, w, c) = img.dim();
         if h == 0 || w == 0 {
-            return;
+            return Layout::Full;
         }
+        let mut layout = Layout::Full;
         for step in &self.steps {
+            let px = img_slice(&mut img);
+            let (px, c) = match layout {
+                Layout::GrayPlane => (&mut px[..h * w], 1),
+                Layout::Full => (px, c),
+            };
             match step {
-                Step::Lut(lut) => apply_lut(img_slice(&mut img), c, lut),
-                Step::Grayscale => grayscale(img_slice(&mut img), c),
-                Step::Blur(kernel) => blur(img_slice(&mut img), h, w * c, c, kernel, scratch),
-                Step::Sharpen { kernel, amount_256 } => sharpen(
-                    img_slice(&mut img),
-                    h,
-                    w * c,
-                    c,
-                    kernel,
-                    *amount_256,
-                    scratch,
-                ),
-                Step::FlipH => flip_h(img.view_mut()),
-                Step::FlipV => flip_v(img.view_mut()),
+                Step::Lut(lut) => apply_lut(px, c, lut),
+                Step::Grayscale if c == 3 => {
+                    grayscale_to_plane(px);
+                    layout = Layout::GrayPlane;
+                }
+                Step::Grayscale => grayscale(px, c),
+                Step::Blur(kernel) => blur(px, h, w * c, c, kernel, scratch),
+                Step::Sharpen { kernel, amount_256 } => {
+                    sharpen(px, h, w * c, c, kernel, *amount_256, scratch)
+                }
+                Step::FlipH => flip_h(plane_view(px, h, w, c)),
+                Step::FlipV => flip_v(plane_view(px, h, w, c)),
             }
         }
+        layout
+    }
+}
+
+/// Where a chain left the pixels of a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `(H, W, C)`, as given.
+    Full,
+    /// A gray image packed into the first H x W bytes; see [`OpChain::run`].
+    GrayPlane,
+}
+
+fn plane_view(px: &mut [u8], h: usize, w: usize, c: usize) -> ArrayViewMut3<'_, u8> {
+    ArrayViewMut3::from_shape((h, w, c), px).expect("the slice holds h * w * c bytes")
+}
+
+/// Expands a gray plane (the first H x W bytes of a 3-channel slot) back to `(H, W, 3)`.
+pub fn expand_gray_plane(mut img: ArrayViewMut3<'_, u8>) {
+    let (h, w, _) = img.dim();
+    let px = img_slice(&mut img);
+    // Backwards: pixel i's value sits at i <= 3i, read before anything overwrites it.
+    for i in (0..h * w).rev() {
+        let v = px[i];
+        px[3 * i..3 * i + 3].fill(v);
+    }
+}
+
+/// Grayscale of a 3-channel image, packed: luma of pixel i goes to byte i. Forwards is safe:
+/// byte i belongs to pixel i / 3 <= i, already read.
+fn grayscale_to_plane(px: &mut [u8]) {
+    for i in 0..px.len() / 3 {
+        let (r, g, b) = (px[3 * i] as u32, px[3 * i + 1] as u32, px[3 * i + 2] as u32);
+        px[i] = ((299 * r + 587 * g + 114 * b + 500) / 1000) as u8;
     }
 }
 
@@ -655,6 +704,24 @@ mod tests {
         assert_eq!(img[[4, 8, 0]], 200);
         assert!(img[[4, 3, 0]] < 100, "dark side of the edge gets darker");
         assert!(img[[4, 4, 0]] > 200, "bright side gets brighter");
+    }
+
+    #[test]
+    fn gray_plane_path_equals_the_same_ops_on_an_expanded_gray_image() {
+        let img = Array3::from_shape_fn((37, 29, 3), |(y, x, c)| ((x * 13 + y * 7 + c * 61) % 251) as u8);
+        let mut fast = img.clone();
+        let chain = OpChain::parse("grayscale,blur:1.5,sharpen:0.7,flip-h,gamma:1.4,flip-v").unwrap();
+        assert_eq!(chain.run(fast.view_mut(), &mut Scratch::default()), Layout::GrayPlane);
+        expand_gray_plane(fast.view_mut());
+        // Reference: luma by hand into all three channels, then the rest of the chain on the
+        // full 3-channel image (no grayscale step, so no plane).
+        let mut slow = Array3::from_shape_fn((37, 29, 3), |(y, x, _)| {
+            let (r, g, b) = (img[[y, x, 0]] as u32, img[[y, x, 1]] as u32, img[[y, x, 2]] as u32);
+            ((299 * r + 587 * g + 114 * b + 500) / 1000) as u8
+        });
+        let rest = OpChain::parse("blur:1.5,sharpen:0.7,flip-h,gamma:1.4,flip-v").unwrap();
+        assert_eq!(rest.run(slow.view_mut(), &mut Scratch::default()), Layout::Full);
+        assert_eq!(fast, slow);
     }
 
     #[test]

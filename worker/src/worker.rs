@@ -15,11 +15,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ndarray::ArrayViewMut3;
 
 use crate::block::{
-    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_STRICT,
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_RGB_OUTPUT, FLAG_STRICT,
     NO_IMAGE,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
-use crate::ops::{OpChain, OpError, Scratch};
+use crate::ops::{self, Layout, OpChain, OpError, Scratch};
 
 /// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
 /// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
@@ -136,6 +136,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         crash_on,
         stall_on: std::env::var(STALL_ENV).ok(),
         fit: codec::Fit::from_u32(header.resize_fit),
+        rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
     };
     let mut scratch = Scratch::default();
     // Full-size decode buffer for `--resize` (reused across images).
@@ -212,6 +213,7 @@ struct Job<'a> {
     crash_on: Option<(String, u32)>,
     stall_on: Option<String>,
     fit: Option<codec::Fit>,
+    rgb_output: bool,
 }
 
 impl Job<'_> {
@@ -280,8 +282,16 @@ impl Job<'_> {
                     pixels
                 }
             };
-            let view = ArrayViewMut3::from_shape((h, w, c), pixels).map_err(|e| e.to_string())?;
-            self.chain.apply(view, scratch);
+            let view = ArrayViewMut3::from_shape((h, w, c), &mut *pixels).map_err(|e| e.to_string())?;
+            let mut layout = self.chain.run(view, scratch);
+            let expand = |pixels: &mut [u8]| {
+                let view = ArrayViewMut3::from_shape((h, w, c), pixels).expect("shape checked above");
+                ops::expand_gray_plane(view);
+            };
+            if layout == Layout::GrayPlane && self.rgb_output {
+                expand(pixels);
+                layout = Layout::Full;
+            }
             if let Some(root) = &self.output_root {
                 let format = self.output_format.unwrap_or(input_format);
                 let target = codec::output_path(root, &relative, input_format, format);
@@ -289,8 +299,17 @@ impl Job<'_> {
                     format,
                     quality: self.quality,
                 };
-                codec::encode_to(pixels, h as u32, w as u32, c as u32, opts, &target)
+                // A gray result is encoded as one channel: smaller, and a third of the work.
+                let (data, channels) = match layout {
+                    Layout::GrayPlane => (&pixels[..h * w], 1),
+                    Layout::Full => (&pixels[..], c),
+                };
+                codec::encode_to(data, h as u32, w as u32, channels as u32, opts, &target)
                     .map_err(|e| e.to_string())?;
+            }
+            if layout == Layout::GrayPlane {
+                // The block always ends holding (H, W, C).
+                expand(pixels);
             }
             Ok(())
         }));

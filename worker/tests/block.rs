@@ -31,6 +31,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         strict: false,
         resize_fit: 0,
         copy_mode: false,
+        rgb_output: false,
     }
 }
 
