@@ -18,6 +18,8 @@ use crate::{exit, gen, run};
 pub struct ModeResult {
     pub peak_total_pss_bytes: u64,
     pub peak_total_rss_bytes: u64,
+    /// Peak of the shared-memory part of the total Pss.
+    pub peak_shared_pss_bytes: u64,
     pub peak_pss_over_dataset: f64,
     pub wall_s: f64,
     pub images_ok: u64,
@@ -82,6 +84,7 @@ fn measure(
         ModeResult {
             peak_total_pss_bytes: result.memory.peak_pss,
             peak_total_rss_bytes: result.memory.peak_rss,
+            peak_shared_pss_bytes: result.memory.peak_pss_shmem,
             peak_pss_over_dataset: result.memory.peak_pss as f64 / s.dataset_bytes.max(1) as f64,
             wall_s: s.wall_s,
             images_ok: s.images_ok,
@@ -170,11 +173,12 @@ fn table(b: &MemoryBench) -> String {
         b.workers,
         b.ops
     );
-    out.push_str("| mode | peak total Pss | peak total Rss | Pss / dataset | wall s |\n|---|---|---|---|---|\n");
+    out.push_str("| mode | peak total Pss | of which shared | peak total Rss | Pss / dataset | wall s |\n|---|---|---|---|---|---|\n");
     for (name, m) in [("shared", &b.shared), ("copy", &b.copy)] {
         out.push_str(&format!(
-            "| {name} | {:.0} MiB | {:.0} MiB | {:.2}x | {:.1} |\n",
+            "| {name} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.2}x | {:.1} |\n",
             mib(m.peak_total_pss_bytes),
+            mib(m.peak_shared_pss_bytes),
             mib(m.peak_total_rss_bytes),
             m.peak_pss_over_dataset,
             m.wall_s

@@ -51,6 +51,8 @@ pub struct Sample {
     pub t_s: f64,
     pub pss: u64,
     pub rss: u64,
+    /// The shared-memory part of `pss`: the block's pages (and any other tmpfs mapping).
+    pub pss_shmem: u64,
     pub processes: u32,
 }
 
@@ -60,6 +62,7 @@ pub struct Record {
     pub available: bool,
     pub peak_pss: u64,
     pub peak_rss: u64,
+    pub peak_pss_shmem: u64,
     pub series: Vec<Sample>,
 }
 
@@ -96,11 +99,13 @@ impl Sampler {
                     if let Some(m) = read(pid) {
                         sample.pss += m.pss;
                         sample.rss += m.rss;
+                        sample.pss_shmem += m.pss_shmem;
                         sample.processes += 1;
                     }
                 }
                 record.peak_pss = record.peak_pss.max(sample.pss);
                 record.peak_rss = record.peak_rss.max(sample.rss);
+                record.peak_pss_shmem = record.peak_pss_shmem.max(sample.pss_shmem);
                 record.series.push(sample);
                 if finishing {
                     return record;
