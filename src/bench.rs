@@ -61,6 +61,8 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         backing: None,
         strict: false,
         skip_existing: false,
+        shard: None,
+        shards: None,
         json: false,
         quiet: true,
     }

@@ -118,6 +118,13 @@ pub struct RunCli {
     /// Leave alone every image whose output already exists; do only what is missing.
     #[arg(long, requires = "out")]
     pub skip_existing: bool,
+    /// Do only shard K of N (0-based) of the folder: a stable split by a hash of each relative
+    /// path. Without it, a Slurm array task or a Kubernetes Indexed Job picks the shard.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// The shard count for a Kubernetes Indexed Job (JOB_COMPLETION_INDEX gives K).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -12,6 +12,7 @@ mod memory;
 mod plan;
 mod progress;
 mod run;
+mod shard;
 mod summary;
 mod supervise;
 

@@ -43,7 +43,14 @@ fn has_image_name(path: &Path) -> bool {
 }
 
 /// Walks `root` and probes every file's header; gives up early when `stop` says so.
-pub fn plan(root: &Path, max_pixels: u64, stop: &dyn Fn() -> bool) -> Plan {
+/// Only files whose relative path `keep` accepts are considered (a shard's part of the folder):
+/// the others are not even opened.
+pub fn plan(
+    root: &Path,
+    max_pixels: u64,
+    keep: &dyn Fn(&[u8]) -> bool,
+    stop: &dyn Fn() -> bool,
+) -> Plan {
     let mut plan = Plan::default();
     let walk = WalkDir::new(root)
         .follow_links(true)
@@ -59,6 +66,14 @@ pub fn plan(root: &Path, max_pixels: u64, stop: &dyn Fn() -> bool) -> Plan {
                     .path()
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| root.to_path_buf());
+                if !keep(
+                    path.strip_prefix(root)
+                        .unwrap_or(&path)
+                        .as_os_str()
+                        .as_bytes(),
+                ) {
+                    continue;
+                }
                 let reason = if e.loop_ancestor().is_some() {
                     "symlink loop".to_string()
                 } else {
@@ -74,6 +89,9 @@ pub fn plan(root: &Path, max_pixels: u64, stop: &dyn Fn() -> bool) -> Plan {
         }
         let path = entry.path();
         let relative = path.strip_prefix(root).unwrap_or(path);
+        if !keep(relative.as_os_str().as_bytes()) {
+            continue;
+        }
         match codec::probe(path, max_pixels) {
             Ok(probe) => plan.images.push(PlannedImage {
                 height: probe.height,

@@ -23,6 +23,7 @@ use crate::exit;
 use crate::memory::Sampler;
 use crate::plan;
 use crate::progress::Display;
+use crate::shard::Shard;
 use crate::summary::{Failure, Summary};
 use crate::supervise::{Launch, Pool};
 
@@ -83,6 +84,7 @@ struct Settings {
     workers: u32,
     image_timeout: Option<Duration>,
     strict: bool,
+    shard: Option<Shard>,
 }
 
 fn validate(args: &RunCli) -> anyhow::Result<Settings> {
@@ -129,6 +131,8 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
             bail!("--backing {} is not a folder", dir.display());
         }
     }
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let shard = crate::shard::resolve(args.shard.as_deref(), args.shards, &env)?;
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
@@ -140,6 +144,7 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
         workers,
         image_timeout: (args.image_timeout > 0).then(|| Duration::from_secs(args.image_timeout)),
         strict: args.strict,
+        shard,
     })
 }
 
@@ -152,7 +157,24 @@ pub struct JobResult {
 
 fn execute(args: RunCli) -> anyhow::Result<i32> {
     let job = run_job(&args)?;
+    if let (Some(shard), Some(out), None) = (&job.summary.shard, &args.out, job.signal_code) {
+        write_shard_manifest(out, shard, &job.summary)?;
+    }
     report(&args, &job.summary, job.signal_code)
+}
+
+/// `OUT/.shmpipe-shard-K-of-N.json`: the summary of a shard that ran to its end, so whoever
+/// schedules the shards can check that every one finished (and with what failures).
+fn write_shard_manifest(out: &Path, shard: &Shard, summary: &Summary) -> anyhow::Result<()> {
+    let name = format!(".shmpipe-shard-{}-of-{}.json", shard.index, shard.count);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{name}.tmp-"))
+        .tempfile_in(out)
+        .with_context(|| format!("cannot write the shard manifest in {}", out.display()))?;
+    serde_json::to_writer_pretty(&mut tmp, summary)?;
+    tmp.persist(out.join(&name))
+        .with_context(|| format!("cannot write {}", out.join(&name).display()))?;
+    Ok(())
 }
 
 /// Runs one job to the end without printing its summary (`run` prints it; `bench` compares).
@@ -162,7 +184,12 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let started = Instant::now();
 
     let stop_requested = || signals.received().is_some();
-    let mut planned = plan::plan(&settings.input, args.max_pixels, &stop_requested);
+    let shard = settings.shard.clone();
+    let keep = |relative: &[u8]| shard.as_ref().is_none_or(|s| s.contains(relative));
+    let mut planned = plan::plan(&settings.input, args.max_pixels, &keep, &stop_requested);
+    let shard_files = shard
+        .as_ref()
+        .map(|_| (planned.images.len() + planned.rejected.len() + planned.skipped) as u64);
     if let Some((w, h)) = args.resize {
         // Every slot takes the target shape; the decoder resizes straight into it.
         for image in &mut planned.images {
@@ -219,6 +246,8 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             peak_total_rss_bytes: None,
             stopped_by_signal: signal.map(|(_, name)| name.to_string()),
             stopped_by_strict: args.strict && !planned.rejected.is_empty(),
+            shard: settings.shard.clone(),
+            shard_files,
         };
         return Ok(JobResult {
             summary,
@@ -355,6 +384,8 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         peak_total_rss_bytes: memory.available.then_some(memory.peak_rss),
         stopped_by_signal: outcome.signal.map(|(_, name)| name.to_string()),
         stopped_by_strict: outcome.strict_stop,
+        shard: settings.shard.clone(),
+        shard_files,
     };
     // Unlink before reporting: whatever happens to stdout, the block is gone.
     drop(block);

@@ -36,6 +36,10 @@ pub struct Summary {
     pub stopped_by_signal: Option<String>,
     /// `--strict` stopped the run at the first failure.
     pub stopped_by_strict: bool,
+    /// The shard this run did, when the folder is split across hosts.
+    pub shard: Option<crate::shard::Shard>,
+    /// Files of the folder that fall in this shard.
+    pub shard_files: Option<u64>,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -57,6 +61,12 @@ impl Summary {
             "{:.1} MP in {:.2} s = {:.1} MP/s with {} workers\n",
             self.megapixels, self.wall_s, self.megapixels_per_s, self.workers
         ));
+        if let (Some(s), Some(files)) = (&self.shard, self.shard_files) {
+            out.push_str(&format!(
+                "shard {}/{} (from {}): {files} files of the folder\n",
+                s.index, s.count, s.source
+            ));
+        }
         if self.files_existing > 0 {
             out.push_str(&format!(
                 "{} images left alone: their output exists (--skip-existing)\n",
