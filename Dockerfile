@@ -1,0 +1,18 @@
+# Multi-stage: build with the Rust toolchain, ship only the binary on a slim Debian.
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY worker worker
+COPY benches benches
+# A container image runs on other machines than the builder: a baseline CPU target, not native
+# (RUSTFLAGS replaces the target-cpu=native of .cargo/config.toml).
+ENV RUSTFLAGS="-C target-cpu=x86-64-v2"
+RUN cargo build --release --locked --bin shmpipe
+
+FROM debian:bookworm-slim
+COPY --from=build /src/target/release/shmpipe /usr/local/bin/shmpipe
+# Workers are the same binary re-executed; no other file is needed.
+USER 65534:65534
+ENTRYPOINT ["shmpipe"]
+CMD ["--help"]
