@@ -63,6 +63,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         skip_existing: false,
         shard: None,
         shards: None,
+        keep: None,
         json: false,
         quiet: true,
     }

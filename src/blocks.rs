@@ -10,6 +10,30 @@ use shmpipe_worker::registry::{self, BlockInfo, Liveness};
 
 use crate::exit;
 
+fn status(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Live => "live",
+        Liveness::Stale => "stale",
+        Liveness::Kept => "kept",
+    }
+}
+
+/// The block name of a dataset: `faces` is `shmpipe-faces`; a full block name stays as it is.
+pub fn dataset_name(name: &str) -> anyhow::Result<String> {
+    let full = if name.starts_with(shmpipe_worker::block::NAME_PREFIX) {
+        name.to_string()
+    } else {
+        format!("{}{name}", shmpipe_worker::block::NAME_PREFIX)
+    };
+    shmpipe_worker::block::validate_name(&full).map_err(|_| {
+        anyhow::anyhow!(
+            "invalid dataset name {name:?}: use letters, digits, '.', '_' and '-', at most {} characters",
+            shmpipe_worker::block::MAX_NAME_LEN - shmpipe_worker::block::NAME_PREFIX.len()
+        )
+    })?;
+    Ok(full)
+}
+
 fn backing(dir: Option<PathBuf>) -> Backing {
     dir.map_or(Backing::Shm, Backing::Dir)
 }
@@ -20,6 +44,8 @@ fn describe(b: &BlockInfo) -> serde_json::Value {
         "bytes": b.bytes,
         "owner_pid": b.owner_pid,
         "live": b.liveness == Liveness::Live,
+        "kept": b.liveness == Liveness::Kept,
+        "status": status(b.liveness),
         "state": b.state.map(|s| format!("{s:?}").to_lowercase()),
         "images": b.images,
         "age_s": b.age.as_secs(),
@@ -49,7 +75,7 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
     }
     println!(
         "{:<30} {:>12} {:>8} {:>6} {:<9} {:>7} {:>8}",
-        "NAME", "BYTES", "OWNER", "LIVE", "STATE", "IMAGES", "AGE"
+        "NAME", "BYTES", "OWNER", "STATUS", "STATE", "IMAGES", "AGE"
     );
     for b in &blocks {
         println!(
@@ -57,11 +83,7 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
             b.name,
             b.bytes,
             b.owner_pid.map_or("-".into(), |p| p.to_string()),
-            if b.liveness == Liveness::Live {
-                "live"
-            } else {
-                "stale"
-            },
+            status(b.liveness),
             b.state
                 .map_or("-".into(), |s| format!("{s:?}").to_lowercase()),
             b.images.map_or("-".into(), |n| n.to_string()),
@@ -104,7 +126,7 @@ pub fn clean(dir: Option<PathBuf>) -> i32 {
 pub fn rm(name: &str, dir: Option<PathBuf>) -> i32 {
     let run = || -> anyhow::Result<()> {
         let backing = backing(dir);
-        shmpipe_worker::block::validate_name(name)?;
+        let name = &dataset_name(name)?;
         let info = registry::inspect(&backing, name)
             .with_context(|| format!("no block {name} in {}", backing.dir().display()))?;
         if info.liveness == Liveness::Live {
@@ -113,7 +135,7 @@ pub fn rm(name: &str, dir: Option<PathBuf>) -> i32 {
                 info.owner_pid.map_or("unknown".into(), |p| p.to_string())
             );
         }
-        if !registry::remove_if_stale(&backing, name)? {
+        if !registry::remove_unheld(&backing, name, true)? {
             bail!("block {name} became live; not removed");
         }
         println!("removed block {name}");

@@ -34,7 +34,17 @@ pub enum Command {
     /// Transform every image of a folder with N worker processes sharing one block.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunCli),
-    /// List our blocks: name, size, owner, live or stale, state, images, age.
+    /// Decode a folder once into a named dataset that stays in shared memory (block
+    /// `shmpipe-NAME`), for any process to attach to by name.
+    #[command(
+        after_help = "Example:\n  shmpipe load photos/ --name faces --resize 224x224\n  python3 -c \"import shmpipe_block as sb; a = sb.attach('faces'); print(a.array.shape)\""
+    )]
+    Load(LoadCli),
+    /// Encode the images of a named dataset to a folder, under their relative paths.
+    Save(SaveCli),
+    /// Write a uniform dataset as one (N, H, W, C) uint8 .npy file.
+    Export(ExportCli),
+    /// List our blocks: name, size, owner, live, stale or kept, state, images, age.
     Ls {
         /// Look in DIR (a `--backing` folder) instead of /dev/shm.
         #[arg(long, value_name = "DIR")]
@@ -125,6 +135,10 @@ pub struct RunCli {
     /// The shard count for a Kubernetes Indexed Job (JOB_COMPLETION_INDEX gives K).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
+    /// Keep the block afterwards as the named dataset NAME (block `shmpipe-NAME`): any process,
+    /// NumPy included, can attach to it by name until `shmpipe rm NAME`.
+    #[arg(long, value_name = "NAME")]
+    pub keep: Option<String>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +159,57 @@ pub struct GenCli {
     pub format: String,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadCli {
+    pub input: PathBuf,
+    /// The dataset's name: letters, digits, '.', '_', '-'.
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub resize: Option<(u32, u32)>,
+    #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
+    pub fit: String,
+    #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
+    pub channels: u32,
+    #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+    #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveCli {
+    /// The dataset (NAME or shmpipe-NAME).
+    pub name: String,
+    #[arg(short, long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, value_name = "FMT")]
+    pub format: Option<String>,
+    #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+    /// Encoding threads [default: available cores].
+    #[arg(short = 'j', long = "workers", value_name = "N")]
+    pub workers: Option<u32>,
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportCli {
+    /// The dataset (NAME or shmpipe-NAME).
+    pub name: String,
+    /// The .npy file to write.
+    pub file: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

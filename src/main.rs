@@ -6,6 +6,7 @@
 mod bench;
 mod blocks;
 mod cli;
+mod dataset;
 mod exit;
 mod gen;
 mod memory;
@@ -42,6 +43,9 @@ fn main() {
             }
         },
         Command::Bench(cli::BenchCli::Memory(args)) => bench::memory(args),
+        Command::Load(args) => dataset::load(args),
+        Command::Save(args) => dataset::save(args),
+        Command::Export(args) => dataset::export(args),
         Command::Worker(args) => run_worker(args),
     };
     std::process::exit(code);

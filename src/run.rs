@@ -248,6 +248,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             stopped_by_strict: args.strict && !planned.rejected.is_empty(),
             shard: settings.shard.clone(),
             shard_files,
+            kept: false,
         };
         return Ok(JobResult {
             summary,
@@ -281,6 +282,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         strict: args.strict,
         copy_mode: args.mode == "copy",
         rgb_output: args.rgb,
+        kept: args.keep.is_some(),
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
@@ -293,9 +295,15 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             eprintln!("shmpipe: warning: {e:#}");
         }
     }
-    let name = block::fresh_name();
-    let block = match OwnedBlock::create(&name, backing, &block_plan) {
+    let name = match &args.keep {
+        Some(dataset) => crate::blocks::dataset_name(dataset)?,
+        None => block::fresh_name(),
+    };
+    let mut block = match OwnedBlock::create(&name, backing, &block_plan) {
         Ok(b) => b,
+        Err(BlockError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("a block named {name} exists already: remove it with `shmpipe rm {name}`, or choose another name")
+        }
         Err(e @ BlockError::NoSpace { .. }) => {
             return Err(anyhow!(
                 "{e}. Give it more room (docker run --shm-size=..., a Kubernetes emptyDir with medium: Memory and a sizeLimit), or put the block in a regular file with --backing DIR"
@@ -386,8 +394,13 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         stopped_by_strict: outcome.strict_stop,
         shard: settings.shard.clone(),
         shard_files,
+        kept: args.keep.is_some() && outcome.signal.is_none(),
     };
-    // Unlink before reporting: whatever happens to stdout, the block is gone.
+    if args.keep.is_some() && outcome.signal.is_none() {
+        // A named dataset stays for other processes to attach by name, until `shmpipe rm`.
+        block.keep();
+    }
+    // Unlink before reporting: whatever happens to stdout, the block is gone (unless kept).
     drop(block);
     Ok(JobResult {
         summary,

@@ -36,6 +36,8 @@ pub struct Summary {
     pub stopped_by_signal: Option<String>,
     /// `--strict` stopped the run at the first failure.
     pub stopped_by_strict: bool,
+    /// The block stays as a named dataset (`load`, `run --keep`).
+    pub kept: bool,
     /// The shard this run did, when the folder is split across hosts.
     pub shard: Option<crate::shard::Shard>,
     /// Files of the folder that fall in this shard.
@@ -84,6 +86,11 @@ impl Summary {
         let Some(block) = &self.block else {
             return out;
         };
+        if self.kept {
+            out.push_str(&format!(
+                "kept as {block}: attach to it by name; remove it with `shmpipe rm {block}`\n"
+            ));
+        }
         out.push_str(&format!(
             "block {block}: {:.1} MiB ({:.1} MiB of pixels)\n",
             mib(self.block_bytes),

@@ -207,6 +207,9 @@ pub const FLAG_STRICT: u32 = 1;
 pub const FLAG_COPY: u32 = 2;
 /// `Header::flags`: encode gray results as RGB too (`--rgb`); by default they are one channel.
 pub const FLAG_RGB_OUTPUT: u32 = 4;
+/// `Header::flags`: a named dataset that outlives its creator on purpose (`load`, `run --keep`);
+/// `clean` never removes it, `rm` does.
+pub const FLAG_KEPT: u32 = 8;
 
 /// The status word of an image claimed by `worker_id`.
 pub fn claimed_word(worker_id: u32) -> u32 {
@@ -350,6 +353,8 @@ pub struct BlockPlan {
     pub copy_mode: bool,
     /// [`FLAG_RGB_OUTPUT`].
     pub rgb_output: bool,
+    /// [`FLAG_KEPT`].
+    pub kept: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,
@@ -1053,6 +1058,7 @@ impl Mapping {
                 (plan.strict, FLAG_STRICT),
                 (plan.copy_mode, FLAG_COPY),
                 (plan.rgb_output, FLAG_RGB_OUTPUT),
+                (plan.kept, FLAG_KEPT),
             ]
             .iter()
             .filter(|(on, _)| *on)
@@ -1137,6 +1143,33 @@ impl std::ops::Deref for AttachedBlock {
 }
 
 impl AttachedBlock {
+    /// Takes the block's lock shared, without waiting: readers (`save`, `export`) may share it;
+    /// a run or load writing the block holds it exclusively, so this fails while one does.
+    pub fn lock_shared(&self) -> Result<(), BlockError> {
+        rustix::fs::flock(&self.mapping.file, FlockOperation::NonBlockingLockShared).map_err(|e| {
+            BlockError::Invalid {
+                name: self.mapping.name.clone(),
+                reason: if e == rustix::io::Errno::WOULDBLOCK {
+                    "busy: a run is writing it".into()
+                } else {
+                    format!("cannot lock it: {e}")
+                },
+            }
+        })
+    }
+
+    /// Image `index`'s pixels, for reading. Sound only while nobody writes the block: callers
+    /// hold [`AttachedBlock::lock_shared`], which every shmpipe writer's exclusive lock excludes.
+    pub fn pixels(&self, index: usize) -> &[u8] {
+        let slot = self.mapping.slots[index];
+        let len = if slot.in_block { slot.len() } else { 0 };
+        // SAFETY: the range lies inside the pixels region (validated at attach, copied); it is
+        // read while no shmpipe process writes the block (shared lock, see above). A foreign
+        // writer (a NumPy script) could still change the bytes under us; that can make what we
+        // read inconsistent, never out of bounds.
+        unsafe { std::slice::from_raw_parts(self.mapping.map.as_ptr().add(slot.offset), len) }
+    }
+
     /// Maps the block `name` and validates magic, version, sizes and every offset against the
     /// mapping's length before anything else reads it.
     pub fn attach(name: &str, backing: Backing) -> Result<AttachedBlock, BlockError> {
@@ -1155,5 +1188,37 @@ impl AttachedBlock {
         };
         mapping.validate(false)?;
         Ok(AttachedBlock { mapping })
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    /// worker/python/shmpipe_block.py reads these offsets: change them together.
+    #[test]
+    fn offsets_the_python_module_relies_on() {
+        assert_eq!(offset_of!(Header, layout_version), 8);
+        assert_eq!(offset_of!(Header, header_size), 12);
+        assert_eq!(offset_of!(Header, total_size), 16);
+        assert_eq!(offset_of!(Header, state), 28);
+        assert_eq!(offset_of!(Header, image_count), 32);
+        assert_eq!(offset_of!(Header, channels), 44);
+        assert_eq!(offset_of!(Header, image_table_offset), 48);
+        assert_eq!(offset_of!(Header, image_record_size), 56);
+        assert_eq!(offset_of!(Header, strings_offset), 80);
+        assert_eq!(offset_of!(Header, strings_len), 88);
+        assert_eq!(offset_of!(Header, pixels_offset), 96);
+        assert_eq!(offset_of!(Header, pixels_len), 104);
+        assert_eq!(offset_of!(Header, flags), 188);
+        assert_eq!(offset_of!(ImageRecord, slot_offset), 0);
+        assert_eq!(offset_of!(ImageRecord, slot_len), 8);
+        assert_eq!(offset_of!(ImageRecord, height), 16);
+        assert_eq!(offset_of!(ImageRecord, width), 20);
+        assert_eq!(offset_of!(ImageRecord, channels), 24);
+        assert_eq!(offset_of!(ImageRecord, format), 28);
+        assert_eq!(offset_of!(ImageRecord, source), 32);
+        assert_eq!(FLAG_COPY, 2);
     }
 }

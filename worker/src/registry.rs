@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::FlockOperation;
 
-use crate::block::{Backing, BlockState, Header, MAGIC, NAME_PREFIX};
+use crate::block::{Backing, BlockState, Header, FLAG_KEPT, MAGIC, NAME_PREFIX};
 
 /// How long an unlocked block whose creator still exists counts as being created.
 pub const CREATION_GRACE: Duration = Duration::from_secs(10);
@@ -28,6 +28,8 @@ pub enum Liveness {
     Live,
     /// No owner: left behind by a coordinator that was killed.
     Stale,
+    /// No owner on purpose: a named dataset (`load`, `run --keep`), there until `rm`.
+    Kept,
 }
 
 /// What `ls` shows of one block.
@@ -92,9 +94,12 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
     let file = File::from(backing.open(name, false)?);
     let meta = file.metadata()?;
     // Our probe's lock, if we take it, goes with `file` at the end of this function.
-    let live = in_creation_window(name, &meta) || !try_lock(&file)?;
+    let mut live = in_creation_window(name, &meta) || !try_lock(&file)?;
     let mut header = vec![0u8; std::mem::size_of::<Header>()];
     let whole = file.read_exact_at(&mut header, 0).is_ok() && header[..8] == MAGIC;
+    // A young block without a header yet may be between its creation and its creator's lock.
+    live |= !whole && age_of(&meta) < CREATION_GRACE;
+    let kept = whole && read_u32(&header, offset_of!(Header, flags)) & FLAG_KEPT != 0;
     Ok(BlockInfo {
         name: name.to_string(),
         bytes: meta.len(),
@@ -103,10 +108,10 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
             .then(|| BlockState::from_u32(read_u32(&header, offset_of!(Header, state))))
             .flatten(),
         images: whole.then(|| read_u64(&header, offset_of!(Header, image_count))),
-        liveness: if live {
-            Liveness::Live
-        } else {
-            Liveness::Stale
+        liveness: match (live, kept) {
+            (true, _) => Liveness::Live,
+            (false, true) => Liveness::Kept,
+            (false, false) => Liveness::Stale,
         },
         age: age_of(&meta),
     })
@@ -127,13 +132,24 @@ pub fn list(backing: &Backing) -> io::Result<Vec<BlockInfo>> {
         .collect())
 }
 
-/// Removes a block only if it is stale, checked again right before the unlink.
-/// Returns whether it was removed.
+/// Removes a block only if nobody holds it (and, unless `kept_too`, only if it is not a kept
+/// dataset), checked again right before the unlink. Returns whether it was removed.
 pub fn remove_if_stale(backing: &Backing, name: &str) -> io::Result<bool> {
-    let file = File::from(backing.open(name, false)?);
-    if in_creation_window(name, &file.metadata()?) {
+    remove_unheld(backing, name, false)
+}
+
+/// `remove_if_stale`, and kept datasets too when `kept_too` (what `rm NAME` does).
+pub fn remove_unheld(backing: &Backing, name: &str, kept_too: bool) -> io::Result<bool> {
+    let info = inspect(backing, name)?;
+    let removable = match info.liveness {
+        Liveness::Live => false,
+        Liveness::Kept => kept_too,
+        Liveness::Stale => true,
+    };
+    if !removable {
         return Ok(false);
     }
+    let file = File::from(backing.open(name, false)?);
     // Holding the lock across the unlink means no owner can appear in between.
     if !try_lock(&file)? {
         return Ok(false);

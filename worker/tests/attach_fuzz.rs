@@ -40,6 +40,7 @@ fn attach_never_panics_on_mutated_blocks() {
         resize_fit: 0,
         copy_mode: false,
         rgb_output: false,
+        kept: false,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

@@ -32,6 +32,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         resize_fit: 0,
         copy_mode: false,
         rgb_output: false,
+        kept: false,
     }
 }
 

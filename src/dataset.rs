@@ -1,0 +1,213 @@
+//! Named datasets: `load` (decode a folder once into a block that stays), `save` (encode what is
+//! in the block) and `export` (the pixels as one `(N, H, W, C)` .npy file). The block is attached
+//! by name like any other process would; nothing here can unlink it (`rm` does).
+
+use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use shmpipe_worker::block::{AttachedBlock, Backing};
+use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
+
+use crate::cli::{ExportCli, LoadCli, RunCli, SaveCli};
+use crate::exit;
+
+fn fail(e: anyhow::Error) -> i32 {
+    eprintln!("shmpipe: error: {e:#}");
+    exit::USAGE
+}
+
+/// `load DIR --name NAME`: `run` with no ops and no output, keeping the block as NAME.
+pub fn load(args: LoadCli) -> i32 {
+    crate::run::run(RunCli {
+        input: args.input,
+        out: None,
+        ops: String::new(),
+        workers: args.workers,
+        format: None,
+        rgb: false,
+        quality: 90,
+        resize: args.resize,
+        fit: args.fit,
+        mode: "shared".into(),
+        channels: args.channels,
+        max_pixels: args.max_pixels,
+        image_timeout: 600,
+        backing: args.backing,
+        strict: false,
+        skip_existing: false,
+        shard: None,
+        shards: None,
+        keep: Some(args.name),
+        json: args.json,
+        quiet: args.quiet,
+    })
+}
+
+fn attach(name: &str, backing: Option<PathBuf>) -> anyhow::Result<AttachedBlock> {
+    let name = crate::blocks::dataset_name(name)?;
+    let block = AttachedBlock::attach(&name, backing.map_or(Backing::Shm, Backing::Dir))
+        .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))?;
+    block.lock_shared()?;
+    Ok(block)
+}
+
+/// `save NAME -o DIR`: encode every image of the block to DIR under its relative path.
+pub fn save(args: SaveCli) -> i32 {
+    save_inner(args).map_or_else(fail, |failed| {
+        if failed == 0 {
+            exit::OK
+        } else {
+            exit::SOME_FAILED
+        }
+    })
+}
+
+fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
+    let block = attach(&args.name, args.backing.clone())?;
+    let format = match &args.format {
+        Some(f) => Some(codec::parse_format(f).with_context(|| format!("invalid --format {f:?}"))?),
+        None => None,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    let threads = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        .max(1) as usize;
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= block.image_count() {
+                    break;
+                }
+                let slot = block.slot(i);
+                let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
+                let input_format = FORMATS[slot.format as usize % FORMATS.len()];
+                let output_format = format.unwrap_or(input_format);
+                let target = codec::output_path(&args.out, relative, input_format, output_format);
+                let opts = EncodeOptions {
+                    format: output_format,
+                    quality: args.quality,
+                };
+                let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
+                if let Err(e) = codec::encode_to(block.pixels(i), h, w, c, opts, &target) {
+                    failures
+                        .lock()
+                        .expect("no panic holds it")
+                        .push(format!("{}: {e}", target.display()));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().expect("threads joined");
+    for f in &failures {
+        eprintln!("shmpipe: failed: {f}");
+    }
+    println!(
+        "saved {} of {} images of {} to {}",
+        block.image_count() - failures.len(),
+        block.image_count(),
+        block.name(),
+        args.out.display()
+    );
+    Ok(failures.len())
+}
+
+/// `export NAME FILE.npy`: the pixels of a uniform block as one `(N, H, W, C)` u8 array.
+pub fn export(args: ExportCli) -> i32 {
+    export_inner(args).map_or_else(fail, |()| exit::OK)
+}
+
+/// The .npy (format 1.0) header for a C-order u8 array of `shape`.
+pub fn npy_header(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut dict = format!(
+        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    // Magic (6) + version (2) + length (2) + dict + padding + '\n', a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    dict.push('\n');
+    let mut header = b"\x93NUMPY\x01\x00".to_vec();
+    header.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header
+}
+
+fn export_inner(args: ExportCli) -> anyhow::Result<()> {
+    let block = attach(&args.name, args.backing.clone())?;
+    let count = block.image_count();
+    if count == 0 {
+        bail!("{} holds no images", block.name());
+    }
+    let first = block.slot(0);
+    if let Some(i) = (0..count).find(|&i| {
+        let s = block.slot(i);
+        (s.height, s.width) != (first.height, first.width)
+    }) {
+        bail!(
+            "{} is ragged (image 0 is {}x{}, image {i} is {}x{}): export needs one shape; load it with --resize WxH",
+            block.name(),
+            first.width,
+            first.height,
+            block.slot(i).width,
+            block.slot(i).height
+        );
+    }
+    let dir = args
+        .file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".shmpipe-export-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, tmp);
+    out.write_all(&npy_header(&[
+        count,
+        first.height,
+        first.width,
+        first.channels,
+    ]))?;
+    for i in 0..count {
+        out.write_all(block.pixels(i))?;
+    }
+    let tmp = out.into_inner().map_err(|e| e.into_error())?;
+    tmp.persist(&args.file)
+        .with_context(|| format!("cannot write {}", args.file.display()))?;
+    println!(
+        "exported {} as ({count}, {}, {}, {}) uint8 to {}",
+        block.name(),
+        first.height,
+        first.width,
+        first.channels,
+        args.file.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_names_the_shape() {
+        let h = npy_header(&[3, 224, 224, 3]);
+        assert_eq!(h.len() % 64, 0);
+        assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
+        assert_eq!(u16::from_le_bytes([h[8], h[9]]) as usize, h.len() - 10);
+        let text = std::str::from_utf8(&h[10..]).unwrap();
+        assert!(text
+            .starts_with("{'descr': '|u1', 'fortran_order': False, 'shape': (3, 224, 224, 3,), }"));
+        assert!(text.ends_with('\n'));
+    }
+}

@@ -1,0 +1,220 @@
+//! Named datasets from Python with real NumPy: `load` a folder, attach by name from a Python
+//! process, see exactly the pixels Rust decoded, write some in place, `save` them, `export` a
+//! uniform dataset for `numpy.load`, and check that Python never unlinks the block.
+//!
+//! Needs python3 with numpy (.ci/run installs it with pip).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::os;
+
+fn python(script: &str) -> serde_json::Value {
+    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("PYTHONPATH", module_dir)
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python failed: {stderr}");
+    assert!(
+        !stderr.contains("leaked shared_memory"),
+        "the resource tracker got involved: {stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "python printed JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn shmpipe(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(common::bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "shmpipe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes the dataset even when an assertion fails, so no test leaves a block behind.
+struct Dataset(String);
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        let _ = Command::new(common::bin()).args(["rm", &self.0]).output();
+    }
+}
+
+fn block_exists(name: &str) -> bool {
+    Path::new("/dev/shm")
+        .join(format!("shmpipe-{name}"))
+        .exists()
+}
+
+#[test]
+fn python_sees_and_edits_the_pixels_rust_decoded_and_never_unlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    let sizes = [(40u32, 30u32), (17, 23), (64, 8)];
+    let names = ["a.png", "b.png", "sub/c.png"];
+    for (i, ((w, h), name)) in sizes.iter().zip(names).enumerate() {
+        image::RgbImage::from_fn(*w, *h, |x, y| {
+            image::Rgb([(x * 5 + i as u32) as u8, (y * 9) as u8, (x ^ y) as u8])
+        })
+        .save(input.join(name))
+        .unwrap();
+    }
+    let name = format!("py{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    shmpipe(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-j"),
+        os("2"),
+        os("--quiet"),
+    ]);
+    assert!(block_exists(&name));
+
+    let seen = python(&format!(
+        r#"
+import json, shmpipe_block as sb
+ds = sb.attach("{name}")
+out = {{"paths": ds.paths, "shapes": [list(a.shape) for a in ds.images],
+        "sums": [int(a.astype("uint64").sum()) for a in ds.images],
+        "pixel": [int(v) for v in ds.images[1][5, 7]], "array": ds.array is None}}
+ds.images[0][0:4, 0:4, :] = 255
+del out["array"]
+ds.close()
+print(json.dumps(out))
+"#
+    ));
+    assert!(block_exists(&name), "the block survives the Python process");
+    for (i, rel) in names.iter().enumerate() {
+        let img = image::open(input.join(rel)).unwrap().to_rgb8();
+        assert_eq!(seen["paths"][i], *rel);
+        assert_eq!(
+            seen["shapes"][i],
+            serde_json::json!([img.height(), img.width(), 3])
+        );
+        let sum: u64 = img.as_raw().iter().map(|&v| v as u64).sum();
+        assert_eq!(
+            seen["sums"][i], sum,
+            "{rel}: Python sees the pixels Rust decoded"
+        );
+    }
+    let b = image::open(input.join("b.png")).unwrap().to_rgb8();
+    assert_eq!(seen["pixel"], serde_json::json!(b.get_pixel(7, 5).0));
+
+    let out = tmp.path().join("out");
+    shmpipe(&[os("save"), os(&name), os("-o"), out.as_os_str()]);
+    let saved = image::open(out.join("a.png")).unwrap().to_rgb8();
+    let original = image::open(input.join("a.png")).unwrap().to_rgb8();
+    for (x, y, p) in saved.enumerate_pixels() {
+        let expected = if x < 4 && y < 4 {
+            image::Rgb([255, 255, 255])
+        } else {
+            *original.get_pixel(x, y)
+        };
+        assert_eq!(*p, expected, "saved pixel ({x}, {y}) carries Python's edit");
+    }
+    assert!(
+        image::open(out.join("sub/c.png")).unwrap().to_rgb8()
+            == image::open(input.join("sub/c.png")).unwrap().to_rgb8()
+    );
+
+    // A ragged dataset has no (N, H, W, C) array and cannot be exported.
+    let refused = Command::new(common::bin())
+        .args([
+            os("export"),
+            os(&name),
+            tmp.path().join("x.npy").as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resize"));
+
+    shmpipe(&[os("rm"), os(&name)]);
+    assert!(!block_exists(&name), "rm removes it");
+}
+
+#[test]
+fn a_uniform_dataset_is_one_array_and_exports_to_numpy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    assert!(Command::new(common::bin())
+        .args([
+            os("gen"),
+            input.as_os_str(),
+            os("--count"),
+            os("5"),
+            os("--size"),
+            os("50x30"),
+            os("--format"),
+            os("png")
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let name = format!("np{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    // 21 x 13 x 3 = 819 bytes a slot: not a multiple of 64, so slots are padded and the array
+    // view is strided.
+    shmpipe(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--resize"),
+        os("21x13"),
+        os("--quiet"),
+    ]);
+    let file = tmp.path().join("ds.npy");
+    shmpipe(&[os("export"), os(&name), file.as_os_str()]);
+    let checked = python(&format!(
+        r#"
+import json, numpy as np, shmpipe_block as sb
+ds = sb.attach("{name}")
+loaded = np.load(r"{file}")
+out = {{"shape": list(ds.array.shape), "dtype": str(loaded.dtype), "loaded_shape": list(loaded.shape),
+        "equal": bool(np.array_equal(ds.array, loaded)),
+        "each": all(np.array_equal(ds.images[i], loaded[i]) for i in range(len(ds.images))),
+        "mean": float(loaded.mean())}}
+ds.close()
+print(json.dumps(out))
+"#,
+        file = file.display()
+    ));
+    assert_eq!(checked["shape"], serde_json::json!([5, 13, 21, 3]));
+    assert_eq!(checked["loaded_shape"], checked["shape"]);
+    assert_eq!(checked["dtype"], "uint8");
+    assert_eq!(checked["equal"], true);
+    assert_eq!(checked["each"], true);
+    assert!(
+        checked["mean"].as_f64().unwrap() > 10.0,
+        "real pixels, not zeros"
+    );
+    // The kept block is listed as kept, and clean leaves it alone.
+    let ls = shmpipe(&[os("ls"), os("--json")]);
+    let listed: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == format!("shmpipe-{name}"))
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["status"], "kept");
+    shmpipe(&[os("clean")]);
+    assert!(block_exists(&name), "clean never removes a kept dataset");
+}
