@@ -44,6 +44,8 @@ pub enum Command {
     Save(SaveCli),
     /// Write a uniform dataset as one (N, H, W, C) uint8 .npy file.
     Export(ExportCli),
+    /// Show the progress of a run from another terminal, by its block's name, until it ends.
+    Watch(WatchCli),
     /// List our blocks: name, size, owner, live, stale or kept, state, images, age.
     Ls {
         /// Look in DIR (a `--backing` folder) instead of /dev/shm.
@@ -198,6 +200,14 @@ pub struct SaveCli {
     /// Encoding threads [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N")]
     pub workers: Option<u32>,
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchCli {
+    /// The block's name, as `run` prints it at start (or a dataset's name).
+    pub name: String,
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
 }

@@ -16,6 +16,7 @@ mod run;
 mod shard;
 mod summary;
 mod supervise;
+mod watch;
 
 use clap::Parser;
 
@@ -46,6 +47,7 @@ fn main() {
         Command::Load(args) => dataset::load(args),
         Command::Save(args) => dataset::save(args),
         Command::Export(args) => dataset::export(args),
+        Command::Watch(args) => watch::watch(args),
         Command::Worker(args) => run_worker(args),
     };
     std::process::exit(code);

@@ -239,7 +239,7 @@ pub enum BlockError {
         free: u64,
         dir: String,
     },
-    #[error("failed to {what} block {name}: {source}")]
+    #[error("failed to {what} block {name}")]
     Io {
         what: &'static str,
         name: String,

@@ -1,0 +1,93 @@
+//! `shmpipe watch NAME`: attach read-only to a live block (a run started elsewhere, by hand or by
+//! a scheduler) and show its progress from the counters in the block until the run ends.
+//! All progress lives in the block, so nothing else is needed; watch never writes it.
+
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shmpipe_worker::block::{AttachedBlock, Backing, BlockState};
+use shmpipe_worker::registry::{self, Liveness};
+
+use crate::cli::WatchCli;
+use crate::exit;
+use crate::progress::Display;
+
+pub fn watch(args: WatchCli) -> i32 {
+    match watch_inner(args) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("shmpipe: error: {e:#}");
+            exit::USAGE
+        }
+    }
+}
+
+fn counts(block: &AttachedBlock) -> (u64, u64, u64) {
+    let h = block.header();
+    (
+        h.images_done.load(Ordering::Acquire),
+        h.images_failed.load(Ordering::Acquire),
+        h.pixels_done.load(Ordering::Acquire),
+    )
+}
+
+fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
+    let name = crate::blocks::dataset_name(&args.name)?;
+    let backing = args.backing.map_or(Backing::Shm, Backing::Dir);
+    // A run creating its block right now is refused by attach for an instant: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let block = loop {
+        match AttachedBlock::attach(&name, backing.clone()) {
+            Ok(b) => break b,
+            Err(e) if Instant::now() < deadline && backing.dir().join(&name).exists() => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot watch {name} (see `shmpipe ls`)"))
+            }
+        }
+    };
+    let total = block.image_count() as u64;
+    let display = Display::new(
+        total,
+        block.workers().len(),
+        !std::io::stderr().is_terminal(),
+    );
+    let plain = !std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut last_line = Instant::now() - Duration::from_secs(1);
+    let end = loop {
+        display.update(&block);
+        let (done, failed, pixels) = counts(&block);
+        if plain && last_line.elapsed() >= Duration::from_secs(1) {
+            println!(
+                "{name}: {done} of {total} images done, {failed} failed, {:.1} MP",
+                pixels as f64 / 1e6
+            );
+            last_line = Instant::now();
+        }
+        let state = BlockState::from_u32(block.header().state.load(Ordering::Acquire));
+        if state == Some(BlockState::Finished) {
+            break "finished";
+        }
+        match registry::inspect(&backing, &name) {
+            Err(_) => break "ended (its block was removed)",
+            Ok(info) if info.liveness != Liveness::Live => {
+                break "ended without finishing (its owner is gone)"
+            }
+            Ok(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(66));
+    };
+    display.finish();
+    let (done, failed, pixels) = counts(&block);
+    println!(
+        "{name}: {end}: {done} of {total} images done, {failed} failed, {:.1} MP, watched {:.1} s",
+        pixels as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
