@@ -44,6 +44,9 @@ pub enum Command {
     Save(SaveCli),
     /// Write a uniform dataset as one (N, H, W, C) uint8 .npy file.
     Export(ExportCli),
+    /// Transform a named dataset in place with N workers; `normalize` uses the whole dataset's
+    /// per-channel mean and deviation (two passes).
+    Apply(ApplyCli),
     /// Show the progress of a run from another terminal, by its block's name, until it ends.
     Watch(WatchCli),
     /// List our blocks: name, size, owner, live, stale or kept, state, images, age.
@@ -205,6 +208,21 @@ pub struct SaveCli {
 }
 
 #[derive(Debug, Args)]
+pub struct ApplyCli {
+    /// The dataset (NAME or shmpipe-NAME).
+    pub name: String,
+    /// Op chain; may hold `normalize` once.
+    #[arg(long, value_name = "LIST")]
+    pub ops: String,
+    #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct WatchCli {
     /// The block's name, as `run` prints it at start (or a dataset's name).
     pub name: String,
@@ -276,6 +294,8 @@ pub struct WorkerCli {
     pub backing: Option<PathBuf>,
     #[arg(long, default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    #[arg(long)]
+    pub apply: Option<String>,
 }
 
 fn parse_channels(s: &str) -> Result<u32, String> {

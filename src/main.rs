@@ -3,6 +3,7 @@
 //!
 //! `main` only parses, dispatches and maps the outcome to an exit code (see [`exit`]).
 
+mod apply;
 mod bench;
 mod blocks;
 mod cli;
@@ -47,6 +48,7 @@ fn main() {
         Command::Load(args) => dataset::load(args),
         Command::Save(args) => dataset::save(args),
         Command::Export(args) => dataset::export(args),
+        Command::Apply(args) => apply::apply(args),
         Command::Watch(args) => watch::watch(args),
         Command::Worker(args) => run_worker(args),
     };
@@ -64,6 +66,7 @@ fn run_worker(args: cli::WorkerCli) -> i32 {
         id: args.id,
         parent: args.parent,
         max_pixels: args.max_pixels,
+        apply: args.apply,
     };
     match shmpipe_worker::worker::run(&worker_args) {
         Ok(_) => exit::OK,

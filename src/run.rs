@@ -326,6 +326,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         block: name.clone(),
         backing: args.backing.clone(),
         max_pixels: args.max_pixels,
+        apply: None,
     };
     let mut pool = Pool::new(launch, workers, pids);
     let display = Display::new(

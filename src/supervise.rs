@@ -45,6 +45,8 @@ pub struct Launch {
     pub block: String,
     pub backing: Option<PathBuf>,
     pub max_pixels: u64,
+    /// `apply` mode: the op list the workers run on the block's pixels.
+    pub apply: Option<String>,
 }
 
 struct Running {
@@ -85,6 +87,9 @@ impl Pool {
             .arg(self.launch.max_pixels.to_string());
         if let Some(dir) = &self.launch.backing {
             cmd.arg("--backing").arg(dir);
+        }
+        if let Some(list) = &self.launch.apply {
+            cmd.arg("--apply").arg(list);
         }
         let stderr = if std::env::var_os("SHMPIPE_WORKER_STDERR").is_some() {
             Stdio::inherit()

@@ -149,9 +149,20 @@ pub struct Header {
     pub pixels_done: AtomicU64,
     /// `--resize`: a [`crate::codec::Fit`] (then every slot has the uniform shape), 0 for none.
     pub resize_fit: u32,
-    pub _reserved1: u32,
-    pub _reserved: [u64; 35],
+    /// The pass a multi-pass job (`apply` with a dataset-wide op) is in, from 1; 0 outside one.
+    pub pass: AtomicU32,
+    /// `normalize`: each channel's mean and standard deviation over the dataset, as f64 bits,
+    /// written by the coordinator before it starts pass 2.
+    pub norm_mean: [AtomicU64; 4],
+    pub norm_std: [AtomicU64; 4],
+    /// A raw_sync Event (a process-shared mutex and condition variable): the doorbell workers
+    /// wait on between passes. Initialised once by the creator.
+    pub pass_event: [u8; PASS_EVENT_BYTES],
+    pub _reserved: [u64; 2],
 }
+
+/// Room for the pass event; raw_sync's unix Event needs 136 bytes (checked at creation).
+pub const PASS_EVENT_BYTES: usize = 200;
 
 /// One image's fixed-size record in the image table.
 #[repr(C, align(64))]
@@ -196,6 +207,10 @@ pub struct WorkerRecord {
     /// Index of the image in hand, `u64::MAX` for none.
     pub current_image: AtomicU64,
     pub _reserved: [u64; 2],
+    /// Statistics pass of `normalize`: per channel, the sum of values and of squared values
+    /// over the images this worker has done.
+    pub sums: [AtomicU64; 4],
+    pub sums_sq: [AtomicU64; 4],
 }
 
 pub const NO_IMAGE: u64 = u64::MAX;
@@ -224,8 +239,9 @@ impl ImageRecord {
 }
 
 const _: () = assert!(size_of::<Header>() == 512);
+const _: () = assert!(std::mem::offset_of!(Header, pass_event) % 8 == 0);
 const _: () = assert!(size_of::<ImageRecord>() == 192);
-const _: () = assert!(size_of::<WorkerRecord>() == 64);
+const _: () = assert!(size_of::<WorkerRecord>() == 128);
 
 /// Errors of creating, opening, attaching or validating a block. Each names the block.
 #[derive(Debug, thiserror::Error)]
@@ -485,6 +501,33 @@ impl SlotInfo {
 }
 
 impl Mapping {
+    fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
+        let rec = self.images().get(index)?;
+        let held = rec.status.load(Ordering::Acquire) == claimed_word(worker_id);
+        // Lazily: a Claim built and dropped unused would put the image back to Pending.
+        held.then(|| Claim {
+            mapping: self,
+            index,
+            finished: false,
+        })
+    }
+
+    /// Opens the pass doorbell the creator initialised.
+    pub fn pass_event(&self) -> Result<Box<dyn raw_sync::events::EventImpl>, BlockError> {
+        use raw_sync::events::{Event, EventInit};
+        let at = std::mem::offset_of!(Header, pass_event);
+        // SAFETY: `pass_event` is PASS_EVENT_BYTES inside the header (validated length), 8-byte
+        // aligned (a multiple-of-8 offset, asserted at compile time, in a page-aligned mapping), and was initialised with `Event::new`
+        // by the creator before it published `Ready` (see `write_tables`); raw_sync only reads
+        // and writes inside the size it reported there, which creation checked fits.
+        unsafe { Event::from_existing(self.map.as_mut_ptr().add(at)) }
+            .map(|(event, _)| event)
+            .map_err(|e| BlockError::Invalid {
+                name: self.name.clone(),
+                reason: format!("cannot open its pass event: {e}"),
+            })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -949,14 +992,7 @@ impl OwnedBlock {
     /// may do this, and only after reaping that worker: dropping the returned claim puts the image
     /// back in the queue; `fail` quarantines it.
     pub fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
-        let rec = self.images().get(index)?;
-        let held = rec.status.load(Ordering::Acquire) == claimed_word(worker_id);
-        // Lazily: a Claim built and dropped unused would put the image back to Pending.
-        held.then(|| Claim {
-            mapping: &self.mapping,
-            index,
-            finished: false,
-        })
+        self.mapping.take_over(index, worker_id)
     }
 
     /// Keeps the name after drop (for blocks that outlive their creator on purpose).
@@ -1068,8 +1104,11 @@ impl Mapping {
             images_failed: AtomicU64::new(0),
             pixels_done: AtomicU64::new(0),
             resize_fit: plan.resize_fit,
-            _reserved1: 0,
-            _reserved: [0; 35],
+            pass: AtomicU32::new(0),
+            norm_mean: Default::default(),
+            norm_std: Default::default(),
+            pass_event: [0; PASS_EVENT_BYTES],
+            _reserved: [0; 2],
         };
         // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
         // page-aligned; each write below targets a 64-aligned offset computed by `regions` whose
@@ -1113,6 +1152,8 @@ impl Mapping {
                         pixels_done: AtomicU64::new(0),
                         current_image: AtomicU64::new(NO_IMAGE),
                         _reserved: [0; 2],
+                        sums: Default::default(),
+                        sums_sq: Default::default(),
                     },
                 );
             }
@@ -1123,6 +1164,29 @@ impl Mapping {
             );
         }
         self.validate(true)?;
+        {
+            use raw_sync::events::{Event, EventInit};
+            let at = std::mem::offset_of!(Header, pass_event);
+            // SAFETY: the mapping is ours alone (no other process can attach before `Ready`),
+            // the field is PASS_EVENT_BYTES long and 8-aligned; we check raw_sync's size below
+            // before anyone uses the event.
+            let made = unsafe { Event::new(self.map.as_mut_ptr().add(at), false) };
+            match made {
+                Ok((_, used)) if used <= PASS_EVENT_BYTES => {}
+                Ok((_, used)) => return Err(BlockError::Invalid {
+                    name: self.name.clone(),
+                    reason: format!(
+                        "raw_sync's event needs {used} bytes, the header has {PASS_EVENT_BYTES}"
+                    ),
+                }),
+                Err(e) => {
+                    return Err(BlockError::Invalid {
+                        name: self.name.clone(),
+                        reason: format!("cannot create its pass event: {e}"),
+                    })
+                }
+            }
+        }
         self.header()
             .state
             .store(BlockState::Ready as u32, Ordering::Release);
@@ -1143,6 +1207,52 @@ impl std::ops::Deref for AttachedBlock {
 }
 
 impl AttachedBlock {
+    /// Takes the block's lock exclusively, without waiting: `apply` holds it while it writes a
+    /// kept dataset, so a second `apply`, a `save` or an `export` refuses instead of racing it.
+    pub fn lock_exclusive(&self) -> Result<(), BlockError> {
+        rustix::fs::flock(&self.mapping.file, FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| BlockError::Invalid {
+                name: self.mapping.name.clone(),
+                reason: if e == rustix::io::Errno::WOULDBLOCK {
+                    "busy: another apply, save, export or run is using it".into()
+                } else {
+                    format!("cannot lock it: {e}")
+                },
+            },
+        )
+    }
+
+    /// For the process holding [`AttachedBlock::lock_exclusive`], as for the owner.
+    pub fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
+        self.mapping.take_over(index, worker_id)
+    }
+
+    /// Starts pass `pass` of a job on a block this process holds exclusively: every image back to
+    /// Pending, the claim counter and the progress counters to zero.
+    pub fn begin_pass(&self, pass: u32) {
+        let h = self.header();
+        for rec in self.images() {
+            rec.status
+                .store(ImageStatus::Pending as u32, Ordering::Release);
+        }
+        for w in self.workers() {
+            w.current_image.store(NO_IMAGE, Ordering::Release);
+            w.images_done.store(0, Ordering::Release);
+            w.images_failed.store(0, Ordering::Release);
+            w.pixels_done.store(0, Ordering::Release);
+        }
+        h.next_claim.store(0, Ordering::Release);
+        h.images_done.store(0, Ordering::Release);
+        h.images_failed.store(0, Ordering::Release);
+        h.pixels_done.store(0, Ordering::Release);
+        h.state.store(BlockState::Ready as u32, Ordering::Release);
+        h.pass.store(pass, Ordering::Release);
+    }
+
+    pub fn set_state(&self, state: BlockState) {
+        self.header().state.store(state as u32, Ordering::Release);
+    }
+
     /// Takes the block's lock shared, without waiting: readers (`save`, `export`) may share it;
     /// a run or load writing the block holds it exclusively, so this fails while one does.
     pub fn lock_shared(&self) -> Result<(), BlockError> {

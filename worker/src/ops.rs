@@ -60,6 +60,10 @@ pub enum OpError {
     },
     #[error("empty op in list {0:?}")]
     Empty(String),
+    #[error("{0} is a dataset-wide op: load the folder (shmpipe load DIR --name NAME), then shmpipe apply NAME --ops {0}")]
+    DatasetWide(&'static str),
+    #[error("normalize may appear once in an op list")]
+    NormalizeTwice,
 }
 
 impl fmt::Display for Op {
@@ -116,6 +120,7 @@ fn parse_one(item: &str, list: &str) -> Result<Op, OpError> {
             Ok(v)
         };
     Ok(match name_l.as_str() {
+        "normalize" | "normalise" => return Err(OpError::DatasetWide("normalize")),
         "invert" => no_arg(Op::Invert)?,
         "grayscale" | "greyscale" | "gray" | "grey" => no_arg(Op::Grayscale)?,
         "flip-h" | "fliph" | "hflip" => no_arg(Op::FlipH)?,
@@ -579,6 +584,99 @@ fn flip_v(img: ArrayViewMut3<'_, u8>) {
     let bottom = bottom.slice_move(s![..;-1, .., ..]);
     let bottom = bottom.slice_move(s![..h / 2, .., ..]);
     Zip::from(top).and(bottom).for_each(std::mem::swap);
+}
+
+/// An `apply` op list split at its dataset-wide op: `before` runs in pass 1, `normalize` needs the
+/// whole dataset's statistics, `after` runs in pass 2 once they are applied.
+pub struct ApplyStages {
+    pub before: OpChain,
+    pub normalize: bool,
+    pub after: OpChain,
+}
+
+/// Parses an `apply` op list, which may hold `normalize` once:
+/// v' = clamp(round(128 + 48 × (v − mean_c) / std_c), 0, 255) for each colour channel c, with the
+/// mean and (population) standard deviation of channel c over every pixel of every image; a
+/// channel with std 0 becomes 128. Alpha is left alone.
+pub fn parse_apply(list: &str) -> Result<ApplyStages, OpError> {
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    let at: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| matches!(i.to_ascii_lowercase().as_str(), "normalize" | "normalise"))
+        .map(|(n, _)| n)
+        .collect();
+    match at.as_slice() {
+        [] => Ok(ApplyStages {
+            before: OpChain::parse(list)?,
+            normalize: false,
+            after: OpChain::new(Vec::new()),
+        }),
+        [n] => Ok(ApplyStages {
+            before: OpChain::parse(&items[..*n].join(","))?,
+            normalize: true,
+            after: OpChain::parse(&items[n + 1..].join(","))?,
+        }),
+        _ => Err(OpError::NormalizeTwice),
+    }
+}
+
+/// Adds each colour channel's sum and sum of squares over `px` to the worker's counters.
+pub fn channel_sums(
+    px: &[u8],
+    channels: usize,
+    sums: &[std::sync::atomic::AtomicU64; 4],
+    sums_sq: &[std::sync::atomic::AtomicU64; 4],
+) {
+    let colour = if channels == 4 { 3 } else { channels };
+    let mut s = [0u64; 4];
+    let mut q = [0u64; 4];
+    for p in px.chunks_exact(channels) {
+        for c in 0..colour {
+            let v = p[c] as u64;
+            s[c] += v;
+            q[c] += v * v;
+        }
+    }
+    for c in 0..colour {
+        sums[c].fetch_add(s[c], std::sync::atomic::Ordering::AcqRel);
+        sums_sq[c].fetch_add(q[c], std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// One lookup table per colour channel from the means and deviations in the block's header.
+pub fn normalize_luts(block: &crate::block::Mapping) -> Vec<[u8; 256]> {
+    use std::sync::atomic::Ordering;
+    let h = block.header();
+    let colour = if h.channels == 4 {
+        3
+    } else {
+        h.channels as usize
+    };
+    (0..colour)
+        .map(|c| {
+            let mean = f64::from_bits(h.norm_mean[c].load(Ordering::Acquire));
+            let std = f64::from_bits(h.norm_std[c].load(Ordering::Acquire));
+            let mut lut = [128u8; 256];
+            if std > 0.0 {
+                for (v, out) in lut.iter_mut().enumerate() {
+                    *out = (128.0 + 48.0 * (v as f64 - mean) / std)
+                        .round()
+                        .clamp(0.0, 255.0) as u8;
+                }
+            }
+            lut
+        })
+        .collect()
+}
+
+/// Applies `luts[c]` to channel c of every pixel (channels beyond the tables are left alone).
+pub fn apply_channel_luts(px: &mut [u8], channels: usize, luts: &[[u8; 256]]) {
+    for p in px.chunks_exact_mut(channels) {
+        for (v, lut) in p.iter_mut().zip(luts) {
+            *v = lut[*v as usize];
+        }
+    }
 }
 
 #[cfg(test)]

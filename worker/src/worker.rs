@@ -53,6 +53,9 @@ pub struct WorkerArgs {
     /// The coordinator's pid; the worker exits if its parent is not this one.
     pub parent: u32,
     pub max_pixels: u64,
+    /// `apply` mode: run this op list on the pixels already in a kept block (no decode, no
+    /// encode), in passes when it holds a dataset-wide op.
+    pub apply: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -95,6 +98,9 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     }
 
     let block = AttachedBlock::attach(&args.block, args.backing.clone())?;
+    if let Some(list) = &args.apply {
+        return run_apply(args, &block, list, &stop);
+    }
     let header = block.header();
     let record = block
         .workers()
@@ -335,4 +341,121 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// Claims the next pending image: the shared counter first, then a scan for images put back
+/// after a worker died.
+fn claim_next<'a>(block: &'a AttachedBlock, id: u32) -> Option<Claim<'a>> {
+    let count = block.image_count();
+    loop {
+        let next = block.header().next_claim.fetch_add(1, Ordering::AcqRel) as usize;
+        if next < count {
+            if let Some(claim) = block.try_claim(next, id) {
+                return Some(claim);
+            }
+            continue;
+        }
+        return (0..count).find_map(|i| {
+            (block.images()[i].status() == Some(ImageStatus::Pending))
+                .then(|| block.try_claim(i, id))
+                .flatten()
+        });
+    }
+}
+
+/// `apply`: the op list runs on the pixels in the block. Per-image ops run in pass 1; with
+/// `normalize`, pass 1 also sums each channel, the coordinator turns the sums of every worker
+/// into means and deviations, and pass 2 maps every image with them (then runs the ops after
+/// `normalize`). Between the passes this worker waits on the block's raw_sync event.
+fn run_apply(
+    args: &WorkerArgs,
+    block: &AttachedBlock,
+    list: &str,
+    stop: &AtomicBool,
+) -> Result<u64, WorkerError> {
+    let stages = ops::parse_apply(list)?;
+    let header = block.header();
+    let record = block
+        .workers()
+        .get(args.id as usize)
+        .ok_or(WorkerError::BadId {
+            id: args.id,
+            count: block.workers().len(),
+        })?;
+    record.pid.store(std::process::id(), Ordering::Release);
+    record.state.store(1, Ordering::Release);
+    let event = block.pass_event()?;
+    let passes = if stages.normalize { 2 } else { 1 };
+    let mut scratch = Scratch::default();
+    let mut done = 0u64;
+    // A replacement worker joins the pass in progress.
+    let mut pass = header.pass.load(Ordering::Acquire).max(1);
+    while pass <= passes {
+        let lut = (pass == 2).then(|| ops::normalize_luts(block));
+        while let Some(mut claim) = {
+            let stopping = stop.load(Ordering::Relaxed)
+                || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32;
+            if stopping {
+                None
+            } else {
+                parent_alive(args.parent)?;
+                claim_next(block, args.id)
+            }
+        } {
+            record
+                .current_image
+                .store(claim.index() as u64, Ordering::Release);
+            record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            let slot = claim.slot();
+            let (h, w, c) = (slot.height, slot.width, slot.channels);
+            let pixels = claim.pixels();
+            let view = ArrayViewMut3::from_shape((h, w, c), &mut *pixels).expect("validated slot");
+            match &lut {
+                None => {
+                    stages.before.apply(view, &mut scratch);
+                    if stages.normalize {
+                        ops::channel_sums(pixels, c, &record.sums, &record.sums_sq);
+                    }
+                }
+                Some(luts) => {
+                    ops::apply_channel_luts(pixels, c, luts);
+                    let view =
+                        ArrayViewMut3::from_shape((h, w, c), pixels).expect("validated slot");
+                    stages.after.apply(view, &mut scratch);
+                }
+            }
+            claim.done();
+            header.images_done.fetch_add(1, Ordering::AcqRel);
+            header
+                .pixels_done
+                .fetch_add((h * w) as u64, Ordering::AcqRel);
+            record.images_done.fetch_add(1, Ordering::AcqRel);
+            record
+                .pixels_done
+                .fetch_add((h * w) as u64, Ordering::AcqRel);
+            record.current_image.store(NO_IMAGE, Ordering::Release);
+            done += 1;
+        }
+        if stop.load(Ordering::Relaxed)
+            || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32
+        {
+            break;
+        }
+        pass += 1;
+        // Wait for the coordinator to open the next pass. The event is the doorbell; the pass
+        // number in the header is the truth, so a missed or spurious wake-up costs at most a
+        // second. (Whole-second timeouts: raw_sync's shorter ones are unreliable.)
+        while pass <= passes && header.pass.load(Ordering::Acquire) < pass {
+            parent_alive(args.parent)?;
+            if stop.load(Ordering::Relaxed)
+                || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32
+            {
+                record.state.store(2, Ordering::Release);
+                return Ok(done);
+            }
+            let _ = event.wait(raw_sync::Timeout::Val(std::time::Duration::from_secs(1)));
+        }
+    }
+    record.state.store(2, Ordering::Release);
+    Ok(done)
 }

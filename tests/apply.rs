@@ -1,0 +1,215 @@
+//! `apply` on a kept dataset: dataset-wide `normalize` gives the per-channel mean and deviation
+//! computed here independently; two applies at once on one block: one runs, the other refuses,
+//! and the result equals a single apply.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{os, workers_of};
+
+struct Dataset(String);
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        let _ = Command::new(common::bin()).args(["rm", &self.0]).output();
+    }
+}
+
+fn shmpipe(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(common::bin()).args(args).output().unwrap()
+}
+
+fn ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = shmpipe(args);
+    assert!(
+        out.status.success(),
+        "shmpipe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn normalize_uses_the_whole_datasets_mean_and_deviation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let images: Vec<image::RgbImage> = [(31u32, 17u32, 3u32), (12, 40, 50), (25, 25, 90)]
+        .iter()
+        .map(|&(w, h, k)| {
+            image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (x * 7 + k) as u8,
+                    (y * 5 + 2 * k) as u8,
+                    ((x * y + k) % 200) as u8,
+                ])
+            })
+        })
+        .collect();
+    for (i, img) in images.iter().enumerate() {
+        img.save(input.join(format!("{i}.png"))).unwrap();
+    }
+    // Independent statistics: every pixel of every image, population deviation.
+    let mut stats = Vec::new();
+    for c in 0..3 {
+        let values: Vec<f64> = images
+            .iter()
+            .flat_map(|img| img.pixels().map(move |p| p[c] as f64))
+            .collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+        stats.push((mean, var.sqrt()));
+    }
+    let name = format!("norm{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--quiet"),
+    ]);
+    let said = ok(&[
+        os("apply"),
+        os(&name),
+        os("--ops"),
+        os("normalize"),
+        os("-j"),
+        os("2"),
+    ]);
+    for (c, (mean, std)) in stats.iter().enumerate() {
+        assert!(
+            said.contains(&format!("channel {c}: mean {mean:.3}, std {std:.3}")),
+            "{said}"
+        );
+    }
+    let out = tmp.path().join("out");
+    ok(&[os("save"), os(&name), os("-o"), out.as_os_str()]);
+    for (i, img) in images.iter().enumerate() {
+        let got = image::open(out.join(format!("{i}.png"))).unwrap().to_rgb8();
+        for (p, q) in img.pixels().zip(got.pixels()) {
+            for c in 0..3 {
+                let (mean, std) = stats[c];
+                let want = (128.0 + 48.0 * (p[c] as f64 - mean) / std)
+                    .round()
+                    .clamp(0.0, 255.0);
+                assert!(
+                    (q[c] as f64 - want).abs() <= 1.0,
+                    "image {i} channel {c}: {} vs {want}",
+                    q[c]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_second_apply_on_a_busy_block_refuses_and_the_first_equals_a_lone_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    assert!(Command::new(common::bin())
+        .args([
+            os("gen"),
+            input.as_os_str(),
+            os("--count"),
+            os("6"),
+            os("--size"),
+            os("900x600"),
+            os("--format"),
+            os("png")
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let (busy, lone) = (
+        format!("busy{}", std::process::id()),
+        format!("lone{}", std::process::id()),
+    );
+    let _c1 = Dataset(busy.clone());
+    let _c2 = Dataset(lone.clone());
+    for name in [&busy, &lone] {
+        ok(&[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(name),
+            os("--quiet"),
+        ]);
+    }
+    let first = Command::new(common::bin())
+        .args([
+            "apply",
+            &busy,
+            "--ops",
+            "blur:20,sharpen",
+            "-j",
+            "1",
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while workers_of(pid).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first apply started its workers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = shmpipe(&[os("apply"), os(&busy), os("--ops"), os("invert")]);
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("busy"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    common::assert_no_leaks(pid);
+
+    ok(&[
+        os("apply"),
+        os(&lone),
+        os("--ops"),
+        os("blur:20,sharpen"),
+        os("-j"),
+        os("2"),
+        os("--quiet"),
+    ]);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&[
+        os("save"),
+        os(&busy),
+        os("-o"),
+        a.as_os_str(),
+        os("--format"),
+        os("png"),
+    ]);
+    ok(&[
+        os("save"),
+        os(&lone),
+        os("-o"),
+        b.as_os_str(),
+        os("--format"),
+        os("png"),
+    ]);
+    for f in common::files_under(&a) {
+        assert!(
+            std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
+            "{}: one apply, not one and a half",
+            f.display()
+        );
+    }
+    assert!(Path::new("/dev/shm")
+        .join(format!("shmpipe-{busy}"))
+        .exists());
+}
