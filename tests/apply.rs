@@ -7,28 +7,10 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{os, workers_of};
-
-struct Dataset(String);
-
-impl Drop for Dataset {
-    fn drop(&mut self) {
-        let _ = Command::new(common::bin()).args(["rm", &self.0]).output();
-    }
-}
+use common::{ok, os, workers_of, Dataset};
 
 fn shmpipe(args: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new(common::bin()).args(args).output().unwrap()
-}
-
-fn ok(args: &[&std::ffi::OsStr]) -> String {
-    let out = shmpipe(args);
-    assert!(
-        out.status.success(),
-        "shmpipe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

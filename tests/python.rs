@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::os;
+use common::{ok, os, Dataset};
 
 fn python(script: &str) -> serde_json::Value {
     let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
@@ -31,25 +31,6 @@ fn python(script: &str) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-fn shmpipe(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(common::bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "shmpipe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Removes the dataset even when an assertion fails, so no test leaves a block behind.
-struct Dataset(String);
-
-impl Drop for Dataset {
-    fn drop(&mut self) {
-        let _ = Command::new(common::bin()).args(["rm", &self.0]).output();
-    }
 }
 
 fn block_exists(name: &str) -> bool {
@@ -74,7 +55,7 @@ fn python_sees_and_edits_the_pixels_rust_decoded_and_never_unlinks() {
     }
     let name = format!("py{}", std::process::id());
     let _cleanup = Dataset(name.clone());
-    shmpipe(&[
+    ok(&[
         os("load"),
         input.as_os_str(),
         os("--name"),
@@ -116,7 +97,7 @@ print(json.dumps(out))
     assert_eq!(seen["pixel"], serde_json::json!(b.get_pixel(7, 5).0));
 
     let out = tmp.path().join("out");
-    shmpipe(&[os("save"), os(&name), os("-o"), out.as_os_str()]);
+    ok(&[os("save"), os(&name), os("-o"), out.as_os_str()]);
     let saved = image::open(out.join("a.png")).unwrap().to_rgb8();
     let original = image::open(input.join("a.png")).unwrap().to_rgb8();
     for (x, y, p) in saved.enumerate_pixels() {
@@ -144,7 +125,7 @@ print(json.dumps(out))
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resize"));
 
-    shmpipe(&[os("rm"), os(&name)]);
+    ok(&[os("rm"), os(&name)]);
     assert!(!block_exists(&name), "rm removes it");
 }
 
@@ -170,7 +151,7 @@ fn a_uniform_dataset_is_one_array_and_exports_to_numpy() {
     let _cleanup = Dataset(name.clone());
     // 21 x 13 x 3 = 819 bytes a slot: not a multiple of 64, so slots are padded and the array
     // view is strided.
-    shmpipe(&[
+    ok(&[
         os("load"),
         input.as_os_str(),
         os("--name"),
@@ -180,7 +161,7 @@ fn a_uniform_dataset_is_one_array_and_exports_to_numpy() {
         os("--quiet"),
     ]);
     let file = tmp.path().join("ds.npy");
-    shmpipe(&[os("export"), os(&name), file.as_os_str()]);
+    ok(&[os("export"), os(&name), file.as_os_str()]);
     let checked = python(&format!(
         r#"
 import json, numpy as np, shmpipe_block as sb
@@ -205,7 +186,7 @@ print(json.dumps(out))
         "real pixels, not zeros"
     );
     // The kept block is listed as kept, and clean leaves it alone.
-    let ls = shmpipe(&[os("ls"), os("--json")]);
+    let ls = ok(&[os("ls"), os("--json")]);
     let listed: serde_json::Value = serde_json::from_str(&ls).unwrap();
     let entry = listed
         .as_array()
@@ -215,6 +196,6 @@ print(json.dumps(out))
         .cloned()
         .unwrap();
     assert_eq!(entry["status"], "kept");
-    shmpipe(&[os("clean")]);
+    ok(&[os("clean")]);
     assert!(block_exists(&name), "clean never removes a kept dataset");
 }

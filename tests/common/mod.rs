@@ -106,3 +106,24 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Runs `shmpipe ARGS...`, asserts success, returns its stdout.
+pub fn ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "shmpipe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes a kept dataset when dropped, even when an assertion failed, so no test leaves a block
+/// behind.
+pub struct Dataset(pub String);
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        let _ = Command::new(bin()).args(["rm", &self.0]).output();
+    }
+}

@@ -1171,20 +1171,16 @@ impl Mapping {
             // the field is PASS_EVENT_BYTES long and 8-aligned; we check raw_sync's size below
             // before anyone uses the event.
             let made = unsafe { Event::new(self.map.as_mut_ptr().add(at), false) };
-            match made {
-                Ok((_, used)) if used <= PASS_EVENT_BYTES => {}
-                Ok((_, used)) => return Err(BlockError::Invalid {
-                    name: self.name.clone(),
-                    reason: format!(
-                        "raw_sync's event needs {used} bytes, the header has {PASS_EVENT_BYTES}"
-                    ),
-                }),
-                Err(e) => {
-                    return Err(BlockError::Invalid {
-                        name: self.name.clone(),
-                        reason: format!("cannot create its pass event: {e}"),
-                    })
-                }
+            let problem = match made {
+                Ok((_, used)) if used <= PASS_EVENT_BYTES => None,
+                Ok((_, used)) => Some(format!(
+                    "raw_sync's event needs {used} bytes, not {PASS_EVENT_BYTES}"
+                )),
+                Err(e) => Some(format!("cannot create its pass event: {e}")),
+            };
+            if let Some(reason) = problem {
+                let name = self.name.clone();
+                return Err(BlockError::Invalid { name, reason });
             }
         }
         self.header()

@@ -102,13 +102,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         return run_apply(args, &block, list, &stop);
     }
     let header = block.header();
-    let record = block
-        .workers()
-        .get(args.id as usize)
-        .ok_or(WorkerError::BadId {
-            id: args.id,
-            count: block.workers().len(),
-        })?;
+    let record = enlist(&block, args.id)?;
     let chain = OpChain::parse(&String::from_utf8_lossy(block.string(header.op_chain)))?;
     let format_name = String::from_utf8_lossy(block.string(header.output_format)).into_owned();
     let output_format = if format_name.is_empty() {
@@ -129,8 +123,6 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
             _ => (spec, 1),
         });
 
-    record.pid.store(std::process::id(), Ordering::Release);
-    record.state.store(1, Ordering::Release);
     let job = Job {
         block: &block,
         chain,
@@ -343,6 +335,17 @@ impl Job<'_> {
     }
 }
 
+/// This worker's record in the block, marked as running under this pid.
+fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord, WorkerError> {
+    let record = block.workers().get(id as usize).ok_or(WorkerError::BadId {
+        id,
+        count: block.workers().len(),
+    })?;
+    record.pid.store(std::process::id(), Ordering::Release);
+    record.state.store(1, Ordering::Release);
+    Ok(record)
+}
+
 /// Claims the next pending image: the shared counter first, then a scan for images put back
 /// after a worker died.
 fn claim_next<'a>(block: &'a AttachedBlock, id: u32) -> Option<Claim<'a>> {
@@ -375,15 +378,7 @@ fn run_apply(
 ) -> Result<u64, WorkerError> {
     let stages = ops::parse_apply(list)?;
     let header = block.header();
-    let record = block
-        .workers()
-        .get(args.id as usize)
-        .ok_or(WorkerError::BadId {
-            id: args.id,
-            count: block.workers().len(),
-        })?;
-    record.pid.store(std::process::id(), Ordering::Release);
-    record.state.store(1, Ordering::Release);
+    let record = enlist(block, args.id)?;
     let event = block.pass_event()?;
     let passes = if stages.normalize { 2 } else { 1 };
     let mut scratch = Scratch::default();
