@@ -83,7 +83,12 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
         .min(block.workers().len() as u32)
         .max(1);
-    let passes = if stages.normalize { 2 } else { 1 };
+    let passes = stages.passes();
+    for v in block.stats() {
+        v.store(0, Ordering::Release);
+    }
+    // Statistics from an earlier normalize:float no longer describe pixels this job changes.
+    block.header().export_float.store(0, Ordering::Release);
     let event = block.pass_event()?;
     event
         .set(EventState::Clear)
@@ -129,14 +134,36 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
             }
         }
         if pass_finished(&block) {
+            if pass == 1 {
+                match stages.dataset {
+                    Some(ops::DatasetOp::Normalize) | Some(ops::DatasetOp::NormalizeFloat) => {
+                        stats = statistics(&block);
+                        let h = block.header();
+                        for (c, (mean, std)) in stats.iter().enumerate() {
+                            h.norm_mean[c].store(mean.to_bits(), Ordering::Release);
+                            h.norm_std[c].store(std.to_bits(), Ordering::Release);
+                        }
+                        let float = stages.dataset == Some(ops::DatasetOp::NormalizeFloat);
+                        h.export_float.store(float as u64, Ordering::Release);
+                    }
+                    Some(ops::DatasetOp::Equalize) => {
+                        let hist: Vec<u64> = block
+                            .stats()
+                            .iter()
+                            .map(|v| v.load(Ordering::Acquire))
+                            .collect();
+                        let colour = (block.header().channels as usize).min(3);
+                        for (c, lut) in ops::equalize_luts(&hist, colour).iter().enumerate() {
+                            for (v, &out) in lut.iter().enumerate() {
+                                block.stats()[c * 256 + v].store(out as u64, Ordering::Release);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
             if pass == passes {
                 break;
-            }
-            stats = statistics(&block);
-            let h = block.header();
-            for (c, (mean, std)) in stats.iter().enumerate() {
-                h.norm_mean[c].store(mean.to_bits(), Ordering::Release);
-                h.norm_std[c].store(std.to_bits(), Ordering::Release);
             }
             pass += 1;
             block.begin_pass(pass);

@@ -125,11 +125,11 @@ pub fn export(args: ExportCli) -> i32 {
     export_inner(args).map_or_else(fail, |()| exit::OK)
 }
 
-/// The .npy (format 1.0) header for a C-order u8 array of `shape`.
-pub fn npy_header(shape: &[usize]) -> Vec<u8> {
+/// The .npy (format 1.0) header for a C-order array of `shape` and dtype `descr` (`|u1`, `<f4`).
+pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let mut dict = format!(
-        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({},), }}",
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
         dims.join(", ")
     );
     // Magic (6) + version (2) + length (2) + dict + padding + '\n', a multiple of 64.
@@ -172,24 +172,48 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp);
-    out.write_all(&npy_header(&[
-        count,
-        first.height,
-        first.width,
-        first.channels,
-    ]))?;
-    for i in 0..count {
-        out.write_all(block.pixels(i))?;
+    let shape = [count, first.height, first.width, first.channels];
+    let h = block.header();
+    let float = h.export_float.load(std::sync::atomic::Ordering::Acquire) == 1;
+    if float {
+        // normalize:float: (v - mean_c) / std_c for colour channels, v / 255 for alpha.
+        let c = first.channels;
+        let colour = if c == 4 { 3 } else { c };
+        let mut scale = [(0.0f64, 1.0 / 255.0); 4];
+        for (ch, s) in scale.iter_mut().enumerate().take(colour) {
+            let mean = f64::from_bits(h.norm_mean[ch].load(std::sync::atomic::Ordering::Acquire));
+            let std = f64::from_bits(h.norm_std[ch].load(std::sync::atomic::Ordering::Acquire));
+            *s = (mean, if std > 0.0 { 1.0 / std } else { 0.0 });
+        }
+        out.write_all(&npy_header("<f4", &shape))?;
+        for i in 0..count {
+            for p in block.pixels(i).chunks_exact(c) {
+                for (ch, &v) in p.iter().enumerate() {
+                    let (mean, inv) = scale[ch];
+                    out.write_all(&(((v as f64 - mean) * inv) as f32).to_le_bytes())?;
+                }
+            }
+        }
+    } else {
+        out.write_all(&npy_header("|u1", &shape))?;
+        for i in 0..count {
+            out.write_all(block.pixels(i))?;
+        }
     }
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
     tmp.persist(&args.file)
         .with_context(|| format!("cannot write {}", args.file.display()))?;
     println!(
-        "exported {} as ({count}, {}, {}, {}) uint8 to {}",
+        "exported {} as ({count}, {}, {}, {}) {} to {}",
         block.name(),
         first.height,
         first.width,
         first.channels,
+        if float {
+            "float32, normalized"
+        } else {
+            "uint8"
+        },
         args.file.display()
     );
     Ok(())
@@ -201,7 +225,7 @@ mod tests {
 
     #[test]
     fn npy_header_is_aligned_and_names_the_shape() {
-        let h = npy_header(&[3, 224, 224, 3]);
+        let h = npy_header("|u1", &[3, 224, 224, 3]);
         assert_eq!(h.len() % 64, 0);
         assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
         assert_eq!(u16::from_le_bytes([h[8], h[9]]) as usize, h.len() - 10);

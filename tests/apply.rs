@@ -195,3 +195,144 @@ fn a_second_apply_on_a_busy_block_refuses_and_the_first_equals_a_lone_apply() {
         .join(format!("shmpipe-{busy}"))
         .exists());
 }
+
+#[test]
+fn equalize_dataset_uses_one_histogram_for_the_whole_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // Low-contrast images whose levels differ between images: one histogram over all of them.
+    let images: Vec<image::RgbImage> = [(20u32, 10u32, 60u32), (15, 30, 90), (9, 9, 75)]
+        .iter()
+        .map(|&(w, h, base)| {
+            image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (base + x) as u8,
+                    (base + y) as u8,
+                    (base + (x + y) / 2) as u8,
+                ])
+            })
+        })
+        .collect();
+    for (i, img) in images.iter().enumerate() {
+        img.save(input.join(format!("{i}.png"))).unwrap();
+    }
+    let mut luts = Vec::new();
+    for c in 0..3 {
+        let mut hist = [0u64; 256];
+        for img in &images {
+            for p in img.pixels() {
+                hist[p[c] as usize] += 1;
+            }
+        }
+        let total: u64 = hist.iter().sum();
+        let cdf_min = *hist.iter().find(|&&n| n > 0).unwrap();
+        let mut cdf = 0;
+        let lut: Vec<u8> = (0..256)
+            .map(|v| {
+                cdf += hist[v];
+                (255.0 * (cdf - cdf_min.min(cdf)) as f64 / (total - cdf_min) as f64).round() as u8
+            })
+            .collect();
+        luts.push(lut);
+    }
+    let name = format!("eq{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--quiet"),
+    ]);
+    ok(&[
+        os("apply"),
+        os(&name),
+        os("--ops"),
+        os("equalize:dataset"),
+        os("-j"),
+        os("2"),
+    ]);
+    let out = tmp.path().join("out");
+    ok(&[os("save"), os(&name), os("-o"), out.as_os_str()]);
+    for (i, img) in images.iter().enumerate() {
+        let got = image::open(out.join(format!("{i}.png"))).unwrap().to_rgb8();
+        for (p, q) in img.pixels().zip(got.pixels()) {
+            for c in 0..3 {
+                assert_eq!(q[c], luts[c][p[c] as usize], "image {i} channel {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn normalize_float_exports_zero_mean_unit_deviation_and_keeps_the_pixels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    assert!(Command::new(common::bin())
+        .args([
+            os("gen"),
+            input.as_os_str(),
+            os("--count"),
+            os("4"),
+            os("--size"),
+            os("64x48"),
+            os("--format"),
+            os("png")
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let name = format!("nf{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--quiet"),
+    ]);
+    let (before, after) = (tmp.path().join("before.npy"), tmp.path().join("after.npy"));
+    ok(&[os("export"), os(&name), before.as_os_str()]);
+    ok(&[os("apply"), os(&name), os("--ops"), os("normalize:float")]);
+    ok(&[os("export"), os(&name), after.as_os_str()]);
+    let script = format!(
+        r#"
+import json, numpy as np
+u8 = np.load(r"{}"); f = np.load(r"{}")
+out = {{"dtype": str(f.dtype), "shape": list(f.shape),
+        "means": [float(f[..., c].mean()) for c in range(3)], "stds": [float(f[..., c].std()) for c in range(3)],
+        "matches": bool(np.allclose(f, (u8 - u8.mean(axis=(0, 1, 2))) / u8.std(axis=(0, 1, 2)), atol=1e-4))}}
+print(json.dumps(out))
+"#,
+        before.display(),
+        after.display()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["dtype"], "float32");
+    assert_eq!(r["shape"], serde_json::json!([4, 48, 64, 3]));
+    for c in 0..3 {
+        assert!(r["means"][c].as_f64().unwrap().abs() < 1e-3, "{r}");
+        assert!((r["stds"][c].as_f64().unwrap() - 1.0).abs() < 1e-3, "{r}");
+    }
+    assert_eq!(
+        r["matches"], true,
+        "export computes (v - mean) / std from the u8 pixels"
+    );
+    // The u8 pixels themselves are unchanged.
+    let again = tmp.path().join("again.npy");
+    let _ = std::fs::remove_file(&again);
+    ok(&[os("apply"), os(&name), os("--ops"), os("invert,invert")]);
+    ok(&[os("export"), os(&name), again.as_os_str()]);
+    assert!(std::fs::read(&again).unwrap() == std::fs::read(&before).unwrap());
+}

@@ -158,7 +158,12 @@ pub struct Header {
     /// A raw_sync Event (a process-shared mutex and condition variable): the doorbell workers
     /// wait on between passes. Initialised once by the creator.
     pub pass_event: [u8; PASS_EVENT_BYTES],
-    pub _reserved: [u64; 2],
+    /// The stats region: [`STATS_VALUES`] u64 atomics for dataset-wide ops (`equalize:dataset`
+    /// histograms, then lookup tables).
+    pub stats_offset: u64,
+    /// 1 after `apply --ops normalize:float`: the statistics in `norm_mean` / `norm_std` are the
+    /// pixels', and `export` writes `(v - mean) / std` as float32.
+    pub export_float: AtomicU64,
 }
 
 /// Room for the pass event; raw_sync's unix Event needs 136 bytes (checked at creation).
@@ -225,6 +230,8 @@ pub const FLAG_RGB_OUTPUT: u32 = 4;
 /// `Header::flags`: a named dataset that outlives its creator on purpose (`load`, `run --keep`);
 /// `clean` never removes it, `rm` does.
 pub const FLAG_KEPT: u32 = 8;
+/// Values in the stats region: 4 channels x 256 levels.
+pub const STATS_VALUES: usize = 4 * 256;
 
 /// The status word of an image claimed by `worker_id`.
 pub fn claimed_word(worker_id: u32) -> u32 {
@@ -392,6 +399,7 @@ fn align_up(v: u64) -> u64 {
 struct Regions {
     image_table: u64,
     worker_table: u64,
+    stats: u64,
     strings: u64,
     strings_len: u64,
     pixels: u64,
@@ -418,8 +426,9 @@ impl BlockPlan {
         let image_table = align_up(size_of::<Header>() as u64);
         let worker_table =
             align_up(image_table + self.images.len() as u64 * size_of::<ImageRecord>() as u64);
-        let strings =
+        let stats =
             align_up(worker_table + self.worker_count as u64 * size_of::<WorkerRecord>() as u64);
+        let strings = align_up(stats + (STATS_VALUES * 8) as u64);
         let strings_len = self.input_root.len()
             + self.output_root.len()
             + self.op_chain.len()
@@ -430,6 +439,7 @@ impl BlockPlan {
         Regions {
             image_table,
             worker_table,
+            stats,
             strings,
             strings_len: strings_len as u64,
             pixels,
@@ -471,6 +481,7 @@ struct Layout {
     image_table: usize,
     worker_table: usize,
     worker_count: usize,
+    stats: usize,
     strings: usize,
     strings_len: usize,
 }
@@ -579,6 +590,18 @@ impl Mapping {
 
     pub fn image_count(&self) -> usize {
         self.slots.len()
+    }
+
+    /// The stats region: [`STATS_VALUES`] counters shared by every process of a job.
+    pub fn stats(&self) -> &[AtomicU64] {
+        // SAFETY: the region of STATS_VALUES u64s lies inside the mapping, 64-aligned, clear of
+        // every other region (validated, then copied); any bit pattern is a valid AtomicU64.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(self.layout.stats) as *const AtomicU64,
+                STATS_VALUES,
+            )
+        }
     }
 
     pub fn slot(&self, index: usize) -> SlotInfo {
@@ -721,6 +744,7 @@ impl Mapping {
             h.worker_count as u64,
             h.worker_record_size,
         )?;
+        region("stats", h.stats_offset, STATS_VALUES as u64, 8)?;
         region("strings", h.strings_offset, h.strings_len, 1)?;
         let pixels_end = region("pixels", h.pixels_offset, h.pixels_len, 1)?;
         for (what, r) in [
@@ -740,6 +764,7 @@ impl Mapping {
             image_table: h.image_table_offset as usize,
             worker_table: h.worker_table_offset as usize,
             worker_count: h.worker_count as usize,
+            stats: h.stats_offset as usize,
             strings: h.strings_offset as usize,
             strings_len: h.strings_len as usize,
         };
@@ -1108,7 +1133,8 @@ impl Mapping {
             norm_mean: Default::default(),
             norm_std: Default::default(),
             pass_event: [0; PASS_EVENT_BYTES],
-            _reserved: [0; 2],
+            stats_offset: r.stats,
+            export_float: AtomicU64::new(0),
         };
         // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
         // page-aligned; each write below targets a 64-aligned offset computed by `regions` whose

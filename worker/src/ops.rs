@@ -62,8 +62,12 @@ pub enum OpError {
     Empty(String),
     #[error("{0} is a dataset-wide op: load the folder (shmpipe load DIR --name NAME), then shmpipe apply NAME --ops {0}")]
     DatasetWide(&'static str),
-    #[error("normalize may appear once in an op list")]
+    #[error(
+        "an op list may hold one dataset-wide op (normalize, normalize:float, equalize:dataset)"
+    )]
     NormalizeTwice,
+    #[error("normalize:float must end the op list: it changes no pixel, export applies it")]
+    FloatLast,
 }
 
 impl fmt::Display for Op {
@@ -121,6 +125,9 @@ fn parse_one(item: &str, list: &str) -> Result<Op, OpError> {
         };
     Ok(match name_l.as_str() {
         "normalize" | "normalise" => return Err(OpError::DatasetWide("normalize")),
+        "equalize" | "equalise" if arg.is_some_and(|a| a.eq_ignore_ascii_case("dataset")) => {
+            return Err(OpError::DatasetWide("equalize:dataset"))
+        }
         "invert" => no_arg(Op::Invert)?,
         "grayscale" | "greyscale" | "gray" | "grey" => no_arg(Op::Grayscale)?,
         "flip-h" | "fliph" | "hflip" => no_arg(Op::FlipH)?,
@@ -586,39 +593,116 @@ fn flip_v(img: ArrayViewMut3<'_, u8>) {
     Zip::from(top).and(bottom).for_each(std::mem::swap);
 }
 
-/// An `apply` op list split at its dataset-wide op: `before` runs in pass 1, `normalize` needs the
-/// whole dataset's statistics, `after` runs in pass 2 once they are applied.
+/// A dataset-wide op: it needs statistics over every image before any image can be mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetOp {
+    /// `normalize`: v' = clamp(round(128 + 48 × (v − mean_c) / std_c), 0, 255) for each colour
+    /// channel c, with the mean and population standard deviation of channel c over every pixel
+    /// of every image; a channel with std 0 becomes 128.
+    Normalize,
+    /// `normalize:float`: the same statistics, stored in the block; the u8 pixels are left as
+    /// they are and `export` writes (v − mean_c) / std_c as float32.
+    NormalizeFloat,
+    /// `equalize:dataset`: one histogram per colour channel over the whole dataset;
+    /// v' = round(255 × (cdf_c(v) − cdf_c,min) / (n − cdf_c,min)), with cdf_c,min the count of
+    /// the darkest level present (a channel with one level is left alone).
+    Equalize,
+}
+
+/// An `apply` op list split at its dataset-wide op: `before` runs in pass 1 (which also gathers
+/// the statistics), `after` runs in pass 2 once the dataset-wide op has mapped the image.
 pub struct ApplyStages {
     pub before: OpChain,
-    pub normalize: bool,
+    pub dataset: Option<DatasetOp>,
     pub after: OpChain,
 }
 
-/// Parses an `apply` op list, which may hold `normalize` once:
-/// v' = clamp(round(128 + 48 × (v − mean_c) / std_c), 0, 255) for each colour channel c, with the
-/// mean and (population) standard deviation of channel c over every pixel of every image; a
-/// channel with std 0 becomes 128. Alpha is left alone.
+impl ApplyStages {
+    /// 2 when a dataset-wide op maps the pixels, else 1.
+    pub fn passes(&self) -> u32 {
+        match self.dataset {
+            Some(DatasetOp::Normalize) | Some(DatasetOp::Equalize) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn dataset_op(item: &str) -> Option<DatasetOp> {
+    match item.trim().to_ascii_lowercase().as_str() {
+        "normalize" | "normalise" => Some(DatasetOp::Normalize),
+        "normalize:float" | "normalise:float" => Some(DatasetOp::NormalizeFloat),
+        "equalize:dataset" | "equalise:dataset" => Some(DatasetOp::Equalize),
+        _ => None,
+    }
+}
+
+/// Parses an `apply` op list, which may hold one dataset-wide op (see [`DatasetOp`]).
 pub fn parse_apply(list: &str) -> Result<ApplyStages, OpError> {
     let items: Vec<&str> = list.split(',').map(str::trim).collect();
-    let at: Vec<usize> = items
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| matches!(i.to_ascii_lowercase().as_str(), "normalize" | "normalise"))
-        .map(|(n, _)| n)
+    let at: Vec<usize> = (0..items.len())
+        .filter(|&n| dataset_op(items[n]).is_some())
         .collect();
     match at.as_slice() {
         [] => Ok(ApplyStages {
             before: OpChain::parse(list)?,
-            normalize: false,
+            dataset: None,
             after: OpChain::new(Vec::new()),
         }),
-        [n] => Ok(ApplyStages {
-            before: OpChain::parse(&items[..*n].join(","))?,
-            normalize: true,
-            after: OpChain::parse(&items[n + 1..].join(","))?,
-        }),
+        [n] => {
+            let op = dataset_op(items[*n]);
+            let after = OpChain::parse(&items[n + 1..].join(","))?;
+            if op == Some(DatasetOp::NormalizeFloat) && !after.ops().is_empty() {
+                return Err(OpError::FloatLast);
+            }
+            Ok(ApplyStages {
+                before: OpChain::parse(&items[..*n].join(","))?,
+                dataset: op,
+                after,
+            })
+        }
         _ => Err(OpError::NormalizeTwice),
     }
+}
+
+/// Adds this image's per-channel histogram to the dataset's (the stats region).
+pub fn add_histogram(px: &[u8], channels: usize, stats: &[std::sync::atomic::AtomicU64]) {
+    let colour = if channels == 4 { 3 } else { channels };
+    let mut hist = [[0u64; 256]; 4];
+    for p in px.chunks_exact(channels) {
+        for c in 0..colour {
+            hist[c][p[c] as usize] += 1;
+        }
+    }
+    for (c, h) in hist.iter().enumerate().take(colour) {
+        for (v, &n) in h.iter().enumerate() {
+            if n > 0 {
+                stats[c * 256 + v].fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Equalisation tables from the dataset's histograms, one per channel (see [`DatasetOp::Equalize`]).
+pub fn equalize_luts(hist: &[u64], colour: usize) -> Vec<[u8; 256]> {
+    (0..colour)
+        .map(|c| {
+            let h = &hist[c * 256..(c + 1) * 256];
+            let total: u64 = h.iter().sum();
+            let cdf_min = h.iter().copied().find(|&n| n > 0).unwrap_or(0);
+            let mut lut = [0u8; 256];
+            let mut cdf = 0u64;
+            for (v, out) in lut.iter_mut().enumerate() {
+                cdf += h[v];
+                *out = if total == cdf_min {
+                    v as u8
+                } else {
+                    (255.0 * cdf.saturating_sub(cdf_min) as f64 / (total - cdf_min) as f64).round()
+                        as u8
+                };
+            }
+            lut
+        })
+        .collect()
 }
 
 /// Adds each colour channel's sum and sum of squares over `px` to the worker's counters.

@@ -380,13 +380,33 @@ fn run_apply(
     let header = block.header();
     let record = enlist(block, args.id)?;
     let event = block.pass_event()?;
-    let passes = if stages.normalize { 2 } else { 1 };
+    let passes = stages.passes();
+    let colour = if header.channels == 4 {
+        3
+    } else {
+        header.channels as usize
+    };
     let mut scratch = Scratch::default();
     let mut done = 0u64;
     // A replacement worker joins the pass in progress.
     let mut pass = header.pass.load(Ordering::Acquire).max(1);
     while pass <= passes {
-        let lut = (pass == 2).then(|| ops::normalize_luts(block));
+        let lut = (pass == 2).then(|| match stages.dataset {
+            Some(ops::DatasetOp::Equalize) => {
+                // The coordinator left the tables in the stats region.
+                let values: Vec<u64> = block
+                    .stats()
+                    .iter()
+                    .map(|v| v.load(Ordering::Acquire))
+                    .collect();
+                values
+                    .chunks(256)
+                    .take(colour)
+                    .map(|t| std::array::from_fn(|v| t[v] as u8))
+                    .collect::<Vec<[u8; 256]>>()
+            }
+            _ => ops::normalize_luts(block),
+        });
         while let Some(mut claim) = {
             let stopping = stop.load(Ordering::Relaxed)
                 || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32;
@@ -408,8 +428,14 @@ fn run_apply(
             match &lut {
                 None => {
                     stages.before.apply(view, &mut scratch);
-                    if stages.normalize {
-                        ops::channel_sums(pixels, c, &record.sums, &record.sums_sq);
+                    match stages.dataset {
+                        Some(ops::DatasetOp::Normalize) | Some(ops::DatasetOp::NormalizeFloat) => {
+                            ops::channel_sums(pixels, c, &record.sums, &record.sums_sq)
+                        }
+                        Some(ops::DatasetOp::Equalize) => {
+                            ops::add_histogram(pixels, c, block.stats())
+                        }
+                        None => {}
                     }
                 }
                 Some(luts) => {
