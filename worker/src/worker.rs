@@ -142,37 +142,16 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     // Copy mode (the naive approach, for comparison): every worker decodes the whole dataset
     // into its own memory first, then transforms its share.
     let mut private = (header.flags & FLAG_COPY != 0).then(|| job.decode_everything(&mut decoded));
-    let count = block.image_count();
     let mut done = 0u64;
     loop {
         let strict_stop =
             header.flags & FLAG_STRICT != 0 && header.images_failed.load(Ordering::Acquire) > 0;
-        if strict_stop
-            || stop.load(Ordering::Relaxed)
-            || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32
-        {
+        if strict_stop || stopping(&block, &stop) {
             break;
         }
         parent_alive(args.parent)?;
-        let next = header.next_claim.fetch_add(1, Ordering::AcqRel) as usize;
-        let claim = if next < count {
-            match block.try_claim(next, args.id) {
-                Some(c) => c,
-                None => continue,
-            }
-        } else {
-            // The counter is spent: pick up images put back after a worker died.
-            match (0..count).find_map(|i| {
-                let pending = block.images()[i].status() == Some(ImageStatus::Pending);
-                if pending {
-                    block.try_claim(i, args.id)
-                } else {
-                    None
-                }
-            }) {
-                Some(c) => c,
-                None => break,
-            }
+        let Some(claim) = claim_next(&block, args.id) else {
+            break;
         };
         record
             .current_image
@@ -182,10 +161,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         let pixels = (slot.height * slot.width) as u64;
         match job.process(claim, &mut scratch, &mut decoded, private.as_deref_mut()) {
             true => {
-                header.images_done.fetch_add(1, Ordering::AcqRel);
-                header.pixels_done.fetch_add(pixels, Ordering::AcqRel);
-                record.images_done.fetch_add(1, Ordering::AcqRel);
-                record.pixels_done.fetch_add(pixels, Ordering::AcqRel);
+                count_done(&block, record, pixels);
                 done += 1;
             }
             false => {
@@ -335,6 +311,21 @@ impl Job<'_> {
     }
 }
 
+/// Whether this worker was asked to stop: by a signal, or by the coordinator through the block.
+fn stopping(block: &AttachedBlock, stop: &AtomicBool) -> bool {
+    stop.load(Ordering::Relaxed)
+        || block.header().state.load(Ordering::Acquire) == BlockState::Stopping as u32
+}
+
+/// Counts one finished image in the block's and this worker's progress counters.
+fn count_done(block: &AttachedBlock, record: &crate::block::WorkerRecord, pixels: u64) {
+    let header = block.header();
+    header.images_done.fetch_add(1, Ordering::AcqRel);
+    header.pixels_done.fetch_add(pixels, Ordering::AcqRel);
+    record.images_done.fetch_add(1, Ordering::AcqRel);
+    record.pixels_done.fetch_add(pixels, Ordering::AcqRel);
+}
+
 /// This worker's record in the block, marked as running under this pid.
 fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord, WorkerError> {
     let record = block.workers().get(id as usize).ok_or(WorkerError::BadId {
@@ -408,9 +399,7 @@ fn run_apply(
             _ => ops::normalize_luts(block),
         });
         while let Some(mut claim) = {
-            let stopping = stop.load(Ordering::Relaxed)
-                || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32;
-            if stopping {
+            if stopping(block, stop) {
                 None
             } else {
                 parent_alive(args.parent)?;
@@ -446,20 +435,11 @@ fn run_apply(
                 }
             }
             claim.done();
-            header.images_done.fetch_add(1, Ordering::AcqRel);
-            header
-                .pixels_done
-                .fetch_add((h * w) as u64, Ordering::AcqRel);
-            record.images_done.fetch_add(1, Ordering::AcqRel);
-            record
-                .pixels_done
-                .fetch_add((h * w) as u64, Ordering::AcqRel);
+            count_done(block, record, (h * w) as u64);
             record.current_image.store(NO_IMAGE, Ordering::Release);
             done += 1;
         }
-        if stop.load(Ordering::Relaxed)
-            || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32
-        {
+        if stopping(block, stop) {
             break;
         }
         pass += 1;
@@ -468,9 +448,7 @@ fn run_apply(
         // second. (Whole-second timeouts: raw_sync's shorter ones are unreliable.)
         while pass <= passes && header.pass.load(Ordering::Acquire) < pass {
             parent_alive(args.parent)?;
-            if stop.load(Ordering::Relaxed)
-                || header.state.load(Ordering::Acquire) == BlockState::Stopping as u32
-            {
+            if stopping(block, stop) {
                 record.state.store(2, Ordering::Release);
                 return Ok(done);
             }
