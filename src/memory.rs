@@ -110,7 +110,8 @@ impl Sampler {
                 if finishing {
                     return record;
                 }
-                std::thread::sleep(period);
+                // Parked rather than asleep, so `finish` need not wait out the period.
+                std::thread::park_timeout(period);
             }
         });
         Sampler {
@@ -124,7 +125,10 @@ impl Sampler {
         self.stop.store(true, Ordering::Release);
         self.thread
             .take()
-            .and_then(|t| t.join().ok())
+            .and_then(|t| {
+                t.thread().unpark();
+                t.join().ok()
+            })
             .unwrap_or_default()
     }
 }
