@@ -205,6 +205,47 @@ pub fn decode_into(
     Ok(())
 }
 
+/// Decodes only the luma plane of a colour JPEG into `plane`, `height x width` bytes.
+///
+/// A colour JPEG stores Y = 0.299 R + 0.587 G + 0.114 B (JFIF), the Rec.601 weights `grayscale`
+/// uses, so its Y plane is the grayscale image without the chroma: those blocks are only
+/// entropy-skipped (no IDCT, no upsampling, no colour conversion), as libjpeg does when asked
+/// for gray output. It differs from `grayscale` of the decoded RGB only by that round trip's
+/// rounding, and by clamping where the decoded RGB falls out of gamut.
+///
+/// Returns false when the file is not a YCbCr JPEG of this shape without an EXIF rotation, or
+/// does not decode cleanly: the caller then takes the general path, which also words the error.
+pub fn decode_jpeg_luma(path: &Path, plane: &mut [u8], height: u32, width: u32) -> bool {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    if !data.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return false;
+    }
+    // Not strict: a damaged file decodes as far as it can, as through `image`.
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(width as usize)
+        .set_max_height(height as usize)
+        .jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&data[..]), options);
+    if decoder.decode_headers().is_err()
+        || decoder.input_colorspace() != Some(ColorSpace::YCbCr)
+        || decoder.dimensions() != Some((width as usize, height as usize))
+        || decoder.output_buffer_size() != Some(plane.len())
+    {
+        return false;
+    }
+    let rotated = decoder
+        .exif()
+        .and_then(|exif| image::metadata::Orientation::from_exif_chunk(exif))
+        .is_some_and(|o| o != image::metadata::Orientation::NoTransforms);
+    !rotated && decoder.decode_into(plane).is_ok()
+}
+
 /// How `--resize WxH` maps an image onto its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]

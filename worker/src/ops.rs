@@ -313,13 +313,36 @@ impl OpChain {
     /// runs on one channel: the luma is packed into the first H x W bytes of the slot (a gray
     /// plane) and [`Layout::GrayPlane`] is returned; the caller may encode that plane as a
     /// one-channel image, and must then call [`expand_gray_plane`] to restore `(H, W, 3)`.
-    pub fn run(&self, mut img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Layout {
+    pub fn run(&self, img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Layout {
+        self.run_steps(img, &self.steps, Layout::Full, scratch)
+    }
+
+    /// Whether the chain's first step is `grayscale` of a colour image: then the decoder may
+    /// write the luma plane itself (see [`OpChain::run_after_grayscale`]).
+    pub fn starts_with_grayscale(&self) -> bool {
+        matches!(self.steps.first(), Some(Step::Grayscale))
+    }
+
+    /// Runs the chain without its leading `grayscale` on a 3-channel `img` whose first H x W
+    /// bytes already hold the gray plane that step would have made. Same contract as
+    /// [`OpChain::run`].
+    pub fn run_after_grayscale(&self, img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Layout {
+        assert!(self.starts_with_grayscale() && img.dim().2 == 3);
+        self.run_steps(img, &self.steps[1..], Layout::GrayPlane, scratch)
+    }
+
+    fn run_steps(
+        &self,
+        mut img: ArrayViewMut3<'_, u8>,
+        steps: &[Step],
+        mut layout: Layout,
+        scratch: &mut Scratch,
+    ) -> Layout {
         let (h, w, c) = img.dim();
         if h == 0 || w == 0 {
-            return Layout::Full;
+            return layout;
         }
-        let mut layout = Layout::Full;
-        for step in &self.steps {
+        for step in steps {
             let px = img_slice(&mut img);
             let (px, c) = match layout {
                 Layout::GrayPlane => (&mut px[..h * w], 1),

@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ndarray::ArrayViewMut3;
 
 use crate::block::{
-    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_RGB_OUTPUT,
-    FLAG_STRICT, NO_IMAGE,
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
+    FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
@@ -135,6 +135,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         stall_on: std::env::var(STALL_ENV).ok(),
         fit: codec::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
+        kept: header.flags & FLAG_KEPT != 0,
     };
     let mut scratch = Scratch::default();
     // Full-size decode buffer for `--resize` (reused across images).
@@ -143,6 +144,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     // into its own memory first, then transforms its share.
     let mut private = (header.flags & FLAG_COPY != 0).then(|| job.decode_everything(&mut decoded));
     let mut done = 0u64;
+    let order = claim_order(&block);
     loop {
         let strict_stop =
             header.flags & FLAG_STRICT != 0 && header.images_failed.load(Ordering::Acquire) > 0;
@@ -150,7 +152,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
             break;
         }
         parent_alive(args.parent)?;
-        let Some(claim) = claim_next(&block, args.id) else {
+        let Some(claim) = claim_next(&block, args.id, &order) else {
             break;
         };
         record
@@ -188,16 +190,16 @@ struct Job<'a> {
     stall_on: Option<String>,
     fit: Option<codec::Fit>,
     rgb_output: bool,
+    /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
+    kept: bool,
 }
 
 impl Job<'_> {
     /// Decodes, transforms and encodes one claimed image; publishes its outcome. True on success.
     /// Decodes image `index` from its source file into `pixels` (resizing when asked).
     fn decode(&self, index: usize, pixels: &mut [u8], decoded: &mut Vec<u8>) -> Result<(), String> {
+        let source = self.source(index);
         let slot = self.block.slot(index);
-        let source = self
-            .input_root
-            .join(path_from_bytes(self.block.source(index)));
         let shape = (slot.height as u32, slot.width as u32, slot.channels as u32);
         match self.fit {
             Some(fit) => {
@@ -206,6 +208,38 @@ impl Job<'_> {
             None => codec::decode_into(&source, pixels, shape.0, shape.1, shape.2, self.max_pixels),
         }
         .map_err(|e| e.to_string())
+    }
+
+    fn source(&self, index: usize) -> PathBuf {
+        self.input_root
+            .join(path_from_bytes(self.block.source(index)))
+    }
+
+    /// Decodes image `index` ready for the chain; returns where the pixels are. When the chain
+    /// starts with grayscale, a colour JPEG's luma plane is decoded straight into the slot's
+    /// first H x W bytes, and the chain goes on from there.
+    fn decode_for_chain(
+        &self,
+        index: usize,
+        pixels: &mut [u8],
+        decoded: &mut Vec<u8>,
+    ) -> Result<Layout, String> {
+        let slot = self.block.slot(index);
+        let (h, w) = (slot.height, slot.width);
+        if self.fit.is_none()
+            && slot.channels == 3
+            && self.chain.starts_with_grayscale()
+            && FORMATS[slot.format as usize % FORMATS.len()] == image::ImageFormat::Jpeg
+            && codec::decode_jpeg_luma(
+                &self.source(index),
+                &mut pixels[..h * w],
+                h as u32,
+                w as u32,
+            )
+        {
+            return Ok(Layout::GrayPlane);
+        }
+        self.decode(index, pixels, decoded).map(|()| Layout::Full)
     }
 
     /// Copy mode: this worker's private copy of the whole dataset, as the naive approach keeps
@@ -245,20 +279,23 @@ impl Job<'_> {
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-            let pixels: &mut [u8] = match private {
+            let (pixels, decoded_as): (&mut [u8], Layout) = match private {
                 Some(copies) => match &mut copies[index] {
-                    Ok(pixels) => pixels,
+                    Ok(pixels) => (pixels, Layout::Full),
                     Err(reason) => return Err(reason.clone()),
                 },
                 None => {
                     let pixels = claim.pixels();
-                    self.decode(index, pixels, decoded)?;
-                    pixels
+                    let layout = self.decode_for_chain(index, pixels, decoded)?;
+                    (pixels, layout)
                 }
             };
             let view =
                 ArrayViewMut3::from_shape((h, w, c), &mut *pixels).map_err(|e| e.to_string())?;
-            let mut layout = self.chain.run(view, scratch);
+            let mut layout = match decoded_as {
+                Layout::Full => self.chain.run(view, scratch),
+                Layout::GrayPlane => self.chain.run_after_grayscale(view, scratch),
+            };
             let expand = |pixels: &mut [u8]| {
                 let view =
                     ArrayViewMut3::from_shape((h, w, c), pixels).expect("shape checked above");
@@ -283,8 +320,9 @@ impl Job<'_> {
                 codec::encode_to(data, h as u32, w as u32, channels as u32, opts, &target)
                     .map_err(|e| e.to_string())?;
             }
-            if layout == Layout::GrayPlane {
-                // The block always ends holding (H, W, C).
+            if layout == Layout::GrayPlane && self.kept {
+                // A kept block ends holding (H, W, C) for whoever reads it next. Any other block
+                // is unlinked when the run ends and its pixels are never read again.
                 expand(pixels);
             }
             Ok(())
@@ -339,22 +377,34 @@ fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord,
 
 /// Claims the next pending image: the shared counter first, then a scan for images put back
 /// after a worker died.
-fn claim_next<'a>(block: &'a AttachedBlock, id: u32) -> Option<Claim<'a>> {
+fn claim_next<'a>(block: &'a AttachedBlock, id: u32, order: &[u32]) -> Option<Claim<'a>> {
     let count = block.image_count();
     loop {
         let next = block.header().next_claim.fetch_add(1, Ordering::AcqRel) as usize;
         if next < count {
-            if let Some(claim) = block.try_claim(next, id) {
+            if let Some(claim) = block.try_claim(order[next] as usize, id) {
                 return Some(claim);
             }
             continue;
         }
-        return (0..count).find_map(|i| {
+        return order.iter().map(|&i| i as usize).find_map(|i| {
             (block.images()[i].status() == Some(ImageStatus::Pending))
                 .then(|| block.try_claim(i, id))
                 .flatten()
         });
     }
+}
+
+/// The order images are claimed in: largest first, ties by index. Every worker computes the same
+/// order from the slot table, so the shared counter indexes it. Taking the big images first keeps
+/// one large image from being the last thing a single worker does while the others sit idle.
+fn claim_order(block: &AttachedBlock) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..block.image_count() as u32).collect();
+    order.sort_by_key(|&i| {
+        let slot = block.slot(i as usize);
+        (std::cmp::Reverse(slot.height * slot.width), i)
+    });
+    order
 }
 
 /// `apply`: the op list runs on the pixels in the block. Per-image ops run in pass 1; with
@@ -379,6 +429,7 @@ fn run_apply(
     };
     let mut scratch = Scratch::default();
     let mut done = 0u64;
+    let order = claim_order(block);
     // A replacement worker joins the pass in progress.
     let mut pass = header.pass.load(Ordering::Acquire).max(1);
     while pass <= passes {
@@ -403,7 +454,7 @@ fn run_apply(
                 None
             } else {
                 parent_alive(args.parent)?;
-                claim_next(block, args.id)
+                claim_next(block, args.id, &order)
             }
         } {
             record
