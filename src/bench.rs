@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::cli::{BenchMemoryCli, RunCli};
 use crate::memory::Sample;
 use crate::{exit, gen, run};
+use shmpipe_worker::codec::PngCompression;
 
 /// One mode's figures.
 #[derive(Debug, Serialize)]
@@ -51,6 +52,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         workers: Some(workers),
         format: None,
         quality: 90,
+        png_compression: PngCompression::Fast,
         rgb: false,
         resize: args.resize,
         fit: "stretch".into(),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use shmpipe_worker::codec::PngCompression;
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -102,6 +103,10 @@ pub struct RunCli {
     /// JPEG quality, 1-100.
     #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: u8,
+    /// PNG compression: fast (the default), default or best. All lossless; slower levels give
+    /// smaller files.
+    #[arg(long, value_name = "LEVEL", default_value = "fast", value_parser = parse_png_compression)]
+    pub png_compression: PngCompression,
     /// Resize every image at decode time, straight into its slot, to W x H: every slot then has
     /// one shape and the pixel area is one (N, H, W, C) array.
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
@@ -200,6 +205,9 @@ pub struct SaveCli {
     pub format: Option<String>,
     #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: u8,
+    /// PNG compression: fast, default or best.
+    #[arg(long, value_name = "LEVEL", default_value = "fast", value_parser = parse_png_compression)]
+    pub png_compression: PngCompression,
     /// Encoding threads [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N")]
     pub workers: Option<u32>,
@@ -317,4 +325,8 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
             .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
     };
     Ok((side(w)?, side(h)?))
+}
+
+fn parse_png_compression(s: &str) -> Result<PngCompression, String> {
+    PngCompression::parse(s).ok_or_else(|| format!("{s:?} is not one of fast, default, best"))
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use shmpipe_worker::block::{AttachedBlock, Backing};
-use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
+use shmpipe_worker::codec::{self, EncodeOptions, PngCompression, FORMATS};
 
 use crate::cli::{ExportCli, LoadCli, RunCli, SaveCli};
 use crate::exit;
@@ -30,6 +30,7 @@ pub fn load(args: LoadCli) -> i32 {
         format: None,
         rgb: false,
         quality: 90,
+        png_compression: PngCompression::Fast,
         resize: args.resize,
         fit: args.fit,
         mode: "shared".into(),
@@ -95,6 +96,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                 let opts = EncodeOptions {
                     format: output_format,
                     quality: args.quality,
+                    png: args.png_compression,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
                 if let Err(e) = codec::encode_to(block.pixels(i), h, w, c, opts, &target) {

@@ -279,6 +279,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             .map(|f| f.extensions_str()[0].to_string())
             .unwrap_or_default(),
         quality: args.quality as u32,
+        png_compression: args.png_compression as u32,
         strict: args.strict,
         copy_mode: args.mode == "copy",
         rgb_output: args.rgb,

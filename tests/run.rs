@@ -636,3 +636,59 @@ fn grayscale_first_reads_jpeg_luma_in_every_layout_and_a_kept_block_holds_rgb() 
         );
     }
 }
+
+#[test]
+fn png_compression_levels_give_the_same_pixels_in_smaller_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = assets().join("nested");
+    let mut sizes = Vec::new();
+    let mut pixels = Vec::new();
+    for level in ["fast", "default", "best"] {
+        let out = tmp.path().join(level);
+        run_ok(
+            &input,
+            &out,
+            &[
+                "--ops",
+                "blur:1",
+                "--format",
+                "png",
+                "--png-compression",
+                level,
+            ],
+        );
+        let files = files_under(&out);
+        assert_eq!(files.len(), 2, "{level}");
+        sizes.push(
+            files
+                .iter()
+                .map(|f| out.join(f).metadata().unwrap().len())
+                .sum::<u64>(),
+        );
+        pixels.push(
+            files
+                .iter()
+                .map(|f| image::open(out.join(f)).unwrap().to_rgb8())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        pixels[0] == pixels[1] && pixels[1] == pixels[2],
+        "lossless at every level"
+    );
+    assert!(sizes[2] < sizes[0], "best is smaller than fast: {sizes:?}");
+    let bad = run(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        tmp.path().join("bad").as_os_str(),
+        os("--png-compression"),
+        os("max"),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("fast, default, best"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -230,6 +230,9 @@ pub const FLAG_RGB_OUTPUT: u32 = 4;
 /// `Header::flags`: a named dataset that outlives its creator on purpose (`load`, `run --keep`);
 /// `clean` never removes it, `rm` does.
 pub const FLAG_KEPT: u32 = 8;
+/// Two bits holding a [`crate::codec::PngCompression`] code (`--png-compression`), 0 for fast.
+pub const FLAG_PNG_LEVEL_1: u32 = 16;
+pub const FLAG_PNG_LEVEL_2: u32 = 32;
 /// Values in the stats region: 4 channels x 256 levels.
 pub const STATS_VALUES: usize = 4 * 256;
 
@@ -370,6 +373,8 @@ pub struct BlockPlan {
     pub op_chain: String,
     pub output_format: String,
     pub quality: u32,
+    /// A [`crate::codec::PngCompression`] code.
+    pub png_compression: u32,
     /// Workers stop claiming once any image has failed.
     pub strict: bool,
     /// Copy mode ([`FLAG_COPY`]): no pixel slots in the block.
@@ -1120,6 +1125,8 @@ impl Mapping {
                 (plan.copy_mode, FLAG_COPY),
                 (plan.rgb_output, FLAG_RGB_OUTPUT),
                 (plan.kept, FLAG_KEPT),
+                (plan.png_compression & 1 != 0, FLAG_PNG_LEVEL_1),
+                (plan.png_compression & 2 != 0, FLAG_PNG_LEVEL_2),
             ]
             .iter()
             .filter(|(on, _)| *on)

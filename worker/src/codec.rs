@@ -344,6 +344,50 @@ pub struct EncodeOptions {
     pub format: ImageFormat,
     /// JPEG quality, 1-100.
     pub quality: u8,
+    pub png: PngCompression,
+}
+
+/// `--png-compression`: how hard the PNG encoder works. Every level is lossless; they trade
+/// encoding time for file size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u32)]
+pub enum PngCompression {
+    /// Fast deflate with adaptive filters (the default).
+    #[default]
+    Fast = 0,
+    /// The encoder's balanced default.
+    Default = 1,
+    /// Smallest files, slowest.
+    Best = 2,
+}
+
+impl PngCompression {
+    /// The level stored in the block under this code; an unknown code reads as the default.
+    pub fn from_u32(v: u32) -> PngCompression {
+        match v {
+            1 => PngCompression::Default,
+            2 => PngCompression::Best,
+            _ => PngCompression::Fast,
+        }
+    }
+
+    /// Parses a `--png-compression` value: fast, default or best.
+    pub fn parse(name: &str) -> Option<PngCompression> {
+        match name {
+            "fast" => Some(PngCompression::Fast),
+            "default" => Some(PngCompression::Default),
+            "best" => Some(PngCompression::Best),
+            _ => None,
+        }
+    }
+
+    fn compression_type(self) -> CompressionType {
+        match self {
+            PngCompression::Fast => CompressionType::Fast,
+            PngCompression::Default => CompressionType::Default,
+            PngCompression::Best => CompressionType::Best,
+        }
+    }
 }
 
 /// Parses a `--format` value.
@@ -461,10 +505,12 @@ pub fn encode_to(
     };
     let encoded = match opts.format {
         ImageFormat::Jpeg => encode_jpeg(&mut out, data, width, height, color, opts.quality),
-        ImageFormat::Png => {
-            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
-                .write_image(data, width, height, color)
-        }
+        ImageFormat::Png => PngEncoder::new_with_quality(
+            &mut out,
+            opts.png.compression_type(),
+            FilterType::Adaptive,
+        )
+        .write_image(data, width, height, color),
         ImageFormat::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut out)
             .write_image(data, width, height, color),
         other => {

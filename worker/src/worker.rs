@@ -16,7 +16,7 @@ use ndarray::ArrayViewMut3;
 
 use crate::block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
-    FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
+    FLAG_PNG_LEVEL_1, FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
@@ -130,6 +130,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         output_root,
         output_format,
         quality: header.quality.clamp(1, 100) as u8,
+        png: codec::PngCompression::from_u32((header.flags / FLAG_PNG_LEVEL_1) & 3),
         max_pixels: args.max_pixels,
         crash_on,
         stall_on: std::env::var(STALL_ENV).ok(),
@@ -185,6 +186,7 @@ struct Job<'a> {
     output_root: Option<PathBuf>,
     output_format: Option<image::ImageFormat>,
     quality: u8,
+    png: codec::PngCompression,
     max_pixels: u64,
     crash_on: Option<(String, u32)>,
     stall_on: Option<String>,
@@ -311,6 +313,7 @@ impl Job<'_> {
                 let opts = EncodeOptions {
                     format,
                     quality: self.quality,
+                    png: self.png,
                 };
                 // A gray result is encoded as one channel: smaller, and a third of the work.
                 let (data, channels) = match layout {

@@ -36,6 +36,7 @@ fn attach_never_panics_on_mutated_blocks() {
         op_chain: "blur:2".into(),
         output_format: "png".into(),
         quality: 90,
+        png_compression: 0,
         strict: false,
         resize_fit: 0,
         copy_mode: false,

@@ -28,6 +28,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         op_chain: "invert".into(),
         output_format: String::new(),
         quality: 90,
+        png_compression: 0,
         strict: false,
         resize_fit: 0,
         copy_mode: false,
