@@ -24,7 +24,7 @@ use crate::memory::Sampler;
 use crate::plan;
 use crate::progress::Display;
 use crate::shard::Shard;
-use crate::summary::{Failure, Summary};
+use crate::summary::{Failure, Summary, Timings};
 use crate::supervise::{Launch, Pool};
 
 /// An image in hand during this many worker deaths is quarantined as failed.
@@ -187,6 +187,10 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let shard = settings.shard.clone();
     let keep = |relative: &[u8]| shard.as_ref().is_none_or(|s| s.contains(relative));
     let mut planned = plan::plan(&settings.input, args.max_pixels, &keep, &stop_requested);
+    let mut timings = Timings {
+        plan_s: started.elapsed().as_secs_f64(),
+        ..Timings::default()
+    };
     let shard_files = shard
         .as_ref()
         .map(|_| (planned.images.len() + planned.rejected.len() + planned.skipped) as u64);
@@ -249,6 +253,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             shard: settings.shard.clone(),
             shard_files,
             kept: false,
+            timings,
         };
         return Ok(JobResult {
             summary,
@@ -300,6 +305,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         Some(dataset) => crate::blocks::dataset_name(dataset)?,
         None => block::fresh_name(),
     };
+    let creating = Instant::now();
     let mut block = match OwnedBlock::create(&name, backing, &block_plan) {
         Ok(b) => b,
         Err(BlockError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -320,6 +326,8 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         );
     }
 
+    timings.create_s = creating.elapsed().as_secs_f64();
+
     let pids = Arc::new(Mutex::new(Vec::new()));
     let sampler = Sampler::start(Arc::clone(&pids), 20);
     let launch = Launch {
@@ -335,7 +343,10 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         workers as usize,
         args.quiet || args.json,
     );
+    let working = Instant::now();
     let outcome = supervise(&block, &mut pool, &display, &signals, &settings, workers);
+    timings.work_s = working.elapsed().as_secs_f64();
+    timings.worker_start = pool.start_cost(&block);
     display.update(&block);
     display.finish();
     drop(pool);
@@ -397,6 +408,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         shard: settings.shard.clone(),
         shard_files,
         kept: args.keep.is_some() && outcome.signal.is_none(),
+        timings,
     };
     if args.keep.is_some() && outcome.signal.is_none() {
         // A named dataset stays for other processes to attach by name, until `shmpipe rm`.

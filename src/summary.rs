@@ -42,6 +42,21 @@ pub struct Summary {
     pub shard: Option<crate::shard::Shard>,
     /// Files of the folder that fall in this shard.
     pub shard_files: Option<u64>,
+    /// Where the wall time went before and after the workers' part.
+    pub timings: Timings,
+}
+
+/// Seconds spent in each serial phase of a run, and the workers' start cost.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Timings {
+    /// Walking the folder and reading every header.
+    pub plan_s: f64,
+    /// Creating, reserving and filling in the block.
+    pub create_s: f64,
+    /// From the first spawn until every worker has exited.
+    pub work_s: f64,
+    /// Spawn to attached-and-enlisted, per worker; null when no worker got that far.
+    pub worker_start: Option<crate::supervise::StartCost>,
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
+use shmpipe_worker::block::{now_ns, Mapping};
+use std::sync::atomic::Ordering;
 
 /// How one worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,14 @@ struct Running {
     pid: u32,
 }
 
+/// How long starting the workers took: from just before each spawn to the worker having
+/// attached, validated the block and enlisted (its `ready_ns`), in milliseconds.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StartCost {
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
 /// The worker pool: one optional process per worker id.
 pub struct Pool {
     launch: Launch,
@@ -61,6 +71,8 @@ pub struct Pool {
     /// Current worker pids, shared with the memory sampler.
     pids: Arc<Mutex<Vec<u32>>>,
     pub spawned: u32,
+    /// Per worker id: when its latest process was spawned (`now_ns`).
+    spawned_ns: Vec<u64>,
 }
 
 impl Pool {
@@ -70,7 +82,26 @@ impl Pool {
             slots: (0..workers).map(|_| None).collect(),
             pids,
             spawned: 0,
+            spawned_ns: vec![0; workers as usize],
         }
+    }
+
+    /// The start cost of each worker id's latest process that got as far as enlisting in `block`.
+    pub fn start_cost(&self, block: &Mapping) -> Option<StartCost> {
+        let mut ms: Vec<f64> = block
+            .workers()
+            .iter()
+            .zip(&self.spawned_ns)
+            .filter_map(|(record, &spawned)| {
+                let ready = record.ready_ns.load(Ordering::Acquire);
+                (spawned > 0 && ready >= spawned).then(|| (ready - spawned) as f64 / 1e6)
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        Some(StartCost {
+            median_ms: *ms.get(ms.len() / 2)?,
+            max_ms: *ms.last()?,
+        })
     }
 
     /// Starts worker `id` (a first start or a replacement).
@@ -100,6 +131,7 @@ impl Pool {
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0);
+        self.spawned_ns[id as usize] = now_ns();
         let child = cmd.spawn()?;
         let pid = child.id();
         self.slots[id as usize] = Some(Running { child, pid });

@@ -84,3 +84,63 @@ fn too_little_shared_memory_is_refused_up_front_and_backing_works() {
         .count();
     assert_eq!(files_under(&out).len(), inputs);
 }
+
+/// Slots are reserved when a worker claims them. If another process fills /dev/shm after the
+/// block was created, the images that no longer fit fail with a clear reason naming the file;
+/// no worker dies of SIGBUS and nothing is left behind.
+#[test]
+fn a_shm_filled_by_someone_else_mid_run_fails_images_cleanly_not_with_sigbus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // 3 MB and 0.75 MB of pixels: the block fits the 8 MiB tmpfs when it is created.
+    let noise = |w: u32, h: u32| {
+        image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7 + y) as u8, (y * 13) as u8, (x ^ y) as u8])
+        })
+    };
+    noise(1000, 1000).save(input.join("big.png")).unwrap();
+    noise(500, 500).save(input.join("small.png")).unwrap();
+    let out = tmp.path().join("out");
+    // The one worker takes big.png first (largest first) and stalls 2 s before touching its
+    // slot; meanwhile a filler takes every free byte of the tmpfs.
+    let script = format!(
+        r#"SHMPIPE_TEST_STALL=big.png:2 "$SHMPIPE" run '{i}' -o '{o}' --ops invert -j 1 --json > '{t}/summary.json' & pid=$!
+sleep 1; head -c 64M /dev/zero > /dev/shm/filler 2>/dev/null
+wait $pid; echo "exit=$?"; rm -f /dev/shm/filler; ls -A /dev/shm | sed 's/^/left=/'"#,
+        i = input.display(),
+        o = out.display(),
+        t = tmp.path().display()
+    );
+    let Some(result) = in_small_shm(&script) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stdout.contains("exit=1"),
+        "some images failed: {stdout} {stderr}"
+    );
+    assert!(
+        !stdout.contains("left="),
+        "nothing left in /dev/shm: {stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["worker_restarts"], 0, "no worker died: {summary}");
+    assert_eq!(summary["images_ok"], 0, "{summary}");
+    let failures = summary["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "{summary}");
+    for f in failures {
+        let (path, reason) = (f["path"].as_str().unwrap(), f["reason"].as_str().unwrap());
+        assert!(path.ends_with(".png"), "{path}");
+        assert!(
+            reason.contains("not enough shared memory"),
+            "{path}: {reason}"
+        );
+    }
+    assert!(
+        !out.exists() || files_under(&out).is_empty(),
+        "no output written"
+    );
+}

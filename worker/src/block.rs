@@ -25,7 +25,7 @@ use std::cell::UnsafeCell;
 use std::fs::File;
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -211,7 +211,10 @@ pub struct WorkerRecord {
     pub pixels_done: AtomicU64,
     /// Index of the image in hand, `u64::MAX` for none.
     pub current_image: AtomicU64,
-    pub _reserved: [u64; 2],
+    /// When this worker had attached, validated the block and enlisted: nanoseconds since the
+    /// Unix epoch (see [`now_ns`]). The coordinator compares it with when it spawned the worker.
+    pub ready_ns: AtomicU64,
+    pub _reserved: [u64; 1],
     /// Statistics pass of `normalize`: per channel, the sum of values and of squared values
     /// over the images this worker has done.
     pub sums: [AtomicU64; 4],
@@ -219,6 +222,13 @@ pub struct WorkerRecord {
 }
 
 pub const NO_IMAGE: u64 = u64::MAX;
+
+/// Wall-clock nanoseconds since the Unix epoch, comparable between processes on one host.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// `Header::flags`: stop claiming once any image has failed (`--strict`).
 pub const FLAG_STRICT: u32 = 1;
@@ -525,6 +535,7 @@ impl Mapping {
             mapping: self,
             index,
             finished: false,
+            reserved: 0,
         })
     }
 
@@ -669,6 +680,7 @@ impl Mapping {
             mapping: self,
             index,
             finished: false,
+            reserved: 0,
         })
     }
 
@@ -871,6 +883,8 @@ pub struct Claim<'a> {
     mapping: &'a Mapping,
     index: usize,
     finished: bool,
+    /// Leading bytes of the slot this claim has reserved (see [`Claim::reserve`]).
+    reserved: usize,
 }
 
 impl<'a> Claim<'a> {
@@ -882,16 +896,61 @@ impl<'a> Claim<'a> {
         self.mapping.slots[self.index]
     }
 
-    /// The slot's pixels, `height * width * channels` bytes, row-major.
-    pub fn pixels(&mut self) -> &mut [u8] {
+    /// The slot's pixels, `height * width * channels` bytes, row-major, reserved first (see
+    /// [`Claim::reserve`]).
+    pub fn pixels(&mut self) -> Result<&mut [u8], BlockError> {
+        let len = self.slot_len();
+        self.reserve(len)
+    }
+
+    fn slot_len(&self) -> usize {
         let slot = self.slot();
+        if slot.in_block {
+            slot.len()
+        } else {
+            0
+        }
+    }
+
+    /// The slot's first `len` bytes (at most the slot), with their pages reserved in the
+    /// filesystem (`fallocate`) before anything touches them: a filesystem filled by someone
+    /// else since the block was created fails this image with a clear error instead of killing
+    /// the worker with SIGBUS. A kept block was reserved whole at creation; reserving again
+    /// allocates nothing.
+    pub fn reserve(&mut self, len: usize) -> Result<&mut [u8], BlockError> {
+        let len = len.min(self.slot_len());
+        if len > self.reserved {
+            let offset = (self.slot().offset + self.reserved) as u64;
+            let fd = self.mapping.file.as_fd();
+            reserve(fd, offset, (len - self.reserved) as u64).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => {
+                        let dir = self.mapping.backing.dir();
+                        BlockError::NoSpace {
+                            name: self.mapping.name.clone(),
+                            needed: (len - self.reserved) as u64,
+                            free: free_bytes(&dir).unwrap_or(0),
+                            dir: dir.display().to_string(),
+                        }
+                    }
+                    _ => io_err("reserve pages for", &self.mapping.name)(e),
+                }
+            })?;
+            self.reserved = len;
+        }
+        Ok(self.bytes(len))
+    }
+
+    fn bytes(&mut self, len: usize) -> &mut [u8] {
+        let slot = self.slot();
+        debug_assert!(len <= self.slot_len());
         // SAFETY: `[slot.offset, slot.offset + slot.len())` lies inside the pixels region of the
         // mapping and overlaps no other slot and no table (validated at attach, copied, never
         // re-read). No other process writes or reads it while we hold the claim: the CAS in
         // `try_claim` gave it to us alone (invariant (3)), and the coordinator reads pixels only
         // after join. `&mut self` keeps this process to one borrow at a time. The pointer derives
-        // from the mapping's raw base, not from a shared reference.
-        let len = if slot.in_block { slot.len() } else { 0 };
+        // from the mapping's raw base, not from a shared reference. `len` is at most the slot's
+        // length (callers clamp it).
         unsafe {
             std::slice::from_raw_parts_mut(self.mapping.map.as_mut_ptr().add(slot.offset), len)
         }
@@ -984,7 +1043,15 @@ impl OwnedBlock {
             .map_err(|e| fail(io_err("lock", name)(e.into())))?;
         rustix::fs::ftruncate(&fd, regions.total)
             .map_err(|e| fail(io_err("size", name)(e.into())))?;
-        reserve(&fd, regions.total).map_err(|e| {
+        // A kept block is reserved whole now: it outlives the run, and anyone may read any slot.
+        // A run's own block reserves the header and tables now and each slot when a worker
+        // claims it (`Claim::reserve`): in parallel, and only the bytes the worker writes.
+        let reserved = if plan.kept {
+            regions.total
+        } else {
+            regions.pixels
+        };
+        reserve(fd.as_fd(), 0, reserved).map_err(|e| {
             fail(match e.raw_os_error() {
                 Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => {
                     BlockError::NoSpace {
@@ -1050,9 +1117,9 @@ impl Drop for OwnedBlock {
 
 /// Reserves the block's pages so that a full tmpfs fails here with ENOSPC.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn reserve(fd: &OwnedFd, len: u64) -> io::Result<()> {
+fn reserve(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     loop {
-        match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
+        match rustix::fs::fallocate(fd, FallocateFlags::empty(), offset, len) {
             Ok(()) => return Ok(()),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -1063,7 +1130,7 @@ fn reserve(fd: &OwnedFd, len: u64) -> io::Result<()> {
 /// Elsewhere (macOS) there is no fallocate for shared memory: the free-space check in `create` is
 /// the only guard, so a filesystem filled by someone else after that check can still fault later.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn reserve(_fd: &OwnedFd, _len: u64) -> io::Result<()> {
+fn reserve(_fd: BorrowedFd<'_>, _offset: u64, _len: u64) -> io::Result<()> {
     let _ = FallocateFlags::empty();
     Ok(())
 }
@@ -1184,7 +1251,8 @@ impl Mapping {
                         images_failed: AtomicU64::new(0),
                         pixels_done: AtomicU64::new(0),
                         current_image: AtomicU64::new(NO_IMAGE),
-                        _reserved: [0; 2],
+                        ready_ns: AtomicU64::new(0),
+                        _reserved: [0; 1],
                         sums: Default::default(),
                         sums_sq: Default::default(),
                     },

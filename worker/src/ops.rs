@@ -323,12 +323,16 @@ impl OpChain {
         matches!(self.steps.first(), Some(Step::Grayscale))
     }
 
-    /// Runs the chain without its leading `grayscale` on a 3-channel `img` whose first H x W
-    /// bytes already hold the gray plane that step would have made. Same contract as
-    /// [`OpChain::run`].
-    pub fn run_after_grayscale(&self, img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Layout {
-        assert!(self.starts_with_grayscale() && img.dim().2 == 3);
-        self.run_steps(img, &self.steps[1..], Layout::GrayPlane, scratch)
+    /// Runs the chain without its leading `grayscale` on `plane`, an `(H, W, 1)` view of the
+    /// gray plane that step would have made (the first H x W bytes of a 3-channel slot), and
+    /// returns [`Layout::GrayPlane`]: the caller goes on as after [`OpChain::run`].
+    pub fn run_after_grayscale(
+        &self,
+        plane: ArrayViewMut3<'_, u8>,
+        scratch: &mut Scratch,
+    ) -> Layout {
+        assert!(self.starts_with_grayscale() && plane.dim().2 == 1);
+        self.run_steps(plane, &self.steps[1..], Layout::GrayPlane, scratch)
     }
 
     fn run_steps(

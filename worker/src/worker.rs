@@ -25,8 +25,9 @@ use crate::ops::{self, Layout, OpChain, OpError, Scratch};
 /// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
 /// (default 1). Fault tests use it to kill a worker at a chosen image, deterministically.
 pub const CRASH_ENV: &str = "SHMPIPE_TEST_CRASH";
-/// Test-only: `SHMPIPE_TEST_STALL=NAME` makes a worker sleep for a minute, ignoring SIGTERM, once
-/// it holds the image whose path ends with NAME: a worker stuck in a decoder, for stop tests.
+/// Test-only: `SHMPIPE_TEST_STALL=NAME[:SECONDS]` makes a worker sleep (a minute by default),
+/// ignoring SIGTERM, once it holds the image whose path ends with NAME and before it touches the
+/// slot: a worker stuck in a decoder, for stop tests.
 pub const STALL_ENV: &str = "SHMPIPE_TEST_STALL";
 
 /// How a worker's run can fail before or outside any one image.
@@ -217,31 +218,65 @@ impl Job<'_> {
             .join(path_from_bytes(self.block.source(index)))
     }
 
-    /// Decodes image `index` ready for the chain; returns where the pixels are. When the chain
-    /// starts with grayscale, a colour JPEG's luma plane is decoded straight into the slot's
-    /// first H x W bytes, and the chain goes on from there.
-    fn decode_for_chain(
-        &self,
-        index: usize,
-        pixels: &mut [u8],
-        decoded: &mut Vec<u8>,
-    ) -> Result<Layout, String> {
-        let slot = self.block.slot(index);
+    /// When the chain starts with grayscale and the claimed image is a colour JPEG: its luma
+    /// plane, decoded straight into the slot's first H x W bytes (the only bytes reserved), for
+    /// the rest of the chain to run on. None when the general path must decode it.
+    fn luma_plane<'c>(&self, claim: &'c mut Claim<'_>) -> Result<Option<&'c mut [u8]>, String> {
+        let slot = claim.slot();
         let (h, w) = (slot.height, slot.width);
-        if self.fit.is_none()
-            && slot.channels == 3
-            && self.chain.starts_with_grayscale()
-            && FORMATS[slot.format as usize % FORMATS.len()] == image::ImageFormat::Jpeg
-            && codec::decode_jpeg_luma(
-                &self.source(index),
-                &mut pixels[..h * w],
-                h as u32,
-                w as u32,
-            )
+        if self.fit.is_some()
+            || slot.channels != 3
+            || !self.chain.starts_with_grayscale()
+            || FORMATS[slot.format as usize % FORMATS.len()] != image::ImageFormat::Jpeg
         {
-            return Ok(Layout::GrayPlane);
+            return Ok(None);
         }
-        self.decode(index, pixels, decoded).map(|()| Layout::Full)
+        let source = self.source(claim.index());
+        let plane = claim.reserve(h * w).map_err(|e| e.to_string())?;
+        Ok(codec::decode_jpeg_luma(&source, plane, h as u32, w as u32).then_some(plane))
+    }
+
+    /// After the chain: encodes the result (a gray plane as one channel unless `--rgb`), and
+    /// leaves a kept block's slot in `(H, W, C)`. `pixels` holds at least the gray plane, and
+    /// the whole slot when the layout is full, `--rgb` is set or the block is kept.
+    fn write_out(
+        &self,
+        pixels: &mut [u8],
+        mut layout: Layout,
+        (h, w, c): (usize, usize, usize),
+        relative: &Path,
+        input_format: image::ImageFormat,
+    ) -> Result<(), String> {
+        let expand = |pixels: &mut [u8]| {
+            let view = ArrayViewMut3::from_shape((h, w, c), pixels).expect("the whole slot");
+            ops::expand_gray_plane(view);
+        };
+        if layout == Layout::GrayPlane && self.rgb_output {
+            expand(pixels);
+            layout = Layout::Full;
+        }
+        if let Some(root) = &self.output_root {
+            let format = self.output_format.unwrap_or(input_format);
+            let target = codec::output_path(root, relative, input_format, format);
+            let opts = EncodeOptions {
+                format,
+                quality: self.quality,
+                png: self.png,
+            };
+            // A gray result is encoded as one channel: smaller, and a third of the work.
+            let (data, channels) = match layout {
+                Layout::GrayPlane => (&pixels[..h * w], 1),
+                Layout::Full => (&pixels[..], c),
+            };
+            codec::encode_to(data, h as u32, w as u32, channels as u32, opts, &target)
+                .map_err(|e| e.to_string())?;
+        }
+        if layout == Layout::GrayPlane && self.kept {
+            // A kept block ends holding (H, W, C) for whoever reads it next. Any other block is
+            // unlinked when the run ends and its pixels are never read again.
+            expand(pixels);
+        }
+        Ok(())
     }
 
     /// Copy mode: this worker's private copy of the whole dataset, as the naive approach keeps
@@ -273,62 +308,49 @@ impl Job<'_> {
                 std::process::abort();
             }
         }
-        if let Some(name) = &self.stall_on {
+        if let Some(spec) = &self.stall_on {
+            let (name, seconds) = match spec.rsplit_once(':') {
+                Some((name, s)) if s.parse::<u64>().is_ok() => (name, s.parse().unwrap_or(60)),
+                _ => (spec.as_str(), 60),
+            };
             if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) {
-                std::thread::sleep(std::time::Duration::from_secs(60));
+                std::thread::sleep(std::time::Duration::from_secs(seconds));
             }
         }
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-            let (pixels, decoded_as): (&mut [u8], Layout) = match private {
-                Some(copies) => match &mut copies[index] {
-                    Ok(pixels) => (pixels, Layout::Full),
-                    Err(reason) => return Err(reason.clone()),
-                },
+            if let Some(copies) = private {
+                let pixels = copies[index].as_mut().map_err(|reason| reason.clone())?;
+                let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
+                    .map_err(|e| e.to_string())?;
+                let layout = self.chain.run(view, scratch);
+                return self.write_out(pixels, layout, (h, w, c), &relative, input_format);
+            }
+            let layout = match self.luma_plane(&mut claim)? {
+                Some(plane) => {
+                    let view =
+                        ArrayViewMut3::from_shape((h, w, 1), plane).map_err(|e| e.to_string())?;
+                    self.chain.run_after_grayscale(view, scratch)
+                }
                 None => {
-                    let pixels = claim.pixels();
-                    let layout = self.decode_for_chain(index, pixels, decoded)?;
-                    (pixels, layout)
+                    let pixels = claim.pixels().map_err(|e| e.to_string())?;
+                    self.decode(index, pixels, decoded)?;
+                    let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
+                        .map_err(|e| e.to_string())?;
+                    self.chain.run(view, scratch)
                 }
             };
-            let view =
-                ArrayViewMut3::from_shape((h, w, c), &mut *pixels).map_err(|e| e.to_string())?;
-            let mut layout = match decoded_as {
-                Layout::Full => self.chain.run(view, scratch),
-                Layout::GrayPlane => self.chain.run_after_grayscale(view, scratch),
-            };
-            let expand = |pixels: &mut [u8]| {
-                let view =
-                    ArrayViewMut3::from_shape((h, w, c), pixels).expect("shape checked above");
-                ops::expand_gray_plane(view);
-            };
-            if layout == Layout::GrayPlane && self.rgb_output {
-                expand(pixels);
-                layout = Layout::Full;
+            // The gray plane is the slot's first H x W bytes, so either way `pixels` starts
+            // with the result. Only what will be written is reserved.
+            let whole = layout == Layout::Full || self.rgb_output || self.kept;
+            let pixels = if whole {
+                claim.pixels()
+            } else {
+                claim.reserve(h * w)
             }
-            if let Some(root) = &self.output_root {
-                let format = self.output_format.unwrap_or(input_format);
-                let target = codec::output_path(root, &relative, input_format, format);
-                let opts = EncodeOptions {
-                    format,
-                    quality: self.quality,
-                    png: self.png,
-                };
-                // A gray result is encoded as one channel: smaller, and a third of the work.
-                let (data, channels) = match layout {
-                    Layout::GrayPlane => (&pixels[..h * w], 1),
-                    Layout::Full => (&pixels[..], c),
-                };
-                codec::encode_to(data, h as u32, w as u32, channels as u32, opts, &target)
-                    .map_err(|e| e.to_string())?;
-            }
-            if layout == Layout::GrayPlane && self.kept {
-                // A kept block ends holding (H, W, C) for whoever reads it next. Any other block
-                // is unlinked when the run ends and its pixels are never read again.
-                expand(pixels);
-            }
-            Ok(())
+            .map_err(|e| e.to_string())?;
+            self.write_out(pixels, layout, (h, w, c), &relative, input_format)
         }));
         match outcome {
             Ok(Ok(())) => {
@@ -375,6 +397,9 @@ fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord,
     })?;
     record.pid.store(std::process::id(), Ordering::Release);
     record.state.store(1, Ordering::Release);
+    record
+        .ready_ns
+        .store(crate::block::now_ns(), Ordering::Release);
     Ok(record)
 }
 
@@ -466,7 +491,13 @@ fn run_apply(
             record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
             let slot = claim.slot();
             let (h, w, c) = (slot.height, slot.width, slot.channels);
-            let pixels = claim.pixels();
+            let pixels = match claim.pixels() {
+                Ok(pixels) => pixels,
+                Err(e) => {
+                    claim.fail(&e.to_string());
+                    continue;
+                }
+            };
             let view = ArrayViewMut3::from_shape((h, w, c), &mut *pixels).expect("validated slot");
             match &lut {
                 None => {
