@@ -44,9 +44,12 @@ pub fn run(args: RunCli) -> i32 {
     }
 }
 
-/// Signals that stop a run, each with its own flag so the exit code can say which.
+/// Signals that stop a run, each with its own flag so the exit code can say which; and a wake-up
+/// pipe that these and SIGCHLD write to, so the supervisor reacts to a worker's exit (above all
+/// the last one's) at once instead of at its next tick.
 struct Signals {
     flags: Vec<(i32, &'static str, Arc<AtomicBool>)>,
+    wake: std::os::unix::net::UnixStream,
 }
 
 impl Signals {
@@ -63,7 +66,29 @@ impl Signals {
                 .context("failed to install signal handler")?;
             flags.push((code, name, flag));
         }
-        Ok(Signals { flags })
+        let (wake, ring) =
+            std::os::unix::net::UnixStream::pair().context("failed to create a wake-up pipe")?;
+        ring.set_nonblocking(true)
+            .context("failed to create a wake-up pipe")?;
+        for sig in [signal_hook::consts::SIGCHLD, SIGINT, SIGTERM, SIGHUP] {
+            let ring = ring
+                .try_clone()
+                .context("failed to create a wake-up pipe")?;
+            signal_hook::low_level::pipe::register(sig, ring)
+                .context("failed to install signal handler")?;
+        }
+        Ok(Signals { flags, wake })
+    }
+
+    /// Sleeps up to `timeout`, less if a worker exits or a stop signal arrives meanwhile.
+    fn wait(&self, timeout: Duration) {
+        use std::io::Read;
+        if self.wake.set_read_timeout(Some(timeout)).is_ok() {
+            // One read takes every wake-up written so far (each is one byte).
+            let _ = (&self.wake).read(&mut [0u8; 256]);
+        } else {
+            std::thread::sleep(timeout);
+        }
     }
 
     /// The exit code and name of the first signal received, if any.
@@ -528,7 +553,7 @@ fn supervise(
             }
         }
         display.update(block);
-        std::thread::sleep(TICK);
+        signals.wait(TICK);
     }
 }
 
