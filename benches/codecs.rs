@@ -1,5 +1,7 @@
-//! Codec throughput on a 1920x1080 photo-like image, in MP/s: decode per format, and the JPEG
-//! encoders we could use (image's built-in one against jpeg-encoder with SIMD), gray and RGB.
+//! Codec throughput on a 1920x1080 photo-like image, in MP/s: decode per format (and a JPEG's
+//! luma plane alone, from its file, as a grayscale-first chain reads it), the JPEG encoders we
+//! could use (image's built-in one against jpeg-encoder with SIMD), gray and RGB, PNG at each
+//! `--png-compression` level, and the other formats' encoders.
 //!
 //!     cargo bench --bench codecs
 
@@ -53,6 +55,35 @@ fn codecs(c: &mut Criterion) {
         });
     }
 
+    // The luma plane of the JPEG, from a file, as a worker decodes it for `grayscale,...`.
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg_path = dir.path().join("photo.jpg");
+    rgb.save_with_format(&jpeg_path, ImageFormat::Jpeg).unwrap();
+    let mut plane = vec![0u8; (w * h) as usize];
+    group.bench_function("decode JPEG luma plane (file)", |b| {
+        b.iter(|| {
+            assert!(shmpipe_worker::codec::decode_jpeg_luma(
+                &jpeg_path, &mut plane, h, w
+            ))
+        })
+    });
+    group.bench_function("decode JPEG RGB (file)", |b| {
+        let mut slot = vec![0u8; (w * h * 3) as usize];
+        b.iter(|| {
+            shmpipe_worker::codec::decode_into(&jpeg_path, &mut slot, h, w, 3, 1 << 30).unwrap()
+        })
+    });
+
+    for format in [ImageFormat::WebP, ImageFormat::Bmp, ImageFormat::Tiff] {
+        group.bench_function(format!("encode {format:?} RGB"), |b| {
+            b.iter(|| {
+                let mut out = Cursor::new(Vec::with_capacity(1 << 20));
+                rgb.write_to(&mut out, format).unwrap();
+                out
+            })
+        });
+    }
+
     for (name, data, color) in [
         ("RGB", rgb.as_raw(), ExtendedColorType::Rgb8),
         ("gray", gray.as_raw(), ExtendedColorType::L8),
@@ -80,15 +111,21 @@ fn codecs(c: &mut Criterion) {
                 out
             })
         });
-        group.bench_function(format!("encode PNG fast {name}"), |b| {
-            b.iter(|| {
-                let mut out = Vec::with_capacity(1 << 20);
-                PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
-                    .write_image(data, w, h, color)
-                    .unwrap();
-                out
-            })
-        });
+        for (level, compression) in [
+            ("fast", CompressionType::Fast),
+            ("default", CompressionType::Default),
+            ("best", CompressionType::Best),
+        ] {
+            group.bench_function(format!("encode PNG {level} {name}"), |b| {
+                b.iter(|| {
+                    let mut out = Vec::with_capacity(1 << 20);
+                    PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive)
+                        .write_image(data, w, h, color)
+                        .unwrap();
+                    out
+                })
+            });
+        }
     }
     group.finish();
 }
