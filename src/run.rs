@@ -50,20 +50,33 @@ pub fn run(args: RunCli) -> i32 {
 struct Signals {
     flags: Vec<(i32, &'static str, Arc<AtomicBool>)>,
     wake: std::os::unix::net::UnixStream,
+    /// Every handler installed, removed on drop: `load` and `bench memory` run several jobs.
+    handlers: Vec<signal_hook::SigId>,
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.handlers.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
 }
 
 impl Signals {
     fn register() -> anyhow::Result<Signals> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let mut flags = Vec::new();
+        let mut handlers = Vec::new();
         for (sig, name, code) in [
             (SIGINT, "SIGINT", exit::SIGINT),
             (SIGTERM, "SIGTERM", exit::SIGTERM),
             (SIGHUP, "SIGHUP", exit::SIGHUP),
         ] {
             let flag = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(sig, Arc::clone(&flag))
-                .context("failed to install signal handler")?;
+            handlers.push(
+                signal_hook::flag::register(sig, Arc::clone(&flag))
+                    .context("failed to install signal handler")?,
+            );
             flags.push((code, name, flag));
         }
         let (wake, ring) =
@@ -74,10 +87,16 @@ impl Signals {
             let ring = ring
                 .try_clone()
                 .context("failed to create a wake-up pipe")?;
-            signal_hook::low_level::pipe::register(sig, ring)
-                .context("failed to install signal handler")?;
+            handlers.push(
+                signal_hook::low_level::pipe::register(sig, ring)
+                    .context("failed to install signal handler")?,
+            );
         }
-        Ok(Signals { flags, wake })
+        Ok(Signals {
+            flags,
+            wake,
+            handlers,
+        })
     }
 
     /// Sleeps up to `timeout`, less if a worker exits or a stop signal arrives meanwhile.

@@ -98,6 +98,7 @@ impl Pool {
             })
             .collect();
         ms.sort_by(f64::total_cmp);
+        // With an even count, the upper of the two middle values.
         Some(StartCost {
             median_ms: *ms.get(ms.len() / 2)?,
             max_ms: *ms.last()?,

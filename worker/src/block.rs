@@ -211,8 +211,8 @@ pub struct WorkerRecord {
     pub pixels_done: AtomicU64,
     /// Index of the image in hand, `u64::MAX` for none.
     pub current_image: AtomicU64,
-    /// When this worker had attached, validated the block and enlisted: nanoseconds since the
-    /// Unix epoch (see [`now_ns`]). The coordinator compares it with when it spawned the worker.
+    /// When this worker had attached, validated the block and enlisted: the host's monotonic
+    /// clock in nanoseconds (see [`now_ns`]). The coordinator compares it with when it spawned the worker.
     pub ready_ns: AtomicU64,
     pub _reserved: [u64; 1],
     /// Statistics pass of `normalize`: per channel, the sum of values and of squared values
@@ -223,11 +223,13 @@ pub struct WorkerRecord {
 
 pub const NO_IMAGE: u64 = u64::MAX;
 
-/// Wall-clock nanoseconds since the Unix epoch, comparable between processes on one host.
+/// The host's monotonic clock in nanoseconds: never steps, and the same clock in every process on
+/// the host, so a time taken by the coordinator and one taken by a worker compare.
 pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
 }
 
 /// `Header::flags`: stop claiming once any image has failed (`--strict`).
@@ -240,9 +242,14 @@ pub const FLAG_RGB_OUTPUT: u32 = 4;
 /// `Header::flags`: a named dataset that outlives its creator on purpose (`load`, `run --keep`);
 /// `clean` never removes it, `rm` does.
 pub const FLAG_KEPT: u32 = 8;
-/// Two bits holding a [`crate::codec::PngCompression`] code (`--png-compression`), 0 for fast.
-pub const FLAG_PNG_LEVEL_1: u32 = 16;
-pub const FLAG_PNG_LEVEL_2: u32 = 32;
+/// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
+/// 0 for fast. Read it with [`png_level`].
+pub const PNG_LEVEL_SHIFT: u32 = 4;
+
+/// The `--png-compression` code stored in `flags`.
+pub fn png_level(flags: u32) -> u32 {
+    (flags >> PNG_LEVEL_SHIFT) & 3
+}
 /// Values in the stats region: 4 channels x 256 levels.
 pub const STATS_VALUES: usize = 4 * 256;
 
@@ -922,19 +929,9 @@ impl<'a> Claim<'a> {
         if len > self.reserved {
             let offset = (self.slot().offset + self.reserved) as u64;
             let fd = self.mapping.file.as_fd();
-            reserve(fd, offset, (len - self.reserved) as u64).map_err(|e| {
-                match e.raw_os_error() {
-                    Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => {
-                        let dir = self.mapping.backing.dir();
-                        BlockError::NoSpace {
-                            name: self.mapping.name.clone(),
-                            needed: (len - self.reserved) as u64,
-                            free: free_bytes(&dir).unwrap_or(0),
-                            dir: dir.display().to_string(),
-                        }
-                    }
-                    _ => io_err("reserve pages for", &self.mapping.name)(e),
-                }
+            let needed = (len - self.reserved) as u64;
+            fallocate_range(fd, offset, needed).map_err(|e| {
+                reserve_error(e, &self.mapping.name, &self.mapping.backing.dir(), needed)
             })?;
             self.reserved = len;
         }
@@ -1007,15 +1004,31 @@ impl std::ops::Deref for OwnedBlock {
     }
 }
 
+/// A failed `fallocate` of `needed` bytes as an error: out of space names the bytes and the
+/// folder.
+fn reserve_error(e: io::Error, name: &str, dir: &Path, needed: u64) -> BlockError {
+    match e.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => BlockError::NoSpace {
+            name: name.to_string(),
+            needed,
+            free: free_bytes(dir).unwrap_or(0),
+            dir: dir.display().to_string(),
+        },
+        _ => io_err("reserve pages for", name)(e),
+    }
+}
+
 fn free_bytes(dir: &Path) -> io::Result<u64> {
     let st = rustix::fs::statvfs(dir)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 impl OwnedBlock {
-    /// Creates a block for `plan` under `name`: exclusive create, mode 0600, sized exactly, every
-    /// page reserved up front so that a full filesystem is an error now and never a SIGBUS later,
-    /// then writes the header and tables and publishes `Ready`.
+    /// Creates a block for `plan` under `name`: exclusive create, mode 0600, sized exactly after a
+    /// free-space check, then writes the header and tables and publishes `Ready`. A kept block's
+    /// pages are all reserved here; a run's own block reserves its tables here and each slot when
+    /// a worker claims it ([`Claim::reserve`]). Either way a full filesystem is an error, never a
+    /// SIGBUS.
     pub fn create(
         name: &str,
         backing: Backing,
@@ -1051,19 +1064,8 @@ impl OwnedBlock {
         } else {
             regions.pixels
         };
-        reserve(fd.as_fd(), 0, reserved).map_err(|e| {
-            fail(match e.raw_os_error() {
-                Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => {
-                    BlockError::NoSpace {
-                        name: name.to_string(),
-                        needed: regions.total,
-                        free: free_bytes(&dir).unwrap_or(0),
-                        dir: dir.display().to_string(),
-                    }
-                }
-                _ => io_err("reserve pages for", name)(e),
-            })
-        })?;
+        fallocate_range(fd.as_fd(), 0, reserved)
+            .map_err(|e| fail(reserve_error(e, name, &dir, reserved)))?;
         let file = File::from(fd);
         // A raw mapping: memmap2 promises nothing about memory other processes change, so we
         // take only its base pointer and rely on this module's invariants instead.
@@ -1115,9 +1117,10 @@ impl Drop for OwnedBlock {
     }
 }
 
-/// Reserves the block's pages so that a full tmpfs fails here with ENOSPC.
+/// Reserves `len` bytes of the block's pages from `offset` (page-granular in the kernel), so that
+/// a full tmpfs fails here with ENOSPC instead of at the first touch with SIGBUS.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn reserve(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+fn fallocate_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     loop {
         match rustix::fs::fallocate(fd, FallocateFlags::empty(), offset, len) {
             Ok(()) => return Ok(()),
@@ -1130,7 +1133,7 @@ fn reserve(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
 /// Elsewhere (macOS) there is no fallocate for shared memory: the free-space check in `create` is
 /// the only guard, so a filesystem filled by someone else after that check can still fault later.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn reserve(_fd: BorrowedFd<'_>, _offset: u64, _len: u64) -> io::Result<()> {
+fn fallocate_range(_fd: BorrowedFd<'_>, _offset: u64, _len: u64) -> io::Result<()> {
     let _ = FallocateFlags::empty();
     Ok(())
 }
@@ -1192,12 +1195,13 @@ impl Mapping {
                 (plan.copy_mode, FLAG_COPY),
                 (plan.rgb_output, FLAG_RGB_OUTPUT),
                 (plan.kept, FLAG_KEPT),
-                (plan.png_compression & 1 != 0, FLAG_PNG_LEVEL_1),
-                (plan.png_compression & 2 != 0, FLAG_PNG_LEVEL_2),
             ]
             .iter()
             .filter(|(on, _)| *on)
-            .fold(0, |flags, (_, flag)| flags | flag),
+            .fold(
+                (plan.png_compression & 3) << PNG_LEVEL_SHIFT,
+                |flags, (_, flag)| flags | flag,
+            ),
             next_claim: AtomicU64::new(0),
             images_done: AtomicU64::new(0),
             images_failed: AtomicU64::new(0),

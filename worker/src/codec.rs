@@ -362,7 +362,7 @@ pub enum PngCompression {
 }
 
 impl PngCompression {
-    /// The level stored in the block under this code; an unknown code reads as the default.
+    /// The level stored in the block under this code; an unknown code reads as `Fast`.
     pub fn from_u32(v: u32) -> PngCompression {
         match v {
             1 => PngCompression::Default,

@@ -312,7 +312,7 @@ impl OpChain {
     /// Runs the chain in place. Once a 3-channel image has been made gray, the rest of the chain
     /// runs on one channel: the luma is packed into the first H x W bytes of the slot (a gray
     /// plane) and [`Layout::GrayPlane`] is returned; the caller may encode that plane as a
-    /// one-channel image, and must then call [`expand_gray_plane`] to restore `(H, W, 3)`.
+    /// one-channel image, and calls [`expand_gray_plane`] if it needs `(H, W, 3)` again.
     pub fn run(&self, img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Layout {
         self.run_steps(img, &self.steps, Layout::Full, scratch)
     }

@@ -16,7 +16,7 @@ use ndarray::ArrayViewMut3;
 
 use crate::block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
-    FLAG_PNG_LEVEL_1, FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
+    FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
@@ -117,12 +117,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         (!output_root.is_empty()).then(|| PathBuf::from(path_from_bytes(output_root)));
     let crash_on = std::env::var(CRASH_ENV)
         .ok()
-        .map(|spec| match spec.rsplit_once(':') {
-            Some((name, n)) if n.parse::<u32>().is_ok() => {
-                (name.to_string(), n.parse().unwrap_or(1))
-            }
-            _ => (spec, 1),
-        });
+        .map(|spec| name_and_count(&spec, 1));
 
     let job = Job {
         block: &block,
@@ -131,10 +126,12 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         output_root,
         output_format,
         quality: header.quality.clamp(1, 100) as u8,
-        png: codec::PngCompression::from_u32((header.flags / FLAG_PNG_LEVEL_1) & 3),
+        png: codec::PngCompression::from_u32(crate::block::png_level(header.flags)),
         max_pixels: args.max_pixels,
-        crash_on,
-        stall_on: std::env::var(STALL_ENV).ok(),
+        crash_on: crash_on.map(|(name, n)| (name, n.min(u32::MAX as u64) as u32)),
+        stall_on: std::env::var(STALL_ENV)
+            .ok()
+            .map(|spec| name_and_count(&spec, 60)),
         fit: codec::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
@@ -190,7 +187,8 @@ struct Job<'a> {
     png: codec::PngCompression,
     max_pixels: u64,
     crash_on: Option<(String, u32)>,
-    stall_on: Option<String>,
+    /// `SHMPIPE_TEST_STALL`: the name, and the seconds to sleep.
+    stall_on: Option<(String, u64)>,
     fit: Option<codec::Fit>,
     rgb_output: bool,
     /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
@@ -198,7 +196,6 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Decodes, transforms and encodes one claimed image; publishes its outcome. True on success.
     /// Decodes image `index` from its source file into `pixels` (resizing when asked).
     fn decode(&self, index: usize, pixels: &mut [u8], decoded: &mut Vec<u8>) -> Result<(), String> {
         let source = self.source(index);
@@ -236,9 +233,15 @@ impl Job<'_> {
         Ok(codec::decode_jpeg_luma(&source, plane, h as u32, w as u32).then_some(plane))
     }
 
+    /// Whether finishing an image left in `layout` touches the whole slot (see `write_out`):
+    /// a full layout, or a gray plane that `--rgb` or a kept block expands to `(H, W, 3)`.
+    fn needs_whole_slot(&self, layout: Layout) -> bool {
+        layout == Layout::Full || self.rgb_output || self.kept
+    }
+
     /// After the chain: encodes the result (a gray plane as one channel unless `--rgb`), and
-    /// leaves a kept block's slot in `(H, W, C)`. `pixels` holds at least the gray plane, and
-    /// the whole slot when the layout is full, `--rgb` is set or the block is kept.
+    /// leaves a kept block's slot in `(H, W, C)`. `pixels` is the whole slot when
+    /// [`Job::needs_whole_slot`] says so, else at least the gray plane.
     fn write_out(
         &self,
         pixels: &mut [u8],
@@ -247,6 +250,7 @@ impl Job<'_> {
         relative: &Path,
         input_format: image::ImageFormat,
     ) -> Result<(), String> {
+        debug_assert!(!self.needs_whole_slot(layout) || pixels.len() == h * w * c);
         let expand = |pixels: &mut [u8]| {
             let view = ArrayViewMut3::from_shape((h, w, c), pixels).expect("the whole slot");
             ops::expand_gray_plane(view);
@@ -292,6 +296,7 @@ impl Job<'_> {
             .collect()
     }
 
+    /// Decodes, transforms and encodes one claimed image; publishes its outcome. True on success.
     fn process(
         &self,
         mut claim: Claim<'_>,
@@ -308,13 +313,9 @@ impl Job<'_> {
                 std::process::abort();
             }
         }
-        if let Some(spec) = &self.stall_on {
-            let (name, seconds) = match spec.rsplit_once(':') {
-                Some((name, s)) if s.parse::<u64>().is_ok() => (name, s.parse().unwrap_or(60)),
-                _ => (spec.as_str(), 60),
-            };
+        if let Some((name, seconds)) = &self.stall_on {
             if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) {
-                std::thread::sleep(std::time::Duration::from_secs(seconds));
+                std::thread::sleep(std::time::Duration::from_secs(*seconds));
             }
         }
         let (h, w, c) = (slot.height, slot.width, slot.channels);
@@ -343,8 +344,7 @@ impl Job<'_> {
             };
             // The gray plane is the slot's first H x W bytes, so either way `pixels` starts
             // with the result. Only what will be written is reserved.
-            let whole = layout == Layout::Full || self.rgb_output || self.kept;
-            let pixels = if whole {
+            let pixels = if self.needs_whole_slot(layout) {
                 claim.pixels()
             } else {
                 claim.reserve(h * w)
@@ -371,6 +371,17 @@ impl Job<'_> {
                 false
             }
         }
+    }
+}
+
+/// A test hook's `NAME[:N]`: the name, and N (or `default` when it is absent or not a number).
+fn name_and_count(spec: &str, default: u64) -> (String, u64) {
+    match spec
+        .rsplit_once(':')
+        .map(|(name, n)| (name, n.parse::<u64>()))
+    {
+        Some((name, Ok(n))) => (name.to_string(), n),
+        _ => (spec.to_string(), default),
     }
 }
 
@@ -491,10 +502,15 @@ fn run_apply(
             record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
             let slot = claim.slot();
             let (h, w, c) = (slot.height, slot.width, slot.channels);
+            // A kept block was reserved whole at creation, so this reservation allocates nothing
+            // and cannot fail for want of space; any other error still fails just this image.
             let pixels = match claim.pixels() {
                 Ok(pixels) => pixels,
                 Err(e) => {
                     claim.fail(&e.to_string());
+                    header.images_failed.fetch_add(1, Ordering::AcqRel);
+                    record.images_failed.fetch_add(1, Ordering::AcqRel);
+                    record.current_image.store(NO_IMAGE, Ordering::Release);
                     continue;
                 }
             };
