@@ -199,3 +199,51 @@ print(json.dumps(out))
     ok(&[os("clean")]);
     assert!(block_exists(&name), "clean never removes a kept dataset");
 }
+
+/// A run's own working block is not a dataset: its slots are reserved only as workers claim
+/// them, and it goes when the run ends. Python refuses to attach to it, naming the way to keep one.
+#[test]
+fn python_refuses_a_runs_working_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut run = Command::new(common::bin())
+        .args(["run", "--ops", "invert", "-j", "1", "--quiet", "-o"])
+        .arg(tmp.path().join("out"))
+        .arg(common::assets().join("nested"))
+        .env(shmpipe_worker::worker::STALL_ENV, "camera.png:2")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The name exists from shm_open on; wait until the block is sized, then give its creator a
+    // moment to write the header (the worker holds camera.png for 2 s meanwhile).
+    let block = loop {
+        let sized = common::blocks_of(run.id())
+            .into_iter()
+            .find(|b| std::fs::metadata(Path::new("/dev/shm").join(b)).is_ok_and(|m| m.len() > 0));
+        if let Some(b) = sized {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run made its block"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let said = python(&format!(
+        r#"
+import json, shmpipe_block
+try:
+    shmpipe_block.attach("{block}")
+    print(json.dumps({{"refused": False}}))
+except shmpipe_block.BlockError as e:
+    print(json.dumps({{"refused": True, "why": str(e)}}))
+"#
+    ));
+    assert!(run.wait().unwrap().success());
+    assert_eq!(said["refused"], true, "{said}");
+    assert!(
+        said["why"].as_str().unwrap().contains("not a dataset"),
+        "{said}"
+    );
+    common::assert_no_leaks(run.id());
+}

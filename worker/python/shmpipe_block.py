@@ -45,6 +45,7 @@ _HEADER = {
 # Image record: slot_offset, slot_len, height, width, channels, format, source offset, source len.
 _RECORD = struct.Struct("<QQIIIIQQ")
 FLAG_COPY = 2
+FLAG_KEPT = 8
 
 
 class BlockError(Exception):
@@ -67,7 +68,12 @@ class Block:
 
     def __init__(self, name):
         self.name = name if name.startswith(NAME_PREFIX) else NAME_PREFIX + name
-        self._shm = _open(self.name)
+        try:
+            self._shm = _open(self.name)
+        except FileNotFoundError:
+            raise BlockError(f"no block named {self.name} (see `shmpipe ls`)") from None
+        except ValueError as e:  # an empty segment: its creator has not sized it yet
+            raise BlockError(f"{self.name} is not ready: {e}") from None
         try:
             self._read()
         except Exception:
@@ -89,6 +95,11 @@ class Block:
             raise BlockError(f"{self.name}: sizes do not match this module's layout")
         if self._field("flags") & FLAG_COPY:
             raise BlockError(f"{self.name} is a copy-mode block: it holds no pixels")
+        if not self._field("flags") & FLAG_KEPT:
+            # A run's own block: its slots are reserved and written while workers claim them,
+            # and it is unlinked when the run ends.
+            raise BlockError(f"{self.name} is a run's working block, not a dataset: "
+                             "keep one with `shmpipe load` or `shmpipe run --keep NAME`")
         count = self._field("image_count")
         table = self._field("image_table_offset")
         strings, strings_len = self._field("strings_offset"), self._field("strings_len")

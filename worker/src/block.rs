@@ -1431,5 +1431,6 @@ mod layout_tests {
         assert_eq!(offset_of!(ImageRecord, format), 28);
         assert_eq!(offset_of!(ImageRecord, source), 32);
         assert_eq!(FLAG_COPY, 2);
+        assert_eq!(FLAG_KEPT, 8);
     }
 }
