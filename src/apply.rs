@@ -109,6 +109,7 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
         backing: args.backing.clone(),
         max_pixels: shmpipe_worker::codec::DEFAULT_MAX_PIXELS,
         apply: Some(args.ops.clone()),
+        cores: workers,
     };
     let mut pool = Pool::new(launch, workers, pids);
     let display = Display::new(block.image_count() as u64, workers as usize, args.quiet);

@@ -304,6 +304,10 @@ pub struct WorkerCli {
     pub max_pixels: u64,
     #[arg(long)]
     pub apply: Option<String>,
+    /// Cores the whole run may use (its -j); a worker runs an image's bands on those the other
+    /// workers leave idle.
+    #[arg(long, default_value_t = 1)]
+    pub cores: u32,
 }
 
 fn parse_channels(s: &str) -> Result<u32, String> {

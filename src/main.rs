@@ -67,6 +67,7 @@ fn run_worker(args: cli::WorkerCli) -> i32 {
         parent: args.parent,
         max_pixels: args.max_pixels,
         apply: args.apply,
+        cores: args.cores,
     };
     match shmpipe_worker::worker::run(&worker_args) {
         Ok(_) => exit::OK,

@@ -380,6 +380,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         backing: args.backing.clone(),
         max_pixels: args.max_pixels,
         apply: None,
+        cores: settings.workers,
     };
     let mut pool = Pool::new(launch, workers, pids);
     let display = Display::new(

@@ -49,6 +49,8 @@ pub struct Launch {
     pub max_pixels: u64,
     /// `apply` mode: the op list the workers run on the block's pixels.
     pub apply: Option<String>,
+    /// Cores the run may use (its -j), which can exceed its workers (never more than images).
+    pub cores: u32,
 }
 
 struct Running {
@@ -116,7 +118,9 @@ impl Pool {
             .arg("--parent")
             .arg(std::process::id().to_string())
             .arg("--max-pixels")
-            .arg(self.launch.max_pixels.to_string());
+            .arg(self.launch.max_pixels.to_string())
+            .arg("--cores")
+            .arg(self.launch.cores.to_string());
         if let Some(dir) = &self.launch.backing {
             cmd.arg("--backing").arg(dir);
         }

@@ -692,3 +692,24 @@ fn png_compression_levels_give_the_same_pixels_in_smaller_files() {
         stderr(&bad)
     );
 }
+
+/// One image and several cores: the worker runs the chain's steps on row bands in threads (the
+/// cores no other worker uses). The output is the single-thread chain's, byte for byte.
+#[test]
+fn a_lone_image_uses_the_idle_cores_and_gives_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    card(640, 481).save(input.join("one.png")).unwrap();
+    let chain = "blur:3,sharpen:1.2,contrast:1.1,flip-h";
+    let mut outputs = Vec::new();
+    for workers in ["1", "4"] {
+        let out = tmp.path().join(format!("j{workers}"));
+        let s = run_ok(&input, &out, &["--ops", chain, "-j", workers, "--quiet"]);
+        assert_eq!(s["images_ok"], 1);
+        outputs.push(std::fs::read(out.join("one.png")).unwrap());
+    }
+    assert!(outputs[0] == outputs[1], "-j 1 and -j 4 differ");
+    let got = image::load_from_memory(&outputs[1]).unwrap().to_rgb8();
+    assert!(got == reference(&input.join("one.png"), chain));
+}

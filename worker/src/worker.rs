@@ -57,6 +57,8 @@ pub struct WorkerArgs {
     /// `apply` mode: run this op list on the pixels already in a kept block (no decode, no
     /// encode), in passes when it holds a dataset-wide op.
     pub apply: Option<String>,
+    /// Cores the whole run may use (its -j, at least 1).
+    pub cores: u32,
 }
 
 fn now_ms() -> u64 {
@@ -135,6 +137,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         fit: codec::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
+        cores: args.cores.max(1),
     };
     let mut scratch = Scratch::default();
     // Full-size decode buffer for `--resize` (reused across images).
@@ -193,6 +196,8 @@ struct Job<'a> {
     rgb_output: bool,
     /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
     kept: bool,
+    /// [`WorkerArgs::cores`].
+    cores: u32,
 }
 
 impl Job<'_> {
@@ -231,6 +236,23 @@ impl Job<'_> {
         let source = self.source(claim.index());
         let plane = claim.reserve(h * w).map_err(|e| e.to_string())?;
         Ok(codec::decode_jpeg_luma(&source, plane, h as u32, w as u32).then_some(plane))
+    }
+
+    /// Threads this worker may run an image's op chain on: the run's cores (`-j`) less the
+    /// workers still busy with images (a finished worker found nothing left to claim), at least
+    /// its own, at most one per core of the machine.
+    fn threads_for_bands(&self) -> usize {
+        let busy = self
+            .block
+            .workers()
+            .iter()
+            .filter(|r| r.state.load(Ordering::Acquire) != 2)
+            .count()
+            .max(1);
+        let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (self.cores as usize)
+            .saturating_sub(busy - 1)
+            .clamp(1, machine)
     }
 
     /// Whether finishing an image left in `layout` touches the whole slot (see `write_out`):
@@ -328,6 +350,8 @@ impl Job<'_> {
                 let layout = self.chain.run(view, scratch);
                 return self.write_out(pixels, layout, (h, w, c), &relative, input_format);
             }
+            // Cores left by workers that found nothing more to claim go to this image's bands.
+            scratch.set_threads(self.threads_for_bands());
             let layout = match self.luma_plane(&mut claim)? {
                 Some(plane) => {
                     let view =
