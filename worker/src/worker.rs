@@ -138,6 +138,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
         cores: args.cores.max(1),
+        machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut scratch = Scratch::default();
     // Full-size decode buffer for `--resize` (reused across images).
@@ -198,6 +199,8 @@ struct Job<'a> {
     kept: bool,
     /// [`WorkerArgs::cores`].
     cores: u32,
+    /// Cores this process may run on (read once: it can mean reading cgroup files).
+    machine_cores: usize,
 }
 
 impl Job<'_> {
@@ -249,10 +252,9 @@ impl Job<'_> {
             .filter(|r| r.state.load(Ordering::Acquire) != 2)
             .count()
             .max(1);
-        let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
         (self.cores as usize)
             .saturating_sub(busy - 1)
-            .clamp(1, machine)
+            .clamp(1, self.machine_cores)
     }
 
     /// Whether finishing an image left in `layout` touches the whole slot (see `write_out`):
