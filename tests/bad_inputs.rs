@@ -8,27 +8,13 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use common::{files_under, os, run, stderr};
+use common::{exif_orientation, files_under, os, run, stderr};
 use image::codecs::png::PngEncoder;
 use image::{ImageEncoder, Rgb, RgbImage};
 
 /// An 8-bit RGB image whose every pixel says where it is: (x, y, x ^ y).
 fn coded(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8 ^ 0x5a]))
-}
-
-/// A TIFF-structured EXIF block holding one tag: orientation.
-fn exif_orientation(value: u16) -> Vec<u8> {
-    let mut t = b"II*\0".to_vec();
-    t.extend_from_slice(&8u32.to_le_bytes()); // IFD0 at offset 8
-    t.extend_from_slice(&1u16.to_le_bytes()); // one entry
-    t.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
-    t.extend_from_slice(&3u16.to_le_bytes()); // SHORT
-    t.extend_from_slice(&1u32.to_le_bytes()); // count
-    t.extend_from_slice(&value.to_le_bytes());
-    t.extend_from_slice(&[0, 0]);
-    t.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
-    t
 }
 
 fn png_with_exif(img: &RgbImage, orientation: u16) -> Vec<u8> {

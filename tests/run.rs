@@ -524,16 +524,7 @@ fn jpeg(
     enc.set_sampling_factor(sampling);
     enc.set_progressive(progressive);
     if let Some(o) = orientation {
-        // TIFF header, IFD0 with one SHORT entry: Orientation.
-        let mut t = b"II*\0".to_vec();
-        t.extend_from_slice(&8u32.to_le_bytes());
-        t.extend_from_slice(&1u16.to_le_bytes());
-        t.extend_from_slice(&0x0112u16.to_le_bytes());
-        t.extend_from_slice(&3u16.to_le_bytes());
-        t.extend_from_slice(&1u32.to_le_bytes());
-        t.extend_from_slice(&o.to_le_bytes());
-        t.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        enc.add_exif_metadata(&t).unwrap();
+        enc.add_exif_metadata(&common::exif_orientation(o)).unwrap();
     }
     let (w, h) = img.dimensions();
     enc.encode(
