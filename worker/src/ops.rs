@@ -447,7 +447,7 @@ fn img_slice<'a>(img: &'a mut ArrayViewMut3<'_, u8>) -> &'a mut [u8] {
 
 /// Reusable buffers, one set per worker, so kernels do not allocate per image.
 #[derive(Default)]
-pub struct Scratch {
+pub struct Scratch<'b> {
     /// 2r + 1 horizontally blurred rows.
     ring: Vec<u8>,
     padded: Vec<u8>,
@@ -455,15 +455,28 @@ pub struct Scratch {
     column_acc: Vec<u32>,
     /// Threads a chain may split its steps over (0 and 1: this thread alone).
     threads: usize,
+    /// When set, asked before each step instead of `threads`.
+    budget: Option<&'b (dyn Fn() -> usize + Sync)>,
     /// The scratch of each extra thread.
-    helpers: Vec<Scratch>,
+    helpers: Vec<Scratch<'b>>,
 }
 
-impl Scratch {
+impl<'b> Scratch<'b> {
     /// Lets the chains run from now on split each row-local or neighbourhood step into
     /// `threads` row bands that run at once. The result is the same, byte for byte.
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads;
+        self.budget = None;
+    }
+
+    /// As [`Scratch::set_threads`], with the number asked of `budget` before each step, so a
+    /// core that becomes free while an image is in hand serves its next step.
+    pub fn set_thread_budget(&mut self, budget: &'b (dyn Fn() -> usize + Sync)) {
+        self.budget = Some(budget);
+    }
+
+    fn threads(&self) -> usize {
+        self.budget.map_or(self.threads, |threads| threads())
     }
 }
 
@@ -483,7 +496,7 @@ fn banded(
     f: impl Fn(&mut [u8], &[u8], &[u8], &mut Scratch) + Sync,
 ) {
     let height = px.len() / row_len;
-    let bands = scratch.threads.min(height / MIN_BAND_ROWS).max(1);
+    let bands = scratch.threads().min(height / MIN_BAND_ROWS).max(1);
     if bands == 1 {
         return f(px, &[], &[], scratch);
     }
@@ -926,6 +939,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A thread budget is asked before each banded step, and a budget that grows between steps
+    /// (a worker finishing mid-image) still gives the one-pass result.
+    #[test]
+    fn thread_budget_is_asked_per_step() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let original = Array3::from_shape_fn((400, 50, 3), |(y, x, c)| (x * 5 + y * 3 + c) as u8);
+        let chain = OpChain::parse("invert,blur:2,flip-h,sharpen").unwrap();
+        let mut one = original.clone();
+        chain.apply(one.view_mut(), &mut Scratch::default());
+        let asked = AtomicUsize::new(0);
+        let budget = || asked.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut scratch = Scratch::default();
+        scratch.set_thread_budget(&budget);
+        let mut many = original.clone();
+        chain.apply(many.view_mut(), &mut scratch);
+        assert!(one == many);
+        assert_eq!(asked.load(Ordering::Relaxed), chain.passes());
     }
 
     #[test]

@@ -141,6 +141,10 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut scratch = Scratch::default();
+    // Cores left by workers that found nothing more to claim go to the bands of the image in
+    // hand, counted again before each step of its chain.
+    let thread_budget = || job.threads_for_bands();
+    scratch.set_thread_budget(&thread_budget);
     // Full-size decode buffer for `--resize` (reused across images).
     let mut decoded = Vec::new();
     // Copy mode (the naive approach, for comparison): every worker decodes the whole dataset
@@ -352,8 +356,6 @@ impl Job<'_> {
                 let layout = self.chain.run(view, scratch);
                 return self.write_out(pixels, layout, (h, w, c), &relative, input_format);
             }
-            // Cores left by workers that found nothing more to claim go to this image's bands.
-            scratch.set_threads(self.threads_for_bands());
             let layout = match self.luma_plane(&mut claim)? {
                 Some(plane) => {
                     let view =
