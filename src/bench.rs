@@ -63,6 +63,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         backing: None,
         strict: false,
         skip_existing: false,
+        no_fsync: false,
         shard: None,
         shards: None,
         keep: None,

@@ -135,6 +135,10 @@ pub struct RunCli {
     /// Stop at the first image that fails (exit 1); by default a bad file never stops the others.
     #[arg(long)]
     pub strict: bool,
+    /// Do not flush each output to disk before renaming it into place (faster on a slow disk;
+    /// after a crash of the machine an output may then be empty).
+    #[arg(long, requires = "out")]
+    pub no_fsync: bool,
     /// Leave alone every image whose output already exists; do only what is missing.
     #[arg(long, requires = "out")]
     pub skip_existing: bool,
@@ -208,6 +212,9 @@ pub struct SaveCli {
     /// PNG compression: fast, default or best.
     #[arg(long, value_name = "LEVEL", default_value = "fast", value_parser = parse_png_compression)]
     pub png_compression: PngCompression,
+    /// As `run --no-fsync`.
+    #[arg(long)]
+    pub no_fsync: bool,
     /// Encoding threads [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N")]
     pub workers: Option<u32>,

@@ -40,6 +40,7 @@ pub fn load(args: LoadCli) -> i32 {
         backing: args.backing,
         strict: false,
         skip_existing: false,
+        no_fsync: false,
         shard: None,
         shards: None,
         keep: Some(args.name),
@@ -81,6 +82,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         .max(1) as usize;
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
+    let written = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -97,24 +99,36 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     format: output_format,
                     quality: args.quality,
                     png: args.png_compression,
+                    durable: !args.no_fsync,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                if let Err(e) = codec::encode_to(block.pixels(i), h, w, c, opts, &target) {
-                    failures
+                match codec::encode_to(block.pixels(i), h, w, c, opts, &target) {
+                    Ok(_) => written.lock().expect("no panic holds it").push(target),
+                    Err(e) => failures
                         .lock()
                         .expect("no panic holds it")
-                        .push(format!("{}: {e}", target.display()));
+                        .push(format!("{}: {e}", target.display())),
                 }
             });
         }
     });
-    let failures = failures.into_inner().expect("threads joined");
+    let mut failures = failures.into_inner().expect("threads joined");
+    let saved = block.image_count() - failures.len();
+    if !args.no_fsync {
+        let written = written.into_inner().expect("threads joined");
+        for (folder, e) in codec::sync_folders(&args.out, written.iter().map(PathBuf::as_path)) {
+            failures.push(format!(
+                "{}: output folder could not be flushed to disk: {e}",
+                folder.display()
+            ));
+        }
+    }
     for f in &failures {
         eprintln!("shmpipe: failed: {f}");
     }
     println!(
         "saved {} of {} images of {} to {}",
-        block.image_count() - failures.len(),
+        saved,
         block.image_count(),
         block.name(),
         args.out.display()

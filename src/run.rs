@@ -333,6 +333,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         copy_mode: args.mode == "copy",
         rgb_output: args.rgb,
         kept: args.keep.is_some(),
+        no_fsync: args.no_fsync,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
@@ -402,6 +403,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     // Join is complete: every outcome in the block is final.
     let mut images_ok = 0;
     let mut pixels_ok = 0u64;
+    let mut written = Vec::new();
     for i in 0..block.image_count() {
         let path = || {
             settings
@@ -415,6 +417,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
                 images_ok += 1;
                 let slot = block.slot(i);
                 pixels_ok += (slot.height * slot.width) as u64;
+                written.extend(output_target(&block, i, &settings));
             }
             Some(ImageStatus::Failed) => failures.push(Failure {
                 path: path(),
@@ -426,6 +429,15 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
                 path: path(),
                 reason: "not processed: no worker could take it".into(),
             }),
+        }
+    }
+    if let (Some(root), false) = (&settings.output, args.no_fsync) {
+        // Each output's data was flushed before its rename; this makes the renames durable.
+        for (folder, e) in codec::sync_folders(root, written.iter().map(PathBuf::as_path)) {
+            failures.push(Failure {
+                path: folder.display().to_string(),
+                reason: format!("output folder could not be flushed to disk: {e}"),
+            });
         }
     }
     let wall_s = started.elapsed().as_secs_f64();
@@ -642,14 +654,26 @@ fn release(block: &OwnedBlock, id: u32, settings: &Settings, death: Option<bool>
     (retried, quarantined)
 }
 
-/// Removes the temporary file a killed worker may have left beside an image's output.
-fn remove_partial_output(block: &OwnedBlock, index: usize, settings: &Settings) {
-    let Some(root) = &settings.output else { return };
+/// Where image `index`'s output goes, when the run writes outputs.
+fn output_target(block: &OwnedBlock, index: usize, settings: &Settings) -> Option<PathBuf> {
+    let root = settings.output.as_ref()?;
     let slot = block.slot(index);
     let input_format = FORMATS[slot.format as usize % FORMATS.len()];
     let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(index)));
     let output_format = settings.format.unwrap_or(input_format);
-    let target = codec::output_path(root, relative, input_format, output_format);
+    Some(codec::output_path(
+        root,
+        relative,
+        input_format,
+        output_format,
+    ))
+}
+
+/// Removes the temporary file a killed worker may have left beside an image's output.
+fn remove_partial_output(block: &OwnedBlock, index: usize, settings: &Settings) {
+    let Some(target) = output_target(block, index, settings) else {
+        return;
+    };
     let Some(dir) = target.parent() else { return };
     let prefix = codec::temp_prefix(&target);
     if let Ok(entries) = std::fs::read_dir(dir) {

@@ -242,6 +242,9 @@ pub const FLAG_RGB_OUTPUT: u32 = 4;
 /// `Header::flags`: a named dataset that outlives its creator on purpose (`load`, `run --keep`);
 /// `clean` never removes it, `rm` does.
 pub const FLAG_KEPT: u32 = 8;
+/// `Header::flags`: outputs are not flushed to disk before they are renamed into place
+/// (`--no-fsync`); by default each is.
+pub const FLAG_NO_FSYNC: u32 = 64;
 /// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
 /// 0 for fast. Read it with [`png_level`].
 pub const PNG_LEVEL_SHIFT: u32 = 4;
@@ -400,6 +403,8 @@ pub struct BlockPlan {
     pub rgb_output: bool,
     /// [`FLAG_KEPT`].
     pub kept: bool,
+    /// [`FLAG_NO_FSYNC`].
+    pub no_fsync: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,
@@ -1195,6 +1200,7 @@ impl Mapping {
                 (plan.copy_mode, FLAG_COPY),
                 (plan.rgb_output, FLAG_RGB_OUTPUT),
                 (plan.kept, FLAG_KEPT),
+                (plan.no_fsync, FLAG_NO_FSYNC),
             ]
             .iter()
             .filter(|(on, _)| *on)

@@ -345,6 +345,9 @@ pub struct EncodeOptions {
     /// JPEG quality, 1-100.
     pub quality: u8,
     pub png: PngCompression,
+    /// Flush the file's data to disk before renaming it into place, so that after a crash of
+    /// the machine the name holds the whole image or nothing (never an empty file).
+    pub durable: bool,
 }
 
 /// `--png-compression`: how hard the PNG encoder works. Every level is lossless; they trade
@@ -461,8 +464,42 @@ pub fn temp_prefix(target: &Path) -> std::ffi::OsString {
     prefix
 }
 
+/// Flushes to disk the folders that hold `targets` (files under `root`), and every folder between
+/// them and `root`, `root` and its parent included: after a crash of the machine the renames
+/// that put the outputs in place, and the folders created for them, are there. Gives the folders
+/// that could not be flushed, with the reason.
+pub fn sync_folders<'p>(
+    root: &Path,
+    targets: impl IntoIterator<Item = &'p Path>,
+) -> Vec<(PathBuf, io::Error)> {
+    let mut folders = std::collections::BTreeSet::new();
+    for target in targets {
+        for folder in target.ancestors().skip(1) {
+            if !folder.starts_with(root) || folder == root || !folders.insert(folder.to_path_buf())
+            {
+                break;
+            }
+        }
+    }
+    if let Some(parent) = root.parent() {
+        folders.insert(parent.to_path_buf());
+    }
+    folders.insert(root.to_path_buf());
+    folders
+        .into_iter()
+        .filter(|f| !f.as_os_str().is_empty())
+        .filter_map(|folder| {
+            std::fs::File::open(&folder)
+                .and_then(|f| f.sync_all())
+                .err()
+                .map(|e| (folder, e))
+        })
+        .collect()
+}
+
 /// Encodes a `height x width x channels` slot to `target`: into a temporary file beside it, then
-/// a rename, so `target` is either absent or complete. Returns the bytes written.
+/// a rename, so `target` is either absent (or as it was) or complete, and with
+/// [`EncodeOptions::durable`] stays so across a crash of the machine. Returns the bytes written.
 pub fn encode_to(
     slot: &[u8],
     height: u32,
@@ -529,6 +566,9 @@ pub fn encode_to(
     })?;
     let tmp = out.into_inner().map_err(|e| write_err(e.into_error()))?;
     let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+    if opts.durable {
+        tmp.as_file().sync_data().map_err(write_err)?;
+    }
     tmp.persist(target).map_err(|e| write_err(e.error))?;
     Ok(bytes)
 }

@@ -16,7 +16,7 @@ use ndarray::ArrayViewMut3;
 
 use crate::block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
-    FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
+    FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
@@ -137,6 +137,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         fit: codec::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
+        durable: header.flags & FLAG_NO_FSYNC == 0,
         cores: args.cores.max(1),
         machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -201,6 +202,8 @@ struct Job<'a> {
     rgb_output: bool,
     /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
     kept: bool,
+    /// Outputs are flushed to disk before their rename ([`crate::block::FLAG_NO_FSYNC`]).
+    durable: bool,
     /// [`WorkerArgs::cores`].
     cores: u32,
     /// Cores this process may run on (read once: it can mean reading cgroup files).
@@ -294,6 +297,7 @@ impl Job<'_> {
                 format,
                 quality: self.quality,
                 png: self.png,
+                durable: self.durable,
             };
             // A gray result is encoded as one channel: smaller, and a third of the work.
             let (data, channels) = match layout {

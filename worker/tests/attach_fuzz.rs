@@ -42,6 +42,7 @@ fn attach_never_panics_on_mutated_blocks() {
         copy_mode: false,
         rgb_output: false,
         kept: false,
+        no_fsync: false,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

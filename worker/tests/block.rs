@@ -34,6 +34,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         copy_mode: false,
         rgb_output: false,
         kept: false,
+        no_fsync: false,
     }
 }
 
