@@ -419,7 +419,8 @@ pub fn expand_gray_plane(mut img: ArrayViewMut3<'_, u8>) {
 }
 
 /// Grayscale of a 3-channel image, packed: luma of pixel i goes to byte i. Forwards is safe:
-/// byte i belongs to pixel i / 3 <= i, already read.
+/// byte i belongs to pixel i / 3 <= i, already read. Chosen at run time as [`multiply_add`].
+#[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 fn grayscale_to_plane(px: &mut [u8]) {
     // Blocks of 64 pixels through local arrays: no aliasing between the reads and the writes, so
     // the compiler vectorises the arithmetic (2x over the plain in-place loop).
@@ -547,6 +548,9 @@ fn apply_lut(px: &mut [u8], channels: usize, lut: &[u8; 256]) {
     }
 }
 
+/// Grayscale in place, written to R, G and B (alpha left alone). Chosen at run time as
+/// [`multiply_add`].
+#[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 fn grayscale(px: &mut [u8], channels: usize) {
     if channels < 3 {
         return;
