@@ -7,22 +7,12 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{assets, files_under};
 
 fn in_small_shm(script: &str) -> Option<std::process::Output> {
-    if std::env::var_os("SHMPIPE_SKIP_NAMESPACE_TESTS").is_some() {
-        eprintln!("skipped: SHMPIPE_SKIP_NAMESPACE_TESTS is set");
-        return None;
-    }
-    let full = format!("mount -t tmpfs -o size=8m tmpfs /dev/shm && {script}");
-    let out = Command::new("unshare")
-        .args(["-m", "sh", "-c", &full])
-        .env("SHMPIPE", common::bin())
-        .output()
-        .expect("unshare is installed (util-linux)");
-    Some(out)
+    common::in_mount_namespace(&format!(
+        "mount -t tmpfs -o size=8m tmpfs /dev/shm && {script}"
+    ))
 }
 
 #[test]

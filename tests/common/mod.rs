@@ -118,6 +118,23 @@ pub fn ok(args: &[&std::ffi::OsStr]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs the shell `script` in a private mount namespace (`unshare -m`, needs root), with
+/// `$SHMPIPE` naming the binary, so it can mount a small tmpfs without touching the host's
+/// mounts. None when SHMPIPE_SKIP_NAMESPACE_TESTS is set; without it a missing `unshare` fails
+/// the test rather than passing silently.
+pub fn in_mount_namespace(script: &str) -> Option<Output> {
+    if std::env::var_os("SHMPIPE_SKIP_NAMESPACE_TESTS").is_some() {
+        eprintln!("skipped: SHMPIPE_SKIP_NAMESPACE_TESTS is set");
+        return None;
+    }
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", script])
+        .env("SHMPIPE", bin())
+        .output()
+        .expect("unshare is installed (util-linux)");
+    Some(out)
+}
+
 /// Removes a kept dataset when dropped, even when an assertion failed, so no test leaves a block
 /// behind.
 pub struct Dataset(pub String);

@@ -49,7 +49,8 @@ pub enum CodecError {
         plan_w: u32,
         plan_h: u32,
     },
-    #[error("cannot write {path}: {source}")]
+    /// The reason comes first: a failure's reason is kept to 120 bytes in the block.
+    #[error("cannot write output: {source} ({path})")]
     Write {
         path: PathBuf,
         #[source]
@@ -447,11 +448,12 @@ fn encode_jpeg(
     };
     jpeg_encoder::Encoder::new(out, quality.clamp(1, 100))
         .encode(data, w, h, color)
-        .map_err(|e| {
-            image::ImageError::Encoding(image::error::EncodingError::new(
+        .map_err(|e| match e {
+            jpeg_encoder::EncodingError::IoError(io) => image::ImageError::IoError(io),
+            e => image::ImageError::Encoding(image::error::EncodingError::new(
                 image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
                 e,
-            ))
+            )),
         })
 }
 
@@ -510,17 +512,22 @@ pub fn encode_to(
 ) -> Result<u64, CodecError> {
     let write_err = |source: io::Error| CodecError::Write {
         path: target.to_path_buf(),
-        source,
+        // The OS's reason alone: tempfile's errors append the temporary file's path.
+        source: source
+            .raw_os_error()
+            .map_or(source, io::Error::from_raw_os_error),
     };
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(write_err)?;
-    let tmp = tempfile::Builder::new()
+    let mut tmp = tempfile::Builder::new()
         .prefix(&temp_prefix(target))
         // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(write_err)?;
-    let mut out = BufWriter::with_capacity(1 << 16, tmp);
+    // Written through the File itself, whose errors are the OS's reason alone (the temporary
+    // file's own Write adds its path to each).
+    let mut out = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
     let stripped;
     let (data, color) = match (channels, opts.format) {
         (1, ImageFormat::Gif) => {
@@ -560,11 +567,14 @@ pub fn encode_to(
                 })
         }
     };
-    encoded.map_err(|e| CodecError::Encode {
-        path: target.to_path_buf(),
-        reason: e.to_string(),
+    encoded.map_err(|e| match e {
+        image::ImageError::IoError(io) => write_err(io),
+        e => CodecError::Encode {
+            path: target.to_path_buf(),
+            reason: e.to_string(),
+        },
     })?;
-    let tmp = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+    out.into_inner().map_err(|e| write_err(e.into_error()))?;
     let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
     if opts.durable {
         tmp.as_file().sync_data().map_err(write_err)?;
