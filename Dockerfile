@@ -5,9 +5,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY worker worker
 COPY benches benches
-# A container image runs on other machines than the builder: a baseline CPU target, not native
-# (RUSTFLAGS replaces the target-cpu=native of .cargo/config.toml).
-ENV RUSTFLAGS="-C target-cpu=x86-64-v2"
+# The default build is portable (x86-64 baseline; the hot loops pick AVX2 or SSE4.1 at start),
+# so the image runs on other machines than the builder.
 RUN cargo build --release --locked --bin shmpipe
 
 FROM debian:bookworm-slim
