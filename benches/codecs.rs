@@ -60,10 +60,15 @@ fn codecs(c: &mut Criterion) {
     let jpeg_path = dir.path().join("photo.jpg");
     rgb.save_with_format(&jpeg_path, ImageFormat::Jpeg).unwrap();
     let mut plane = vec![0u8; (w * h) as usize];
+    let mut stored = Vec::new();
     group.bench_function("decode JPEG luma plane (file)", |b| {
         b.iter(|| {
             assert!(shmpipe_worker::codec::decode_jpeg_luma(
-                &jpeg_path, &mut plane, h, w
+                &jpeg_path,
+                &mut plane,
+                h,
+                w,
+                &mut stored
             ))
         })
     });

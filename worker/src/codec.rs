@@ -214,9 +214,19 @@ pub fn decode_into(
 /// for gray output. It differs from `grayscale` of the decoded RGB only by that round trip's
 /// rounding, and by clamping where the decoded RGB falls out of gamut.
 ///
-/// Returns false when the file is not a YCbCr JPEG of this shape without an EXIF rotation, or
-/// does not decode cleanly: the caller then takes the general path, which also words the error.
-pub fn decode_jpeg_luma(path: &Path, plane: &mut [u8], height: u32, width: u32) -> bool {
+/// An EXIF orientation is applied as on the general path: the plane is decoded upright into
+/// `stored` (reused across calls), then turned into `plane`.
+///
+/// Returns false when the file is not a YCbCr JPEG that shows as `width x height`, or does not
+/// decode cleanly: the caller then takes the general path, which also words the error.
+pub fn decode_jpeg_luma(
+    path: &Path,
+    plane: &mut [u8],
+    height: u32,
+    width: u32,
+    stored: &mut Vec<u8>,
+) -> bool {
+    use image::metadata::Orientation;
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
@@ -227,24 +237,55 @@ pub fn decode_jpeg_luma(path: &Path, plane: &mut [u8], height: u32, width: u32) 
         return false;
     }
     // Not strict: a damaged file decodes as far as it can, as through `image`.
+    let side = width.max(height) as usize;
     let options = DecoderOptions::default()
         .set_strict_mode(false)
-        .set_max_width(width as usize)
-        .set_max_height(height as usize)
+        .set_max_width(side)
+        .set_max_height(side)
         .jpeg_set_out_colorspace(ColorSpace::Luma);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&data[..]), options);
-    if decoder.decode_headers().is_err()
-        || decoder.input_colorspace() != Some(ColorSpace::YCbCr)
-        || decoder.dimensions() != Some((width as usize, height as usize))
+    if decoder.decode_headers().is_err() || decoder.input_colorspace() != Some(ColorSpace::YCbCr) {
+        return false;
+    }
+    let orientation = decoder
+        .exif()
+        .and_then(|exif| Orientation::from_exif_chunk(exif))
+        .unwrap_or(Orientation::NoTransforms);
+    // The stored image is the shown one turned back: a quarter turn swaps its sides.
+    let quarter_turn = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let (stored_w, stored_h) = if quarter_turn {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    if decoder.dimensions() != Some((stored_w as usize, stored_h as usize))
         || decoder.output_buffer_size() != Some(plane.len())
     {
         return false;
     }
-    let rotated = decoder
-        .exif()
-        .and_then(|exif| image::metadata::Orientation::from_exif_chunk(exif))
-        .is_some_and(|o| o != image::metadata::Orientation::NoTransforms);
-    !rotated && decoder.decode_into(plane).is_ok()
+    if orientation == Orientation::NoTransforms {
+        return decoder.decode_into(plane).is_ok();
+    }
+    stored.resize(plane.len(), 0);
+    if decoder.decode_into(stored).is_err() {
+        return false;
+    }
+    let Some(upright) = image::GrayImage::from_raw(stored_w, stored_h, std::mem::take(stored))
+    else {
+        return false;
+    };
+    let mut shown = image::DynamicImage::ImageLuma8(upright);
+    shown.apply_orientation(orientation);
+    plane.copy_from_slice(shown.as_bytes());
+    // Keep the larger of the two buffers for the next image.
+    *stored = shown.into_bytes();
+    true
 }
 
 /// How `--resize WxH` maps an image onto its slot.

@@ -233,7 +233,11 @@ impl Job<'_> {
     /// When the chain starts with grayscale and the claimed image is a colour JPEG: its luma
     /// plane, decoded straight into the slot's first H x W bytes (the only bytes reserved), for
     /// the rest of the chain to run on. None when the general path must decode it.
-    fn luma_plane<'c>(&self, claim: &'c mut Claim<'_>) -> Result<Option<&'c mut [u8]>, String> {
+    fn luma_plane<'c>(
+        &self,
+        claim: &'c mut Claim<'_>,
+        stored: &mut Vec<u8>,
+    ) -> Result<Option<&'c mut [u8]>, String> {
         let slot = claim.slot();
         let (h, w) = (slot.height, slot.width);
         if self.fit.is_some()
@@ -245,7 +249,7 @@ impl Job<'_> {
         }
         let source = self.source(claim.index());
         let plane = claim.reserve(h * w).map_err(|e| e.to_string())?;
-        Ok(codec::decode_jpeg_luma(&source, plane, h as u32, w as u32).then_some(plane))
+        Ok(codec::decode_jpeg_luma(&source, plane, h as u32, w as u32, stored).then_some(plane))
     }
 
     /// Threads this worker may run an image's op chain on: the run's cores (`-j`) less the
@@ -360,7 +364,8 @@ impl Job<'_> {
                 let layout = self.chain.run(view, scratch);
                 return self.write_out(pixels, layout, (h, w, c), &relative, input_format);
             }
-            let layout = match self.luma_plane(&mut claim)? {
+            // `decoded` holds a rotated JPEG's upright plane here (it is for --resize otherwise).
+            let layout = match self.luma_plane(&mut claim, decoded)? {
                 Some(plane) => {
                     let view =
                         ArrayViewMut3::from_shape((h, w, 1), plane).map_err(|e| e.to_string())?;
