@@ -139,6 +139,9 @@ pub struct RunCli {
     /// after a crash of the machine an output may then be empty).
     #[arg(long, requires = "out")]
     pub no_fsync: bool,
+    /// Sample memory 20 times a second whatever the reads cost (`bench memory` sets it).
+    #[arg(long, hide = true)]
+    pub exact_memory: bool,
     /// Leave alone every image whose output already exists; do only what is missing.
     #[arg(long, requires = "out")]
     pub skip_existing: bool,

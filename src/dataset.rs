@@ -41,6 +41,7 @@ pub fn load(args: LoadCli) -> i32 {
         strict: false,
         skip_existing: false,
         no_fsync: false,
+        exact_memory: false,
         shard: None,
         shards: None,
         keep: Some(args.name),

@@ -3,6 +3,13 @@
 //! The honest total is the sum of Pss: a shared page is split among the processes that map it.
 //! The sum of Rss counts a shared page once per process, so it is shown beside Pss to make the
 //! difference visible. Where /proc is missing (macOS) the sampler says so instead of reporting 0.
+//!
+//! A read of smaps_rollup walks every page the process maps: about 17 ms per GiB a worker has
+//! touched. So a run's sampler reads at the asked rate only while that costs under 5% of a core,
+//! and less often beyond (`bench memory` keeps the rate, whatever it costs: there the peak of a
+//! worker's private copy is what is measured). The peak it would miss at the end (workers exit, and the block's pages
+//! that nobody maps any more drop out of every Pss) is taken from the block itself: at `finish`,
+//! the block's pages in memory (one `fstat`) plus the private memory of the last reading.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,7 +71,12 @@ pub struct Record {
     pub peak_rss: u64,
     pub peak_pss_shmem: u64,
     pub series: Vec<Sample>,
+    /// The last reading that found a worker (the last reading, until one does).
+    last_with_workers: Sample,
 }
+
+/// The share of one core the sampler may spend reading.
+const MAX_DUTY: f64 = 0.05;
 
 /// A background thread that samples the coordinator and the current worker pids at `hz`.
 pub struct Sampler {
@@ -74,7 +86,8 @@ pub struct Sampler {
 
 impl Sampler {
     /// `pids` is read at each sample: the supervisor keeps it up to date as workers come and go.
-    pub fn start(pids: Arc<Mutex<Vec<u32>>>, hz: u32) -> Sampler {
+    /// With `thrifty`, the period stretches so that reading costs at most [`MAX_DUTY`] of a core.
+    pub fn start(pids: Arc<Mutex<Vec<u32>>>, hz: u32, thrifty: bool) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_thread = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -90,6 +103,7 @@ impl Sampler {
             let me = std::process::id();
             loop {
                 let finishing = stop_thread.load(Ordering::Acquire);
+                let reading = Instant::now();
                 let mut sample = Sample {
                     t_s: start.elapsed().as_secs_f64(),
                     ..Sample::default()
@@ -103,6 +117,9 @@ impl Sampler {
                         sample.processes += 1;
                     }
                 }
+                if sample.processes > 1 || record.last_with_workers.processes <= 1 {
+                    record.last_with_workers = sample;
+                }
                 record.peak_pss = record.peak_pss.max(sample.pss);
                 record.peak_rss = record.peak_rss.max(sample.rss);
                 record.peak_pss_shmem = record.peak_pss_shmem.max(sample.pss_shmem);
@@ -111,7 +128,12 @@ impl Sampler {
                     return record;
                 }
                 // Parked rather than asleep, so `finish` need not wait out the period.
-                std::thread::park_timeout(period);
+                let cost = reading.elapsed().as_secs_f64();
+                let wait = match thrifty {
+                    true => period.max(Duration::from_secs_f64(cost * (1.0 / MAX_DUTY - 1.0))),
+                    false => period,
+                };
+                std::thread::park_timeout(wait);
             }
         });
         Sampler {
@@ -120,16 +142,38 @@ impl Sampler {
         }
     }
 
-    /// Takes one last sample and returns the record.
-    pub fn finish(mut self) -> Record {
+    /// Takes one last sample and returns the record. `block_memory` is what the block holds in
+    /// memory now ([`shmpipe_worker::block::Mapping::memory_bytes`]): with the private memory
+    /// of the last reading that found a worker, it makes a final reading that no longer depends
+    /// on which process still maps which page.
+    pub fn finish(mut self, block_memory: Option<u64>) -> Record {
         self.stop.store(true, Ordering::Release);
-        self.thread
+        let mut record = self
+            .thread
             .take()
             .and_then(|t| {
                 t.thread().unpark();
                 t.join().ok()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let (true, Some(block)) = (record.available, block_memory) {
+            let w = record.last_with_workers;
+            let last = record.series.last().copied().unwrap_or_default();
+            let sample = Sample {
+                t_s: last.t_s,
+                // The private memory then, and the block now in place of its share then.
+                pss: w.pss - w.pss_shmem.min(w.pss) + block,
+                // Rss then, and each block page touched since then counted once (at least).
+                rss: w.rss + block.saturating_sub(w.pss_shmem),
+                pss_shmem: block,
+                processes: w.processes,
+            };
+            record.peak_pss = record.peak_pss.max(sample.pss);
+            record.peak_rss = record.peak_rss.max(sample.rss);
+            record.peak_pss_shmem = record.peak_pss_shmem.max(sample.pss_shmem);
+            record.series.push(sample);
+        }
+        record
     }
 }
 

@@ -374,7 +374,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     timings.create_s = creating.elapsed().as_secs_f64();
 
     let pids = Arc::new(Mutex::new(Vec::new()));
-    let sampler = Sampler::start(Arc::clone(&pids), 20);
+    let sampler = Sampler::start(Arc::clone(&pids), 20, !args.exact_memory);
     let launch = Launch {
         exe: std::env::current_exe().context("cannot find this program's path to start workers")?,
         block: name.clone(),
@@ -396,7 +396,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     display.update(&block);
     display.finish();
     drop(pool);
-    let memory = sampler.finish();
+    let memory = sampler.finish(block.memory_bytes());
     block.set_state(BlockState::Finished);
     let outcome = outcome?;
 

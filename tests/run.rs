@@ -181,6 +181,21 @@ fn json_summary_counts_pixels_and_measures_shared_memory() {
         "Pss {pss} is below Rss {rss}: shared pages are split"
     );
     assert!(s["block"].as_str().unwrap().starts_with("shmpipe-"));
+
+    // An RGB job writes every byte of every slot: however seldom the sampler read, the peak
+    // covers the whole dataset (the last reading counts the block's pages in memory).
+    let s = run_ok(
+        &assets(),
+        &tmp.path().join("rgb"),
+        &["--ops", "invert", "-j", "2"],
+    );
+    let pss = s["peak_total_pss_bytes"].as_u64().unwrap();
+    let dataset = s["dataset_bytes"].as_u64().unwrap();
+    assert!(
+        pss >= dataset,
+        "peak Pss {pss} covers the {dataset}-byte dataset"
+    );
+    assert!(pss < dataset + (256 << 20), "and not much more: {pss}");
 }
 
 fn write_rgb(path: &Path, w: u32, h: u32, seed: u32) {

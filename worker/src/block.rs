@@ -1144,6 +1144,24 @@ fn fallocate_range(_fd: BorrowedFd<'_>, _offset: u64, _len: u64) -> io::Result<(
 }
 
 impl Mapping {
+    /// Memory the block holds now: the pages its file has in a tmpfs (`/dev/shm`, or a
+    /// `--backing` folder on tmpfs), whether or not any process maps them. One `fstat`, however
+    /// big the block. None where that is not memory (a block file on disk) or not known.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        #[cfg(target_os = "linux")]
+        {
+            const TMPFS_MAGIC: i64 = 0x0102_1994;
+            let fs = rustix::fs::fstatfs(&self.file).ok()?;
+            if fs.f_type as i64 != TMPFS_MAGIC {
+                return None;
+            }
+            let st = rustix::fs::fstat(&self.file).ok()?;
+            Some(st.st_blocks as u64 * 512)
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
     fn write_tables(&mut self, plan: &BlockPlan, r: &Regions) -> Result<(), BlockError> {
         let base = self.map.as_mut_ptr();
         let mut strings = Vec::with_capacity(r.strings_len as usize);
