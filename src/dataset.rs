@@ -77,6 +77,11 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    // Absolute, so that flushing walks every folder up from it (`-o out` names no parent).
+    let root = args
+        .out
+        .canonicalize()
+        .with_context(|| format!("cannot resolve output folder {}", args.out.display()))?;
     let threads = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
@@ -95,7 +100,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                 let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
                 let input_format = FORMATS[slot.format as usize % FORMATS.len()];
                 let output_format = format.unwrap_or(input_format);
-                let target = codec::output_path(&args.out, relative, input_format, output_format);
+                let target = codec::output_path(&root, relative, input_format, output_format);
                 let opts = EncodeOptions {
                     format: output_format,
                     quality: args.quality,
@@ -108,20 +113,19 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     Err(e) => failures
                         .lock()
                         .expect("no panic holds it")
-                        .push(format!("{}: {e}", target.display())),
+                        .push(format!("{}: {e}", relative.display())),
                 }
             });
         }
     });
-    let mut failures = failures.into_inner().expect("threads joined");
+    let failures = failures.into_inner().expect("threads joined");
     let saved = block.image_count() - failures.len();
+    let mut unsynced = 0;
     if !args.no_fsync {
         let written = written.into_inner().expect("threads joined");
-        for (folder, e) in codec::sync_folders(&args.out, written.iter().map(PathBuf::as_path)) {
-            failures.push(format!(
-                "{}: output folder could not be flushed to disk: {e}",
-                folder.display()
-            ));
+        for (folder, e) in codec::sync_folders(&root, written.iter().map(PathBuf::as_path)) {
+            eprintln!("shmpipe: not flushed to disk: {}: {e}", folder.display());
+            unsynced += 1;
         }
     }
     for f in &failures {
@@ -134,7 +138,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         block.name(),
         args.out.display()
     );
-    Ok(failures.len())
+    Ok(failures.len() + unsynced)
 }
 
 /// `export NAME FILE.npy`: the pixels of a uniform block as one `(N, H, W, C)` u8 array.

@@ -7,9 +7,10 @@
 //! A read of smaps_rollup walks every page the process maps: about 17 ms per GiB a worker has
 //! touched. So a run's sampler reads at the asked rate only while that costs under 5% of a core,
 //! and less often beyond (`bench memory` keeps the rate, whatever it costs: there the peak of a
-//! worker's private copy is what is measured). The peak it would miss at the end (workers exit, and the block's pages
-//! that nobody maps any more drop out of every Pss) is taken from the block itself: at `finish`,
-//! the block's pages in memory (one `fstat`) plus the private memory of the last reading.
+//! worker's private copy is what is measured). The peak it would miss at the end (workers exit,
+//! and the block's pages that nobody maps any more drop out of every Pss) is taken from the
+//! block itself: at `finish`, the block's pages in memory (one `fstat`) plus the private memory
+//! of the last reading that found a worker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

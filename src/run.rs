@@ -279,6 +279,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             images_ok: 0,
             images_failed: failures.len() as u64,
             failures,
+            unsynced_folders: Vec::new(),
             files_skipped: planned.skipped as u64,
             files_existing: planned.existing as u64,
             images_retried: 0,
@@ -431,12 +432,13 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             }),
         }
     }
+    let mut unsynced_folders = Vec::new();
     if let (Some(root), false) = (&settings.output, args.no_fsync) {
         // Each output's data was flushed before its rename; this makes the renames durable.
         for (folder, e) in codec::sync_folders(root, written.iter().map(PathBuf::as_path)) {
-            failures.push(Failure {
+            unsynced_folders.push(Failure {
                 path: folder.display().to_string(),
-                reason: format!("output folder could not be flushed to disk: {e}"),
+                reason: e.to_string(),
             });
         }
     }
@@ -447,6 +449,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         images_ok,
         images_failed: failures.len() as u64,
         failures,
+        unsynced_folders,
         files_skipped: planned.skipped as u64,
         files_existing: planned.existing as u64,
         images_retried: outcome.retried,
@@ -489,7 +492,9 @@ fn report(args: &RunCli, summary: &Summary, signal_code: Option<i32>) -> anyhow:
     }
     Ok(match signal_code {
         Some(code) => code,
-        None if summary.images_failed > 0 => exit::SOME_FAILED,
+        None if summary.images_failed > 0 || !summary.unsynced_folders.is_empty() => {
+            exit::SOME_FAILED
+        }
         None => exit::OK,
     })
 }

@@ -16,6 +16,9 @@ pub struct Summary {
     pub images_ok: u64,
     pub images_failed: u64,
     pub failures: Vec<Failure>,
+    /// Output folders that could not be flushed to disk: their outputs are written but may not
+    /// survive a crash of the machine. Any makes the exit status 1.
+    pub unsynced_folders: Vec<Failure>,
     /// Files that were neither named nor shaped like images.
     pub files_skipped: u64,
     /// Images left alone because their output exists (`--skip-existing`).
@@ -73,6 +76,12 @@ impl Summary {
         ));
         for f in &self.failures {
             out.push_str(&format!("  failed: {}: {}\n", f.path, f.reason));
+        }
+        for f in &self.unsynced_folders {
+            out.push_str(&format!(
+                "  not flushed to disk: {}: {}\n",
+                f.path, f.reason
+            ));
         }
         out.push_str(&format!(
             "{:.1} MP in {:.2} s = {:.1} MP/s with {} workers\n",

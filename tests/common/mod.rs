@@ -145,16 +145,5 @@ impl Drop for Dataset {
     }
 }
 
-/// A TIFF-structured EXIF block holding one tag: orientation.
-pub fn exif_orientation(value: u16) -> Vec<u8> {
-    let mut t = b"II*\0".to_vec();
-    t.extend_from_slice(&8u32.to_le_bytes()); // IFD0 at offset 8
-    t.extend_from_slice(&1u16.to_le_bytes()); // one entry
-    t.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
-    t.extend_from_slice(&3u16.to_le_bytes()); // SHORT
-    t.extend_from_slice(&1u32.to_le_bytes()); // count
-    t.extend_from_slice(&value.to_le_bytes());
-    t.extend_from_slice(&[0, 0]);
-    t.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
-    t
-}
+#[allow(unused_imports)]
+pub use shmpipe_worker::codec::exif_orientation;

@@ -269,23 +269,55 @@ pub fn decode_jpeg_luma(
     {
         return false;
     }
-    if orientation == Orientation::NoTransforms {
-        return decoder.decode_into(plane).is_ok();
+    use image::imageops::{flip_horizontal_in_place, flip_vertical_in_place, rotate180_in_place};
+    use image::{ImageBuffer, Luma};
+    // The same turns, in the same order, as `DynamicImage::apply_orientation` on the general
+    // path: a quarter turn from `stored` (reused across images) into `plane`, the rest in place.
+    if quarter_turn {
+        stored.resize(plane.len(), 0);
+        decoder.decode_into(stored).is_ok()
+            && (|| {
+                let upright =
+                    ImageBuffer::<Luma<u8>, _>::from_raw(stored_w, stored_h, &stored[..])?;
+                let mut shown = ImageBuffer::from_raw(width, height, &mut plane[..])?;
+                match orientation {
+                    Orientation::Rotate90 | Orientation::Rotate90FlipH => {
+                        image::imageops::rotate90_in(&upright, &mut shown).ok()?
+                    }
+                    _ => image::imageops::rotate270_in(&upright, &mut shown).ok()?,
+                }
+                if orientation != Orientation::Rotate90 && orientation != Orientation::Rotate270 {
+                    flip_horizontal_in_place(&mut shown);
+                }
+                Some(())
+            })()
+            .is_some()
+    } else {
+        decoder.decode_into(plane).is_ok()
+            && ImageBuffer::<Luma<u8>, _>::from_raw(width, height, &mut plane[..])
+                .map(|mut shown| match orientation {
+                    Orientation::Rotate180 => rotate180_in_place(&mut shown),
+                    Orientation::FlipHorizontal => flip_horizontal_in_place(&mut shown),
+                    Orientation::FlipVertical => flip_vertical_in_place(&mut shown),
+                    _ => {}
+                })
+                .is_some()
     }
-    stored.resize(plane.len(), 0);
-    if decoder.decode_into(stored).is_err() {
-        return false;
-    }
-    let Some(upright) = image::GrayImage::from_raw(stored_w, stored_h, std::mem::take(stored))
-    else {
-        return false;
-    };
-    let mut shown = image::DynamicImage::ImageLuma8(upright);
-    shown.apply_orientation(orientation);
-    plane.copy_from_slice(shown.as_bytes());
-    // Keep the larger of the two buffers for the next image.
-    *stored = shown.into_bytes();
-    true
+}
+
+/// A minimal EXIF chunk (little-endian TIFF, one IFD entry) holding only `Orientation = value`:
+/// what tests and benchmarks attach to a JPEG to make it show turned.
+pub fn exif_orientation(value: u16) -> Vec<u8> {
+    let mut t = b"II*\0".to_vec();
+    t.extend_from_slice(&8u32.to_le_bytes()); // IFD0 at offset 8
+    t.extend_from_slice(&1u16.to_le_bytes()); // one entry
+    t.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+    t.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    t.extend_from_slice(&1u32.to_le_bytes()); // count
+    t.extend_from_slice(&value.to_le_bytes());
+    t.extend_from_slice(&[0, 0]);
+    t.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    t
 }
 
 /// How `--resize WxH` maps an image onto its slot.
@@ -507,10 +539,11 @@ pub fn temp_prefix(target: &Path) -> std::ffi::OsString {
     prefix
 }
 
-/// Flushes to disk the folders that hold `targets` (files under `root`), and every folder between
-/// them and `root`, `root` and its parent included: after a crash of the machine the renames
-/// that put the outputs in place, and the folders created for them, are there. Gives the folders
-/// that could not be flushed, with the reason.
+/// Flushes to disk the folders that hold `targets` (files under `root`), every folder between
+/// them and `root`, and `root`: after a crash of the machine the renames that put the outputs in
+/// place, and the folders created for them, are there. Gives the folders that could not be
+/// flushed, with the reason. The folders above `root` (which `-o a/b/c` may have created, and
+/// whose last gained `root`'s entry) are flushed too, as far as they may be opened.
 pub fn sync_folders<'p>(
     root: &Path,
     targets: impl IntoIterator<Item = &'p Path>,
@@ -524,20 +557,51 @@ pub fn sync_folders<'p>(
             }
         }
     }
-    if let Some(parent) = root.parent() {
-        folders.insert(parent.to_path_buf());
-    }
     folders.insert(root.to_path_buf());
-    folders
+    let failed = folders
         .into_iter()
-        .filter(|f| !f.as_os_str().is_empty())
-        .filter_map(|folder| {
-            std::fs::File::open(&folder)
-                .and_then(|f| f.sync_all())
-                .err()
-                .map(|e| (folder, e))
-        })
-        .collect()
+        .filter_map(|folder| sync_folder(&folder).err().map(|e| (folder, e)))
+        .collect();
+    for folder in root.ancestors().skip(1) {
+        // Best effort: a folder above the output root may not be ours to open.
+        let _ = sync_folder(folder);
+    }
+    failed
+}
+
+/// `fsync` of one folder ("" is the current one). A filesystem that cannot flush a folder
+/// (EINVAL or ENOTSUP: CIFS, some FUSE) has nothing to flush: that is not an error.
+fn sync_folder(folder: &Path) -> io::Result<()> {
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    match File::open(folder).and_then(|f| f.sync_all()) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        done => done,
+    }
+}
+
+/// The OS's reason alone: tempfile's errors wrap it with the temporary file's path, which would
+/// crowd the output's own path out of a failure's 120 bytes.
+fn os_reason(e: io::Error) -> io::Error {
+    if let Some(code) = e.raw_os_error() {
+        return io::Error::from_raw_os_error(code);
+    }
+    // tempfile's own wrapper hides the code: keep its message up to the path it appends.
+    let message = e.to_string();
+    match message.split_once(" at path ") {
+        Some((reason, _)) => io::Error::new(e.kind(), reason.to_string()),
+        None => e,
+    }
 }
 
 /// Encodes a `height x width x channels` slot to `target`: into a temporary file beside it, then
@@ -553,10 +617,7 @@ pub fn encode_to(
 ) -> Result<u64, CodecError> {
     let write_err = |source: io::Error| CodecError::Write {
         path: target.to_path_buf(),
-        // The OS's reason alone: tempfile's errors append the temporary file's path.
-        source: source
-            .raw_os_error()
-            .map_or(source, io::Error::from_raw_os_error),
+        source: os_reason(source),
     };
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(write_err)?;
@@ -622,4 +683,60 @@ pub fn encode_to(
     }
     tmp.persist(target).map_err(|e| write_err(e.error))?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_errors_keep_the_os_reason_without_the_temporary_path() {
+        let wrapped = tempfile::Builder::new()
+            .tempfile_in("/nonexistent-shmpipe-folder")
+            .unwrap_err();
+        assert!(wrapped.to_string().contains("nonexistent"), "{wrapped}");
+        let plain = os_reason(wrapped);
+        assert_eq!(plain.kind(), io::ErrorKind::NotFound);
+        assert_eq!(plain.to_string(), "No such file or directory (os error 2)");
+    }
+
+    /// Every EXIF orientation takes the luma path (true), and the plane shows the image as the
+    /// general path does: the grayscale of its decoded, turned RGB, up to the round trip's
+    /// rounding.
+    #[test]
+    fn luma_plane_is_read_and_turned_for_every_orientation() {
+        let (w, h) = (45u32, 29u32);
+        let rgb: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| [(x * 5) as u8, (y * 8) as u8, 90]))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut stored = Vec::new();
+        for orientation in 1..=8u16 {
+            let path = dir.path().join(format!("o{orientation}.jpg"));
+            let mut bytes = Vec::new();
+            let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 98);
+            encoder
+                .add_exif_metadata(&exif_orientation(orientation))
+                .unwrap();
+            encoder
+                .encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+                .unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            let (sw, sh) = if orientation >= 5 { (h, w) } else { (w, h) };
+            let mut general = vec![0u8; (sw * sh * 3) as usize];
+            decode_into(&path, &mut general, sh, sw, 3, DEFAULT_MAX_PIXELS).unwrap();
+            let mut plane = vec![0u8; (sw * sh) as usize];
+            assert!(
+                decode_jpeg_luma(&path, &mut plane, sh, sw, &mut stored),
+                "orientation {orientation} takes the luma path"
+            );
+            for (i, (p, &l)) in general.chunks_exact(3).zip(&plane).enumerate() {
+                let luma = (299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32 + 500) / 1000;
+                assert!(
+                    (luma as i32 - l as i32).abs() <= 3,
+                    "orientation {orientation}, pixel {i}: {l} against {luma}"
+                );
+            }
+        }
+    }
 }
