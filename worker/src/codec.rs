@@ -269,40 +269,49 @@ pub fn decode_jpeg_luma(
     {
         return false;
     }
-    use image::imageops::{flip_horizontal_in_place, flip_vertical_in_place, rotate180_in_place};
-    use image::{ImageBuffer, Luma};
-    // The same turns, in the same order, as `DynamicImage::apply_orientation` on the general
-    // path: a quarter turn from `stored` (reused across images) into `plane`, the rest in place.
-    if quarter_turn {
+    // A quarter turn reads from `stored` (reused across images) into `plane`; the rest turn the
+    // plane in place.
+    let decoded = if quarter_turn {
         stored.resize(plane.len(), 0);
-        decoder.decode_into(stored).is_ok()
-            && (|| {
-                let upright =
-                    ImageBuffer::<Luma<u8>, _>::from_raw(stored_w, stored_h, &stored[..])?;
-                let mut shown = ImageBuffer::from_raw(width, height, &mut plane[..])?;
-                match orientation {
-                    Orientation::Rotate90 | Orientation::Rotate90FlipH => {
-                        image::imageops::rotate90_in(&upright, &mut shown).ok()?
-                    }
-                    _ => image::imageops::rotate270_in(&upright, &mut shown).ok()?,
-                }
-                if orientation != Orientation::Rotate90 && orientation != Orientation::Rotate270 {
-                    flip_horizontal_in_place(&mut shown);
-                }
-                Some(())
-            })()
-            .is_some()
+        decoder.decode_into(stored)
     } else {
-        decoder.decode_into(plane).is_ok()
-            && ImageBuffer::<Luma<u8>, _>::from_raw(width, height, &mut plane[..])
-                .map(|mut shown| match orientation {
-                    Orientation::Rotate180 => rotate180_in_place(&mut shown),
-                    Orientation::FlipHorizontal => flip_horizontal_in_place(&mut shown),
-                    Orientation::FlipVertical => flip_vertical_in_place(&mut shown),
-                    _ => {}
-                })
-                .is_some()
+        decoder.decode_into(plane)
+    };
+    decoded.is_ok() && turn_plane(orientation, (stored, stored_w, stored_h), plane, width).is_some()
+}
+
+/// Turns a decoded luma plane as `DynamicImage::apply_orientation` turns an image on the general
+/// path, the same turns in the same order: a quarter turn from the upright `stored` plane into
+/// `plane` (`width` wide), any other orientation in place.
+fn turn_plane(
+    orientation: image::metadata::Orientation,
+    (stored, stored_w, stored_h): (&[u8], u32, u32),
+    plane: &mut [u8],
+    width: u32,
+) -> Option<()> {
+    use image::imageops::{self, flip_horizontal_in_place as flip_h};
+    use image::metadata::Orientation as O;
+    use image::{ImageBuffer, Luma};
+    let height = (plane.len() / width.max(1) as usize) as u32;
+    let mut shown = ImageBuffer::<Luma<u8>, _>::from_raw(width, height, plane)?;
+    let upright = || ImageBuffer::<Luma<u8>, _>::from_raw(stored_w, stored_h, stored);
+    match orientation {
+        O::NoTransforms => {}
+        O::Rotate90 => imageops::rotate90_in(&upright()?, &mut shown).ok()?,
+        O::Rotate270 => imageops::rotate270_in(&upright()?, &mut shown).ok()?,
+        O::Rotate90FlipH => {
+            imageops::rotate90_in(&upright()?, &mut shown).ok()?;
+            flip_h(&mut shown);
+        }
+        O::Rotate270FlipH => {
+            imageops::rotate270_in(&upright()?, &mut shown).ok()?;
+            flip_h(&mut shown);
+        }
+        O::Rotate180 => imageops::rotate180_in_place(&mut shown),
+        O::FlipHorizontal => flip_h(&mut shown),
+        O::FlipVertical => imageops::flip_vertical_in_place(&mut shown),
     }
+    Some(())
 }
 
 /// A minimal EXIF chunk (little-endian TIFF, one IFD entry) holding only `Orientation = value`:
