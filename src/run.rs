@@ -59,12 +59,34 @@ impl Drop for Signals {
         for id in self.handlers.drain(..) {
             signal_hook::low_level::unregister(id);
         }
+        // Unregistering leaves the signals caught by nothing, that is ignored: between jobs and
+        // after the last one they must act as they do by default (end the process).
+        between_jobs().store(true, Ordering::SeqCst);
     }
+}
+
+/// True while no job's handlers are installed; the stop signals then take their default action
+/// (through one handler per signal, installed once per process).
+fn between_jobs() -> &'static Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(true));
+        for sig in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
+            // Only fails for a signal signal-hook cannot name; these three it can.
+            let _ = signal_hook::flag::register_conditional_default(sig, Arc::clone(&flag));
+        }
+        flag
+    })
 }
 
 impl Signals {
     fn register() -> anyhow::Result<Signals> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        between_jobs().store(false, Ordering::SeqCst);
         let mut flags = Vec::new();
         let mut handlers = Vec::new();
         for (sig, name, code) in [
@@ -199,8 +221,18 @@ pub struct JobResult {
     pub signal_code: Option<i32>,
 }
 
+/// Test-only: `SHMPIPE_TEST_PAUSE_AFTER_JOB=SECONDS` makes the coordinator wait that long
+/// between the end of its job and its report, so a test can signal it there.
+pub const PAUSE_AFTER_JOB_ENV: &str = "SHMPIPE_TEST_PAUSE_AFTER_JOB";
+
 fn execute(args: RunCli) -> anyhow::Result<i32> {
     let job = run_job(&args)?;
+    if let Some(secs) = std::env::var(PAUSE_AFTER_JOB_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        std::thread::sleep(Duration::from_secs(secs));
+    }
     if let (Some(shard), Some(out), None) = (&job.summary.shard, &args.out, job.signal_code) {
         write_shard_manifest(out, shard, &job.summary)?;
     }
@@ -601,16 +633,9 @@ fn work_left(block: &OwnedBlock) -> bool {
         .any(|r| r.status() == Some(ImageStatus::Pending))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Workers that have held their current image for longer than `limit`.
 fn stuck_workers(block: &OwnedBlock, limit: Duration) -> Vec<u32> {
-    let now = now_ms();
+    let now = shmpipe_worker::block::now_ms();
     block
         .workers()
         .iter()
@@ -630,6 +655,9 @@ fn stuck_workers(block: &OwnedBlock, limit: Duration) -> Vec<u32> {
 /// Returns (images put back, images quarantined).
 fn release(block: &OwnedBlock, id: u32, settings: &Settings, death: Option<bool>) -> (u64, u64) {
     let (mut retried, mut quarantined) = (0, 0);
+    if let Some(record) = block.workers().get(id as usize) {
+        record.clear_image();
+    }
     for index in 0..block.image_count() {
         let Some(claim) = block.take_over(index, id) else {
             continue;

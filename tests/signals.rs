@@ -100,3 +100,42 @@ fn sigterm_stops_with_143() {
 fn sighup_stops_with_129() {
     stop_mid_run(Signal::HUP, 129);
 }
+
+/// Once a job is over, Ctrl-C ends the process as it would any program: the job's handlers are
+/// gone and the default action is back (not ignored, as an unregistered handler leaves it).
+#[test]
+fn sigint_after_the_job_ends_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut child = Command::new(common::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("--ops"),
+            os("invert"),
+            os("-q"),
+        ])
+        .env("SHMPIPE_TEST_PAUSE_AFTER_JOB", "60")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The job is over once every output is written and the block is unlinked.
+    while files_under_or_empty(&out).len() < 10 || !common::blocks_of(pid).is_empty() {
+        assert!(Instant::now() < deadline, "the run did not finish its job");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(Signal::INT.as_raw()),
+        "SIGINT after the job was not acted on: {status:?}"
+    );
+    assert_no_leaks(pid);
+}

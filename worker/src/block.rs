@@ -205,6 +205,7 @@ pub struct WorkerRecord {
     pub pid: AtomicU32,
     /// 0 not started, 1 running, 2 exited cleanly.
     pub state: AtomicU32,
+    /// When the image in hand was taken, or the worker last held none ([`now_ms`]).
     pub heartbeat_ms: AtomicU64,
     pub images_done: AtomicU64,
     pub images_failed: AtomicU64,
@@ -223,6 +224,22 @@ pub struct WorkerRecord {
 
 pub const NO_IMAGE: u64 = u64::MAX;
 
+impl WorkerRecord {
+    /// Marks this worker id as holding no image, as of now: on enlisting, and when the
+    /// coordinator releases what a dead worker held, so that a replacement is never judged by its
+    /// predecessor's image and heartbeat.
+    pub fn clear_image(&self) {
+        self.current_image.store(NO_IMAGE, Ordering::Release);
+        self.heartbeat_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// Records that this worker took image `index` now.
+    pub fn hold_image(&self, index: usize) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Release);
+        self.current_image.store(index as u64, Ordering::Release);
+    }
+}
+
 /// The host's monotonic clock in nanoseconds: never steps, and the same clock in every process on
 /// the host, so a time taken by the coordinator and one taken by a worker compare.
 pub fn now_ns() -> u64 {
@@ -230,6 +247,11 @@ pub fn now_ns() -> u64 {
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64)
+}
+
+/// The host's monotonic clock in milliseconds (see [`now_ns`]): heartbeats and image timeouts.
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
 }
 
 /// `Header::flags`: stop claiming once any image has failed (`--strict`).

@@ -10,13 +10,12 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ndarray::ArrayViewMut3;
 
 use crate::block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
-    FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
+    FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
@@ -29,6 +28,10 @@ pub const CRASH_ENV: &str = "SHMPIPE_TEST_CRASH";
 /// ignoring SIGTERM, once it holds the image whose path ends with NAME and before it touches the
 /// slot: a worker stuck in a decoder, for stop tests.
 pub const STALL_ENV: &str = "SHMPIPE_TEST_STALL";
+/// Test-only: `SHMPIPE_TEST_SIGSTOP=NAME` makes a worker stop itself with SIGSTOP (a hung
+/// process, as a debugger or a stuck NFS read leaves one) once it holds the image whose path ends
+/// with NAME, the first time that image is tried.
+pub const SIGSTOP_ENV: &str = "SHMPIPE_TEST_SIGSTOP";
 
 /// How a worker's run can fail before or outside any one image.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +62,6 @@ pub struct WorkerArgs {
     pub apply: Option<String>,
     /// Cores the whole run may use (its -j, at least 1).
     pub cores: u32,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Ties this process's life to its coordinator: on Linux the kernel kills us when the parent
@@ -134,6 +130,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         stall_on: std::env::var(STALL_ENV)
             .ok()
             .map(|spec| name_and_count(&spec, 60)),
+        sigstop_on: std::env::var(SIGSTOP_ENV).ok(),
         fit: codec::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
@@ -163,10 +160,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         let Some(claim) = claim_next(&block, args.id, &order) else {
             break;
         };
-        record
-            .current_image
-            .store(claim.index() as u64, Ordering::Release);
-        record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        record.hold_image(claim.index());
         let slot = claim.slot();
         let pixels = (slot.height * slot.width) as u64;
         match job.process(claim, &mut scratch, &mut decoded, private.as_deref_mut()) {
@@ -179,8 +173,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
                 record.images_failed.fetch_add(1, Ordering::AcqRel);
             }
         }
-        record.current_image.store(NO_IMAGE, Ordering::Release);
-        record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        record.clear_image();
     }
     record.state.store(2, Ordering::Release);
     Ok(done)
@@ -198,6 +191,8 @@ struct Job<'a> {
     crash_on: Option<(String, u32)>,
     /// `SHMPIPE_TEST_STALL`: the name, and the seconds to sleep.
     stall_on: Option<(String, u64)>,
+    /// `SHMPIPE_TEST_SIGSTOP`: the name.
+    sigstop_on: Option<String>,
     fit: Option<codec::Fit>,
     rgb_output: bool,
     /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
@@ -349,6 +344,15 @@ impl Job<'_> {
                 std::process::abort();
             }
         }
+        if let Some(name) = &self.sigstop_on {
+            let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
+            if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) && crashes == 0 {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::STOP,
+                );
+            }
+        }
         if let Some((name, seconds)) = &self.stall_on {
             if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) {
                 std::thread::sleep(std::time::Duration::from_secs(*seconds));
@@ -443,6 +447,7 @@ fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord,
         id,
         count: block.workers().len(),
     })?;
+    record.clear_image();
     record.pid.store(std::process::id(), Ordering::Release);
     record.state.store(1, Ordering::Release);
     record
@@ -533,10 +538,7 @@ fn run_apply(
                 claim_next(block, args.id, &order)
             }
         } {
-            record
-                .current_image
-                .store(claim.index() as u64, Ordering::Release);
-            record.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            record.hold_image(claim.index());
             let slot = claim.slot();
             let (h, w, c) = (slot.height, slot.width, slot.channels);
             // A kept block was reserved whole at creation, so this reservation allocates nothing
@@ -547,7 +549,7 @@ fn run_apply(
                     claim.fail(&e.to_string());
                     header.images_failed.fetch_add(1, Ordering::AcqRel);
                     record.images_failed.fetch_add(1, Ordering::AcqRel);
-                    record.current_image.store(NO_IMAGE, Ordering::Release);
+                    record.clear_image();
                     continue;
                 }
             };
@@ -574,7 +576,7 @@ fn run_apply(
             }
             claim.done();
             count_done(block, record, (h * w) as u64);
-            record.current_image.store(NO_IMAGE, Ordering::Release);
+            record.clear_image();
             done += 1;
         }
         if stopping(block, stop) {
