@@ -1,217 +1,392 @@
-//! `shmpipe apply NAME --ops LIST`: transform a kept dataset in place with N worker processes.
+//! `shmpipe apply NAME --ops LIST` and `shmpipe repair NAME`: change a kept dataset in place with
+//! N worker processes, and finish or rebuild whatever an interrupted job left behind.
 //!
-//! The coordinator holds the block's lock exclusively for the whole job, so a second `apply` (or a
-//! `save`, `export` or `run`) refuses rather than racing it. With `normalize`, the job has two
-//! passes: workers sum each channel in pass 1; the coordinator turns the sums into means and
-//! deviations, writes them into the header, opens pass 2 and rings the block's raw_sync event
-//! that the waiting workers sleep on. A worker that dies mid-image leaves that image's pixels
-//! half transformed, with no source to decode again: the image is reported failed, never redone.
+//! The coordinator holds the block's lock exclusively for the whole job, so a second writer, a
+//! `save` or an `export` refuses rather than racing it. Every apply is recorded as steps of the
+//! dataset's history before any pixel changes (see `HistoryEntry`); each pass brings every image
+//! to the latest step. With a dataset-wide op (`normalize`, `equalize:dataset`), the first pass
+//! runs the ops before it; once every worker has parked, the coordinator reads the pixels, turns
+//! their histograms into per-channel tables, records them as the next step and opens the second
+//! pass (a futex on the block's pass word: the doorbell no death can wedge).
+//!
+//! The dataset's state says `applying` for as long as images may differ in their step. An image
+//! whose transform was cut short (its worker died) is rebuilt from its source file, decoded as
+//! the load did with every step replayed, exactly as `run` redoes a crashed image. If the
+//! coordinator itself is killed or stopped, the state stays `applying` and every reader refuses
+//! the dataset until `repair` has finished the job.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context;
-use raw_sync::events::EventState;
-use shmpipe_worker::block::{AttachedBlock, Backing, BlockState, ImageStatus};
-use shmpipe_worker::ops;
+use anyhow::{anyhow, bail, Context};
+use shmpipe_worker::block::{
+    AttachedBlock, Backing, DatasetState, HistoryEntry, ImageStatus, Writer, HISTORY_CAPACITY,
+    HISTORY_EQUALIZE, HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS, HISTORY_NORMALIZE,
+    HISTORY_NORMALIZE_FLOAT,
+};
+use shmpipe_worker::ops::{self, DatasetOp, OpChain};
 
-use crate::cli::ApplyCli;
+use crate::cli::{ApplyCli, RepairCli};
 use crate::exit;
 use crate::progress::Display;
-use crate::supervise::{Launch, Pool};
+use crate::supervise::{self, Launch, Pool, Rules, Signals, STOP_GRACE};
 
 pub fn apply(args: ApplyCli) -> i32 {
-    match apply_inner(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("shmpipe: error: {e:#}");
-            exit::USAGE
+    apply_inner(args).unwrap_or_else(|e| {
+        eprintln!("shmpipe: error: {e:#}");
+        exit::USAGE
+    })
+}
+
+pub fn repair(args: RepairCli) -> i32 {
+    repair_inner(args).unwrap_or_else(|e| {
+        eprintln!("shmpipe: error: {e:#}");
+        exit::USAGE
+    })
+}
+
+/// Why a dataset in `state` cannot be read or changed now, and what to do about it. Every
+/// command that reads or changes a dataset says the same.
+pub fn not_ready(name: &str, state: Option<DatasetState>) -> String {
+    let short = name
+        .strip_prefix(shmpipe_worker::block::NAME_PREFIX)
+        .unwrap_or(name);
+    match state {
+        Some(DatasetState::Ready) => format!("{name} is ready"),
+        Some(DatasetState::None) => {
+            format!("{name} is a run's working block, not a kept dataset (see `shmpipe load`)")
         }
+        Some(DatasetState::Loading) => format!(
+            "{name} is incomplete: its load was interrupted before every image was decoded; run `shmpipe repair {short}` to decode the rest, or `shmpipe rm {short}` and load it again"
+        ),
+        Some(DatasetState::Applying) => format!(
+            "{name} is damaged: an apply was interrupted while it changed the pixels, so some images may be half transformed; run `shmpipe repair {short}` to rebuild them from their sources and finish the apply"
+        ),
+        Some(DatasetState::Repairing) => format!(
+            "{name} is damaged: a repair was interrupted; run `shmpipe repair {short}` again"
+        ),
+        None => format!("{name} has a dataset state this build does not know"),
     }
 }
 
-fn pass_finished(block: &AttachedBlock) -> bool {
-    block.images().iter().all(|r| {
+fn attach(name: &str, backing: Option<&std::path::PathBuf>) -> anyhow::Result<AttachedBlock> {
+    let name = crate::blocks::dataset_name(name)?;
+    let backing = backing.cloned().map_or(Backing::Shm, Backing::Dir);
+    AttachedBlock::attach(&name, backing)
+        .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))
+}
+
+/// The canonical text of an op chain, as a history step records it.
+fn chain_text(chain: &OpChain) -> String {
+    chain
+        .ops()
+        .iter()
+        .map(|o| o.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
+    let stages = ops::parse_apply(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
+    let block = attach(&args.name, args.backing.as_ref())?;
+    let writer = block.lock_exclusive()?;
+    let name = writer.name().to_string();
+    if !writer.is_kept() {
+        bail!("{}", not_ready(&name, Some(DatasetState::None)));
+    }
+    let state = writer.dataset_state();
+    if state != Some(DatasetState::Ready) {
+        bail!("{}", not_ready(&name, state));
+    }
+    if writer.image_count() == 0 {
+        println!("{name} holds no images");
+        return Ok(exit::OK);
+    }
+    let then = match stages.dataset {
+        None => 0,
+        Some(DatasetOp::Normalize) => HISTORY_NORMALIZE,
+        Some(DatasetOp::NormalizeFloat) => HISTORY_NORMALIZE_FLOAT,
+        Some(DatasetOp::Equalize) => HISTORY_EQUALIZE,
+    };
+    let entry = HistoryEntry::new(
+        &chain_text(&stages.before),
+        then,
+        &chain_text(&stages.after),
+    )
+    .ok_or_else(|| anyhow!("--ops {:?} is too long to record", args.ops))?;
+    let steps_needed = 1 + usize::from(then != 0);
+    if writer.history().len() + steps_needed > HISTORY_CAPACITY {
+        bail!(
+            "{name} has had {} steps applied, as many as its history holds: save or export it and load the result again",
+            writer.history().len()
+        );
+    }
+    // From here until the job ends the images may differ in their step: say so first.
+    writer.set_dataset_state(DatasetState::Applying);
+    writer
+        .header()
+        .export_float
+        .store(0, std::sync::atomic::Ordering::Release);
+    writer
+        .append_history(&entry)
+        .ok_or_else(|| anyhow!("{name}: its history is full"))?;
+    let job = Job {
+        writer: &writer,
+        workers: args.workers,
+        backing: args.backing,
+        quiet: args.quiet,
+    };
+    job.drive(&format!("applied {:?} to", args.ops))
+}
+
+fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
+    let block = attach(&args.name, args.backing.as_ref())?;
+    let writer = block.lock_exclusive()?;
+    let name = writer.name().to_string();
+    if !writer.is_kept() {
+        bail!("{}", not_ready(&name, Some(DatasetState::None)));
+    }
+    let target = writer.history().len() as u32;
+    let unfinished = writer.images().iter().any(|r| match r.status() {
+        Some(ImageStatus::Done) => r.steps.load(Ordering::Acquire) != target,
+        Some(ImageStatus::Failed) => false,
+        _ => true,
+    });
+    let follow_up_due = writer.history().last().is_some_and(|e| e.then != 0);
+    if writer.dataset_state() == Some(DatasetState::Ready) && !unfinished && !follow_up_due {
+        println!("{name} is ready: nothing to repair");
+        return Ok(exit::OK);
+    }
+    writer.set_dataset_state(DatasetState::Repairing);
+    let job = Job {
+        writer: &writer,
+        workers: args.workers,
+        backing: args.backing,
+        quiet: args.quiet,
+    };
+    job.drive("repaired")
+}
+
+struct Job<'a, 'b> {
+    writer: &'a Writer<'b>,
+    workers: Option<u32>,
+    backing: Option<std::path::PathBuf>,
+    quiet: bool,
+}
+
+impl Job<'_, '_> {
+    /// Runs passes until every image is at the latest step of the history (appending the step
+    /// of a dataset-wide op once its statistics are known), then marks the dataset ready.
+    fn drive(&self, verb: &str) -> anyhow::Result<i32> {
+        let writer = self.writer;
+        let name = writer.name().to_string();
+        let failed_before = failed_images(writer);
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+            .min(writer.workers().len() as u32)
+            .max(1);
+        let signals = Signals::register()?;
+        let started = Instant::now();
+        let launch = Launch {
+            exe: std::env::current_exe()
+                .context("cannot find this program's path to start workers")?,
+            block: name.clone(),
+            backing: self.backing.clone(),
+            max_pixels: writer.header().load_max_pixels,
+            apply: true,
+            cores: workers,
+        };
+        let mut pool = Pool::new(launch, workers, Arc::new(Mutex::new(Vec::new())));
+        let display = Display::new(writer.image_count() as u64, workers as usize, self.quiet);
+        let rules = Rules {
+            image_timeout: None,
+            strict: false,
+        };
+        let mut passes = 0;
+        let mut stats: Vec<(f64, f64)> = Vec::new();
+        let mut retried = 0;
+        loop {
+            let generation = writer.begin_pass();
+            passes += 1;
+            let settled = |pool: &Pool| pass_settled(writer, pool, generation);
+            let outcome = supervise::supervise(
+                writer,
+                &mut pool,
+                &display,
+                &signals,
+                &rules,
+                &settled,
+                &|_| {},
+            )?;
+            retried += outcome.retried;
+            if let Some((code, signal)) = outcome.signal {
+                display.finish();
+                eprintln!(
+                    "shmpipe: stopped by {signal}; {}",
+                    not_ready(&name, writer.dataset_state())
+                );
+                return Ok(code);
+            }
+            let history = writer.history();
+            let Some(last) = history.last().filter(|e| e.then != 0) else {
+                break;
+            };
+            // Every live worker has parked after this pass and the dead ones are reaped: nobody
+            // writes a slot until the next pass opens.
+            // SAFETY: `supervise` returned without a signal, so either every worker ended and
+            // was reaped, or `pass_settled` saw every live worker parked at `generation` with no
+            // image pending or claimed; parked workers claim nothing before `begin_pass`.
+            let hist = unsafe { histograms(writer, workers as usize) };
+            let colour = (writer.header().channels as usize).min(3);
+            let mut step = HistoryEntry::new(&last.after(), 0, "")
+                .ok_or_else(|| anyhow!("the recorded op list is too long"))?;
+            stats = hist[..colour].iter().map(ops::mean_and_deviation).collect();
+            for (c, (mean, std)) in stats.iter().enumerate() {
+                step.mean[c] = *mean;
+                step.std[c] = *std;
+            }
+            match last.then {
+                HISTORY_NORMALIZE => {
+                    for (c, (mean, std)) in stats.iter().enumerate() {
+                        step.luts[c] = ops::normalize_lut(*mean, *std);
+                    }
+                    step.flags = HISTORY_HAS_LUTS;
+                }
+                HISTORY_EQUALIZE => {
+                    let flat: Vec<u64> = hist.iter().flatten().copied().collect();
+                    for (c, lut) in ops::equalize_luts(&flat, colour).into_iter().enumerate() {
+                        step.luts[c] = lut;
+                    }
+                    step.flags = HISTORY_HAS_LUTS;
+                }
+                _ => step.flags = HISTORY_FLOAT_STATS,
+            }
+            writer
+                .append_history(&step)
+                .ok_or_else(|| anyhow!("{name}: its history is full"))?;
+            if step.flags == HISTORY_FLOAT_STATS {
+                let h = writer.header();
+                for (c, (mean, std)) in stats.iter().enumerate() {
+                    h.norm_mean[c].store(mean.to_bits(), Ordering::Release);
+                    h.norm_std[c].store(std.to_bits(), Ordering::Release);
+                }
+                h.export_float.store(1, Ordering::Release);
+            }
+        }
+        writer.request_stop();
+        pool.stop(STOP_GRACE);
+        display.update(writer);
+        display.finish();
+        drop(signals);
+        let target = writer.history().len() as u32;
+        let settled = writer.images().iter().all(|r| match r.status() {
+            Some(ImageStatus::Done) => r.steps.load(Ordering::Acquire) == target,
+            Some(ImageStatus::Failed) => true,
+            _ => false,
+        });
+        if !settled {
+            bail!(
+                "{name}: some images did not reach the latest step; {}",
+                not_ready(&name, writer.dataset_state())
+            );
+        }
+        writer.set_dataset_state(DatasetState::Ready);
+        let failed = failed_images(writer);
+        let new_failures: Vec<usize> = failed
+            .iter()
+            .copied()
+            .filter(|i| !failed_before.contains(i))
+            .collect();
+        if !self.quiet {
+            let count = writer.image_count();
+            println!(
+                "{verb} {name}: {} of {count} images ok in {:.2} s ({passes} pass{}{})",
+                count - failed.len(),
+                started.elapsed().as_secs_f64(),
+                if passes > 1 { "es" } else { "" },
+                if retried > 0 {
+                    format!(", {retried} rebuilt from their sources after a worker died")
+                } else {
+                    String::new()
+                }
+            );
+            for (c, (mean, std)) in stats.iter().enumerate() {
+                println!("  channel {c}: mean {mean:.3}, std {std:.3}");
+            }
+            for &i in &failed {
+                let when = if failed_before.contains(&i) {
+                    "failed earlier"
+                } else {
+                    "failed"
+                };
+                println!(
+                    "  {when}: {}: {}",
+                    String::from_utf8_lossy(writer.source(i)),
+                    writer.message(i).unwrap_or_default()
+                );
+            }
+        }
+        Ok(if new_failures.is_empty() {
+            exit::OK
+        } else {
+            exit::SOME_FAILED
+        })
+    }
+}
+
+fn failed_images(block: &AttachedBlock) -> Vec<usize> {
+    (0..block.image_count())
+        .filter(|&i| block.images()[i].status() == Some(ImageStatus::Failed))
+        .collect()
+}
+
+/// A pass is over when no image waits or is in hand, and every live worker has parked after it.
+fn pass_settled(block: &AttachedBlock, pool: &Pool, generation: u32) -> bool {
+    let images_settled = block.images().iter().all(|r| {
         matches!(
             r.status(),
             Some(ImageStatus::Done) | Some(ImageStatus::Failed)
         )
-    })
+    });
+    images_settled
+        && pool
+            .live_ids()
+            .all(|id| block.workers()[id as usize].parked.load(Ordering::Acquire) == generation)
 }
 
-/// Per-channel mean and population standard deviation from every worker's sums.
-fn statistics(block: &AttachedBlock) -> Vec<(f64, f64)> {
-    let channels = block.header().channels as usize;
-    let colour = if channels == 4 { 3 } else { channels };
-    let values: u64 = (0..block.image_count())
-        .filter(|&i| block.images()[i].status() == Some(ImageStatus::Done))
-        .map(|i| (block.slot(i).height * block.slot(i).width) as u64)
-        .sum();
-    (0..colour)
-        .map(|c| {
-            let sum: u64 = block
-                .workers()
-                .iter()
-                .map(|w| w.sums[c].load(Ordering::Acquire))
-                .sum();
-            let sum_sq: u64 = block
-                .workers()
-                .iter()
-                .map(|w| w.sums_sq[c].load(Ordering::Acquire))
-                .sum();
-            let n = values.max(1) as f64;
-            let mean = sum as f64 / n;
-            (mean, (sum_sq as f64 / n - mean * mean).max(0.0).sqrt())
-        })
-        .collect()
-}
-
-fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
-    let stages = ops::parse_apply(&args.ops).map_err(|e| anyhow::anyhow!("invalid --ops: {e}"))?;
-    let name = crate::blocks::dataset_name(&args.name)?;
-    let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
-    let block = AttachedBlock::attach(&name, backing)
-        .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))?;
-    block.lock_exclusive()?;
-    if block.image_count() == 0 {
-        println!("{name} holds no images");
-        return Ok(exit::OK);
-    }
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
-        .min(block.workers().len() as u32)
-        .max(1);
-    let passes = stages.passes();
-    for v in block.stats() {
-        v.store(0, Ordering::Release);
-    }
-    // Statistics from an earlier normalize:float no longer describe pixels this job changes.
-    block.header().export_float.store(0, Ordering::Release);
-    let event = block.pass_event()?;
-    event
-        .set(EventState::Clear)
-        .map_err(|e| anyhow::anyhow!("cannot reset the pass event: {e}"))?;
-    for w in block.workers() {
-        for c in 0..4 {
-            w.sums[c].store(0, Ordering::Release);
-            w.sums_sq[c].store(0, Ordering::Release);
-        }
-    }
-    block.begin_pass(1);
-
-    let started = Instant::now();
-    let pids = Arc::new(Mutex::new(Vec::new()));
-    let launch = Launch {
-        exe: std::env::current_exe().context("cannot find this program's path to start workers")?,
-        block: name.clone(),
-        backing: args.backing.clone(),
-        max_pixels: shmpipe_worker::codec::DEFAULT_MAX_PIXELS,
-        apply: Some(args.ops.clone()),
-        cores: workers,
-    };
-    let mut pool = Pool::new(launch, workers, pids);
-    let display = Display::new(block.image_count() as u64, workers as usize, args.quiet);
-    for id in 0..workers {
-        pool.spawn(id).context("failed to start a worker process")?;
-    }
-    let mut pass = 1;
-    let mut stats = Vec::new();
-    let mut died = 0;
-    loop {
-        for (id, end) in pool.reap() {
-            if !end.is_abnormal() {
-                continue;
-            }
-            died += 1;
-            for index in 0..block.image_count() {
-                if let Some(claim) = block.take_over(index, id) {
-                    claim.fail("a worker died while applying ops to it: its pixels are half transformed; load the dataset again");
+/// Per colour channel, the histogram of every done image's values, read on `threads` threads.
+///
+/// # Safety
+///
+/// As [`Writer::pixels_between_passes`]: no worker may be writing any slot.
+unsafe fn histograms(writer: &Writer<'_>, threads: usize) -> [[u64; 256]; 4] {
+    let channels = writer.header().channels as usize;
+    let done: Vec<usize> = (0..writer.image_count())
+        .filter(|&i| writer.images()[i].status() == Some(ImageStatus::Done))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let total = Mutex::new([[0u64; 256]; 4]);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let mut hist = [[0u64; 256]; 4];
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = done.get(k) else { break };
+                    // SAFETY: this function's precondition: no worker writes any slot now.
+                    let pixels = unsafe { writer.pixels_between_passes(i) };
+                    ops::add_histograms(pixels, channels, &mut hist);
                 }
-            }
-            if died > 3 * workers as usize + 3 {
-                anyhow::bail!("workers keep dying (last: {end:?}); giving up");
-            }
-        }
-        if pass_finished(&block) {
-            if pass == 1 {
-                match stages.dataset {
-                    Some(ops::DatasetOp::Normalize) | Some(ops::DatasetOp::NormalizeFloat) => {
-                        stats = statistics(&block);
-                        let h = block.header();
-                        for (c, (mean, std)) in stats.iter().enumerate() {
-                            h.norm_mean[c].store(mean.to_bits(), Ordering::Release);
-                            h.norm_std[c].store(std.to_bits(), Ordering::Release);
-                        }
-                        let float = stages.dataset == Some(ops::DatasetOp::NormalizeFloat);
-                        h.export_float.store(float as u64, Ordering::Release);
+                let mut total = total.lock().expect("no panic holds it");
+                for (t, h) in total.iter_mut().zip(&hist) {
+                    for (a, b) in t.iter_mut().zip(h) {
+                        *a += b;
                     }
-                    Some(ops::DatasetOp::Equalize) => {
-                        let hist: Vec<u64> = block
-                            .stats()
-                            .iter()
-                            .map(|v| v.load(Ordering::Acquire))
-                            .collect();
-                        let colour = (block.header().channels as usize).min(3);
-                        for (c, lut) in ops::equalize_luts(&hist, colour).iter().enumerate() {
-                            for (v, &out) in lut.iter().enumerate() {
-                                block.stats()[c * 256 + v].store(out as u64, Ordering::Release);
-                            }
-                        }
-                    }
-                    None => {}
                 }
-            }
-            if pass == passes {
-                break;
-            }
-            pass += 1;
-            block.begin_pass(pass);
-            event
-                .set(EventState::Signaled)
-                .map_err(|e| anyhow::anyhow!("cannot ring the pass event: {e}"))?;
+            });
         }
-        if pool.live() == 0 && !pass_finished(&block) {
-            // Replacements join the pass in progress.
-            for id in 0..workers {
-                pool.spawn(id)
-                    .context("failed to restart a worker process")?;
-            }
-        }
-        display.update(&block);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    pool.stop(Duration::from_secs(3));
-    display.finish();
-    block.set_state(BlockState::Finished);
-    let _ = event.set(EventState::Clear);
-    let failed = (0..block.image_count())
-        .filter(|&i| block.images()[i].status() == Some(ImageStatus::Failed))
-        .collect::<Vec<_>>();
-    if !args.quiet {
-        println!(
-            "applied {:?} to {name}: {} of {} images ok in {:.2} s ({passes} pass{})",
-            args.ops,
-            block.image_count() - failed.len(),
-            block.image_count(),
-            started.elapsed().as_secs_f64(),
-            if passes > 1 { "es" } else { "" }
-        );
-        for (c, (mean, std)) in stats.iter().enumerate() {
-            println!("  channel {c}: mean {mean:.3}, std {std:.3}");
-        }
-        for i in &failed {
-            println!(
-                "  failed: {}: {}",
-                String::from_utf8_lossy(block.source(*i)),
-                block.message(*i).unwrap_or_default()
-            );
-        }
-    }
-    Ok(if failed.is_empty() {
-        exit::OK
-    } else {
-        exit::SOME_FAILED
-    })
+    });
+    total.into_inner().expect("threads joined")
 }

@@ -34,6 +34,24 @@ pub fn dataset_name(name: &str) -> anyhow::Result<String> {
     Ok(full)
 }
 
+/// What a block holds, in a word or two: a dataset's state (and whether it was interrupted), or
+/// a run's phase.
+fn state_word(b: &BlockInfo) -> String {
+    use shmpipe_worker::block::DatasetState;
+    let live = b.liveness == Liveness::Live;
+    match (b.dataset, live) {
+        (Some(DatasetState::Ready), _) => "ready".into(),
+        (Some(DatasetState::Loading), true) => "loading".into(),
+        (Some(DatasetState::Applying), true) => "applying".into(),
+        (Some(DatasetState::Repairing), true) => "repairing".into(),
+        (Some(DatasetState::Loading), false) => "incomplete".into(),
+        (Some(DatasetState::Applying) | Some(DatasetState::Repairing), false) => "damaged".into(),
+        _ => b
+            .state
+            .map_or("-".into(), |s| format!("{s:?}").to_lowercase()),
+    }
+}
+
 fn backing(dir: Option<PathBuf>) -> Backing {
     dir.map_or(Backing::Shm, Backing::Dir)
 }
@@ -46,7 +64,7 @@ fn describe(b: &BlockInfo) -> serde_json::Value {
         "live": b.liveness == Liveness::Live,
         "kept": b.liveness == Liveness::Kept,
         "status": status(b.liveness),
-        "state": b.state.map(|s| format!("{s:?}").to_lowercase()),
+        "state": state_word(b),
         "images": b.images,
         "age_s": b.age.as_secs(),
     })
@@ -69,26 +87,32 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
         println!("{}", serde_json::Value::Array(list));
         return exit::OK;
     }
+    let damaged: Vec<&BlockInfo> = blocks
+        .iter()
+        .filter(|b| matches!(state_word(b).as_str(), "damaged" | "incomplete"))
+        .collect();
     if blocks.is_empty() {
         println!("no shmpipe blocks in {}", backing.dir().display());
         return exit::OK;
     }
     println!(
-        "{:<30} {:>12} {:>8} {:>6} {:<9} {:>7} {:>8}",
+        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>8}",
         "NAME", "BYTES", "OWNER", "STATUS", "STATE", "IMAGES", "AGE"
     );
     for b in &blocks {
         println!(
-            "{:<30} {:>12} {:>8} {:>6} {:<9} {:>7} {:>7}s",
+            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7}s",
             b.name,
             b.bytes,
             b.owner_pid.map_or("-".into(), |p| p.to_string()),
             status(b.liveness),
-            b.state
-                .map_or("-".into(), |s| format!("{s:?}").to_lowercase()),
+            state_word(b),
             b.images.map_or("-".into(), |n| n.to_string()),
             b.age.as_secs()
         );
+    }
+    for b in damaged {
+        println!("{}", crate::apply::not_ready(&b.name, b.dataset));
     }
     exit::OK
 }

@@ -48,6 +48,9 @@ pub enum Command {
     /// Transform a named dataset in place with N workers; `normalize` uses the whole dataset's
     /// per-channel mean and deviation (two passes).
     Apply(ApplyCli),
+    /// Rebuild a dataset's interrupted images from their sources (replaying the load and every
+    /// apply since) and finish an apply that was stopped or killed.
+    Repair(RepairCli),
     /// Show the progress of a run from another terminal, by its block's name, until it ends.
     Watch(WatchCli),
     /// List our blocks: name, size, owner, live, stale or kept, state, images, age.
@@ -241,6 +244,21 @@ pub struct ApplyCli {
 }
 
 #[derive(Debug, Args)]
+pub struct RepairCli {
+    /// The dataset (NAME or shmpipe-NAME).
+    pub name: String,
+    /// Worker processes [default: available cores].
+    #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+    /// Look for the dataset in DIR (a `--backing` folder) instead of /dev/shm.
+    #[arg(long, value_name = "DIR")]
+    pub backing: Option<PathBuf>,
+    /// No progress display and no summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct WatchCli {
     /// The block's name, as `run` prints it at start (or a dataset's name).
     pub name: String,
@@ -254,6 +272,10 @@ pub struct ExportCli {
     pub name: String,
     /// The .npy file to write.
     pub file: PathBuf,
+    /// Export only the images that loaded (leaving out those that failed, listed on stderr)
+    /// instead of refusing a dataset that holds failed images.
+    #[arg(long)]
+    pub partial: bool,
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
 }
@@ -312,8 +334,9 @@ pub struct WorkerCli {
     pub backing: Option<PathBuf>,
     #[arg(long, default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Bring a kept dataset's images to the latest step of its history (`apply`, `repair`).
     #[arg(long)]
-    pub apply: Option<String>,
+    pub apply: bool,
     /// Cores the whole run may use (its -j); a worker runs an image's bands on those the other
     /// workers leave idle.
     #[arg(long, default_value_t = 1)]

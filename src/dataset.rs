@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
-use shmpipe_worker::block::{AttachedBlock, Backing};
+use shmpipe_worker::block::{AttachedBlock, Backing, DatasetState, ImageStatus, Reader};
 use shmpipe_worker::codec::{self, EncodeOptions, PngCompression, FORMATS};
 
 use crate::cli::{ExportCli, LoadCli, RunCli, SaveCli};
@@ -52,10 +52,31 @@ pub fn load(args: LoadCli) -> i32 {
 
 fn attach(name: &str, backing: Option<PathBuf>) -> anyhow::Result<AttachedBlock> {
     let name = crate::blocks::dataset_name(name)?;
-    let block = AttachedBlock::attach(&name, backing.map_or(Backing::Shm, Backing::Dir))
-        .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))?;
-    block.lock_shared()?;
-    Ok(block)
+    AttachedBlock::attach(&name, backing.map_or(Backing::Shm, Backing::Dir))
+        .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))
+}
+
+/// Takes the dataset's lock shared and checks that it is ready: a kept dataset whose every image
+/// is done or failed with its reason. Anything else is refused with what to do.
+fn read_ready(block: &AttachedBlock) -> anyhow::Result<Reader<'_>> {
+    let reader = block.lock_shared()?;
+    let state = if reader.is_kept() {
+        reader.dataset_state()
+    } else {
+        Some(DatasetState::None)
+    };
+    if state != Some(DatasetState::Ready) {
+        bail!("{}", crate::apply::not_ready(reader.name(), state));
+    }
+    Ok(reader)
+}
+
+/// The images that failed at load or in an apply, with their reasons.
+fn failed_images(block: &AttachedBlock) -> Vec<(usize, String)> {
+    (0..block.image_count())
+        .filter(|&i| block.images()[i].status() != Some(ImageStatus::Done))
+        .map(|i| (i, block.message(i).unwrap_or_else(|| "not done".into())))
+        .collect()
 }
 
 /// `save NAME -o DIR`: encode every image of the block to DIR under its relative path.
@@ -71,6 +92,9 @@ pub fn save(args: SaveCli) -> i32 {
 
 fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
     let block = attach(&args.name, args.backing.clone())?;
+    let reader = read_ready(&block)?;
+    // A failed image's slot holds no picture: it is listed, never written.
+    let failed = failed_images(&block);
     let format = match &args.format {
         Some(f) => Some(codec::parse_format(f).with_context(|| format!("invalid --format {f:?}"))?),
         None => None,
@@ -96,6 +120,9 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                 if i >= block.image_count() {
                     break;
                 }
+                if failed.iter().any(|(f, _)| *f == i) {
+                    continue;
+                }
                 let slot = block.slot(i);
                 let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
                 let input_format = FORMATS[slot.format as usize % FORMATS.len()];
@@ -108,7 +135,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     durable: !args.no_fsync,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                match codec::encode_to(block.pixels(i), h, w, c, opts, &target) {
+                match codec::encode_to(reader.pixels(i), h, w, c, opts, &target) {
                     Ok(_) => written.lock().expect("no panic holds it").push(target),
                     Err(e) => failures
                         .lock()
@@ -119,7 +146,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         }
     });
     let failures = failures.into_inner().expect("threads joined");
-    let saved = block.image_count() - failures.len();
+    let saved = block.image_count() - failures.len() - failed.len();
     let mut unsynced = 0;
     if !args.no_fsync {
         let written = written.into_inner().expect("threads joined");
@@ -127,6 +154,12 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
             eprintln!("shmpipe: not flushed to disk: {}: {e}", folder.display());
             unsynced += 1;
         }
+    }
+    for (i, reason) in &failed {
+        eprintln!(
+            "shmpipe: not written: {}: {reason}",
+            String::from_utf8_lossy(block.source(*i))
+        );
     }
     for f in &failures {
         eprintln!("shmpipe: failed: {f}");
@@ -138,7 +171,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         block.name(),
         args.out.display()
     );
-    Ok(failures.len() + unsynced)
+    Ok(failures.len() + unsynced + failed.len())
 }
 
 /// `export NAME FILE.npy`: the pixels of a uniform block as one `(N, H, W, C)` u8 array.
@@ -165,18 +198,38 @@ pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
 
 fn export_inner(args: ExportCli) -> anyhow::Result<()> {
     let block = attach(&args.name, args.backing.clone())?;
-    let count = block.image_count();
-    if count == 0 {
-        bail!("{} holds no images", block.name());
+    let reader = read_ready(&block)?;
+    let failed = failed_images(&block);
+    if let Some((i, reason)) = failed.first().filter(|_| !args.partial) {
+        bail!(
+            "{} holds {} image(s) that failed (the first: {}: {reason}); export --partial writes the others",
+            block.name(),
+            failed.len(),
+            String::from_utf8_lossy(block.source(*i))
+        );
     }
-    let first = block.slot(0);
-    if let Some(i) = (0..count).find(|&i| {
+    let images: Vec<usize> = (0..block.image_count())
+        .filter(|i| !failed.iter().any(|(f, _)| f == i))
+        .collect();
+    for (i, reason) in &failed {
+        eprintln!(
+            "shmpipe: left out: {}: {reason}",
+            String::from_utf8_lossy(block.source(*i))
+        );
+    }
+    let count = images.len();
+    if count == 0 {
+        bail!("{} holds no images that loaded", block.name());
+    }
+    let first = block.slot(images[0]);
+    if let Some(&i) = images.iter().find(|&&i| {
         let s = block.slot(i);
         (s.height, s.width) != (first.height, first.width)
     }) {
         bail!(
-            "{} is ragged (image 0 is {}x{}, image {i} is {}x{}): export needs one shape; load it with --resize WxH",
+            "{} is ragged (image {} is {}x{}, image {i} is {}x{}): export needs one shape; load it with --resize WxH",
             block.name(),
+            images[0],
             first.width,
             first.height,
             block.slot(i).width,
@@ -207,8 +260,8 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
             *s = (mean, if std > 0.0 { 1.0 / std } else { 0.0 });
         }
         out.write_all(&npy_header("<f4", &shape))?;
-        for i in 0..count {
-            for p in block.pixels(i).chunks_exact(c) {
+        for &i in &images {
+            for p in reader.pixels(i).chunks_exact(c) {
                 for (ch, &v) in p.iter().enumerate() {
                     let (mean, inv) = scale[ch];
                     out.write_all(&(((v as f64 - mean) * inv) as f32).to_le_bytes())?;
@@ -217,8 +270,8 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         }
     } else {
         out.write_all(&npy_header("|u1", &shape))?;
-        for i in 0..count {
-            out.write_all(block.pixels(i))?;
+        for &i in &images {
+            out.write_all(reader.pixels(i))?;
         }
     }
     let tmp = out.into_inner().map_err(|e| e.into_error())?;

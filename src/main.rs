@@ -49,6 +49,7 @@ fn main() {
         Command::Save(args) => dataset::save(args),
         Command::Export(args) => dataset::export(args),
         Command::Apply(args) => apply::apply(args),
+        Command::Repair(args) => apply::repair(args),
         Command::Watch(args) => watch::watch(args),
         Command::Worker(args) => run_worker(args),
     };

@@ -93,12 +93,17 @@ pub fn plan(
             continue;
         }
         match codec::probe(path, max_pixels) {
-            Ok(probe) => plan.images.push(PlannedImage {
-                height: probe.height,
-                width: probe.width,
-                format: probe.format,
-                source: relative.as_os_str().as_bytes().to_vec(),
-            }),
+            Ok(probe) => {
+                let (source_size, source_mtime_ns) = codec::source_identity(path);
+                plan.images.push(PlannedImage {
+                    height: probe.height,
+                    width: probe.width,
+                    format: probe.format,
+                    source: relative.as_os_str().as_bytes().to_vec(),
+                    source_size,
+                    source_mtime_ns,
+                })
+            }
             Err(CodecError::NotAnImage) if !has_image_name(path) => plan.skipped += 1,
             Err(e) => plan.rejected.push(Rejected {
                 path: path.to_path_buf(),

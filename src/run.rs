@@ -7,7 +7,6 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,14 +24,7 @@ use crate::plan;
 use crate::progress::Display;
 use crate::shard::Shard;
 use crate::summary::{Failure, Summary, Timings};
-use crate::supervise::{Launch, Pool};
-
-/// An image in hand during this many worker deaths is quarantined as failed.
-const MAX_CRASHES: u32 = 3;
-/// How long stopped workers get to finish their current image before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(3);
-/// Supervisor and display tick (20 Hz).
-const TICK: Duration = Duration::from_millis(50);
+use crate::supervise::{self, Launch, Pool, Rules, Signals};
 
 pub fn run(args: RunCli) -> i32 {
     match execute(args) {
@@ -41,103 +33,6 @@ pub fn run(args: RunCli) -> i32 {
             eprintln!("shmpipe: error: {err:#}");
             exit::USAGE
         }
-    }
-}
-
-/// Signals that stop a run, each with its own flag so the exit code can say which; and a wake-up
-/// pipe that these and SIGCHLD write to, so the supervisor reacts to a worker's exit (above all
-/// the last one's) at once instead of at its next tick.
-struct Signals {
-    flags: Vec<(i32, &'static str, Arc<AtomicBool>)>,
-    wake: std::os::unix::net::UnixStream,
-    /// Every handler installed, removed on drop: `load` and `bench memory` run several jobs.
-    handlers: Vec<signal_hook::SigId>,
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for id in self.handlers.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-        // Unregistering leaves the signals caught by nothing, that is ignored: between jobs and
-        // after the last one they must act as they do by default (end the process).
-        between_jobs().store(true, Ordering::SeqCst);
-    }
-}
-
-/// True while no job's handlers are installed; the stop signals then take their default action
-/// (through one handler per signal, installed once per process).
-fn between_jobs() -> &'static Arc<AtomicBool> {
-    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(true));
-        for sig in [
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ] {
-            // Only fails for a signal signal-hook cannot name; these three it can.
-            let _ = signal_hook::flag::register_conditional_default(sig, Arc::clone(&flag));
-        }
-        flag
-    })
-}
-
-impl Signals {
-    fn register() -> anyhow::Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        between_jobs().store(false, Ordering::SeqCst);
-        let mut flags = Vec::new();
-        let mut handlers = Vec::new();
-        for (sig, name, code) in [
-            (SIGINT, "SIGINT", exit::SIGINT),
-            (SIGTERM, "SIGTERM", exit::SIGTERM),
-            (SIGHUP, "SIGHUP", exit::SIGHUP),
-        ] {
-            let flag = Arc::new(AtomicBool::new(false));
-            handlers.push(
-                signal_hook::flag::register(sig, Arc::clone(&flag))
-                    .context("failed to install signal handler")?,
-            );
-            flags.push((code, name, flag));
-        }
-        let (wake, ring) =
-            std::os::unix::net::UnixStream::pair().context("failed to create a wake-up pipe")?;
-        ring.set_nonblocking(true)
-            .context("failed to create a wake-up pipe")?;
-        for sig in [signal_hook::consts::SIGCHLD, SIGINT, SIGTERM, SIGHUP] {
-            let ring = ring
-                .try_clone()
-                .context("failed to create a wake-up pipe")?;
-            handlers.push(
-                signal_hook::low_level::pipe::register(sig, ring)
-                    .context("failed to install signal handler")?,
-            );
-        }
-        Ok(Signals {
-            flags,
-            wake,
-            handlers,
-        })
-    }
-
-    /// Sleeps up to `timeout`, less if a worker exits or a stop signal arrives meanwhile.
-    fn wait(&self, timeout: Duration) {
-        use std::io::Read;
-        if self.wake.set_read_timeout(Some(timeout)).is_ok() {
-            // One read takes every wake-up written so far (each is one byte).
-            let _ = (&self.wake).read(&mut [0u8; 256]);
-        } else {
-            std::thread::sleep(timeout);
-        }
-    }
-
-    /// The exit code and name of the first signal received, if any.
-    fn received(&self) -> Option<(i32, &'static str)> {
-        self.flags
-            .iter()
-            .find(|(_, _, f)| f.load(Ordering::Relaxed))
-            .map(|(code, name, _)| (*code, *name))
     }
 }
 
@@ -367,6 +262,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         rgb_output: args.rgb,
         kept: args.keep.is_some(),
         no_fsync: args.no_fsync,
+        max_pixels: args.max_pixels,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
@@ -413,7 +309,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         block: name.clone(),
         backing: args.backing.clone(),
         max_pixels: args.max_pixels,
-        apply: None,
+        apply: false,
         cores: settings.workers,
     };
     let mut pool = Pool::new(launch, workers, pids);
@@ -423,7 +319,19 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         args.quiet || args.json,
     );
     let working = Instant::now();
-    let outcome = supervise(&block, &mut pool, &display, &signals, &settings, workers);
+    let rules = Rules {
+        image_timeout: settings.image_timeout,
+        strict: settings.strict,
+    };
+    let outcome = supervise::supervise(
+        &block,
+        &mut pool,
+        &display,
+        &signals,
+        &rules,
+        &|_| false,
+        &|index| remove_partial_output(&block, index, &settings),
+    );
     timings.work_s = working.elapsed().as_secs_f64();
     timings.worker_start = pool.start_cost(&block);
     display.update(&block);
@@ -499,11 +407,13 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         stopped_by_strict: outcome.strict_stop,
         shard: settings.shard.clone(),
         shard_files,
-        kept: args.keep.is_some() && outcome.signal.is_none(),
+        kept: args.keep.is_some() && outcome.signal.is_none() && !outcome.strict_stop,
         timings,
     };
-    if args.keep.is_some() && outcome.signal.is_none() {
-        // A named dataset stays for other processes to attach by name, until `shmpipe rm`.
+    if summary.kept {
+        // Every image has its outcome: the dataset is ready. It stays for other processes to
+        // attach by name, until `shmpipe rm`.
+        block.set_dataset_ready();
         block.keep();
     }
     // Unlink before reporting: whatever happens to stdout, the block is gone (unless kept).
@@ -529,162 +439,6 @@ fn report(args: &RunCli, summary: &Summary, signal_code: Option<i32>) -> anyhow:
         }
         None => exit::OK,
     })
-}
-
-/// What supervision observed.
-struct Outcome {
-    retried: u64,
-    restarts: u64,
-    signal: Option<(i32, &'static str)>,
-    /// `--strict` stopped the run at the first failed image.
-    strict_stop: bool,
-}
-
-/// Spawns the workers and watches them until the queue is empty or a signal arrives.
-fn supervise(
-    block: &OwnedBlock,
-    pool: &mut Pool,
-    display: &Display,
-    signals: &Signals,
-    settings: &Settings,
-    workers: u32,
-) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome {
-        retried: 0,
-        restarts: 0,
-        signal: None,
-        strict_stop: false,
-    };
-    if let Some(sig) = signals.received() {
-        outcome.signal = Some(sig);
-        return Ok(outcome);
-    }
-    if block.image_count() == 0 {
-        return Ok(outcome);
-    }
-    for id in 0..workers {
-        pool.spawn(id).context("failed to start a worker process")?;
-    }
-    // Deaths that released no image: a worker that cannot even start. Bounded, then we give up.
-    let mut fruitless = 0u32;
-    // Workers killed for holding one image longer than the timeout.
-    let mut timed_out = std::collections::HashSet::new();
-    loop {
-        let strict_stop =
-            settings.strict && block.header().images_failed.load(Ordering::Acquire) > 0;
-        if let Some(sig) = signals.received() {
-            outcome.signal = Some(sig);
-        }
-        if outcome.signal.is_some() || strict_stop {
-            outcome.strict_stop = strict_stop && outcome.signal.is_none();
-            block.set_state(BlockState::Stopping);
-            let ended = pool.stop(STOP_GRACE);
-            for (id, _) in ended {
-                // Whatever a stopped worker held goes back to Pending; its partial file goes.
-                release(block, id, settings, None);
-            }
-            return Ok(outcome);
-        }
-        for (id, end) in pool.reap() {
-            if !end.is_abnormal() {
-                continue;
-            }
-            let timed_out = timed_out.remove(&id);
-            let (retried, quarantined) = release(block, id, settings, Some(timed_out));
-            outcome.retried += retried;
-            if retried == 0 && quarantined == 0 {
-                fruitless += 1;
-            }
-            if fruitless > 2 * workers + 2 {
-                bail!("workers keep failing at start (last: {end:?}); giving up");
-            }
-            if work_left(block) {
-                pool.spawn(id)
-                    .context("failed to restart a worker process")?;
-                outcome.restarts += 1;
-                display.println(&format!("shmpipe: worker {id} ended ({end:?}); restarted"));
-            }
-        }
-        if pool.live() == 0 {
-            if work_left(block) {
-                pool.spawn(0)
-                    .context("failed to restart a worker process")?;
-                outcome.restarts += 1;
-                continue;
-            }
-            return Ok(outcome);
-        }
-        if let Some(limit) = settings.image_timeout {
-            for id in stuck_workers(block, limit) {
-                if timed_out.insert(id) {
-                    pool.kill(id);
-                }
-            }
-        }
-        display.update(block);
-        signals.wait(TICK);
-    }
-}
-
-fn work_left(block: &OwnedBlock) -> bool {
-    block
-        .images()
-        .iter()
-        .any(|r| r.status() == Some(ImageStatus::Pending))
-}
-
-/// Workers that have held their current image for longer than `limit`.
-fn stuck_workers(block: &OwnedBlock, limit: Duration) -> Vec<u32> {
-    let now = shmpipe_worker::block::now_ms();
-    block
-        .workers()
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| {
-            w.current_image.load(Ordering::Acquire) != shmpipe_worker::block::NO_IMAGE
-                && now.saturating_sub(w.heartbeat_ms.load(Ordering::Acquire))
-                    > limit.as_millis() as u64
-        })
-        .map(|(id, _)| id as u32)
-        .collect()
-}
-
-/// After worker `id` ended: every image it still held goes back to the queue and its partial
-/// output is removed. When it died (`death` is Some, holding whether we killed it for a
-/// timeout), the death counts against those images; at `MAX_CRASHES` one is quarantined.
-/// Returns (images put back, images quarantined).
-fn release(block: &OwnedBlock, id: u32, settings: &Settings, death: Option<bool>) -> (u64, u64) {
-    let (mut retried, mut quarantined) = (0, 0);
-    if let Some(record) = block.workers().get(id as usize) {
-        record.clear_image();
-    }
-    for index in 0..block.image_count() {
-        let Some(claim) = block.take_over(index, id) else {
-            continue;
-        };
-        remove_partial_output(block, index, settings);
-        let Some(timed_out) = death else {
-            drop(claim);
-            continue;
-        };
-        let crashes = block.images()[index].crashes.fetch_add(1, Ordering::AcqRel) + 1;
-        if crashes >= MAX_CRASHES {
-            let reason = match (timed_out, settings.image_timeout) {
-                (true, Some(limit)) => format!(
-                    "no result within {} s, {crashes} times (--image-timeout)",
-                    limit.as_secs()
-                ),
-                _ => format!("worker crashed while processing ({crashes} times)"),
-            };
-            claim.fail(&reason);
-            block.header().images_failed.fetch_add(1, Ordering::AcqRel);
-            quarantined += 1;
-        } else {
-            drop(claim);
-            retried += 1;
-        }
-    }
-    (retried, quarantined)
 }
 
 /// Where image `index`'s output goes, when the run writes outputs.

@@ -1,5 +1,8 @@
-//! Process supervision, all in one place: spawn workers, watch them, replace the ones that die,
-//! stop them in order (SIGTERM, a grace period, SIGKILL). Each worker's end is a [`WorkerEnd`].
+//! Process supervision, all in one place, for every mode that has workers (`run`, `load`,
+//! `apply`, `repair`, `bench memory`): spawn workers, watch them, replace the ones that die,
+//! quarantine an image in hand at too many deaths, kill a worker that holds one image too long,
+//! stop them in order (SIGTERM, a grace period, SIGKILL) on a stop signal. Each worker's end is a
+//! [`WorkerEnd`].
 //!
 //! Workers run in their own process group, so a terminal's Ctrl-C reaches only the coordinator,
 //! which then stops them here. This module never touches pixels.
@@ -7,12 +10,23 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use rustix::process::{kill_process, Pid, Signal};
-use shmpipe_worker::block::{now_ns, Mapping};
-use std::sync::atomic::Ordering;
+use shmpipe_worker::block::{now_ns, ImageStatus, Mapping};
+
+use crate::exit;
+use crate::progress::Display;
+
+/// An image in hand during this many worker deaths is quarantined as failed.
+pub const MAX_CRASHES: u32 = 3;
+/// How long stopped workers get to finish their current image before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Supervisor and display tick (20 Hz).
+const TICK: Duration = Duration::from_millis(50);
 
 /// How one worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +61,8 @@ pub struct Launch {
     pub block: String,
     pub backing: Option<PathBuf>,
     pub max_pixels: u64,
-    /// `apply` mode: the op list the workers run on the block's pixels.
-    pub apply: Option<String>,
+    /// `apply` mode (`apply`, `repair`): workers bring a kept dataset to its history's latest step.
+    pub apply: bool,
     /// Cores the run may use (its -j), which can exceed its workers (never more than images).
     pub cores: u32,
 }
@@ -124,8 +138,8 @@ impl Pool {
         if let Some(dir) = &self.launch.backing {
             cmd.arg("--backing").arg(dir);
         }
-        if let Some(list) = &self.launch.apply {
-            cmd.arg("--apply").arg(list);
+        if self.launch.apply {
+            cmd.arg("--apply");
         }
         let stderr = if std::env::var_os("SHMPIPE_WORKER_STDERR").is_some() {
             Stdio::inherit()
@@ -153,6 +167,25 @@ impl Pool {
 
     pub fn live(&self) -> usize {
         self.slots.iter().flatten().count()
+    }
+
+    /// The ids of the workers running now.
+    pub fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(id, _)| id as u32)
+    }
+
+    /// Starts every worker id that has no process.
+    pub fn spawn_missing(&mut self) -> std::io::Result<()> {
+        for id in 0..self.slots.len() as u32 {
+            if self.slots[id as usize].is_none() {
+                self.spawn(id)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends SIGKILL to worker `id`; `reap` reports its end.
@@ -224,6 +257,279 @@ impl Drop for Pool {
             let _ = running.child.wait();
         }
     }
+}
+
+/// Signals that stop a job (`run`, `load`, `apply`, `repair`, each job of `bench memory`), each with its own flag so the exit code can say which; and a wake-up
+/// pipe that these and SIGCHLD write to, so the supervisor reacts to a worker's exit (above all
+/// the last one's) at once instead of at its next tick.
+pub struct Signals {
+    flags: Vec<(i32, &'static str, Arc<AtomicBool>)>,
+    wake: std::os::unix::net::UnixStream,
+    /// Every handler installed, removed on drop: `load` and `bench memory` run several jobs.
+    handlers: Vec<signal_hook::SigId>,
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.handlers.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+        // Unregistering leaves the signals caught by nothing, that is ignored: between jobs and
+        // after the last one they must act as they do by default (end the process).
+        between_jobs().store(true, Ordering::SeqCst);
+    }
+}
+
+/// True while no job's handlers are installed; the stop signals then take their default action
+/// (through one handler per signal, installed once per process).
+fn between_jobs() -> &'static Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(true));
+        for sig in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
+            // Only fails for a signal signal-hook cannot name; these three it can.
+            let _ = signal_hook::flag::register_conditional_default(sig, Arc::clone(&flag));
+        }
+        flag
+    })
+}
+
+impl Signals {
+    pub fn register() -> anyhow::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        between_jobs().store(false, Ordering::SeqCst);
+        let mut flags = Vec::new();
+        let mut handlers = Vec::new();
+        for (sig, name, code) in [
+            (SIGINT, "SIGINT", exit::SIGINT),
+            (SIGTERM, "SIGTERM", exit::SIGTERM),
+            (SIGHUP, "SIGHUP", exit::SIGHUP),
+        ] {
+            let flag = Arc::new(AtomicBool::new(false));
+            handlers.push(
+                signal_hook::flag::register(sig, Arc::clone(&flag))
+                    .context("failed to install signal handler")?,
+            );
+            flags.push((code, name, flag));
+        }
+        let (wake, ring) =
+            std::os::unix::net::UnixStream::pair().context("failed to create a wake-up pipe")?;
+        ring.set_nonblocking(true)
+            .context("failed to create a wake-up pipe")?;
+        for sig in [signal_hook::consts::SIGCHLD, SIGINT, SIGTERM, SIGHUP] {
+            let ring = ring
+                .try_clone()
+                .context("failed to create a wake-up pipe")?;
+            handlers.push(
+                signal_hook::low_level::pipe::register(sig, ring)
+                    .context("failed to install signal handler")?,
+            );
+        }
+        Ok(Signals {
+            flags,
+            wake,
+            handlers,
+        })
+    }
+
+    /// Sleeps up to `timeout`, less if a worker exits or a stop signal arrives meanwhile.
+    pub fn wait(&self, timeout: Duration) {
+        use std::io::Read;
+        if self.wake.set_read_timeout(Some(timeout)).is_ok() {
+            // One read takes every wake-up written so far (each is one byte).
+            let _ = (&self.wake).read(&mut [0u8; 256]);
+        } else {
+            std::thread::sleep(timeout);
+        }
+    }
+
+    /// The exit code and name of the first signal received, if any.
+    pub fn received(&self) -> Option<(i32, &'static str)> {
+        self.flags
+            .iter()
+            .find(|(_, _, f)| f.load(Ordering::Relaxed))
+            .map(|(code, name, _)| (*code, *name))
+    }
+}
+
+/// How a job's workers are watched.
+pub struct Rules {
+    /// Kill a worker that holds one image longer than this (`--image-timeout`).
+    pub image_timeout: Option<Duration>,
+    /// `--strict`: stop at the first failed image.
+    pub strict: bool,
+}
+
+/// What supervision observed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub retried: u64,
+    pub restarts: u64,
+    pub signal: Option<(i32, &'static str)>,
+    /// `--strict` stopped the run at the first failed image.
+    pub strict_stop: bool,
+}
+
+/// Runs the workers of `pool` on `block` (starting those that are not running) until the queue
+/// is empty and every worker has ended, or `settled` says the job's pass is over, or a stop
+/// signal or `--strict` stops it. A worker that dies is replaced and the images it held go back
+/// to the queue (`on_release` is told each, for cleanup), until one has been in hand at
+/// [`MAX_CRASHES`] deaths: that one is failed with the reason.
+pub fn supervise(
+    block: &Mapping,
+    pool: &mut Pool,
+    display: &Display,
+    signals: &Signals,
+    rules: &Rules,
+    settled: &dyn Fn(&Pool) -> bool,
+    on_release: &dyn Fn(usize),
+) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::default();
+    if let Some(sig) = signals.received() {
+        outcome.signal = Some(sig);
+        return Ok(outcome);
+    }
+    if block.image_count() == 0 {
+        return Ok(outcome);
+    }
+    pool.spawn_missing()
+        .context("failed to start a worker process")?;
+    let workers = pool.slots.len() as u32;
+    // Deaths that released no image: a worker that cannot even start. Bounded, then we give up.
+    let mut fruitless = 0u32;
+    // Workers killed for holding one image longer than the timeout.
+    let mut timed_out = std::collections::HashSet::new();
+    loop {
+        let strict_stop = rules.strict && block.header().images_failed.load(Ordering::Acquire) > 0;
+        if let Some(sig) = signals.received() {
+            outcome.signal = Some(sig);
+        }
+        if outcome.signal.is_some() || strict_stop {
+            outcome.strict_stop = strict_stop && outcome.signal.is_none();
+            block.request_stop();
+            for (id, _) in pool.stop(STOP_GRACE) {
+                // Whatever a stopped worker held goes back to Pending.
+                release(block, id, None, rules, on_release);
+            }
+            return Ok(outcome);
+        }
+        for (id, end) in pool.reap() {
+            if !end.is_abnormal() {
+                continue;
+            }
+            let timed_out = timed_out.remove(&id);
+            let (retried, quarantined) = release(block, id, Some(timed_out), rules, on_release);
+            outcome.retried += retried;
+            if retried == 0 && quarantined == 0 {
+                fruitless += 1;
+            }
+            if fruitless > 2 * workers + 2 {
+                bail!("workers keep failing at start (last: {end:?}); giving up");
+            }
+            if work_left(block) {
+                pool.spawn(id)
+                    .context("failed to restart a worker process")?;
+                outcome.restarts += 1;
+                display.println(&format!("shmpipe: worker {id} ended ({end:?}); restarted"));
+            }
+        }
+        if pool.live() == 0 {
+            if work_left(block) {
+                pool.spawn(0)
+                    .context("failed to restart a worker process")?;
+                outcome.restarts += 1;
+                continue;
+            }
+            return Ok(outcome);
+        }
+        if settled(pool) {
+            return Ok(outcome);
+        }
+        if let Some(limit) = rules.image_timeout {
+            for id in stuck_workers(block, limit) {
+                if timed_out.insert(id) {
+                    pool.kill(id);
+                }
+            }
+        }
+        display.update(block);
+        signals.wait(TICK);
+    }
+}
+
+/// Whether any image waits for a worker.
+pub fn work_left(block: &Mapping) -> bool {
+    block
+        .images()
+        .iter()
+        .any(|r| r.status() == Some(ImageStatus::Pending))
+}
+
+/// Workers that have held their current image for longer than `limit`.
+fn stuck_workers(block: &Mapping, limit: Duration) -> Vec<u32> {
+    let now = shmpipe_worker::block::now_ms();
+    block
+        .workers()
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| {
+            w.current_image.load(Ordering::Acquire) != shmpipe_worker::block::NO_IMAGE
+                && now.saturating_sub(w.heartbeat_ms.load(Ordering::Acquire))
+                    > limit.as_millis() as u64
+        })
+        .map(|(id, _)| id as u32)
+        .collect()
+}
+
+/// After worker `id` ended (reaped by the caller): every image it still held goes back to the
+/// queue. When it died (`death` is Some, holding whether we killed it for a timeout), the death
+/// counts against those images; at `MAX_CRASHES` one is quarantined.
+/// Returns (images put back, images quarantined).
+fn release(
+    block: &Mapping,
+    id: u32,
+    death: Option<bool>,
+    rules: &Rules,
+    on_release: &dyn Fn(usize),
+) -> (u64, u64) {
+    let (mut retried, mut quarantined) = (0, 0);
+    if let Some(record) = block.workers().get(id as usize) {
+        record.clear_image();
+    }
+    for index in 0..block.image_count() {
+        // SAFETY: worker `id`'s process has ended and been reaped: `Pool::reap` and
+        // `Pool::stop`, the only sources of the ids passed here, report an id only after
+        // `wait` returned its status, and no new process takes the id before this returns.
+        let Some(claim) = (unsafe { block.take_over(index, id) }) else {
+            continue;
+        };
+        on_release(index);
+        let Some(timed_out) = death else {
+            drop(claim);
+            continue;
+        };
+        let crashes = block.images()[index].crashes.fetch_add(1, Ordering::AcqRel) + 1;
+        if crashes >= MAX_CRASHES {
+            let reason = match (timed_out, rules.image_timeout) {
+                (true, Some(limit)) => format!(
+                    "no result within {} s, {crashes} times (--image-timeout)",
+                    limit.as_secs()
+                ),
+                _ => format!("worker crashed while processing ({crashes} times)"),
+            };
+            claim.fail(&reason);
+            block.header().images_failed.fetch_add(1, Ordering::AcqRel);
+            quarantined += 1;
+        } else {
+            drop(claim);
+            retried += 1;
+        }
+    }
+    (retried, quarantined)
 }
 
 fn signal(pid: u32, sig: Signal) {

@@ -7,12 +7,19 @@
     ds.paths[3]                      # its source path, relative to the loaded folder
     ds.close()                       # drop your views first: a view used after close() crashes
 
+Only a dataset whose state is ready attaches: one whose load, apply or repair was interrupted
+is refused with what to do (`shmpipe repair NAME`). While attached, the module holds the block's
+lock shared, so `apply` and `repair` refuse to change the pixels under it. Images that failed at
+load have no pixels: attach refuses a dataset holding any, unless `partial=True`; `failed` maps
+their indices to the reasons.
+
 Writes through the views change the block in place (`shmpipe save` then writes them out).
 This module never unlinks the block, and keeps it away from Python's resource tracker, which
 before Python 3.13 unlinks even segments it only attached to. `shmpipe rm NAME` removes it.
 
-The layout mirrors worker/src/block.rs (LAYOUT_VERSION 1); the offsets below are checked there.
+The layout mirrors worker/src/block.rs (LAYOUT_VERSION 2); the offsets below are checked there.
 """
+import fcntl
 import struct
 import sys
 from multiprocessing import shared_memory
@@ -20,7 +27,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 MAGIC = b"SHMPIPE\0"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 NAME_PREFIX = "shmpipe-"
 HEADER_SIZE = 512
 IMAGE_RECORD_SIZE = 192
@@ -41,6 +48,18 @@ _HEADER = {
     "pixels_offset": (96, "<Q"),
     "pixels_len": (104, "<Q"),
     "flags": (188, "<I"),
+    "dataset_state": (296, "<I"),
+}
+# Image record: status word (low 8 bits), message length and message.
+_STATUS_AT, _MESSAGE_LEN_AT, _MESSAGE_AT, _MESSAGE_LEN = 48, 60, 80, 104
+_DONE = 2
+# Dataset states, as `DatasetState` in block.rs.
+_READY = 2
+_NOT_READY = {
+    0: "is a run's working block, not a kept dataset",
+    1: "is incomplete: its load was interrupted; run `shmpipe repair {short}` or load it again",
+    3: "is damaged: an apply was interrupted while it changed the pixels; run `shmpipe repair {short}`",
+    4: "is damaged: a repair was interrupted; run `shmpipe repair {short}` again",
 }
 # Image record: slot_offset, slot_len, height, width, channels, format, source offset, source len.
 _RECORD = struct.Struct("<QQIIIIQQ")
@@ -66,8 +85,9 @@ def _open(name):
 class Block:
     """One attached block. `images`, `array` and `paths` as in the module doc."""
 
-    def __init__(self, name):
+    def __init__(self, name, partial=False):
         self.name = name if name.startswith(NAME_PREFIX) else NAME_PREFIX + name
+        self._partial = partial
         try:
             self._shm = _open(self.name)
         except FileNotFoundError:
@@ -79,6 +99,14 @@ class Block:
         except Exception:
             self._shm.close()
             raise
+
+    def _lock(self):
+        # Shared, as `shmpipe save` takes it: refused while a shmpipe writer holds the block, and
+        # held until close() so that none starts meanwhile.
+        try:
+            fcntl.flock(self._shm._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BlockError(f"{self.name} is busy: a shmpipe load, apply or repair is writing it") from None
 
     def _field(self, key):
         offset, fmt = _HEADER[key]
@@ -100,6 +128,12 @@ class Block:
             # and it is unlinked when the run ends.
             raise BlockError(f"{self.name} is a run's working block, not a dataset: "
                              "keep one with `shmpipe load` or `shmpipe run --keep NAME`")
+        self._lock()
+        state = self._field("dataset_state")
+        if state != _READY:
+            short = self.name[len(NAME_PREFIX):]
+            why = _NOT_READY.get(state, "has an unknown dataset state").format(short=short)
+            raise BlockError(f"{self.name} {why}")
         count = self._field("image_count")
         table = self._field("image_table_offset")
         strings, strings_len = self._field("strings_offset"), self._field("strings_len")
@@ -107,8 +141,12 @@ class Block:
         self.channels = self._field("channels")
         if table + count * IMAGE_RECORD_SIZE > size or strings + strings_len > size or pixels + pixels_len > size:
             raise BlockError(f"{self.name}: a region runs past the end of the block")
-        self.paths, self.images, self._slots = [], [], []
+        self.paths, self.images, self._slots, self.failed = [], [], [], {}
         for i in range(count):
+            at = table + i * IMAGE_RECORD_SIZE
+            if struct.unpack_from("<I", buf, at + _STATUS_AT)[0] & 0xFF != _DONE:
+                n = min(struct.unpack_from("<I", buf, at + _MESSAGE_LEN_AT)[0], _MESSAGE_LEN)
+                self.failed[i] = bytes(buf[at + _MESSAGE_AT : at + _MESSAGE_AT + n]).decode("utf-8", "replace")
             off, length, h, w, c, _fmt, s_off, s_len = _RECORD.unpack_from(buf, table + i * IMAGE_RECORD_SIZE)
             if length != h * w * c or off + length > pixels_len or s_off + s_len > strings_len:
                 raise BlockError(f"{self.name}: image {i}'s record is out of bounds")
@@ -116,6 +154,11 @@ class Block:
             self.paths.append(raw.decode("utf-8", "surrogateescape"))
             self._slots.append((pixels + off, h, w, c))
             self.images.append(np.ndarray((h, w, c), np.uint8, buffer=buf, offset=pixels + off))
+        if self.failed and not self._partial:
+            first = min(self.failed)
+            raise BlockError(f"{self.name} holds {len(self.failed)} image(s) that failed at load, with no "
+                             f"pixels (the first: {self.paths[first]}: {self.failed[first]}); "
+                             "attach(name, partial=True) gives the others, `failed` lists them")
         shapes = {(h, w, c) for _, h, w, c in self._slots}
         self.array = None
         if count and len(shapes) == 1:
@@ -144,6 +187,8 @@ class Block:
         self.close()
 
 
-def attach(name):
-    """Attaches to the block `name` (`faces` or `shmpipe-faces`)."""
-    return Block(name)
+def attach(name, partial=False):
+    """Attaches to the dataset `name` (`faces` or `shmpipe-faces`). With `partial`, a dataset
+    holding images that failed at load attaches too; `failed` maps their indices to the reasons,
+    and their views hold no picture."""
+    return Block(name, partial)

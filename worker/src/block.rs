@@ -37,7 +37,7 @@ use rustix::shm;
 /// First eight bytes of every block.
 pub const MAGIC: [u8; 8] = *b"SHMPIPE\0";
 /// Bumped whenever the layout changes; `attach` refuses any other.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Every block name starts with this, so `ls` and `clean` can find ours.
 pub const NAME_PREFIX: &str = "shmpipe-";
 /// macOS limits POSIX shm names to 31 bytes including the leading slash.
@@ -45,7 +45,7 @@ pub const MAX_NAME_LEN: usize = 30;
 /// Alignment of every region and every slot.
 pub const ALIGN: u64 = 64;
 /// Bytes of an image's error message kept in its record.
-pub const MESSAGE_LEN: usize = 120;
+pub const MESSAGE_LEN: usize = 104;
 /// Where a block lives when it is not in the default POSIX shm directory.
 pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
 
@@ -74,6 +74,41 @@ impl BlockState {
         })
     }
 }
+
+/// What a kept dataset holds, in `Header::dataset_state`: the truth every reader checks first.
+/// Written only by the process holding the block's lock exclusively. A state other than `Ready`
+/// in a block whose lock nobody holds means its writer died (or was stopped) mid-job.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetState {
+    /// Not a dataset: a run's own working block.
+    None = 0,
+    /// `load` (or `run --keep`) is decoding the images.
+    Loading = 1,
+    /// Every image is done (at the latest step of the history) or failed with its reason.
+    Ready = 2,
+    /// `apply` is changing the pixels: images may be at different steps, some half transformed.
+    Applying = 3,
+    /// `repair` is rebuilding interrupted images and finishing an interrupted apply.
+    Repairing = 4,
+}
+
+impl DatasetState {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::None,
+            1 => Self::Loading,
+            2 => Self::Ready,
+            3 => Self::Applying,
+            4 => Self::Repairing,
+            _ => return None,
+        })
+    }
+}
+
+/// `ImageRecord::steps` of an image whose pixels are not known to be any step of the history:
+/// not decoded yet, or a transform was cut short. Only a rebuild from its source fixes it.
+pub const STEPS_UNKNOWN: u32 = u32::MAX;
 
 /// Status of one image, in `ImageRecord::status`.
 #[repr(u32)]
@@ -149,25 +184,107 @@ pub struct Header {
     pub pixels_done: AtomicU64,
     /// `--resize`: a [`crate::codec::Fit`] (then every slot has the uniform shape), 0 for none.
     pub resize_fit: u32,
-    /// The pass a multi-pass job (`apply` with a dataset-wide op) is in, from 1; 0 outside one.
+    /// The doorbell of `apply` and `repair`: a generation number the coordinator bumps to open
+    /// each pass, then wakes every worker waiting on it (a futex on this word: no death can wedge
+    /// a futex wait or wake, unlike a process-shared mutex or condition variable).
     pub pass: AtomicU32,
     /// `normalize`: each channel's mean and standard deviation over the dataset, as f64 bits,
     /// written by the coordinator before it starts pass 2.
     pub norm_mean: [AtomicU64; 4],
     pub norm_std: [AtomicU64; 4],
-    /// A raw_sync Event (a process-shared mutex and condition variable): the doorbell workers
-    /// wait on between passes. Initialised once by the creator.
-    pub pass_event: [u8; PASS_EVENT_BYTES],
-    /// The stats region: [`STATS_VALUES`] u64 atomics for dataset-wide ops (`equalize:dataset`
-    /// histograms, then lookup tables).
-    pub stats_offset: u64,
+    /// A [`DatasetState`].
+    pub dataset_state: AtomicU32,
+    /// Entries of the history region in force (see [`HistoryEntry`]); each is written before
+    /// this count is raised past it (Release), and never changed after.
+    pub history_count: AtomicU32,
+    /// The history region: [`HISTORY_CAPACITY`] entries.
+    pub history_offset: u64,
+    /// `--max-pixels` of the load, so that a rebuild decodes as the load did.
+    pub load_max_pixels: u64,
+    /// Entries the history region holds: [`HISTORY_CAPACITY`] in a kept block, else 0.
+    pub history_capacity: u32,
+    pub _reserved: [u8; 180],
     /// 1 after `apply --ops normalize:float`: the statistics in `norm_mean` / `norm_std` are the
     /// pixels', and `export` writes `(v - mean) / std` as float32.
     pub export_float: AtomicU64,
 }
 
-/// Room for the pass event; raw_sync's unix Event needs 136 bytes (checked at creation).
-pub const PASS_EVENT_BYTES: usize = 200;
+/// Entries a dataset's history can hold; `apply` refuses once it is full.
+pub const HISTORY_CAPACITY: usize = 64;
+/// Bytes of an op list in a [`HistoryEntry`].
+pub const HISTORY_OPS_LEN: usize = 240;
+
+/// One step of a kept dataset's history: how its pixels were made from the decoded sources. A
+/// step maps each image by `luts` (when present) and then runs `ops`. An `apply` is one step, or
+/// two around a dataset-wide op (the op's statistics need every image through the first).
+/// Replaying the steps on a freshly decoded source gives an image's pixels byte for byte: that
+/// is how an image whose transform was cut short is rebuilt.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct HistoryEntry {
+    pub ops_len: u32,
+    pub after_len: u32,
+    /// A dataset-wide op that follows this step ([`HISTORY_NORMALIZE`] ...), 0 for none. Its
+    /// step is appended once every image has been through this one.
+    pub then: u32,
+    /// [`HISTORY_HAS_LUTS`], [`HISTORY_FLOAT_STATS`].
+    pub flags: u32,
+    /// The per-image op list this step runs, as parsed by `OpChain::parse`.
+    pub ops: [u8; HISTORY_OPS_LEN],
+    /// With `then`: the op list that runs after the dataset-wide op, in its step.
+    pub after: [u8; HISTORY_OPS_LEN],
+    /// Per colour channel: the mean and standard deviation this step's tables were made from
+    /// (normalize), for reports and for `export` of `normalize:float`.
+    pub mean: [f64; 4],
+    pub std: [f64; 4],
+    /// Per channel, a table `v -> luts[c][v]`, applied before `ops` when [`HISTORY_HAS_LUTS`].
+    pub luts: [[u8; 256]; 4],
+}
+
+pub const HISTORY_NORMALIZE: u32 = 1;
+pub const HISTORY_NORMALIZE_FLOAT: u32 = 2;
+pub const HISTORY_EQUALIZE: u32 = 3;
+pub const HISTORY_HAS_LUTS: u32 = 1;
+/// The step changes no pixel; its `mean` and `std` are the dataset's (`normalize:float`).
+pub const HISTORY_FLOAT_STATS: u32 = 2;
+
+impl HistoryEntry {
+    /// A step that runs `ops`, followed by the dataset-wide op `then` and its `after` list.
+    pub fn new(ops: &str, then: u32, after: &str) -> Option<HistoryEntry> {
+        if ops.len() > HISTORY_OPS_LEN || after.len() > HISTORY_OPS_LEN {
+            return None;
+        }
+        let mut entry = HistoryEntry {
+            ops_len: ops.len() as u32,
+            after_len: after.len() as u32,
+            then,
+            flags: 0,
+            ops: [0; HISTORY_OPS_LEN],
+            after: [0; HISTORY_OPS_LEN],
+            mean: [0.0; 4],
+            std: [0.0; 4],
+            luts: [[0; 256]; 4],
+        };
+        entry.ops[..ops.len()].copy_from_slice(ops.as_bytes());
+        entry.after[..after.len()].copy_from_slice(after.as_bytes());
+        Some(entry)
+    }
+
+    pub fn ops(&self) -> String {
+        let len = (self.ops_len as usize).min(HISTORY_OPS_LEN);
+        String::from_utf8_lossy(&self.ops[..len]).into_owned()
+    }
+
+    pub fn after(&self) -> String {
+        let len = (self.after_len as usize).min(HISTORY_OPS_LEN);
+        String::from_utf8_lossy(&self.after[..len]).into_owned()
+    }
+
+    /// The tables to apply before the ops, if this step has them.
+    pub fn luts(&self) -> Option<&[[u8; 256]; 4]> {
+        (self.flags & HISTORY_HAS_LUTS != 0).then_some(&self.luts)
+    }
+}
 
 /// One image's fixed-size record in the image table.
 #[repr(C, align(64))]
@@ -186,10 +303,16 @@ pub struct ImageRecord {
     /// id + 1 above them: one word, so a claim and its owner change in a single atomic step and
     /// a worker dying at any instant never leaves an image claimed by nobody.
     pub status: AtomicU32,
-    pub _reserved0: u32,
+    /// A kept dataset's image: how many steps of the history its pixels have been through, or
+    /// [`STEPS_UNKNOWN`] while they are being decoded or transformed. Written by the claim holder.
+    pub steps: AtomicU32,
     /// How many workers died while holding this image.
     pub crashes: AtomicU32,
     pub message_len: AtomicU32,
+    /// The source file's size and modification time (ns since the epoch) when it was planned: a
+    /// rebuild refuses a source that has changed since.
+    pub source_size: u64,
+    pub source_mtime_ns: u64,
     /// Why the image failed; written by the claim holder before it publishes `Failed`.
     message: UnsafeCell<[u8; MESSAGE_LEN]>,
 }
@@ -215,11 +338,10 @@ pub struct WorkerRecord {
     /// When this worker had attached, validated the block and enlisted: the host's monotonic
     /// clock in nanoseconds (see [`now_ns`]). The coordinator compares it with when it spawned the worker.
     pub ready_ns: AtomicU64,
-    pub _reserved: [u64; 1],
-    /// Statistics pass of `normalize`: per channel, the sum of values and of squared values
-    /// over the images this worker has done.
-    pub sums: [AtomicU64; 4],
-    pub sums_sq: [AtomicU64; 4],
+    /// `apply`: the pass generation ([`Header::pass`]) this worker has finished and now waits
+    /// after; the coordinator opens the next pass only once every live worker has parked.
+    pub parked: AtomicU32,
+    pub _reserved: [u32; 17],
 }
 
 pub const NO_IMAGE: u64 = u64::MAX;
@@ -275,8 +397,6 @@ pub const PNG_LEVEL_SHIFT: u32 = 4;
 pub fn png_level(flags: u32) -> u32 {
     (flags >> PNG_LEVEL_SHIFT) & 3
 }
-/// Values in the stats region: 4 channels x 256 levels.
-pub const STATS_VALUES: usize = 4 * 256;
 
 /// The status word of an image claimed by `worker_id`.
 pub fn claimed_word(worker_id: u32) -> u32 {
@@ -291,7 +411,7 @@ impl ImageRecord {
 }
 
 const _: () = assert!(size_of::<Header>() == 512);
-const _: () = assert!(std::mem::offset_of!(Header, pass_event) % 8 == 0);
+const _: () = assert!(size_of::<HistoryEntry>().is_multiple_of(64));
 const _: () = assert!(size_of::<ImageRecord>() == 192);
 const _: () = assert!(size_of::<WorkerRecord>() == 128);
 
@@ -430,14 +550,19 @@ pub struct BlockPlan {
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,
+    /// `--max-pixels`, kept so that a rebuild decodes as the load did.
+    pub max_pixels: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PlannedImage {
     pub height: u32,
     pub width: u32,
     pub format: u32,
     pub source: Vec<u8>,
+    /// The source file's size and modification time when it was planned.
+    pub source_size: u64,
+    pub source_mtime_ns: u64,
 }
 
 fn align_up(v: u64) -> u64 {
@@ -448,7 +573,7 @@ fn align_up(v: u64) -> u64 {
 struct Regions {
     image_table: u64,
     worker_table: u64,
-    stats: u64,
+    history: u64,
     strings: u64,
     strings_len: u64,
     pixels: u64,
@@ -475,9 +600,14 @@ impl BlockPlan {
         let image_table = align_up(size_of::<Header>() as u64);
         let worker_table =
             align_up(image_table + self.images.len() as u64 * size_of::<ImageRecord>() as u64);
-        let stats =
+        let history =
             align_up(worker_table + self.worker_count as u64 * size_of::<WorkerRecord>() as u64);
-        let strings = align_up(stats + (STATS_VALUES * 8) as u64);
+        let history_len = if self.kept {
+            (HISTORY_CAPACITY * size_of::<HistoryEntry>()) as u64
+        } else {
+            0
+        };
+        let strings = align_up(history + history_len);
         let strings_len = self.input_root.len()
             + self.output_root.len()
             + self.op_chain.len()
@@ -488,7 +618,7 @@ impl BlockPlan {
         Regions {
             image_table,
             worker_table,
-            stats,
+            history,
             strings,
             strings_len: strings_len as u64,
             pixels,
@@ -530,7 +660,8 @@ struct Layout {
     image_table: usize,
     worker_table: usize,
     worker_count: usize,
-    stats: usize,
+    history: usize,
+    history_capacity: usize,
     strings: usize,
     strings_len: usize,
 }
@@ -561,32 +692,26 @@ impl SlotInfo {
 }
 
 impl Mapping {
-    fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
+    /// Takes over the claim worker `worker_id` held on image `index`, if it holds one: dropping
+    /// the returned claim puts the image back in the queue; `fail` quarantines it.
+    ///
+    /// # Safety
+    ///
+    /// The worker process that held `worker_id` must have ended (been reaped by the caller, its
+    /// coordinator): a live holder may still be writing the slot, and the claim handed out here
+    /// would let a second writer in. Only the coordinator that spawned the worker can know this.
+    pub unsafe fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
         let rec = self.images().get(index)?;
-        let held = rec.status.load(Ordering::Acquire) == claimed_word(worker_id);
+        let word = claimed_word(worker_id);
+        let held = rec.status.load(Ordering::Acquire) == word;
         // Lazily: a Claim built and dropped unused would put the image back to Pending.
         held.then(|| Claim {
             mapping: self,
             index,
+            word,
             finished: false,
             reserved: 0,
         })
-    }
-
-    /// Opens the pass doorbell the creator initialised.
-    pub fn pass_event(&self) -> Result<Box<dyn raw_sync::events::EventImpl>, BlockError> {
-        use raw_sync::events::{Event, EventInit};
-        let at = std::mem::offset_of!(Header, pass_event);
-        // SAFETY: `pass_event` is PASS_EVENT_BYTES inside the header (validated length), 8-byte
-        // aligned (a multiple-of-8 offset, asserted at compile time, in a page-aligned mapping), and was initialised with `Event::new`
-        // by the creator before it published `Ready` (see `write_tables`); raw_sync only reads
-        // and writes inside the size it reported there, which creation checked fits.
-        unsafe { Event::from_existing(self.map.as_mut_ptr().add(at)) }
-            .map(|(event, _)| event)
-            .map_err(|e| BlockError::Invalid {
-                name: self.name.clone(),
-                reason: format!("cannot open its pass event: {e}"),
-            })
     }
 
     pub fn name(&self) -> &str {
@@ -642,15 +767,78 @@ impl Mapping {
         self.slots.len()
     }
 
-    /// The stats region: [`STATS_VALUES`] counters shared by every process of a job.
-    pub fn stats(&self) -> &[AtomicU64] {
-        // SAFETY: the region of STATS_VALUES u64s lies inside the mapping, 64-aligned, clear of
-        // every other region (validated, then copied); any bit pattern is a valid AtomicU64.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.map.as_ptr().add(self.layout.stats) as *const AtomicU64,
-                STATS_VALUES,
-            )
+    /// The dataset's state (see [`DatasetState`]); None for a value this build does not know.
+    pub fn dataset_state(&self) -> Option<DatasetState> {
+        DatasetState::from_u32(self.header().dataset_state.load(Ordering::Acquire))
+    }
+
+    /// Whether this block is a kept dataset (`load`, `run --keep`).
+    pub fn is_kept(&self) -> bool {
+        self.header().flags & FLAG_KEPT != 0
+    }
+
+    /// The history in force: copies of its entries, oldest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        let count = (self.header().history_count.load(Ordering::Acquire) as usize)
+            .min(self.layout.history_capacity);
+        (0..count)
+            .map(|k| {
+                // SAFETY: entry k < history_capacity lies inside the history region (validated,
+                // copied), 64-aligned; any bit pattern is a valid HistoryEntry (integers, floats,
+                // bytes). Entries below `history_count` were written before the count was raised
+                // (Release, read above with Acquire) and are never written again.
+                unsafe {
+                    std::ptr::read(
+                        self.map
+                            .as_ptr()
+                            .add(self.layout.history + k * size_of::<HistoryEntry>())
+                            as *const HistoryEntry,
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// Asks every worker to stop after its current image, and wakes those parked between passes.
+    pub fn request_stop(&self) {
+        let h = self.header();
+        h.state
+            .store(BlockState::Stopping as u32, Ordering::Release);
+        self.open_pass(h.pass.load(Ordering::Acquire));
+    }
+
+    /// Opens pass `generation` of a job and wakes every worker waiting for it.
+    fn open_pass(&self, generation: u32) {
+        let word = &self.header().pass;
+        word.store(generation, Ordering::Release);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::thread::futex;
+            // A wake never blocks, whoever died where: at worst it wakes nobody.
+            let _ = futex::wake(word, futex::Flags::empty(), u32::MAX);
+        }
+    }
+
+    /// Waits until the pass generation is no longer `seen`, or `timeout` passes (the caller
+    /// re-checks its parent and stop flag, then waits again). Spurious returns are fine: callers
+    /// loop on the word.
+    pub fn wait_for_pass_after(&self, seen: u32, timeout: std::time::Duration) {
+        let word = &self.header().pass;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::thread::futex;
+            let timeout = rustix::time::Timespec {
+                tv_sec: timeout.as_secs() as _,
+                tv_nsec: timeout.subsec_nanos() as _,
+            };
+            // Returns at once if the word is no longer `seen` (EAGAIN), on a wake, on a signal
+            // (EINTR) or at the timeout: each is a reason to look again. Shared, not PRIVATE:
+            // the waker is another process mapping the same pages.
+            let _ = futex::wait(word, futex::Flags::empty(), seen, Some(&timeout));
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        if word.load(Ordering::Acquire) == seen {
+            std::thread::sleep(timeout.min(std::time::Duration::from_millis(5)));
         }
     }
 
@@ -713,6 +901,7 @@ impl Mapping {
         Some(Claim {
             mapping: self,
             index,
+            word: claimed_word(worker_id),
             finished: false,
             reserved: 0,
         })
@@ -795,7 +984,19 @@ impl Mapping {
             h.worker_count as u64,
             h.worker_record_size,
         )?;
-        region("stats", h.stats_offset, STATS_VALUES as u64, 8)?;
+        let kept = h.flags & FLAG_KEPT != 0;
+        if h.history_capacity as usize != if kept { HISTORY_CAPACITY } else { 0 } {
+            return Err(invalid(format!(
+                "history capacity {} (this build keeps {HISTORY_CAPACITY} in a dataset)",
+                h.history_capacity
+            )));
+        }
+        region(
+            "history",
+            h.history_offset,
+            h.history_capacity as u64,
+            size_of::<HistoryEntry>() as u64,
+        )?;
         region("strings", h.strings_offset, h.strings_len, 1)?;
         let pixels_end = region("pixels", h.pixels_offset, h.pixels_len, 1)?;
         for (what, r) in [
@@ -815,7 +1016,8 @@ impl Mapping {
             image_table: h.image_table_offset as usize,
             worker_table: h.worker_table_offset as usize,
             worker_count: h.worker_count as usize,
-            stats: h.stats_offset as usize,
+            history: h.history_offset as usize,
+            history_capacity: h.history_capacity as usize,
             strings: h.strings_offset as usize,
             strings_len: h.strings_len as usize,
         };
@@ -916,6 +1118,8 @@ impl Mapping {
 pub struct Claim<'a> {
     mapping: &'a Mapping,
     index: usize,
+    /// The status word this claim put in the record: the only word it ever replaces.
+    word: u32,
     finished: bool,
     /// Leading bytes of the slot this claim has reserved (see [`Claim::reserve`]).
     reserved: usize,
@@ -928,6 +1132,26 @@ impl<'a> Claim<'a> {
 
     pub fn slot(&self) -> SlotInfo {
         self.mapping.slots[self.index]
+    }
+
+    /// The history steps this image's pixels have been through ([`STEPS_UNKNOWN`] if none known).
+    pub fn steps(&self) -> u32 {
+        self.mapping.images()[self.index]
+            .steps
+            .load(Ordering::Acquire)
+    }
+
+    /// Records the steps the pixels have been through; [`STEPS_UNKNOWN`] before touching them.
+    pub fn set_steps(&mut self, steps: u32) {
+        self.mapping.images()[self.index]
+            .steps
+            .store(steps, Ordering::Release);
+    }
+
+    /// The source file's size and modification time recorded when it was planned.
+    pub fn source_identity(&self) -> (u64, u64) {
+        let rec = &self.mapping.images()[self.index];
+        (rec.source_size, rec.source_mtime_ns)
     }
 
     /// The slot's pixels, `height * width * channels` bytes, row-major, reserved first (see
@@ -1000,7 +1224,13 @@ impl<'a> Claim<'a> {
         // after the Release store of `status` below.
         unsafe { (&mut *rec.message.get())[..end].copy_from_slice(&reason.as_bytes()[..end]) };
         rec.message_len.store(end as u32, Ordering::Release);
-        rec.status.store(status as u32, Ordering::Release);
+        // From our own claimed word only: an outcome never overwrites someone else's.
+        let _ = rec.status.compare_exchange(
+            self.word,
+            status as u32,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
         self.finished = true;
     }
 }
@@ -1009,11 +1239,16 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         // A claim dropped without an outcome (a panic unwinding, an early return, a dead worker's
         // claim released by the owner) goes back to the queue, so another worker decodes it again
-        // from its source.
+        // from its source. Only from this claim's own word: never a Done or Failed back to
+        // Pending, never another holder's claim.
         if !self.finished {
             let rec = &self.mapping.images()[self.index];
-            rec.status
-                .store(ImageStatus::Pending as u32, Ordering::Release);
+            let _ = rec.status.compare_exchange(
+                self.word,
+                ImageStatus::Pending as u32,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 }
@@ -1114,11 +1349,11 @@ impl OwnedBlock {
         Ok(owned)
     }
 
-    /// Takes over the claim that dead worker `worker_id` held on image `index`. Only the owner
-    /// may do this, and only after reaping that worker: dropping the returned claim puts the image
-    /// back in the queue; `fail` quarantines it.
-    pub fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
-        self.mapping.take_over(index, worker_id)
+    /// A kept dataset's load has finished: every image has an outcome.
+    pub fn set_dataset_ready(&self) {
+        self.header()
+            .dataset_state
+            .store(DatasetState::Ready as u32, Ordering::Release);
     }
 
     /// Keeps the name after drop (for blocks that outlive their creator on purpose).
@@ -1256,8 +1491,20 @@ impl Mapping {
             pass: AtomicU32::new(0),
             norm_mean: Default::default(),
             norm_std: Default::default(),
-            pass_event: [0; PASS_EVENT_BYTES],
-            stats_offset: r.stats,
+            dataset_state: AtomicU32::new(if plan.kept {
+                DatasetState::Loading
+            } else {
+                DatasetState::None
+            } as u32),
+            history_count: AtomicU32::new(0),
+            history_offset: r.history,
+            load_max_pixels: plan.max_pixels,
+            history_capacity: if plan.kept {
+                HISTORY_CAPACITY as u32
+            } else {
+                0
+            },
+            _reserved: [0; 180],
             export_float: AtomicU64::new(0),
         };
         // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
@@ -1277,9 +1524,11 @@ impl Mapping {
                     format: img.format,
                     source: sources[i],
                     status: AtomicU32::new(ImageStatus::Pending as u32),
-                    _reserved0: 0,
+                    steps: AtomicU32::new(STEPS_UNKNOWN),
                     crashes: AtomicU32::new(0),
                     message_len: AtomicU32::new(0),
+                    source_size: img.source_size,
+                    source_mtime_ns: img.source_mtime_ns,
                     message: UnsafeCell::new([0; MESSAGE_LEN]),
                 };
                 std::ptr::write(
@@ -1302,9 +1551,8 @@ impl Mapping {
                         pixels_done: AtomicU64::new(0),
                         current_image: AtomicU64::new(NO_IMAGE),
                         ready_ns: AtomicU64::new(0),
-                        _reserved: [0; 1],
-                        sums: Default::default(),
-                        sums_sq: Default::default(),
+                        parked: AtomicU32::new(0),
+                        _reserved: [0; 17],
                     },
                 );
             }
@@ -1315,25 +1563,6 @@ impl Mapping {
             );
         }
         self.validate(true)?;
-        {
-            use raw_sync::events::{Event, EventInit};
-            let at = std::mem::offset_of!(Header, pass_event);
-            // SAFETY: the mapping is ours alone (no other process can attach before `Ready`),
-            // the field is PASS_EVENT_BYTES long and 8-aligned; we check raw_sync's size below
-            // before anyone uses the event.
-            let made = unsafe { Event::new(self.map.as_mut_ptr().add(at), false) };
-            let problem = match made {
-                Ok((_, used)) if used <= PASS_EVENT_BYTES => None,
-                Ok((_, used)) => Some(format!(
-                    "raw_sync's event needs {used} bytes, not {PASS_EVENT_BYTES}"
-                )),
-                Err(e) => Some(format!("cannot create its pass event: {e}")),
-            };
-            if let Some(reason) = problem {
-                let name = self.name.clone();
-                return Err(BlockError::Invalid { name, reason });
-            }
-        }
         self.header()
             .state
             .store(BlockState::Ready as u32, Ordering::Release);
@@ -1354,76 +1583,44 @@ impl std::ops::Deref for AttachedBlock {
 }
 
 impl AttachedBlock {
-    /// Takes the block's lock exclusively, without waiting: `apply` holds it while it writes a
-    /// kept dataset, so a second `apply`, a `save` or an `export` refuses instead of racing it.
-    pub fn lock_exclusive(&self) -> Result<(), BlockError> {
-        rustix::fs::flock(&self.mapping.file, FlockOperation::NonBlockingLockExclusive).map_err(
-            |e| BlockError::Invalid {
-                name: self.mapping.name.clone(),
-                reason: if e == rustix::io::Errno::WOULDBLOCK {
-                    "busy: another apply, save, export or run is using it".into()
-                } else {
-                    format!("cannot lock it: {e}")
-                },
-            },
-        )
-    }
-
-    /// For the process holding [`AttachedBlock::lock_exclusive`], as for the owner.
-    pub fn take_over(&self, index: usize, worker_id: u32) -> Option<Claim<'_>> {
-        self.mapping.take_over(index, worker_id)
-    }
-
-    /// Starts pass `pass` of a job on a block this process holds exclusively: every image back to
-    /// Pending, the claim counter and the progress counters to zero.
-    pub fn begin_pass(&self, pass: u32) {
-        let h = self.header();
-        for rec in self.images() {
-            rec.status
-                .store(ImageStatus::Pending as u32, Ordering::Release);
-        }
-        for w in self.workers() {
-            w.current_image.store(NO_IMAGE, Ordering::Release);
-            w.images_done.store(0, Ordering::Release);
-            w.images_failed.store(0, Ordering::Release);
-            w.pixels_done.store(0, Ordering::Release);
-        }
-        h.next_claim.store(0, Ordering::Release);
-        h.images_done.store(0, Ordering::Release);
-        h.images_failed.store(0, Ordering::Release);
-        h.pixels_done.store(0, Ordering::Release);
-        h.state.store(BlockState::Ready as u32, Ordering::Release);
-        h.pass.store(pass, Ordering::Release);
-    }
-
-    pub fn set_state(&self, state: BlockState) {
-        self.header().state.store(state as u32, Ordering::Release);
+    /// Takes the block's lock exclusively, without waiting: `apply` and `repair` hold it while
+    /// they write a kept dataset, so a second writer, a `save` or an `export` refuses instead of
+    /// racing it. The lock goes with the descriptor: it is held until this handle drops, also when
+    /// the guard is gone, and no longer than the process lives.
+    pub fn lock_exclusive(&self) -> Result<Writer<'_>, BlockError> {
+        self.lock(FlockOperation::NonBlockingLockExclusive)?;
+        Ok(Writer { block: self })
     }
 
     /// Takes the block's lock shared, without waiting: readers (`save`, `export`) may share it;
-    /// a run or load writing the block holds it exclusively, so this fails while one does.
-    pub fn lock_shared(&self) -> Result<(), BlockError> {
-        rustix::fs::flock(&self.mapping.file, FlockOperation::NonBlockingLockShared).map_err(|e| {
-            BlockError::Invalid {
-                name: self.mapping.name.clone(),
-                reason: if e == rustix::io::Errno::WOULDBLOCK {
-                    "busy: a run is writing it".into()
-                } else {
-                    format!("cannot lock it: {e}")
-                },
-            }
+    /// a run, load, apply or repair writing the block holds it exclusively, so this fails while
+    /// one does.
+    pub fn lock_shared(&self) -> Result<Reader<'_>, BlockError> {
+        self.lock(FlockOperation::NonBlockingLockShared)?;
+        Ok(Reader { block: self })
+    }
+
+    fn lock(&self, how: FlockOperation) -> Result<(), BlockError> {
+        rustix::fs::flock(&self.mapping.file, how).map_err(|e| BlockError::Invalid {
+            name: self.mapping.name.clone(),
+            reason: if e == rustix::io::Errno::WOULDBLOCK {
+                "busy: a run, load, apply or repair is writing it, or a save or export reading it"
+                    .into()
+            } else {
+                format!("cannot lock it: {e}")
+            },
         })
     }
 
-    /// Image `index`'s pixels, for reading. Sound only while nobody writes the block: callers
-    /// hold [`AttachedBlock::lock_shared`], which every shmpipe writer's exclusive lock excludes.
-    pub fn pixels(&self, index: usize) -> &[u8] {
+    /// Image `index`'s pixels. Callers prove that no process writes them (see the guards).
+    fn slot_bytes(&self, index: usize) -> &[u8] {
         let slot = self.mapping.slots[index];
         let len = if slot.in_block { slot.len() } else { 0 };
-        // SAFETY: the range lies inside the pixels region (validated at attach, copied); it is
-        // read while no shmpipe process writes the block (shared lock, see above). A foreign
-        // writer (a NumPy script) could still change the bytes under us; that can make what we
-        // read inconsistent, never out of bounds.
+        // SAFETY: the range lies inside the pixels region (validated at attach, copied). Both
+        // callers hold a lock that excludes every shmpipe writer, or stand between passes with
+        // every worker parked (see `Writer::pixels_between_passes`). A foreign writer (a NumPy
+        // script) could still change the bytes under us; that can make what we read
+        // inconsistent, never out of bounds.
         unsafe { std::slice::from_raw_parts(self.mapping.map.as_ptr().add(slot.offset), len) }
     }
 
@@ -1448,6 +1645,118 @@ impl AttachedBlock {
     }
 }
 
+/// Proof of the block's shared lock: no shmpipe process writes the block while it lives.
+pub struct Reader<'a> {
+    block: &'a AttachedBlock,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = AttachedBlock;
+    fn deref(&self) -> &AttachedBlock {
+        self.block
+    }
+}
+
+impl<'a> Reader<'a> {
+    /// Image `index`'s pixels, for reading.
+    pub fn pixels(&self, index: usize) -> &'a [u8] {
+        self.block.slot_bytes(index)
+    }
+}
+
+/// Proof of the block's exclusive lock: this process is the dataset's only writer.
+pub struct Writer<'a> {
+    block: &'a AttachedBlock,
+}
+
+impl std::ops::Deref for Writer<'_> {
+    type Target = AttachedBlock;
+    fn deref(&self) -> &AttachedBlock {
+        self.block
+    }
+}
+
+impl<'a> Writer<'a> {
+    pub fn set_state(&self, state: BlockState) {
+        self.header().state.store(state as u32, Ordering::Release);
+    }
+
+    pub fn set_dataset_state(&self, state: DatasetState) {
+        self.header()
+            .dataset_state
+            .store(state as u32, Ordering::Release);
+    }
+
+    /// Appends a step to the history; returns the new count, or None when the history is full.
+    pub fn append_history(&self, entry: &HistoryEntry) -> Option<u32> {
+        let h = self.header();
+        let count = h.history_count.load(Ordering::Acquire) as usize;
+        if count >= self.mapping.layout.history_capacity {
+            return None;
+        }
+        // SAFETY: entry `count` lies inside the history region (count < capacity, validated,
+        // copied) and is 64-aligned. Nobody reads entries at or past `history_count`, which we
+        // raise only after the write (Release); we are the only writer (exclusive lock).
+        unsafe {
+            std::ptr::write(
+                self.mapping
+                    .map
+                    .as_mut_ptr()
+                    .add(self.mapping.layout.history + count * size_of::<HistoryEntry>())
+                    as *mut HistoryEntry,
+                *entry,
+            );
+        }
+        h.history_count.store(count as u32 + 1, Ordering::Release);
+        Some(count as u32 + 1)
+    }
+
+    /// Opens a pass that brings every image to the latest step of the history: images done at
+    /// an older step, and claims left by a writer that died, go back to Pending; failed ones stay
+    /// failed. Counters restart; every waiting worker is woken. Returns the pass's generation.
+    pub fn begin_pass(&self) -> u32 {
+        let h = self.header();
+        let target = h.history_count.load(Ordering::Acquire);
+        for rec in self.images() {
+            let word = rec.status.load(Ordering::Acquire);
+            let reset = match ImageStatus::from_u32(word & 0xff) {
+                Some(ImageStatus::Done) => rec.steps.load(Ordering::Acquire) != target,
+                Some(ImageStatus::Failed) | Some(ImageStatus::Pending) => false,
+                Some(ImageStatus::Claimed) | None => true,
+            };
+            if reset {
+                rec.status
+                    .store(ImageStatus::Pending as u32, Ordering::Release);
+            }
+        }
+        for w in self.workers() {
+            w.clear_image();
+            w.images_done.store(0, Ordering::Release);
+            w.images_failed.store(0, Ordering::Release);
+            w.pixels_done.store(0, Ordering::Release);
+        }
+        h.next_claim.store(0, Ordering::Release);
+        h.images_done.store(0, Ordering::Release);
+        h.images_failed.store(0, Ordering::Release);
+        h.pixels_done.store(0, Ordering::Release);
+        h.state.store(BlockState::Ready as u32, Ordering::Release);
+        let generation = h.pass.load(Ordering::Acquire).wrapping_add(1).max(1);
+        self.mapping.open_pass(generation);
+        generation
+    }
+
+    /// Image `index`'s pixels, between two passes of a job.
+    ///
+    /// # Safety
+    ///
+    /// No worker may be writing any slot: every worker this process started has parked after
+    /// the current pass ([`WorkerRecord::parked`] equals the pass's generation) or has ended and
+    /// been reaped. Only the coordinator that started them can know this.
+    pub unsafe fn pixels_between_passes(&self, index: usize) -> &'a [u8] {
+        self.block.slot_bytes(index)
+    }
+}
+
 #[cfg(test)]
 mod layout_tests {
     use super::*;
@@ -1469,6 +1778,13 @@ mod layout_tests {
         assert_eq!(offset_of!(Header, pixels_offset), 96);
         assert_eq!(offset_of!(Header, pixels_len), 104);
         assert_eq!(offset_of!(Header, flags), 188);
+        assert_eq!(offset_of!(Header, dataset_state), 296);
+        assert_eq!(offset_of!(ImageRecord, status), 48);
+        assert_eq!(offset_of!(ImageRecord, steps), 52);
+        assert_eq!(offset_of!(ImageRecord, message_len), 60);
+        assert_eq!(offset_of!(ImageRecord, message), 80);
+        assert_eq!(MESSAGE_LEN, 104);
+        assert_eq!(LAYOUT_VERSION, 2);
         assert_eq!(offset_of!(ImageRecord, slot_offset), 0);
         assert_eq!(offset_of!(ImageRecord, slot_len), 8);
         assert_eq!(offset_of!(ImageRecord, height), 16);

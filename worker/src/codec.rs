@@ -539,6 +539,19 @@ fn encode_jpeg(
         })
 }
 
+/// A source file's size and modification time (ns since the epoch), as planning records them and
+/// a rebuild compares them: (0, 0) when they cannot be read.
+pub fn source_identity(path: &Path) -> (u64, u64) {
+    std::fs::metadata(path).map_or((0, 0), |meta| {
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        (meta.len(), mtime)
+    })
+}
+
 /// The name prefix of `target`'s temporary file, `.NAME.shmpipe-tmp-`, built from the name's raw
 /// bytes (non-UTF-8 names included), so a coordinator can find what a killed worker left behind.
 pub fn temp_prefix(target: &Path) -> std::ffi::OsString {

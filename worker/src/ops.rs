@@ -815,22 +815,33 @@ pub fn parse_apply(list: &str) -> Result<ApplyStages, OpError> {
     }
 }
 
-/// Adds this image's per-channel histogram to the dataset's (the stats region).
-pub fn add_histogram(px: &[u8], channels: usize, stats: &[std::sync::atomic::AtomicU64]) {
+/// Per colour channel of one image: the histogram of its values (256 counts), from which the
+/// dataset's sums, means, deviations and equalisation tables all follow.
+pub fn add_histograms(px: &[u8], channels: usize, hist: &mut [[u64; 256]; 4]) {
     let colour = if channels == 4 { 3 } else { channels };
-    let mut hist = [[0u64; 256]; 4];
     for p in px.chunks_exact(channels) {
         for c in 0..colour {
             hist[c][p[c] as usize] += 1;
         }
     }
-    for (c, h) in hist.iter().enumerate().take(colour) {
-        for (v, &n) in h.iter().enumerate() {
-            if n > 0 {
-                stats[c * 256 + v].fetch_add(n, std::sync::atomic::Ordering::AcqRel);
-            }
-        }
-    }
+}
+
+/// Each colour channel's mean and population standard deviation, from its histogram.
+pub fn mean_and_deviation(hist: &[u64; 256]) -> (f64, f64) {
+    let n: u64 = hist.iter().sum();
+    let n = n.max(1) as f64;
+    let sum: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(v, &k)| v as f64 * k as f64)
+        .sum();
+    let sum_sq: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(v, &k)| (v * v) as f64 * k as f64)
+        .sum();
+    let mean = sum / n;
+    (mean, (sum_sq / n - mean * mean).max(0.0).sqrt())
 }
 
 /// Equalisation tables from the dataset's histograms, one per channel (see [`DatasetOp::Equalize`]).
@@ -856,53 +867,17 @@ pub fn equalize_luts(hist: &[u64], colour: usize) -> Vec<[u8; 256]> {
         .collect()
 }
 
-/// Adds each colour channel's sum and sum of squares over `px` to the worker's counters.
-pub fn channel_sums(
-    px: &[u8],
-    channels: usize,
-    sums: &[std::sync::atomic::AtomicU64; 4],
-    sums_sq: &[std::sync::atomic::AtomicU64; 4],
-) {
-    let colour = if channels == 4 { 3 } else { channels };
-    let mut s = [0u64; 4];
-    let mut q = [0u64; 4];
-    for p in px.chunks_exact(channels) {
-        for c in 0..colour {
-            let v = p[c] as u64;
-            s[c] += v;
-            q[c] += v * v;
+/// The `normalize` table of one channel (see [`DatasetOp::Normalize`]).
+pub fn normalize_lut(mean: f64, std: f64) -> [u8; 256] {
+    let mut lut = [128u8; 256];
+    if std > 0.0 {
+        for (v, out) in lut.iter_mut().enumerate() {
+            *out = (128.0 + 48.0 * (v as f64 - mean) / std)
+                .round()
+                .clamp(0.0, 255.0) as u8;
         }
     }
-    for c in 0..colour {
-        sums[c].fetch_add(s[c], std::sync::atomic::Ordering::AcqRel);
-        sums_sq[c].fetch_add(q[c], std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// One lookup table per colour channel from the means and deviations in the block's header.
-pub fn normalize_luts(block: &crate::block::Mapping) -> Vec<[u8; 256]> {
-    use std::sync::atomic::Ordering;
-    let h = block.header();
-    let colour = if h.channels == 4 {
-        3
-    } else {
-        h.channels as usize
-    };
-    (0..colour)
-        .map(|c| {
-            let mean = f64::from_bits(h.norm_mean[c].load(Ordering::Acquire));
-            let std = f64::from_bits(h.norm_std[c].load(Ordering::Acquire));
-            let mut lut = [128u8; 256];
-            if std > 0.0 {
-                for (v, out) in lut.iter_mut().enumerate() {
-                    *out = (128.0 + 48.0 * (v as f64 - mean) / std)
-                        .round()
-                        .clamp(0.0, 255.0) as u8;
-                }
-            }
-            lut
-        })
-        .collect()
+    lut
 }
 
 /// Applies `luts[c]` to channel c of every pixel (channels beyond the tables are left alone).

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::FlockOperation;
 
-use crate::block::{Backing, BlockState, Header, FLAG_KEPT, MAGIC, NAME_PREFIX};
+use crate::block::{Backing, BlockState, DatasetState, Header, FLAG_KEPT, MAGIC, NAME_PREFIX};
 
 /// How long an unlocked block whose creator still exists counts as being created.
 pub const CREATION_GRACE: Duration = Duration::from_secs(10);
@@ -28,7 +28,9 @@ pub enum Liveness {
     Live,
     /// No owner: left behind by a coordinator that was killed.
     Stale,
-    /// No owner on purpose: a named dataset (`load`, `run --keep`), there until `rm`.
+    /// No owner on purpose: a named dataset (`load`, `run --keep`), there until `rm`; or one
+    /// whose apply or repair was interrupted, kept for `repair`. A dataset whose load was
+    /// interrupted is [`Liveness::Stale`]: nothing in it was ever ready.
     Kept,
 }
 
@@ -39,6 +41,8 @@ pub struct BlockInfo {
     pub bytes: u64,
     pub owner_pid: Option<u32>,
     pub state: Option<BlockState>,
+    /// A kept dataset's state (see [`DatasetState`]).
+    pub dataset: Option<DatasetState>,
     pub images: Option<u64>,
     pub liveness: Liveness,
     pub age: Duration,
@@ -99,7 +103,12 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
     let whole = file.read_exact_at(&mut header, 0).is_ok() && header[..8] == MAGIC;
     // A young block without a header yet may be between its creation and its creator's lock.
     live |= !whole && age_of(&meta) < CREATION_GRACE;
-    let kept = whole && read_u32(&header, offset_of!(Header, flags)) & FLAG_KEPT != 0;
+    let dataset = whole
+        .then(|| DatasetState::from_u32(read_u32(&header, offset_of!(Header, dataset_state))))
+        .flatten();
+    let kept = whole
+        && read_u32(&header, offset_of!(Header, flags)) & FLAG_KEPT != 0
+        && dataset != Some(DatasetState::Loading);
     Ok(BlockInfo {
         name: name.to_string(),
         bytes: meta.len(),
@@ -107,6 +116,7 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
         state: whole
             .then(|| BlockState::from_u32(read_u32(&header, offset_of!(Header, state))))
             .flatten(),
+        dataset,
         images: whole.then(|| read_u64(&header, offset_of!(Header, image_count))),
         liveness: match (live, kept) {
             (true, _) => Liveness::Live,

@@ -15,7 +15,7 @@ use ndarray::ArrayViewMut3;
 
 use crate::block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
-    FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT,
+    FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, STEPS_UNKNOWN,
 };
 use crate::codec::{self, EncodeOptions, FORMATS};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
@@ -57,9 +57,10 @@ pub struct WorkerArgs {
     /// The coordinator's pid; the worker exits if its parent is not this one.
     pub parent: u32,
     pub max_pixels: u64,
-    /// `apply` mode: run this op list on the pixels already in a kept block (no decode, no
-    /// encode), in passes when it holds a dataset-wide op.
-    pub apply: Option<String>,
+    /// `apply` mode (`apply` and `repair`): bring the images of a kept block to the latest step
+    /// of its history, pass after pass, rebuilding from its source any image whose pixels are
+    /// not known to be a step of it.
+    pub apply: bool,
     /// Cores the whole run may use (its -j, at least 1).
     pub cores: u32,
 }
@@ -97,9 +98,6 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     }
 
     let block = AttachedBlock::attach(&args.block, args.backing.clone())?;
-    if let Some(list) = &args.apply {
-        return run_apply(args, &block, list, &stop);
-    }
     let header = block.header();
     let record = enlist(&block, args.id)?;
     let chain = OpChain::parse(&String::from_utf8_lossy(block.string(header.op_chain)))?;
@@ -125,7 +123,12 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         output_format,
         quality: header.quality.clamp(1, 100) as u8,
         png: codec::PngCompression::from_u32(crate::block::png_level(header.flags)),
-        max_pixels: args.max_pixels,
+        // A rebuild in `apply` or `repair` decodes as the load did.
+        max_pixels: if args.apply {
+            header.load_max_pixels
+        } else {
+            args.max_pixels
+        },
         crash_on: crash_on.map(|(name, n)| (name, n.min(u32::MAX as u64) as u32)),
         stall_on: std::env::var(STALL_ENV)
             .ok()
@@ -138,6 +141,9 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         cores: args.cores.max(1),
         machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if args.apply {
+        return run_apply(args, &job, record, &stop);
+    }
     let mut scratch = Scratch::default();
     // Cores left by workers that found nothing more to claim go to the bands of the image in
     // hand, counted again before each step of its chain.
@@ -338,26 +344,7 @@ impl Job<'_> {
         let index = claim.index();
         let slot = claim.slot();
         let relative = path_from_bytes(self.block.source(index)).to_path_buf();
-        if let Some((name, limit)) = &self.crash_on {
-            let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
-            if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) && crashes < *limit {
-                std::process::abort();
-            }
-        }
-        if let Some(name) = &self.sigstop_on {
-            let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
-            if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) && crashes == 0 {
-                let _ = rustix::process::kill_process(
-                    rustix::process::getpid(),
-                    rustix::process::Signal::STOP,
-                );
-            }
-        }
-        if let Some((name, seconds)) = &self.stall_on {
-            if relative.as_os_str().as_bytes().ends_with(name.as_bytes()) {
-                std::thread::sleep(std::time::Duration::from_secs(*seconds));
-            }
-        }
+        self.test_hooks(index, &relative);
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
@@ -395,6 +382,10 @@ impl Job<'_> {
         }));
         match outcome {
             Ok(Ok(())) => {
+                if self.kept {
+                    // The decoded source: step 0 of the dataset's history.
+                    claim.set_steps(0);
+                }
                 claim.done();
                 true
             }
@@ -488,113 +479,155 @@ fn claim_order(block: &AttachedBlock) -> Vec<u32> {
     order
 }
 
-/// `apply`: the op list runs on the pixels in the block. Per-image ops run in pass 1; with
-/// `normalize`, pass 1 also sums each channel, the coordinator turns the sums of every worker
-/// into means and deviations, and pass 2 maps every image with them (then runs the ops after
-/// `normalize`). Between the passes this worker waits on the block's raw_sync event.
+/// `apply` and `repair`: bring every claimed image to the latest step of the dataset's history,
+/// in place, then park until the coordinator opens the next pass (a futex on the block's pass
+/// word: nothing this worker or any other does, dying included, can keep that wait from ending)
+/// or asks the workers to stop.
 fn run_apply(
     args: &WorkerArgs,
-    block: &AttachedBlock,
-    list: &str,
+    job: &Job<'_>,
+    record: &crate::block::WorkerRecord,
     stop: &AtomicBool,
 ) -> Result<u64, WorkerError> {
-    let stages = ops::parse_apply(list)?;
+    let block = job.block;
     let header = block.header();
-    let record = enlist(block, args.id)?;
-    let event = block.pass_event()?;
-    let passes = stages.passes();
-    let colour = if header.channels == 4 {
-        3
-    } else {
-        header.channels as usize
-    };
     let mut scratch = Scratch::default();
+    let mut decoded = Vec::new();
     let mut done = 0u64;
     let order = claim_order(block);
-    // A replacement worker joins the pass in progress.
-    let mut pass = header.pass.load(Ordering::Acquire).max(1);
-    while pass <= passes {
-        let lut = (pass == 2).then(|| match stages.dataset {
-            Some(ops::DatasetOp::Equalize) => {
-                // The coordinator left the tables in the stats region.
-                let values: Vec<u64> = block
-                    .stats()
-                    .iter()
-                    .map(|v| v.load(Ordering::Acquire))
-                    .collect();
-                values
-                    .chunks(256)
-                    .take(colour)
-                    .map(|t| std::array::from_fn(|v| t[v] as u8))
-                    .collect::<Vec<[u8; 256]>>()
-            }
-            _ => ops::normalize_luts(block),
-        });
-        while let Some(mut claim) = {
-            if stopping(block, stop) {
-                None
-            } else {
-                parent_alive(args.parent)?;
-                claim_next(block, args.id, &order)
-            }
-        } {
+    let delay_after_done = std::env::var(DELAY_AFTER_DONE_ENV)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(std::time::Duration::from_millis);
+    loop {
+        let generation = header.pass.load(Ordering::Acquire);
+        while !stopping(block, stop) {
+            parent_alive(args.parent)?;
+            let Some(mut claim) = claim_next(block, args.id, &order) else {
+                break;
+            };
             record.hold_image(claim.index());
-            let slot = claim.slot();
-            let (h, w, c) = (slot.height, slot.width, slot.channels);
-            // A kept block was reserved whole at creation, so this reservation allocates nothing
-            // and cannot fail for want of space; any other error still fails just this image.
-            let pixels = match claim.pixels() {
-                Ok(pixels) => pixels,
-                Err(e) => {
-                    claim.fail(&e.to_string());
+            let pixels = (claim.slot().height * claim.slot().width) as u64;
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                job.bring_up_to_date(&mut claim, &mut scratch, &mut decoded)
+            }))
+            .unwrap_or_else(|_| Err("panicked while transforming it".into()));
+            match outcome {
+                Ok(()) => {
+                    claim.done();
+                    count_done(block, record, pixels);
+                    done += 1;
+                }
+                Err(reason) => {
+                    claim.fail(&reason);
                     header.images_failed.fetch_add(1, Ordering::AcqRel);
                     record.images_failed.fetch_add(1, Ordering::AcqRel);
-                    record.clear_image();
-                    continue;
-                }
-            };
-            let view = ArrayViewMut3::from_shape((h, w, c), &mut *pixels).expect("validated slot");
-            match &lut {
-                None => {
-                    stages.before.apply(view, &mut scratch);
-                    match stages.dataset {
-                        Some(ops::DatasetOp::Normalize) | Some(ops::DatasetOp::NormalizeFloat) => {
-                            ops::channel_sums(pixels, c, &record.sums, &record.sums_sq)
-                        }
-                        Some(ops::DatasetOp::Equalize) => {
-                            ops::add_histogram(pixels, c, block.stats())
-                        }
-                        None => {}
-                    }
-                }
-                Some(luts) => {
-                    ops::apply_channel_luts(pixels, c, luts);
-                    let view =
-                        ArrayViewMut3::from_shape((h, w, c), pixels).expect("validated slot");
-                    stages.after.apply(view, &mut scratch);
                 }
             }
-            claim.done();
-            count_done(block, record, (h * w) as u64);
             record.clear_image();
-            done += 1;
+            if let Some(delay) = delay_after_done {
+                std::thread::sleep(delay);
+            }
         }
-        if stopping(block, stop) {
-            break;
-        }
-        pass += 1;
-        // Wait for the coordinator to open the next pass. The event is the doorbell; the pass
-        // number in the header is the truth, so a missed or spurious wake-up costs at most a
-        // second. (Whole-second timeouts: raw_sync's shorter ones are unreliable.)
-        while pass <= passes && header.pass.load(Ordering::Acquire) < pass {
-            parent_alive(args.parent)?;
+        // Nothing left to claim in this pass: park until the next one opens.
+        record.parked.store(generation, Ordering::Release);
+        loop {
             if stopping(block, stop) {
                 record.state.store(2, Ordering::Release);
                 return Ok(done);
             }
-            let _ = event.wait(raw_sync::Timeout::Val(std::time::Duration::from_secs(1)));
+            parent_alive(args.parent)?;
+            if header.pass.load(Ordering::Acquire) != generation {
+                break;
+            }
+            block.wait_for_pass_after(generation, std::time::Duration::from_secs(1));
         }
     }
-    record.state.store(2, Ordering::Release);
-    Ok(done)
+}
+
+/// Test-only: `SHMPIPE_TEST_DELAY_AFTER_DONE=MS` makes an `apply` worker wait that long after
+/// each image it publishes, before it looks for the next: the window in which a coordinator that
+/// did not wait for every worker to park would open the next pass under it.
+pub const DELAY_AFTER_DONE_ENV: &str = "SHMPIPE_TEST_DELAY_AFTER_DONE";
+
+impl Job<'_> {
+    /// Brings a claimed image of a kept dataset to the latest step of its history: from the
+    /// pixels in its slot when they are at a known step, else from its source file decoded as
+    /// the load did, then every later step replayed in order. The image's step count says
+    /// "unknown" for as long as its pixels are in flux, so a death at any instant leaves it to be
+    /// rebuilt, never taken as done.
+    fn bring_up_to_date(
+        &self,
+        claim: &mut Claim<'_>,
+        scratch: &mut Scratch,
+        decoded: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let history = self.block.history();
+        let target = history.len() as u32;
+        let index = claim.index();
+        let slot = claim.slot();
+        let relative = path_from_bytes(self.block.source(index)).to_path_buf();
+        self.test_hooks(index, &relative);
+        let mut steps = claim.steps();
+        if steps == target {
+            return Ok(());
+        }
+        let (recorded_size, recorded_mtime) = claim.source_identity();
+        claim.set_steps(STEPS_UNKNOWN);
+        let pixels = claim.pixels().map_err(|e| e.to_string())?;
+        if steps == STEPS_UNKNOWN || steps > target {
+            let source = self.source(index);
+            if let Err(e) = std::fs::metadata(&source) {
+                return Err(format!(
+                    "cannot rebuild it: its source {} is gone ({e})",
+                    source.display()
+                ));
+            }
+            if codec::source_identity(&source) != (recorded_size, recorded_mtime) {
+                return Err(format!(
+                    "cannot rebuild it: its source {} changed since the load",
+                    source.display()
+                ));
+            }
+            self.decode(index, pixels, decoded)?;
+            steps = 0;
+        }
+        let (h, w, c) = (slot.height, slot.width, slot.channels);
+        for entry in &history[steps as usize..] {
+            if let Some(luts) = entry.luts() {
+                let colour = if c == 4 { 3 } else { c };
+                ops::apply_channel_luts(pixels, c, &luts[..colour]);
+            }
+            let chain = OpChain::parse(&entry.ops()).map_err(|e| e.to_string())?;
+            let view =
+                ArrayViewMut3::from_shape((h, w, c), &mut *pixels).map_err(|e| e.to_string())?;
+            chain.apply(view, scratch);
+        }
+        claim.set_steps(target);
+        Ok(())
+    }
+
+    /// The crash, SIGSTOP and stall hooks of the fault tests, at image `index`.
+    fn test_hooks(&self, index: usize, relative: &Path) {
+        let ends_with = |name: &str| relative.as_os_str().as_bytes().ends_with(name.as_bytes());
+        let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
+        if let Some((name, limit)) = &self.crash_on {
+            if ends_with(name) && crashes < *limit {
+                std::process::abort();
+            }
+        }
+        if let Some(name) = &self.sigstop_on {
+            if ends_with(name) && crashes == 0 {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::STOP,
+                );
+            }
+        }
+        if let Some((name, seconds)) = &self.stall_on {
+            if ends_with(name) {
+                std::thread::sleep(std::time::Duration::from_secs(*seconds));
+            }
+        }
+    }
 }

@@ -29,6 +29,7 @@ fn attach_never_panics_on_mutated_blocks() {
                 width: 7,
                 format: 1,
                 source: format!("d/img{i}.jpg").into_bytes(),
+                ..Default::default()
             })
             .collect(),
         input_root: b"/in".to_vec(),
@@ -39,6 +40,7 @@ fn attach_never_panics_on_mutated_blocks() {
         png_compression: 0,
         strict: false,
         resize_fit: 0,
+        max_pixels: 1 << 20,
         copy_mode: false,
         rgb_output: false,
         kept: false,

@@ -21,6 +21,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
                 width: w,
                 format: 0,
                 source: format!("img{i}.png").into_bytes(),
+                ..Default::default()
             })
             .collect(),
         input_root: b"/in".to_vec(),
@@ -31,6 +32,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         png_compression: 0,
         strict: false,
         resize_fit: 0,
+        max_pixels: 1 << 20,
         copy_mode: false,
         rgb_output: false,
         kept: false,
