@@ -567,13 +567,14 @@ impl Job<'_> {
         let index = claim.index();
         let slot = claim.slot();
         let relative = path_from_bytes(self.block.source(index)).to_path_buf();
-        self.test_hooks(index, &relative);
         let mut steps = claim.steps();
         if steps == target {
             return Ok(());
         }
         let (recorded_size, recorded_mtime) = claim.source_identity();
         claim.set_steps(STEPS_UNKNOWN);
+        // A fault here leaves the image as one whose transform was cut short.
+        self.test_hooks(index, &relative);
         let pixels = claim.pixels().map_err(|e| e.to_string())?;
         if steps == STEPS_UNKNOWN || steps > target {
             let source = self.source(index);

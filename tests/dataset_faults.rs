@@ -1,0 +1,580 @@
+//! Named datasets tried as an attacker would: `load`, `apply` and `repair` killed (SIGKILL and
+//! SIGTERM, coordinator and workers) at random moments, workers killed while parked on the pass
+//! doorbell, a worker that dawdles between passes, a source changed under a damaged dataset.
+//! After each: no command reports success on damaged data, nothing hangs, and `repair` gives the
+//! pixels of an uninterrupted load + apply, byte for byte.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::os;
+use rustix::process::{kill_process, Pid, Signal};
+
+/// How long any one command may take before the test calls it hung. A guard against hangs, far
+/// above what the commands need; no test passes or fails on timing otherwise.
+const HANG: Duration = Duration::from_secs(60);
+
+/// The tests of this file run one at a time: `clean` and the sweep at the start of every `load`
+/// remove stale blocks, which would take another test's interrupted load from under it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes a dataset when the test ends, however it ends.
+struct Dataset(String);
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        let _ = Command::new(common::bin())
+            .args(["rm", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn spawn(args: &[&OsStr], env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(common::bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn shmpipe")
+}
+
+/// Waits for `child`, failing the test (after killing it) if it outlives [`HANG`].
+fn finish(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + HANG;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} hung: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn shmpipe(args: &[&OsStr]) -> Output {
+    let what = format!("shmpipe {:?}", args);
+    finish(spawn(args, &[]), &what)
+}
+
+fn succeeds(args: &[&OsStr]) -> String {
+    let out = shmpipe(args);
+    assert!(
+        out.status.success(),
+        "shmpipe {args:?} failed: {}",
+        common::stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn generate(dir: &Path, count: u32, size: &str, format: &str) {
+    succeeds(&[
+        os("gen"),
+        dir.as_os_str(),
+        os("--count"),
+        os(&count.to_string()),
+        os("--size"),
+        os(size),
+        os("--format"),
+        os(format),
+    ]);
+}
+
+fn load(dir: &Path, name: &str) {
+    succeeds(&[
+        os("load"),
+        dir.as_os_str(),
+        os("--name"),
+        os(name),
+        os("--resize"),
+        os("160x120"),
+        os("-q"),
+    ]);
+}
+
+/// The dataset's pixels as `export` writes them, or None when export refuses.
+fn export(name: &str, dir: &Path) -> Option<Vec<u8>> {
+    let file = dir.join(format!("{name}.npy"));
+    let _ = std::fs::remove_file(&file);
+    let out = shmpipe(&[os("export"), os(name), file.as_os_str()]);
+    out.status
+        .success()
+        .then(|| std::fs::read(&file).expect("export wrote its file"))
+}
+
+/// `ls --json`'s entry for a dataset, if the block exists.
+fn listed(name: &str) -> Option<serde_json::Value> {
+    let out = succeeds(&[os("ls"), os("--json")]);
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == format!("shmpipe-{name}"))
+        .cloned()
+}
+
+/// Every process started as a worker of the coordinator `pid`.
+fn workers(pid: u32) -> Vec<u32> {
+    common::workers_of(pid)
+}
+
+fn kill(pid: u32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = kill_process(pid, signal);
+    }
+}
+
+/// A deterministic sequence of numbers in [0, 1), so a failing trial can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What every later command says of a dataset after its writer was killed: either it is ready
+/// and holds exactly one of `expected` (the job's result, or what was there before a job that
+/// was killed before it recorded anything), or every reader refuses it, `ls` shows it damaged or
+/// incomplete, and `repair` brings it to exactly one of `expected`. Returns whether a repair was
+/// needed.
+fn check_after_kill(name: &str, tmp: &Path, expected: &[&[u8]], trial: &str) -> bool {
+    let Some(entry) = listed(name) else {
+        return false;
+    };
+    let state = entry["state"].as_str().unwrap().to_string();
+    let out_dir = tmp.join(format!("saved-{name}"));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let saved = shmpipe(&[os("save"), os(name), os("-o"), out_dir.as_os_str()]);
+    let exported = export(name, tmp);
+    if state == "ready" {
+        assert!(saved.status.success(), "{trial}: save of a ready dataset");
+        assert!(
+            exported.as_deref().is_some_and(|e| expected.contains(&e)),
+            "{trial}: a ready dataset holds other pixels than an uninterrupted job's"
+        );
+        return false;
+    }
+    assert!(
+        state == "damaged" || state == "incomplete",
+        "{trial}: ls says {state}"
+    );
+    assert_eq!(
+        saved.status.code(),
+        Some(2),
+        "{trial}: save of a {state} dataset: {}",
+        common::stderr(&saved)
+    );
+    assert!(
+        common::stderr(&saved).contains("shmpipe repair"),
+        "{trial}: {}",
+        common::stderr(&saved)
+    );
+    assert!(
+        !out_dir.exists() || common::files_under(&out_dir).is_empty(),
+        "{trial}: save wrote files from a {state} dataset"
+    );
+    assert!(exported.is_none(), "{trial}: export of a {state} dataset");
+    let applied = shmpipe(&[os("apply"), os(name), os("--ops"), os("invert")]);
+    assert_eq!(applied.status.code(), Some(2), "{trial}: apply on {state}");
+    let repaired = shmpipe(&[os("repair"), os(name), os("-q")]);
+    assert!(
+        repaired.status.success(),
+        "{trial}: repair: {}",
+        common::stderr(&repaired)
+    );
+    assert_eq!(listed(name).unwrap()["state"], "ready", "{trial}");
+    assert!(
+        export(name, tmp)
+            .as_deref()
+            .is_some_and(|e| expected.contains(&e)),
+        "{trial}: repaired pixels differ from an uninterrupted job's"
+    );
+    true
+}
+
+/// The reference: a dataset loaded and changed by `ops` with nothing interrupted.
+fn reference(input: &Path, tmp: &Path, ops: &[&str]) -> Vec<u8> {
+    let name = format!("ref{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    load(input, &name);
+    for list in ops {
+        succeeds(&[os("apply"), os(&name), os("--ops"), os(list), os("-q")]);
+    }
+    export(&name, tmp).expect("reference export")
+}
+
+fn timed(args: &[&OsStr]) -> Duration {
+    let started = Instant::now();
+    succeeds(args);
+    started.elapsed()
+}
+
+/// `apply` and `load` killed at random moments: the coordinator with SIGKILL or SIGTERM, or one
+/// worker with SIGKILL. 24 trials of each command.
+#[test]
+fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 10, "800x600", "jpeg");
+    let chains = ["blur:4,sharpen", "invert,normalize,blur:1"];
+    let loaded = reference(&input, tmp.path(), &[]);
+    let applied: Vec<Vec<u8>> = chains
+        .iter()
+        .map(|c| reference(&input, tmp.path(), &[c]))
+        .collect();
+    let name = format!("kill{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    // How long each job takes here, to spread the kills over it (and a little past its end).
+    load(&input, &name);
+    let apply_time = timed(&[os("apply"), os(&name), os("--ops"), os(chains[0]), os("-q")]);
+    succeeds(&[os("rm"), os(&name)]);
+    let load_time = timed(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--resize"),
+        os("160x120"),
+        os("-q"),
+    ]);
+    succeeds(&[os("rm"), os(&name)]);
+
+    let mut random = Lcg(7);
+    let mut repaired = [0, 0];
+    let mut worker_kills = 0;
+    for trial in 0..24 {
+        let how = trial % 3; // 0: SIGKILL the coordinator, 1: SIGTERM it, 2: SIGKILL a worker.
+        let label = format!("load trial {trial} (kind {how})");
+        let delay = load_time.mul_f64(1.2 * random.next());
+        let child = spawn(
+            &[
+                os("load"),
+                input.as_os_str(),
+                os("--name"),
+                os(&name),
+                os("--resize"),
+                os("160x120"),
+                os("-q"),
+            ],
+            &[],
+        );
+        let pid = child.id();
+        std::thread::sleep(delay);
+        match how {
+            0 => kill(pid, Signal::KILL),
+            1 => kill(pid, Signal::TERM),
+            _ => {
+                if let Some(&w) = workers(pid).first() {
+                    kill(w, Signal::KILL);
+                    worker_kills += 1;
+                }
+            }
+        }
+        let out = finish(child, &label);
+        common::assert_no_leaks(pid);
+        if how == 2 {
+            // A dead worker's images are decoded again by its replacement.
+            assert!(out.status.success(), "{label}: {}", common::stderr(&out));
+        }
+        if check_after_kill(&name, tmp.path(), &[&loaded], &label) {
+            repaired[0] += 1;
+        }
+        let _ = Command::new(common::bin()).args(["rm", &name]).output();
+    }
+    load(&input, &name);
+    for trial in 0..24 {
+        let how = trial % 3;
+        let chain = chains[trial / 3 % 2];
+        let expected = &applied[trial / 3 % 2];
+        let label = format!("apply {chain:?} trial {trial} (kind {how})");
+        // Each trial starts from a freshly loaded dataset.
+        let _ = Command::new(common::bin()).args(["rm", &name]).output();
+        load(&input, &name);
+        let delay = apply_time.mul_f64(1.2 * random.next());
+        let child = spawn(
+            &[
+                os("apply"),
+                os(&name),
+                os("--ops"),
+                os(chain),
+                os("-j"),
+                os("2"),
+                os("-q"),
+            ],
+            &[],
+        );
+        let pid = child.id();
+        std::thread::sleep(delay);
+        match how {
+            0 => kill(pid, Signal::KILL),
+            1 => kill(pid, Signal::TERM),
+            _ => {
+                if let Some(&w) = workers(pid).first() {
+                    kill(w, Signal::KILL);
+                    worker_kills += 1;
+                }
+            }
+        }
+        let out = finish(child, &label);
+        common::assert_no_leaks(pid);
+        if how == 2 {
+            assert!(out.status.success(), "{label}: {}", common::stderr(&out));
+        }
+        if check_after_kill(&name, tmp.path(), &[expected, &loaded], &label) {
+            repaired[1] += 1;
+        }
+    }
+    assert!(
+        worker_kills >= 8,
+        "only {worker_kills} workers were caught alive"
+    );
+    // The kills must have landed mid-job often enough for the test to mean something.
+    assert!(
+        repaired[0] >= 3 && repaired[1] >= 3,
+        "too few trials left damage to repair: {repaired:?}"
+    );
+}
+
+/// A worker SIGKILLed while it waits on the pass doorbell, 20 times: every apply still ends, and
+/// every later apply, save and export works. (raw_sync's condition variable wedged every later
+/// broadcast after one such death.)
+#[test]
+fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 6, "64x48", "png");
+    let name = format!("bell{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    load(&input, &name);
+    let mut parked_kills = 0;
+    for trial in 0..20 {
+        // One worker holds img0000 for a second in each pass; the other runs out of work and
+        // parks on the doorbell: that one is killed.
+        let child = spawn(
+            &[
+                os("apply"),
+                os(&name),
+                os("--ops"),
+                os("normalize"),
+                os("-j"),
+                os("2"),
+                os("-q"),
+            ],
+            &[(
+                shmpipe_worker::worker::STALL_ENV,
+                "img000000.png:1".to_string(),
+            )],
+        );
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        'find: while Instant::now() < deadline {
+            for w in workers(pid) {
+                let wchan = std::fs::read_to_string(format!("/proc/{w}/wchan")).unwrap_or_default();
+                if wchan.contains("futex") {
+                    kill(w, Signal::KILL);
+                    parked_kills += 1;
+                    break 'find;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = finish(child, &format!("apply trial {trial}"));
+        assert!(
+            out.status.success(),
+            "trial {trial}: {}",
+            common::stderr(&out)
+        );
+        common::assert_no_leaks(pid);
+    }
+    assert!(
+        parked_kills >= 15,
+        "only {parked_kills} parked workers found"
+    );
+    // Every later command works, and the pixels are those of 20 uninterrupted applies.
+    let expected = reference(&input, tmp.path(), &["normalize"; 20]);
+    assert_eq!(export(&name, tmp.path()).as_deref(), Some(&expected[..]));
+    succeeds(&[os("apply"), os(&name), os("--ops"), os("invert")]);
+    succeeds(&[
+        os("save"),
+        os(&name),
+        os("-o"),
+        tmp.path().join("saved").as_os_str(),
+    ]);
+}
+
+/// A worker that publishes its last image of pass 1 and then dawdles must not find pass 2
+/// opened under it: the coordinator waits until every worker has parked.
+#[test]
+fn the_next_pass_opens_only_when_every_worker_has_parked() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 8, "64x48", "png");
+    let expected = reference(&input, tmp.path(), &["invert,normalize"]);
+    let name = format!("race{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    load(&input, &name);
+    let before = export(&name, tmp.path()).unwrap();
+    let child = spawn(
+        &[
+            os("apply"),
+            os(&name),
+            os("--ops"),
+            os("invert,normalize"),
+            os("-j"),
+            os("2"),
+        ],
+        &[(
+            shmpipe_worker::worker::DELAY_AFTER_DONE_ENV,
+            "300".to_string(),
+        )],
+    );
+    let out = finish(child, "apply with a dawdling worker");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let after = export(&name, tmp.path()).unwrap();
+    assert_ne!(after, before, "the apply changed nothing");
+    assert_eq!(after, expected, "a pass ran twice or was skipped");
+}
+
+/// Repair rebuilds from the sources; a source that changed since the load cannot be used: that
+/// image is failed with the reason, and the rest of the dataset is repaired and readable.
+#[test]
+fn repair_refuses_a_changed_source_and_saves_the_rest() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 4, "640x480", "png");
+    let name = format!("chg{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    load(&input, &name);
+    // A worker stalls on img0002 in the middle of its blur; the coordinator dies meanwhile.
+    let child = spawn(
+        &[
+            os("apply"),
+            os(&name),
+            os("--ops"),
+            os("blur:2"),
+            os("-j"),
+            os("1"),
+        ],
+        &[(
+            shmpipe_worker::worker::STALL_ENV,
+            "img000002.png:30".to_string(),
+        )],
+    );
+    let pid = child.id();
+    let deadline = Instant::now() + HANG;
+    while listed(&name).is_none_or(|b| b["state"] != "applying") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    kill(pid, Signal::KILL);
+    finish(child, "killed apply");
+    common::assert_no_leaks(pid);
+    assert_eq!(listed(&name).unwrap()["state"], "damaged");
+    // Every image that was not through the apply is rebuilt; change the one in hand.
+    let changed = input.join("img000002.png");
+    let mut bytes = std::fs::read(&changed).unwrap();
+    bytes.extend_from_slice(b"trailing");
+    std::fs::write(&changed, bytes).unwrap();
+    let out = shmpipe(&[os("repair"), os(&name)]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("img000002.png") && said.contains("changed since the load"),
+        "{said}"
+    );
+    assert_eq!(listed(&name).unwrap()["state"], "ready");
+    // save writes the other three and lists the failed one; export refuses without --partial.
+    let saved = tmp.path().join("saved");
+    let out = shmpipe(&[os("save"), os(&name), os("-o"), saved.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::stderr(&out).contains("img000002.png"));
+    assert_eq!(
+        common::files_under(&saved),
+        ["img000000.png", "img000001.png", "img000003.png"]
+            .iter()
+            .map(PathBuf::from)
+            .collect::<Vec<_>>()
+    );
+    assert!(export(&name, tmp.path()).is_none());
+    let file = tmp.path().join("partial.npy");
+    let out = shmpipe(&[os("export"), os(&name), file.as_os_str(), os("--partial")]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // Three 640x480x3 images after a 128-byte .npy header.
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        128 + 3 * 120 * 160 * 3
+    );
+}
+
+/// A load killed by SIGKILL leaves a block that every later command sees as incomplete, and that
+/// `clean` removes (nothing in it was ever ready).
+#[test]
+fn a_killed_load_is_incomplete_and_clean_removes_it() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 3, "320x240", "png");
+    let name = format!("half{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    let child = spawn(
+        &[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(&name),
+            os("-j"),
+            os("1"),
+        ],
+        &[(
+            shmpipe_worker::worker::STALL_ENV,
+            "img000001.png:30".to_string(),
+        )],
+    );
+    let pid = child.id();
+    let deadline = Instant::now() + HANG;
+    while workers(pid).is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    kill(pid, Signal::KILL);
+    finish(child, "killed load");
+    common::assert_no_leaks(pid);
+    assert_eq!(listed(&name).unwrap()["state"], "incomplete");
+    assert_eq!(listed(&name).unwrap()["status"], "stale");
+    let out = shmpipe(&[
+        os("save"),
+        os(&name),
+        os("-o"),
+        tmp.path().join("o").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(common::stderr(&out).contains("incomplete"));
+    succeeds(&[os("clean")]);
+    assert!(listed(&name).is_none(), "clean removes an interrupted load");
+}
