@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::os;
+use common::{os, Dataset};
 use rustix::process::{kill_process, Pid, Signal};
 
 /// How long any one command may take before the test calls it hung. A guard against hangs, far
@@ -24,19 +24,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Removes a dataset when the test ends, however it ends.
-struct Dataset(String);
-
-impl Drop for Dataset {
-    fn drop(&mut self) {
-        let _ = Command::new(common::bin())
-            .args(["rm", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 fn spawn(args: &[&OsStr], env: &[(&str, String)]) -> Child {

@@ -247,3 +247,116 @@ except shmpipe_block.BlockError as e:
     );
     common::assert_no_leaks(run.id());
 }
+
+/// Python refuses what `save` refuses: a dataset whose apply was interrupted (until `repair`),
+/// and one holding an image that failed at load (unless `partial=True`, which lists it); it
+/// takes the lock shared, so an `apply` refuses to change the pixels under an attached reader.
+#[test]
+fn python_refuses_damaged_datasets_and_failed_images_and_holds_off_writers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for i in 0..3u32 {
+        image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([(x + i) as u8, y as u8, 7]))
+            .save(input.join(format!("p{i}.png")))
+            .unwrap();
+    }
+    // A PNG whose data is cut short: it fails at load.
+    let good = std::fs::read(input.join("p0.png")).unwrap();
+    std::fs::write(input.join("z_cut.png"), &good[..good.len() / 2]).unwrap();
+    let name = format!("pyd{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    let loaded = Command::new(common::bin())
+        .args([
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(&name),
+            os("-q"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(loaded.status.code(), Some(1), "the cut PNG fails at load");
+    let attach = |partial: &str| {
+        python(&format!(
+            r#"
+import json, shmpipe_block
+try:
+    ds = shmpipe_block.attach("{name}", partial={partial})
+    print(json.dumps({{"refused": False, "failed": list(ds.failed), "count": len(ds.images)}}))
+    ds.close()
+except shmpipe_block.BlockError as e:
+    print(json.dumps({{"refused": True, "why": str(e)}}))
+"#
+        ))
+    };
+    let said = attach("False");
+    assert_eq!(said["refused"], true, "{said}");
+    assert!(
+        said["why"].as_str().unwrap().contains("z_cut.png"),
+        "{said}"
+    );
+    let said = attach("True");
+    assert_eq!(said["refused"], false, "{said}");
+    assert_eq!(said["failed"], serde_json::json!([3]));
+
+    // While Python holds the dataset, apply refuses rather than change pixels under it.
+    let mut reader = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import shmpipe_block, time\nds = shmpipe_block.attach('{name}', partial=True)\nprint('attached', flush=True)\ntime.sleep(3)\nds.close()"
+        ))
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reader.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "attached");
+    let applied = Command::new(common::bin())
+        .args(["apply", &name, "--ops", "invert"])
+        .output()
+        .unwrap();
+    assert_eq!(applied.status.code(), Some(2));
+    assert!(common::stderr(&applied).contains("busy"));
+    assert!(reader.wait().unwrap().success());
+
+    // An apply killed mid-image leaves the dataset damaged: Python refuses it until repair.
+    let child = Command::new(common::bin())
+        .args(["apply", &name, "--ops", "blur:2", "-j", "1"])
+        .env(shmpipe_worker::worker::STALL_ENV, "p1.png:30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while common::workers_of(pid).is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let mut child = child;
+    child.wait().unwrap();
+    common::assert_no_leaks(pid);
+    let said = attach("True");
+    assert_eq!(said["refused"], true, "{said}");
+    assert!(
+        said["why"].as_str().unwrap().contains("shmpipe repair"),
+        "{said}"
+    );
+    ok(&[os("repair"), os(&name), os("-q")]);
+    assert_eq!(attach("True")["refused"], false);
+}
