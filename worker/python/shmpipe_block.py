@@ -17,7 +17,7 @@ Writes through the views change the block in place (`shmpipe save` then writes t
 This module never unlinks the block, and keeps it away from Python's resource tracker, which
 before Python 3.13 unlinks even segments it only attached to. `shmpipe rm NAME` removes it.
 
-The layout mirrors worker/src/block.rs (LAYOUT_VERSION 2); the offsets below are checked there.
+The layout mirrors worker/src/block/layout.rs (LAYOUT_VERSION 2); the offsets below are checked there.
 """
 import fcntl
 import struct
@@ -53,7 +53,7 @@ _HEADER = {
 # Image record: status word (low 8 bits), message length and message.
 _STATUS_AT, _MESSAGE_LEN_AT, _MESSAGE_AT, _MESSAGE_LEN = 48, 60, 80, 104
 _DONE = 2
-# Dataset states, as `DatasetState` in block.rs.
+# Dataset states, as `DatasetState` in block/layout.rs.
 _READY = 2
 _NOT_READY = {
     0: "is a run's working block, not a kept dataset",

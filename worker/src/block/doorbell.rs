@@ -1,0 +1,54 @@
+//! The doorbell between the passes of `apply` and `repair`: a futex on the header's pass word
+//! (shared, not PRIVATE), and the stop request that rings it.
+//!
+//! A wake here must never block and a wait must never be the only check: every waiter re-reads
+//! the word, its parent and its stop flag, so no death can wedge anyone.
+
+use std::sync::atomic::Ordering;
+
+use super::{BlockState, Mapping};
+
+impl Mapping {
+    /// Asks every worker to stop after its current image, and wakes those parked between passes.
+    pub fn request_stop(&self) {
+        let h = self.header();
+        h.state
+            .store(BlockState::Stopping as u32, Ordering::Release);
+        self.open_pass(h.pass.load(Ordering::Acquire));
+    }
+
+    /// Opens pass `generation` of a job and wakes every worker waiting for it.
+    pub(super) fn open_pass(&self, generation: u32) {
+        let word = &self.header().pass;
+        word.store(generation, Ordering::Release);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::thread::futex;
+            // A wake never blocks, whoever died where: at worst it wakes nobody.
+            let _ = futex::wake(word, futex::Flags::empty(), u32::MAX);
+        }
+    }
+
+    /// Waits until the pass generation is no longer `seen`, or `timeout` passes (the caller
+    /// re-checks its parent and stop flag, then waits again). Spurious returns are fine: callers
+    /// loop on the word.
+    pub fn wait_for_pass_after(&self, seen: u32, timeout: std::time::Duration) {
+        let word = &self.header().pass;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::thread::futex;
+            let timeout = rustix::time::Timespec {
+                tv_sec: timeout.as_secs() as _,
+                tv_nsec: timeout.subsec_nanos() as _,
+            };
+            // Returns at once if the word is no longer `seen` (EAGAIN), on a wake, on a signal
+            // (EINTR) or at the timeout: each is a reason to look again. Shared, not PRIVATE:
+            // the waker is another process mapping the same pages.
+            let _ = futex::wait(word, futex::Flags::empty(), seen, Some(&timeout));
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        if word.load(Ordering::Acquire) == seen {
+            std::thread::sleep(timeout.min(std::time::Duration::from_millis(5)));
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The block's layout, defined once: the `#[repr(C)]` header and records placed in shared
+//! memory, their constants, flags and status enums, and the plan from which a block's regions
+//! and sizes are computed.
+//!
+//! This file must never touch a mapping: it describes bytes, it does not read or write them.
+//! Changing anything here changes the layout: bump [`LAYOUT_VERSION`] and update
+//! `worker/python/shmpipe_block.py` with it.
+
+use std::cell::UnsafeCell;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// First eight bytes of every block.
+pub const MAGIC: [u8; 8] = *b"SHMPIPE\0";
+/// Bumped whenever the layout changes; `attach` refuses any other.
+pub const LAYOUT_VERSION: u32 = 2;
+/// Alignment of every region and every slot.
+pub const ALIGN: u64 = 64;
+/// Bytes of an image's error message kept in its record.
+pub const MESSAGE_LEN: usize = 104;
+
+/// Lifecycle of a block, in `Header::state`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockState {
+    /// Being written by its creator; not to be attached yet.
+    Creating = 0,
+    /// Header and tables complete; workers may attach.
+    Ready = 1,
+    /// The coordinator asked every worker to stop after its current image.
+    Stopping = 2,
+    /// Every image has an outcome.
+    Finished = 3,
+}
+
+impl BlockState {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Creating,
+            1 => Self::Ready,
+            2 => Self::Stopping,
+            3 => Self::Finished,
+            _ => return None,
+        })
+    }
+}
+
+/// What a kept dataset holds, in `Header::dataset_state`: the truth every reader checks first.
+/// Written only by the process holding the block's lock exclusively. A state other than `Ready`
+/// in a block whose lock nobody holds means its writer died (or was stopped) mid-job.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetState {
+    /// Not a dataset: a run's own working block.
+    None = 0,
+    /// `load` (or `run --keep`) is decoding the images.
+    Loading = 1,
+    /// Every image is done (at the latest step of the history) or failed with its reason.
+    Ready = 2,
+    /// `apply` is changing the pixels: images may be at different steps, some half transformed.
+    Applying = 3,
+    /// `repair` is rebuilding interrupted images and finishing an interrupted apply.
+    Repairing = 4,
+}
+
+impl DatasetState {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::None,
+            1 => Self::Loading,
+            2 => Self::Ready,
+            3 => Self::Applying,
+            4 => Self::Repairing,
+            _ => return None,
+        })
+    }
+}
+
+/// `ImageRecord::steps` of an image whose pixels are not known to be any step of the history:
+/// not decoded yet, or a transform was cut short. Only a rebuild from its source fixes it.
+pub const STEPS_UNKNOWN: u32 = u32::MAX;
+
+/// Status of one image, in `ImageRecord::status`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageStatus {
+    Pending = 0,
+    Claimed = 1,
+    Done = 2,
+    Failed = 3,
+}
+
+impl ImageStatus {
+    /// Decodes the low 8 bits of a status word.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Pending,
+            1 => Self::Claimed,
+            2 => Self::Done,
+            3 => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A byte string inside the strings region: offset from the region's start, and length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrRef {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The block's first 512 bytes.
+#[repr(C, align(64))]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub layout_version: u32,
+    pub header_size: u32,
+    pub total_size: u64,
+    pub owner_pid: u32,
+    /// A [`BlockState`].
+    pub state: AtomicU32,
+    pub image_count: u64,
+    pub worker_count: u32,
+    /// Channels of every slot: 1, 3 or 4.
+    pub channels: u32,
+    pub image_table_offset: u64,
+    pub image_record_size: u64,
+    pub worker_table_offset: u64,
+    pub worker_record_size: u64,
+    pub strings_offset: u64,
+    pub strings_len: u64,
+    pub pixels_offset: u64,
+    pub pixels_len: u64,
+    /// Folder the source paths are relative to.
+    pub input_root: StrRef,
+    /// Output folder; empty when the run writes nothing.
+    pub output_root: StrRef,
+    /// The op chain as the user wrote it, for example `grayscale,blur:2`.
+    pub op_chain: StrRef,
+    /// Output format name (`jpeg`, `png`, ...), empty to keep each input's format.
+    pub output_format: StrRef,
+    pub quality: u32,
+    /// Non-zero when every slot has this shape.
+    pub uniform_height: u32,
+    pub uniform_width: u32,
+    /// [`FLAG_STRICT`] and future flags.
+    pub flags: u32,
+    /// Next index a worker claims with `fetch_add`.
+    pub next_claim: AtomicU64,
+    pub images_done: AtomicU64,
+    pub images_failed: AtomicU64,
+    pub pixels_done: AtomicU64,
+    /// `--resize`: a [`crate::codec::Fit`] (then every slot has the uniform shape), 0 for none.
+    pub resize_fit: u32,
+    /// The doorbell of `apply` and `repair`: a generation number the coordinator bumps to open
+    /// each pass, then wakes every worker waiting on it (a futex on this word: no death can wedge
+    /// a futex wait or wake, unlike a process-shared mutex or condition variable).
+    pub pass: AtomicU32,
+    /// `normalize`: each channel's mean and standard deviation over the dataset, as f64 bits,
+    /// written by the coordinator before it starts pass 2.
+    pub norm_mean: [AtomicU64; 4],
+    pub norm_std: [AtomicU64; 4],
+    /// A [`DatasetState`].
+    pub dataset_state: AtomicU32,
+    /// Entries of the history region in force (see [`HistoryEntry`]); each is written before
+    /// this count is raised past it (Release), and never changed after.
+    pub history_count: AtomicU32,
+    /// The history region: [`HISTORY_CAPACITY`] entries.
+    pub history_offset: u64,
+    /// `--max-pixels` of the load, so that a rebuild decodes as the load did.
+    pub load_max_pixels: u64,
+    /// Entries the history region holds: [`HISTORY_CAPACITY`] in a kept block, else 0.
+    pub history_capacity: u32,
+    pub _reserved: [u8; 180],
+    /// 1 after `apply --ops normalize:float`: the statistics in `norm_mean` / `norm_std` are the
+    /// pixels', and `export` writes `(v - mean) / std` as float32.
+    pub export_float: AtomicU64,
+}
+
+/// Entries a dataset's history can hold; `apply` refuses once it is full.
+pub const HISTORY_CAPACITY: usize = 64;
+/// Bytes of an op list in a [`HistoryEntry`].
+pub const HISTORY_OPS_LEN: usize = 240;
+
+/// One step of a kept dataset's history: how its pixels were made from the decoded sources. A
+/// step maps each image by `luts` (when present) and then runs `ops`. An `apply` is one step, or
+/// two around a dataset-wide op (the op's statistics need every image through the first).
+/// Replaying the steps on a freshly decoded source gives an image's pixels byte for byte: that
+/// is how an image whose transform was cut short is rebuilt.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct HistoryEntry {
+    pub ops_len: u32,
+    pub after_len: u32,
+    /// A dataset-wide op that follows this step ([`HISTORY_NORMALIZE`] ...), 0 for none. Its
+    /// step is appended once every image has been through this one.
+    pub then: u32,
+    /// [`HISTORY_HAS_LUTS`], [`HISTORY_FLOAT_STATS`].
+    pub flags: u32,
+    /// The per-image op list this step runs, as parsed by `OpChain::parse`.
+    pub ops: [u8; HISTORY_OPS_LEN],
+    /// With `then`: the op list that runs after the dataset-wide op, in its step.
+    pub after: [u8; HISTORY_OPS_LEN],
+    /// Per colour channel: the mean and standard deviation this step's tables were made from
+    /// (normalize), for reports and for `export` of `normalize:float`.
+    pub mean: [f64; 4],
+    pub std: [f64; 4],
+    /// Per channel, a table `v -> luts[c][v]`, applied before `ops` when [`HISTORY_HAS_LUTS`].
+    pub luts: [[u8; 256]; 4],
+}
+
+pub const HISTORY_NORMALIZE: u32 = 1;
+pub const HISTORY_NORMALIZE_FLOAT: u32 = 2;
+pub const HISTORY_EQUALIZE: u32 = 3;
+pub const HISTORY_HAS_LUTS: u32 = 1;
+/// The step changes no pixel; its `mean` and `std` are the dataset's (`normalize:float`).
+pub const HISTORY_FLOAT_STATS: u32 = 2;
+
+impl HistoryEntry {
+    /// A step that runs `ops`, followed by the dataset-wide op `then` and its `after` list.
+    pub fn new(ops: &str, then: u32, after: &str) -> Option<HistoryEntry> {
+        if ops.len() > HISTORY_OPS_LEN || after.len() > HISTORY_OPS_LEN {
+            return None;
+        }
+        let mut entry = HistoryEntry {
+            ops_len: ops.len() as u32,
+            after_len: after.len() as u32,
+            then,
+            flags: 0,
+            ops: [0; HISTORY_OPS_LEN],
+            after: [0; HISTORY_OPS_LEN],
+            mean: [0.0; 4],
+            std: [0.0; 4],
+            luts: [[0; 256]; 4],
+        };
+        entry.ops[..ops.len()].copy_from_slice(ops.as_bytes());
+        entry.after[..after.len()].copy_from_slice(after.as_bytes());
+        Some(entry)
+    }
+
+    pub fn ops(&self) -> String {
+        let len = (self.ops_len as usize).min(HISTORY_OPS_LEN);
+        String::from_utf8_lossy(&self.ops[..len]).into_owned()
+    }
+
+    pub fn after(&self) -> String {
+        let len = (self.after_len as usize).min(HISTORY_OPS_LEN);
+        String::from_utf8_lossy(&self.after[..len]).into_owned()
+    }
+
+    /// The tables to apply before the ops, if this step has them.
+    pub fn luts(&self) -> Option<&[[u8; 256]; 4]> {
+        (self.flags & HISTORY_HAS_LUTS != 0).then_some(&self.luts)
+    }
+}
+
+/// One image's fixed-size record in the image table.
+#[repr(C, align(64))]
+pub struct ImageRecord {
+    /// Slot offset from the start of the pixels region.
+    pub slot_offset: u64,
+    pub slot_len: u64,
+    pub height: u32,
+    pub width: u32,
+    pub channels: u32,
+    /// Source format, as an index into [`crate::codec::FORMATS`].
+    pub format: u32,
+    /// Source path, relative to `Header::input_root`, as raw bytes.
+    pub source: StrRef,
+    /// The image's [`ImageStatus`] in the low 8 bits and, while claimed, the holder's worker
+    /// id + 1 above them: one word, so a claim and its owner change in a single atomic step and
+    /// a worker dying at any instant never leaves an image claimed by nobody.
+    pub status: AtomicU32,
+    /// A kept dataset's image: how many steps of the history its pixels have been through, or
+    /// [`STEPS_UNKNOWN`] while they are being decoded or transformed. Written by the claim holder.
+    pub steps: AtomicU32,
+    /// How many workers died while holding this image.
+    pub crashes: AtomicU32,
+    pub message_len: AtomicU32,
+    /// The source file's size and modification time (ns since the epoch) when it was planned: a
+    /// rebuild refuses a source that has changed since.
+    pub source_size: u64,
+    pub source_mtime_ns: u64,
+    /// Why the image failed; written by the claim holder before it publishes `Failed`.
+    pub(super) message: UnsafeCell<[u8; MESSAGE_LEN]>,
+}
+
+// SAFETY: `message` is the only non-atomic field written after the block is published; it is
+// written only by the worker that holds the image's claim and read only after that worker's
+// Release store of `Failed` is observed with Acquire (invariant (3) in the module doc).
+unsafe impl Sync for ImageRecord {}
+
+/// One worker's counters, indexed by worker id; a replacement worker reuses its slot.
+#[repr(C, align(64))]
+pub struct WorkerRecord {
+    pub pid: AtomicU32,
+    /// 0 not started, 1 running, 2 exited cleanly.
+    pub state: AtomicU32,
+    /// When the image in hand was taken, or the worker last held none ([`now_ms`]).
+    pub heartbeat_ms: AtomicU64,
+    pub images_done: AtomicU64,
+    pub images_failed: AtomicU64,
+    pub pixels_done: AtomicU64,
+    /// Index of the image in hand, `u64::MAX` for none.
+    pub current_image: AtomicU64,
+    /// When this worker had attached, validated the block and enlisted: the host's monotonic
+    /// clock in nanoseconds (see [`now_ns`]). The coordinator compares it with when it spawned the worker.
+    pub ready_ns: AtomicU64,
+    /// `apply`: the pass generation ([`Header::pass`]) this worker has finished and now waits
+    /// after; the coordinator opens the next pass only once every live worker has parked.
+    pub parked: AtomicU32,
+    pub _reserved: [u32; 17],
+}
+
+pub const NO_IMAGE: u64 = u64::MAX;
+
+impl WorkerRecord {
+    /// Marks this worker id as holding no image, as of now: on enlisting, and when the
+    /// coordinator releases what a dead worker held, so that a replacement is never judged by its
+    /// predecessor's image and heartbeat.
+    pub fn clear_image(&self) {
+        self.current_image.store(NO_IMAGE, Ordering::Release);
+        self.heartbeat_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// Records that this worker took image `index` now.
+    pub fn hold_image(&self, index: usize) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Release);
+        self.current_image.store(index as u64, Ordering::Release);
+    }
+}
+
+/// The host's monotonic clock in nanoseconds: never steps, and the same clock in every process on
+/// the host, so a time taken by the coordinator and one taken by a worker compare.
+pub fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// The host's monotonic clock in milliseconds (see [`now_ns`]): heartbeats and image timeouts.
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// `Header::flags`: stop claiming once any image has failed (`--strict`).
+pub const FLAG_STRICT: u32 = 1;
+/// `Header::flags`: copy mode, the naive approach kept for comparison: the block holds no pixels
+/// (every slot is empty) and each worker decodes the whole dataset into its own memory.
+pub const FLAG_COPY: u32 = 2;
+/// `Header::flags`: encode gray results as RGB too (`--rgb`); by default they are one channel.
+pub const FLAG_RGB_OUTPUT: u32 = 4;
+/// `Header::flags`: a named dataset that outlives its creator on purpose (`load`, `run --keep`);
+/// `clean` never removes it, `rm` does.
+pub const FLAG_KEPT: u32 = 8;
+/// `Header::flags`: outputs are not flushed to disk before they are renamed into place
+/// (`--no-fsync`); by default each is.
+pub const FLAG_NO_FSYNC: u32 = 64;
+/// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
+/// 0 for fast. Read it with [`png_level`].
+pub const PNG_LEVEL_SHIFT: u32 = 4;
+
+/// The `--png-compression` code stored in `flags`.
+pub fn png_level(flags: u32) -> u32 {
+    (flags >> PNG_LEVEL_SHIFT) & 3
+}
+
+/// The status word of an image claimed by `worker_id`.
+pub fn claimed_word(worker_id: u32) -> u32 {
+    ImageStatus::Claimed as u32 | (worker_id + 1) << 8
+}
+
+impl ImageRecord {
+    /// The image's status, without its owner.
+    pub fn status(&self) -> Option<ImageStatus> {
+        ImageStatus::from_u32(self.status.load(Ordering::Acquire) & 0xff)
+    }
+}
+
+const _: () = assert!(size_of::<Header>() == 512);
+const _: () = assert!(size_of::<HistoryEntry>().is_multiple_of(64));
+const _: () = assert!(size_of::<ImageRecord>() == 192);
+const _: () = assert!(size_of::<WorkerRecord>() == 128);
+
+/// Sizes of a block to be created.
+#[derive(Clone, Debug)]
+pub struct BlockPlan {
+    pub worker_count: u32,
+    pub channels: u32,
+    /// Per image: height, width, source format index, relative source path bytes.
+    pub images: Vec<PlannedImage>,
+    pub input_root: Vec<u8>,
+    pub output_root: Vec<u8>,
+    pub op_chain: String,
+    pub output_format: String,
+    pub quality: u32,
+    /// A [`crate::codec::PngCompression`] code.
+    pub png_compression: u32,
+    /// Workers stop claiming once any image has failed.
+    pub strict: bool,
+    /// Copy mode ([`FLAG_COPY`]): no pixel slots in the block.
+    pub copy_mode: bool,
+    /// [`FLAG_RGB_OUTPUT`].
+    pub rgb_output: bool,
+    /// [`FLAG_KEPT`].
+    pub kept: bool,
+    /// [`FLAG_NO_FSYNC`].
+    pub no_fsync: bool,
+    /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
+    /// target shape).
+    pub resize_fit: u32,
+    /// `--max-pixels`, kept so that a rebuild decodes as the load did.
+    pub max_pixels: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PlannedImage {
+    pub height: u32,
+    pub width: u32,
+    pub format: u32,
+    pub source: Vec<u8>,
+    /// The source file's size and modification time when it was planned.
+    pub source_size: u64,
+    pub source_mtime_ns: u64,
+}
+
+pub(super) fn align_up(v: u64) -> u64 {
+    v.div_ceil(ALIGN) * ALIGN
+}
+
+/// Offsets of each region, computed once from a plan.
+pub(super) struct Regions {
+    pub(super) image_table: u64,
+    pub(super) worker_table: u64,
+    pub(super) history: u64,
+    pub(super) strings: u64,
+    pub(super) strings_len: u64,
+    pub(super) pixels: u64,
+    pub(super) pixels_len: u64,
+    pub(super) total: u64,
+}
+
+impl BlockPlan {
+    /// Bytes of an image's decoded pixels.
+    fn image_len(&self, img: &PlannedImage) -> u64 {
+        img.height as u64 * img.width as u64 * self.channels as u64
+    }
+
+    /// Bytes of an image's slot in the block: its pixels, or none in copy mode.
+    pub(super) fn slot_len(&self, img: &PlannedImage) -> u64 {
+        if self.copy_mode {
+            0
+        } else {
+            self.image_len(img)
+        }
+    }
+
+    pub(super) fn regions(&self) -> Regions {
+        let image_table = align_up(size_of::<Header>() as u64);
+        let worker_table =
+            align_up(image_table + self.images.len() as u64 * size_of::<ImageRecord>() as u64);
+        let history =
+            align_up(worker_table + self.worker_count as u64 * size_of::<WorkerRecord>() as u64);
+        let history_len = if self.kept {
+            (HISTORY_CAPACITY * size_of::<HistoryEntry>()) as u64
+        } else {
+            0
+        };
+        let strings = align_up(history + history_len);
+        let strings_len = self.input_root.len()
+            + self.output_root.len()
+            + self.op_chain.len()
+            + self.output_format.len()
+            + self.images.iter().map(|i| i.source.len()).sum::<usize>();
+        let pixels = align_up(strings + strings_len as u64);
+        let pixels_len: u64 = self.images.iter().map(|i| align_up(self.slot_len(i))).sum();
+        Regions {
+            image_table,
+            worker_table,
+            history,
+            strings,
+            strings_len: strings_len as u64,
+            pixels,
+            pixels_len,
+            total: pixels + pixels_len,
+        }
+    }
+
+    /// Bytes the block will take.
+    pub fn total_size(&self) -> u64 {
+        self.regions().total
+    }
+
+    /// Bytes of pixels alone: the decoded dataset.
+    pub fn pixel_bytes(&self) -> u64 {
+        self.images.iter().map(|i| self.image_len(i)).sum()
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    /// worker/python/shmpipe_block.py reads these offsets: change them together.
+    #[test]
+    fn offsets_the_python_module_relies_on() {
+        assert_eq!(offset_of!(Header, layout_version), 8);
+        assert_eq!(offset_of!(Header, header_size), 12);
+        assert_eq!(offset_of!(Header, total_size), 16);
+        assert_eq!(offset_of!(Header, state), 28);
+        assert_eq!(offset_of!(Header, image_count), 32);
+        assert_eq!(offset_of!(Header, channels), 44);
+        assert_eq!(offset_of!(Header, image_table_offset), 48);
+        assert_eq!(offset_of!(Header, image_record_size), 56);
+        assert_eq!(offset_of!(Header, strings_offset), 80);
+        assert_eq!(offset_of!(Header, strings_len), 88);
+        assert_eq!(offset_of!(Header, pixels_offset), 96);
+        assert_eq!(offset_of!(Header, pixels_len), 104);
+        assert_eq!(offset_of!(Header, flags), 188);
+        assert_eq!(offset_of!(Header, dataset_state), 296);
+        assert_eq!(offset_of!(ImageRecord, status), 48);
+        assert_eq!(offset_of!(ImageRecord, steps), 52);
+        assert_eq!(offset_of!(ImageRecord, message_len), 60);
+        assert_eq!(offset_of!(ImageRecord, message), 80);
+        assert_eq!(MESSAGE_LEN, 104);
+        assert_eq!(LAYOUT_VERSION, 2);
+        assert_eq!(offset_of!(ImageRecord, slot_offset), 0);
+        assert_eq!(offset_of!(ImageRecord, slot_len), 8);
+        assert_eq!(offset_of!(ImageRecord, height), 16);
+        assert_eq!(offset_of!(ImageRecord, width), 20);
+        assert_eq!(offset_of!(ImageRecord, channels), 24);
+        assert_eq!(offset_of!(ImageRecord, format), 28);
+        assert_eq!(offset_of!(ImageRecord, source), 32);
+        assert_eq!(FLAG_COPY, 2);
+        assert_eq!(FLAG_KEPT, 8);
+    }
+}

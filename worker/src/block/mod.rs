@@ -1,0 +1,61 @@
+//! The block: one named shared-memory region holding a whole image dataset, and the only
+//! definition of its layout. Both the coordinator and the workers use this module.
+//!
+//! All of shmpipe's `unsafe` lives in this module. Everything outside sees safe views that borrow
+//! the mapping: `&Header`, `&[ImageRecord]`, and the `&mut [u8]` of a slot held through a
+//! [`Claim`].
+//!
+//! Layout (little-endian, every region 64-byte aligned, offsets from the start of the block):
+//!
+//! ```text
+//! [Header][ImageRecord; image_count][WorkerRecord; worker_count][strings][pixel slots]
+//! ```
+//!
+//! This module must never let a worker unlink a block: only [`OwnedBlock`], which only
+//! [`OwnedBlock::create`] returns, removes the name, and it does so on drop.
+//!
+//! Memory shared with other processes is outside what memmap2 (or Rust) can promise. What we rely
+//! on instead: (1) the creator writes the header and tables before publishing
+//! `state = Ready` with Release ordering, and attachers read it with Acquire; after that the
+//! immutable fields never change, and `attach` copies the ones it needs after validating them;
+//! (2) every mutable field shared between processes is an atomic; (3) a slot's pixels and an
+//! image's message are written only by the worker whose compare-and-swap moved that image from
+//! `Pending` to `Claimed`, and read by others only after it publishes `Done`/`Failed` with Release.
+//!
+//! The files, one concern each:
+//!
+//! - `layout`: the `#[repr(C)]` header and records, constants, flags, status enums, and
+//!   [`BlockPlan`] with the region computation. No mapping.
+//! - `error`: [`BlockError`].
+//! - `backing`: [`Backing`] (shm or a folder), block names ([`validate_name`], [`fresh_name`]).
+//! - `mapping`: [`Mapping`] and its read accessors (header, tables, history, strings, slots,
+//!   messages).
+//! - `doorbell`: the futex on the pass word, [`Mapping::request_stop`].
+//! - `validate`: the checks `attach` (and `create`) make before anything reads the block.
+//! - `claim`: [`Claim`], [`Mapping::try_claim`], [`Mapping::take_over`].
+//! - `owned`: [`OwnedBlock`]: create, free space, `fallocate`, the tables, unlink on drop.
+//! - `attached`: [`AttachedBlock`] and its lock guards [`Reader`] and [`Writer`].
+
+mod attached;
+mod backing;
+mod claim;
+mod doorbell;
+mod error;
+mod layout;
+mod mapping;
+mod owned;
+mod validate;
+
+pub use attached::{AttachedBlock, Reader, Writer};
+pub use backing::{fresh_name, validate_name, Backing, DEFAULT_SHM_DIR, MAX_NAME_LEN, NAME_PREFIX};
+pub use claim::Claim;
+pub use error::BlockError;
+pub use layout::{
+    claimed_word, now_ms, now_ns, png_level, BlockPlan, BlockState, DatasetState, Header,
+    HistoryEntry, ImageRecord, ImageStatus, PlannedImage, StrRef, WorkerRecord, ALIGN, FLAG_COPY,
+    FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, HISTORY_CAPACITY, HISTORY_EQUALIZE,
+    HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS, HISTORY_NORMALIZE, HISTORY_NORMALIZE_FLOAT,
+    HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+};
+pub use mapping::{Mapping, SlotInfo};
+pub use owned::OwnedBlock;
