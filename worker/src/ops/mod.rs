@@ -1,0 +1,49 @@
+//! The op chain: parsing `--ops`, and the in-place, shape-preserving kernels that run on a slot.
+//!
+//! A slot is an `(H, W, C)` u8 `ndarray` view in standard layout, C = 1, 3 or 4. Every op keeps
+//! the shape. Colour ops (point ops, grayscale) leave a 4th (alpha) channel unchanged; blur and
+//! sharpen filter every channel. Consecutive point ops are folded into one 256-entry lookup table
+//! and applied in one pass. This module must never allocate per pixel nor touch anything but the
+//! view it is given (and its own scratch buffers).
+//!
+//! The files, one concern each:
+//!
+//! - `parse`: [`Op`], [`OpError`], [`parse_ops`]; `apply` lists: [`DatasetOp`], [`ApplyStages`],
+//!   [`parse_apply`].
+//! - `chain`: [`OpChain`] (ops compiled into steps and run in order), [`Layout`],
+//!   [`expand_gray_plane`].
+//! - `point`: point ops folded into lookup tables, grayscale.
+//! - `blur`: gaussian blur and sharpen, [`gaussian_kernel`], their run-time CPU dispatch.
+//! - `geometry`: flips.
+//! - `bands`: [`Scratch`] and row bands on threads.
+//! - `stats`: histograms and the dataset-wide ops' tables ([`mean_and_deviation`],
+//!   [`equalize_luts`], [`normalize_lut`], [`apply_channel_luts`]).
+
+mod bands;
+mod blur;
+mod chain;
+mod geometry;
+mod parse;
+mod point;
+mod stats;
+
+pub use bands::Scratch;
+pub use blur::gaussian_kernel;
+pub use chain::{expand_gray_plane, Layout, OpChain};
+pub use parse::{parse_apply, parse_ops, ApplyStages, DatasetOp, Op, OpError};
+pub use stats::{
+    add_histograms, apply_channel_luts, equalize_luts, mean_and_deviation, normalize_lut,
+};
+
+#[cfg(test)]
+mod test_support {
+    use super::{OpChain, Scratch};
+    use ndarray::Array3;
+
+    /// Runs the op list `ops` on `img` in place.
+    pub(super) fn run(ops: &str, img: &mut Array3<u8>) {
+        OpChain::parse(ops)
+            .unwrap()
+            .apply(img.view_mut(), &mut Scratch::default());
+    }
+}
