@@ -565,3 +565,70 @@ fn a_killed_load_is_incomplete_and_clean_removes_it() {
     succeeds(&[os("clean")]);
     assert!(listed(&name).is_none(), "clean removes an interrupted load");
 }
+
+/// A dataset kept by `run --keep NAME --ops LIST` holds the chain's result (a colour JPEG under a
+/// gray-first chain through its luma plane alone): the chain is its load's step, and a rebuild
+/// goes through it exactly as the run did.
+#[test]
+fn a_dataset_kept_by_run_with_ops_is_rebuilt_through_its_chain() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 4, "640x480", "jpeg");
+    let keep = |name: &str| {
+        succeeds(&[
+            os("run"),
+            input.as_os_str(),
+            os("--keep"),
+            os(name),
+            os("--ops"),
+            os("grayscale,blur:1"),
+            os("-q"),
+        ]);
+    };
+    let reference = format!("rref{}", std::process::id());
+    let _reference_guard = Dataset(reference.clone());
+    keep(&reference);
+    succeeds(&[
+        os("apply"),
+        os(&reference),
+        os("--ops"),
+        os("invert"),
+        os("-q"),
+    ]);
+    let expected = export(&reference, tmp.path()).unwrap();
+
+    let name = format!("rkeep{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    keep(&name);
+    let child = spawn(
+        &[
+            os("apply"),
+            os(&name),
+            os("--ops"),
+            os("invert"),
+            os("-j"),
+            os("1"),
+        ],
+        &[(
+            shmpipe_worker::worker::STALL_ENV,
+            "img000001.jpg:30".to_string(),
+        )],
+    );
+    let pid = child.id();
+    let deadline = Instant::now() + HANG;
+    while listed(&name).is_none_or(|b| b["state"] != "applying") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    kill(pid, Signal::KILL);
+    finish(child, "killed apply");
+    common::assert_no_leaks(pid);
+    assert_eq!(listed(&name).unwrap()["state"], "damaged");
+    succeeds(&[os("repair"), os(&name), os("-q")]);
+    assert!(
+        export(&name, tmp.path()).as_deref() == Some(&expected[..]),
+        "the rebuilt image differs from the run's"
+    );
+}

@@ -333,6 +333,41 @@ impl Job<'_> {
             .collect()
     }
 
+    /// Steps of a kept dataset's history that the load itself made: its `run --keep` op chain
+    /// is step 1 when it has one.
+    fn load_steps(&self) -> u32 {
+        u32::from(!self.chain.ops().is_empty())
+    }
+
+    /// Decodes a claimed image from its source into its slot and runs the run's op chain on it:
+    /// a colour JPEG under a chain that starts gray as its luma plane alone (the slot's first
+    /// H x W bytes), anything else in full. Returns where the result lies.
+    fn decode_and_run(
+        &self,
+        claim: &mut Claim<'_>,
+        scratch: &mut Scratch,
+        decoded: &mut Vec<u8>,
+    ) -> Result<Layout, String> {
+        let slot = claim.slot();
+        let (h, w, c) = (slot.height, slot.width, slot.channels);
+        // `decoded` holds a rotated JPEG's upright plane here (it is for --resize otherwise).
+        Ok(match self.luma_plane(claim, decoded)? {
+            Some(plane) => {
+                let view =
+                    ArrayViewMut3::from_shape((h, w, 1), plane).map_err(|e| e.to_string())?;
+                self.chain.run_after_grayscale(view, scratch)
+            }
+            None => {
+                let index = claim.index();
+                let pixels = claim.pixels().map_err(|e| e.to_string())?;
+                self.decode(index, pixels, decoded)?;
+                let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
+                    .map_err(|e| e.to_string())?;
+                self.chain.run(view, scratch)
+            }
+        })
+    }
+
     /// Decodes, transforms and encodes one claimed image; publishes its outcome. True on success.
     fn process(
         &self,
@@ -355,21 +390,7 @@ impl Job<'_> {
                 let layout = self.chain.run(view, scratch);
                 return self.write_out(pixels, layout, (h, w, c), &relative, input_format);
             }
-            // `decoded` holds a rotated JPEG's upright plane here (it is for --resize otherwise).
-            let layout = match self.luma_plane(&mut claim, decoded)? {
-                Some(plane) => {
-                    let view =
-                        ArrayViewMut3::from_shape((h, w, 1), plane).map_err(|e| e.to_string())?;
-                    self.chain.run_after_grayscale(view, scratch)
-                }
-                None => {
-                    let pixels = claim.pixels().map_err(|e| e.to_string())?;
-                    self.decode(index, pixels, decoded)?;
-                    let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
-                        .map_err(|e| e.to_string())?;
-                    self.chain.run(view, scratch)
-                }
-            };
+            let layout = self.decode_and_run(&mut claim, scratch, decoded)?;
             // The gray plane is the slot's first H x W bytes, so either way `pixels` starts
             // with the result. Only what will be written is reserved.
             let pixels = if self.needs_whole_slot(layout) {
@@ -383,8 +404,8 @@ impl Job<'_> {
         match outcome {
             Ok(Ok(())) => {
                 if self.kept {
-                    // The decoded source: step 0 of the dataset's history.
-                    claim.set_steps(0);
+                    // The load's steps of the dataset's history (the run's chain, if any).
+                    claim.set_steps(self.load_steps());
                 }
                 claim.done();
                 true
@@ -439,6 +460,8 @@ fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord,
         count: block.workers().len(),
     })?;
     record.clear_image();
+    // Not parked after any pass yet: a predecessor's value must not vouch for this process.
+    record.parked.store(0, Ordering::Release);
     record.pid.store(std::process::id(), Ordering::Release);
     record.state.store(1, Ordering::Release);
     record
@@ -575,7 +598,7 @@ impl Job<'_> {
         claim.set_steps(STEPS_UNKNOWN);
         // A fault here leaves the image as one whose transform was cut short.
         self.test_hooks(index, &relative);
-        let pixels = claim.pixels().map_err(|e| e.to_string())?;
+        let (h, w, c) = (slot.height, slot.width, slot.channels);
         if steps == STEPS_UNKNOWN || steps > target {
             let source = self.source(index);
             if let Err(e) = std::fs::metadata(&source) {
@@ -590,10 +613,16 @@ impl Job<'_> {
                     source.display()
                 ));
             }
-            self.decode(index, pixels, decoded)?;
-            steps = 0;
+            // As the load made it, its own op chain included (`run --keep`), byte for byte.
+            if self.decode_and_run(claim, scratch, decoded)? == Layout::GrayPlane {
+                let pixels = claim.pixels().map_err(|e| e.to_string())?;
+                let view =
+                    ArrayViewMut3::from_shape((h, w, c), pixels).map_err(|e| e.to_string())?;
+                ops::expand_gray_plane(view);
+            }
+            steps = self.load_steps();
         }
-        let (h, w, c) = (slot.height, slot.width, slot.channels);
+        let pixels = claim.pixels().map_err(|e| e.to_string())?;
         for entry in &history[steps as usize..] {
             if let Some(luts) = entry.luts() {
                 let colour = if c == 4 { 3 } else { c };

@@ -217,6 +217,10 @@ pub const HISTORY_EQUALIZE: u32 = 3;
 pub const HISTORY_HAS_LUTS: u32 = 1;
 /// The step changes no pixel; its `mean` and `std` are the dataset's (`normalize:float`).
 pub const HISTORY_FLOAT_STATS: u32 = 2;
+/// The load's own step: the op chain of `run --keep NAME --ops LIST`, run when each image was
+/// decoded (a JPEG under a gray-first chain from its luma plane). A rebuild makes it as the load
+/// did, never by replaying it on decoded RGB.
+pub const HISTORY_AT_LOAD: u32 = 4;
 
 impl HistoryEntry {
     /// A step that runs `ops`, followed by the dataset-wide op `then` and its `after` list.

@@ -20,10 +20,10 @@ use super::error::io_err;
 use super::layout::{align_up, Regions};
 use super::mapping::Layout;
 use super::{
-    validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header, ImageRecord,
-    ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC,
-    FLAG_RGB_OUTPUT, FLAG_STRICT, HISTORY_CAPACITY, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NO_IMAGE,
-    PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header, HistoryEntry,
+    ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC,
+    FLAG_RGB_OUTPUT, FLAG_STRICT, HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN,
+    LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -320,6 +320,23 @@ impl Mapping {
             );
         }
         self.validate(true)?;
+        if plan.kept && !plan.op_chain.is_empty() {
+            // The load's chain is step 1 of the dataset's history (see `HISTORY_AT_LOAD`).
+            let mut step = HistoryEntry::new(&plan.op_chain, 0, "").ok_or_else(|| {
+                BlockError::Invalid {
+                    name: self.name.clone(),
+                    reason: format!(
+                        "its op chain is longer than a dataset's history records ({HISTORY_OPS_LEN} bytes)"
+                    ),
+                }
+            })?;
+            step.flags = HISTORY_AT_LOAD;
+            // SAFETY: a kept block has a history region of HISTORY_CAPACITY entries at
+            // `r.history` (64-aligned, inside the mapping, validated just above); nobody else
+            // maps the block before `Ready`, and the count is raised only after the write.
+            unsafe { std::ptr::write(base.add(r.history as usize) as *mut HistoryEntry, step) };
+            self.header().history_count.store(1, Ordering::Release);
+        }
         self.header()
             .state
             .store(BlockState::Ready as u32, Ordering::Release);
