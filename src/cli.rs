@@ -135,6 +135,10 @@ pub struct RunCli {
     /// Stop at the first image that fails (exit 1); by default a bad file never stops the others.
     #[arg(long)]
     pub strict: bool,
+    /// Keep a truncated or corrupt JPEG, decoded as far as its data goes (grey after that),
+    /// listed as a warning; by default it fails.
+    #[arg(long)]
+    pub allow_truncated: bool,
     /// Do not flush each output to disk before renaming it into place (faster on a slow disk;
     /// after a crash of the machine an output may then be empty).
     #[arg(long, requires = "out")]

@@ -39,6 +39,7 @@ pub fn load(args: LoadCli) -> i32 {
         image_timeout: 600,
         backing: args.backing,
         strict: false,
+        allow_truncated: false,
         skip_existing: false,
         no_fsync: false,
         exact_memory: false,

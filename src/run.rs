@@ -279,6 +279,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             images_ok: 0,
             images_failed: failures.len() as u64,
             failures,
+            warnings: Vec::new(),
             unsynced_folders: Vec::new(),
             files_skipped: planned.skipped as u64,
             files_existing: planned.existing as u64,
@@ -335,6 +336,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         rgb_output: args.rgb,
         kept: args.keep.is_some(),
         no_fsync: args.no_fsync,
+        allow_truncated: args.allow_truncated,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
@@ -404,6 +406,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     // Join is complete: every outcome in the block is final.
     let mut images_ok = 0;
     let mut pixels_ok = 0u64;
+    let mut warnings = Vec::new();
     let mut written = Vec::new();
     for i in 0..block.image_count() {
         let path = || {
@@ -416,6 +419,12 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         match block.images()[i].status() {
             Some(ImageStatus::Done) => {
                 images_ok += 1;
+                if let Some(reason) = block.warning(i) {
+                    warnings.push(Failure {
+                        path: path(),
+                        reason,
+                    });
+                }
                 let slot = block.slot(i);
                 pixels_ok += (slot.height * slot.width) as u64;
                 written.extend(output_target(&block, i, &settings));
@@ -449,6 +458,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         images_ok,
         images_failed: failures.len() as u64,
         failures,
+        warnings,
         unsynced_folders,
         files_skipped: planned.skipped as u64,
         files_existing: planned.existing as u64,

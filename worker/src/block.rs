@@ -190,13 +190,15 @@ pub struct ImageRecord {
     /// How many workers died while holding this image.
     pub crashes: AtomicU32,
     pub message_len: AtomicU32,
-    /// Why the image failed; written by the claim holder before it publishes `Failed`.
+    /// Why the image failed, or a done image's warning; written by the claim holder before it
+    /// publishes `Failed` or `Done`.
     message: UnsafeCell<[u8; MESSAGE_LEN]>,
 }
 
 // SAFETY: `message` is the only non-atomic field written after the block is published; it is
 // written only by the worker that holds the image's claim and read only after that worker's
-// Release store of `Failed` is observed with Acquire (invariant (3) in the module doc).
+// Release store of `Failed` (or of `Done`, for a warning) is observed with Acquire (invariant (3)
+// in the module doc).
 unsafe impl Sync for ImageRecord {}
 
 /// One worker's counters, indexed by worker id; a replacement worker reuses its slot.
@@ -245,6 +247,9 @@ pub const FLAG_KEPT: u32 = 8;
 /// `Header::flags`: outputs are not flushed to disk before they are renamed into place
 /// (`--no-fsync`); by default each is.
 pub const FLAG_NO_FSYNC: u32 = 64;
+/// `Header::flags`: a truncated or corrupt JPEG is decoded as far as it goes and kept, with a
+/// warning in its record, instead of failed (`--allow-truncated`).
+pub const FLAG_ALLOW_TRUNCATED: u32 = 128;
 /// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
 /// 0 for fast. Read it with [`png_level`].
 pub const PNG_LEVEL_SHIFT: u32 = 4;
@@ -405,6 +410,8 @@ pub struct BlockPlan {
     pub kept: bool,
     /// [`FLAG_NO_FSYNC`].
     pub no_fsync: bool,
+    /// [`FLAG_ALLOW_TRUNCATED`].
+    pub allow_truncated: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,
@@ -666,13 +673,23 @@ impl Mapping {
 
     /// An image's error message, or None while it has not failed.
     pub fn message(&self, index: usize) -> Option<String> {
+        self.outcome_text(index, ImageStatus::Failed)
+    }
+
+    /// The warning a done image was published with ([`Claim::done_with_warning`]), if any.
+    pub fn warning(&self, index: usize) -> Option<String> {
+        self.outcome_text(index, ImageStatus::Done)
+            .filter(|w| !w.is_empty())
+    }
+
+    fn outcome_text(&self, index: usize, status: ImageStatus) -> Option<String> {
         let rec = &self.images()[index];
-        if rec.status() != Some(ImageStatus::Failed) {
+        if rec.status() != Some(status) {
             return None;
         }
         let len = (rec.message_len.load(Ordering::Acquire) as usize).min(MESSAGE_LEN);
-        // SAFETY: status is Failed (Acquire), so the claim holder finished writing the message
-        // before its Release store; nobody writes it again while it stays Failed.
+        // SAFETY: status is Done or Failed (Acquire), so the claim holder finished writing the
+        // message before its Release store; nobody writes it again while it stays so.
         let bytes = unsafe { &(&*rec.message.get())[..len] };
         Some(String::from_utf8_lossy(bytes).into_owned())
     }
@@ -963,6 +980,12 @@ impl<'a> Claim<'a> {
         self.finish(ImageStatus::Done, "");
     }
 
+    /// Publishes success with a warning (truncated like a failure's reason), for example a
+    /// damaged JPEG kept under `--allow-truncated`.
+    pub fn done_with_warning(mut self, warning: &str) {
+        self.finish(ImageStatus::Done, warning);
+    }
+
     /// Publishes failure with a reason (truncated to [`MESSAGE_LEN`] bytes at a char boundary).
     pub fn fail(mut self, reason: &str) {
         self.finish(ImageStatus::Failed, reason);
@@ -1219,6 +1242,7 @@ impl Mapping {
                 (plan.rgb_output, FLAG_RGB_OUTPUT),
                 (plan.kept, FLAG_KEPT),
                 (plan.no_fsync, FLAG_NO_FSYNC),
+                (plan.allow_truncated, FLAG_ALLOW_TRUNCATED),
             ]
             .iter()
             .filter(|(on, _)| *on)

@@ -11,6 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+
+use crate::jpeg::{Damage, Strictness};
 use image::{
     ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat,
     ImageReader, Limits,
@@ -42,6 +44,9 @@ pub enum CodecError {
     TooLarge { width: u32, height: u32, max: u64 },
     #[error("decode error: {0}")]
     Decode(String),
+    /// A JPEG whose data ends early or does not decode cleanly.
+    #[error("{0}")]
+    Damaged(Damage),
     #[error("image changed since planning: now {now_w}x{now_h}, planned {plan_w}x{plan_h}")]
     Changed {
         now_w: u32,
@@ -61,6 +66,9 @@ pub enum CodecError {
 }
 
 fn decode_err(e: image::ImageError) -> CodecError {
+    if let Some(damage) = Damage::from_image_error(&e) {
+        return CodecError::Damaged(damage.clone());
+    }
     match e {
         image::ImageError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
             CodecError::Decode("file is truncated".into())
@@ -82,7 +90,13 @@ pub struct Probe {
     pub color: ColorType,
 }
 
-fn open_decoder(path: &Path, max_pixels: u64) -> Result<(impl ImageDecoder, u32), CodecError> {
+/// A file's decoder: JPEG through [`crate::jpeg`] (damage is an error unless `strictness` is
+/// lenient), the other formats through `image`, whose decoders already refuse truncated data.
+fn open_decoder(
+    path: &Path,
+    max_pixels: u64,
+    strictness: Strictness,
+) -> Result<(Box<dyn ImageDecoder>, u32), CodecError> {
     let file = File::open(path).map_err(CodecError::Read)?;
     let mut reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
@@ -95,7 +109,11 @@ fn open_decoder(path: &Path, max_pixels: u64) -> Result<(impl ImageDecoder, u32)
     // Read the header without limits, check its size ourselves (so a bomb gets a clear reason
     // before any memory is reserved), then hand the decoder image's own allocation limits.
     reader.no_limits();
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let mut decoder: Box<dyn ImageDecoder> = if format == ImageFormat::Jpeg {
+        Box::new(crate::jpeg::JpegDecoder::open(path, strictness).map_err(decode_err)?)
+    } else {
+        Box::new(reader.into_decoder().map_err(decode_err)?)
+    };
     let (width, height) = decoder.dimensions();
     if width as u64 * height as u64 > max_pixels {
         return Err(CodecError::TooLarge {
@@ -121,7 +139,7 @@ fn swaps_axes(o: image::metadata::Orientation) -> bool {
 
 /// Reads only the header of `path`: format, colour type and oriented shape.
 pub fn probe(path: &Path, max_pixels: u64) -> Result<Probe, CodecError> {
-    let (mut decoder, format) = open_decoder(path, max_pixels)?;
+    let (mut decoder, format) = open_decoder(path, max_pixels, Strictness::Strict)?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(CodecError::Decode("image has no pixels".into()));
@@ -142,20 +160,48 @@ pub fn probe(path: &Path, max_pixels: u64) -> Result<Probe, CodecError> {
     })
 }
 
+/// A decode that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Decoded {
+    Clean,
+    /// A damaged JPEG decoded as far as it goes ([`Strictness::Lenient`], `--allow-truncated`).
+    Damaged(Damage),
+}
+
 /// Decodes `path` into `slot`, a `height x width x channels` u8 buffer, applying EXIF orientation
 /// and converting the colour type. RGB8 into a 3-channel slot (and L8 into 1, RGBA8 into 4) goes
 /// straight from the codec into the slot; gray into a 3-channel slot is decoded into the slot's
 /// tail and expanded in place; other cases go through one temporary image.
+///
+/// A truncated or corrupt JPEG is [`CodecError::Damaged`]; with [`Strictness::Lenient`] it is
+/// decoded again without the checks (a second decode only for such files) and kept.
 pub fn decode_into(
     path: &Path,
     slot: &mut [u8],
-    height: u32,
-    width: u32,
-    channels: u32,
+    (height, width, channels): (u32, u32, u32),
     max_pixels: u64,
+    strictness: Strictness,
+) -> Result<Decoded, CodecError> {
+    let shape = (height, width, channels);
+    match decode_once(path, slot, shape, max_pixels, Strictness::Strict) {
+        Err(CodecError::Damaged(damage)) if strictness == Strictness::Lenient => {
+            decode_once(path, slot, shape, max_pixels, Strictness::Lenient)?;
+            Ok(Decoded::Damaged(damage))
+        }
+        decoded => decoded.map(|()| Decoded::Clean),
+    }
+}
+
+fn decode_once(
+    path: &Path,
+    slot: &mut [u8],
+    (height, width, channels): (u32, u32, u32),
+    max_pixels: u64,
+    strictness: Strictness,
 ) -> Result<(), CodecError> {
     use image::metadata::Orientation;
-    let (mut decoder, _) = open_decoder(path, max_pixels)?;
+    let (mut decoder, _) = open_decoder(path, max_pixels, strictness)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (dw, dh) = decoder.dimensions();
     let (ow, oh) = if swaps_axes(orientation) {
@@ -218,7 +264,9 @@ pub fn decode_into(
 /// `stored` (reused across calls), then turned into `plane`.
 ///
 /// Returns false when the file is not a YCbCr JPEG that shows as `width x height`, or does not
-/// decode cleanly: the caller then takes the general path, which also words the error.
+/// decode cleanly (truncated or corrupt: the same checks as [`crate::jpeg`] makes on the general
+/// path): the caller then takes the general path, which words the error (or keeps the image,
+/// under `--allow-truncated`).
 pub fn decode_jpeg_luma(
     path: &Path,
     plane: &mut [u8],
@@ -227,7 +275,6 @@ pub fn decode_jpeg_luma(
     stored: &mut Vec<u8>,
 ) -> bool {
     use image::metadata::Orientation;
-    use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
     let Ok(data) = std::fs::read(path) else {
@@ -236,15 +283,16 @@ pub fn decode_jpeg_luma(
     if !data.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return false;
     }
-    // Not strict: a damaged file decodes as far as it can, as through `image`.
     let side = width.max(height) as usize;
     let options = DecoderOptions::default()
-        .set_strict_mode(false)
         .set_max_width(side)
         .set_max_height(side)
         .jpeg_set_out_colorspace(ColorSpace::Luma);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&data[..]), options);
-    if decoder.decode_headers().is_err() || decoder.input_colorspace() != Some(ColorSpace::YCbCr) {
+    let Ok(mut scan) = crate::jpeg::ScanDecoder::new(data, Strictness::Strict, options) else {
+        return false;
+    };
+    let decoder = &scan.decoder;
+    if decoder.input_colorspace() != Some(ColorSpace::YCbCr) {
         return false;
     }
     let orientation = decoder
@@ -273,9 +321,9 @@ pub fn decode_jpeg_luma(
     // plane in place.
     let decoded = if quarter_turn {
         stored.resize(plane.len(), 0);
-        decoder.decode_into(stored)
+        scan.decode_into(stored)
     } else {
-        decoder.decode_into(plane)
+        scan.decode_into(plane)
     };
     decoded.is_ok() && turn_plane(orientation, (stored, stored_w, stored_h), plane, width).is_some()
 }
@@ -369,15 +417,16 @@ pub fn decode_resized(
     (height, width, channels): (u32, u32, u32),
     fit: Fit,
     max_pixels: u64,
+    strictness: Strictness,
     scratch: &mut Vec<u8>,
-) -> Result<(), CodecError> {
+) -> Result<Decoded, CodecError> {
     use fast_image_resize::images::{Image, ImageRef};
     use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
     let probe = probe(path, max_pixels)?;
     let (sw, sh) = (probe.width, probe.height);
     scratch.clear();
     scratch.resize(sw as usize * sh as usize * channels as usize, 0);
-    decode_into(path, scratch, sh, sw, channels, max_pixels)?;
+    let decoded = decode_into(path, scratch, (sh, sw, channels), max_pixels, strictness)?;
     let pixel_type = match channels {
         1 => PixelType::U8,
         3 => PixelType::U8x3,
@@ -418,7 +467,7 @@ pub fn decode_resized(
             }
         }
     }
-    Ok(())
+    Ok(decoded)
 }
 
 /// Output encoding settings.
@@ -733,7 +782,14 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             let (sw, sh) = if orientation >= 5 { (h, w) } else { (w, h) };
             let mut general = vec![0u8; (sw * sh * 3) as usize];
-            decode_into(&path, &mut general, sh, sw, 3, DEFAULT_MAX_PIXELS).unwrap();
+            let decoded = decode_into(
+                &path,
+                &mut general,
+                (sh, sw, 3),
+                DEFAULT_MAX_PIXELS,
+                Strictness::Strict,
+            );
+            assert_eq!(decoded.unwrap(), Decoded::Clean);
             let mut plane = vec![0u8; (sw * sh) as usize];
             assert!(
                 decode_jpeg_luma(&path, &mut plane, sh, sw, &mut stored),

@@ -15,10 +15,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ndarray::ArrayViewMut3;
 
 use crate::block::{
-    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
-    FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
+    FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, NO_IMAGE,
 };
-use crate::codec::{self, EncodeOptions, FORMATS};
+use crate::codec::{self, Decoded, EncodeOptions, FORMATS};
+use crate::jpeg::Strictness;
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
 
 /// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
@@ -138,6 +139,11 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
         durable: header.flags & FLAG_NO_FSYNC == 0,
+        strictness: if header.flags & FLAG_ALLOW_TRUNCATED != 0 {
+            Strictness::Lenient
+        } else {
+            Strictness::Strict
+        },
         cores: args.cores.max(1),
         machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -186,6 +192,9 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     Ok(done)
 }
 
+/// Copy mode: one image's pixels in a worker's private copy, and its decode warning.
+type PrivateImage = (Vec<u8>, Option<String>);
+
 struct Job<'a> {
     block: &'a AttachedBlock,
     chain: OpChain,
@@ -204,6 +213,8 @@ struct Job<'a> {
     kept: bool,
     /// Outputs are flushed to disk before their rename ([`crate::block::FLAG_NO_FSYNC`]).
     durable: bool,
+    /// What a damaged JPEG gets ([`FLAG_ALLOW_TRUNCATED`]).
+    strictness: Strictness,
     /// [`WorkerArgs::cores`].
     cores: u32,
     /// Cores this process may run on (read once: it can mean reading cgroup files).
@@ -211,17 +222,28 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Decodes image `index` from its source file into `pixels` (resizing when asked).
-    fn decode(&self, index: usize, pixels: &mut [u8], decoded: &mut Vec<u8>) -> Result<(), String> {
+    /// Decodes image `index` from its source file into `pixels` (resizing when asked). Gives the
+    /// warning of a damaged JPEG kept under `--allow-truncated`.
+    fn decode(
+        &self,
+        index: usize,
+        pixels: &mut [u8],
+        decoded: &mut Vec<u8>,
+    ) -> Result<Option<String>, String> {
         let source = self.source(index);
         let slot = self.block.slot(index);
         let shape = (slot.height as u32, slot.width as u32, slot.channels as u32);
+        let (max, strictness) = (self.max_pixels, self.strictness);
         match self.fit {
             Some(fit) => {
-                codec::decode_resized(&source, pixels, shape, fit, self.max_pixels, decoded)
+                codec::decode_resized(&source, pixels, shape, fit, max, strictness, decoded)
             }
-            None => codec::decode_into(&source, pixels, shape.0, shape.1, shape.2, self.max_pixels),
+            None => codec::decode_into(&source, pixels, shape, max, strictness),
         }
+        .map(|outcome| match outcome {
+            Decoded::Clean => None,
+            Decoded::Damaged(damage) => Some(damage.to_string()),
+        })
         .map_err(|e| e.to_string())
     }
 
@@ -321,13 +343,13 @@ impl Job<'_> {
 
     /// Copy mode: this worker's private copy of the whole dataset, as the naive approach keeps
     /// one per worker. An image that cannot be decoded keeps its reason.
-    fn decode_everything(&self, decoded: &mut Vec<u8>) -> Vec<Result<Vec<u8>, String>> {
+    fn decode_everything(&self, decoded: &mut Vec<u8>) -> Vec<Result<PrivateImage, String>> {
         (0..self.block.image_count())
             .map(|i| {
                 let mut pixels = vec![0u8; self.block.slot(i).len()];
                 std::panic::catch_unwind(AssertUnwindSafe(|| self.decode(i, &mut pixels, decoded)))
                     .unwrap_or_else(|_| Err("decoder panicked".into()))
-                    .map(|()| pixels)
+                    .map(|warning| (pixels, warning))
             })
             .collect()
     }
@@ -338,7 +360,7 @@ impl Job<'_> {
         mut claim: Claim<'_>,
         scratch: &mut Scratch,
         decoded: &mut Vec<u8>,
-        private: Option<&mut [Result<Vec<u8>, String>]>,
+        private: Option<&mut [Result<PrivateImage, String>]>,
     ) -> bool {
         let index = claim.index();
         let slot = claim.slot();
@@ -356,9 +378,12 @@ impl Job<'_> {
         }
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
+        // The warning of a damaged JPEG kept under `--allow-truncated`.
+        let mut warning = None;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             if let Some(copies) = private {
-                let pixels = copies[index].as_mut().map_err(|reason| reason.clone())?;
+                let (pixels, kept) = copies[index].as_mut().map_err(|reason| reason.clone())?;
+                warning = kept.clone();
                 let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
                     .map_err(|e| e.to_string())?;
                 let layout = self.chain.run(view, scratch);
@@ -373,7 +398,7 @@ impl Job<'_> {
                 }
                 None => {
                     let pixels = claim.pixels().map_err(|e| e.to_string())?;
-                    self.decode(index, pixels, decoded)?;
+                    warning = self.decode(index, pixels, decoded)?;
                     let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
                         .map_err(|e| e.to_string())?;
                     self.chain.run(view, scratch)
@@ -391,7 +416,10 @@ impl Job<'_> {
         }));
         match outcome {
             Ok(Ok(())) => {
-                claim.done();
+                match &warning {
+                    Some(warning) => claim.done_with_warning(warning),
+                    None => claim.done(),
+                }
                 true
             }
             Ok(Err(reason)) => {
