@@ -129,6 +129,8 @@ struct Settings {
     image_timeout: Option<Duration>,
     strict: bool,
     shard: Option<Shard>,
+    /// The output folder is inside the input folder and holds only outputs: the walk skips it.
+    output_in_input: bool,
 }
 
 fn validate(args: &RunCli) -> anyhow::Result<Settings> {
@@ -149,9 +151,11 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
     let input = input
         .canonicalize()
         .with_context(|| format!("cannot resolve input folder {}", input.display()))?;
+    let mut output_in_input = false;
     let output = match &args.out {
         None => None,
         Some(out) => {
+            let existed = out.exists();
             std::fs::create_dir_all(out)
                 .with_context(|| format!("cannot create output folder {}", out.display()))?;
             let out = out
@@ -167,6 +171,9 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
                 .prefix(".shmpipe-probe-")
                 .tempfile_in(&out)
                 .with_context(|| format!("output folder {} is not writable", out.display()))?;
+            if out.starts_with(&input) {
+                output_in_input = output_folder_is_ours(&out, existed)?;
+            }
             Some(out)
         }
     };
@@ -189,7 +196,36 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
         image_timeout: (args.image_timeout > 0).then(|| Duration::from_secs(args.image_timeout)),
         strict: args.strict,
         shard,
+        output_in_input,
     })
+}
+
+/// Marks an output folder that only shmpipe writes to (see [`output_folder_is_ours`]).
+const OUTPUT_MARKER: &str = ".shmpipe-output";
+
+/// Whether an output folder inside the input folder holds nothing but shmpipe's outputs, so the
+/// plan may leave it out of the walk: one this run created, an empty one, or one an earlier run
+/// marked so. Those are marked ([`OUTPUT_MARKER`]). Any other is walked as part of the input, and
+/// its files are inputs that no output may replace (`plan::check_outputs`).
+fn output_folder_is_ours(out: &Path, existed: bool) -> anyhow::Result<bool> {
+    let marker = out.join(OUTPUT_MARKER);
+    if marker.exists() {
+        return Ok(true);
+    }
+    let empty = || {
+        std::fs::read_dir(out)
+            .map(|mut entries| entries.next().is_none())
+            .unwrap_or(false)
+    };
+    if existed && !empty() {
+        return Ok(false);
+    }
+    std::fs::write(
+        &marker,
+        "Outputs of shmpipe. This folder is inside the input folder and is left out of its walk.\n",
+    )
+    .with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(true)
 }
 
 /// What one run produced: its summary, its memory record and the signal that stopped it.
@@ -230,7 +266,16 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let stop_requested = || signals.received().is_some();
     let shard = settings.shard.clone();
     let keep = |relative: &[u8]| shard.as_ref().is_none_or(|s| s.contains(relative));
-    let mut planned = plan::plan(&settings.input, args.max_pixels, &keep, &stop_requested);
+    let mut planned = plan::plan(
+        &settings.input,
+        settings
+            .output
+            .as_deref()
+            .filter(|_| settings.output_in_input),
+        args.max_pixels,
+        &keep,
+        &stop_requested,
+    );
     let mut timings = Timings {
         plan_s: started.elapsed().as_secs_f64(),
         ..Timings::default()
@@ -252,6 +297,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             settings.format,
             args.skip_existing,
         );
+        plan::check_outputs(&planned, out, settings.format)?;
     }
     let mut failures: Vec<Failure> = planned
         .rejected
