@@ -390,11 +390,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
-    if let Err(e) = crate::blocks::sweep(&backing, true) {
-        if !args.quiet {
-            eprintln!("shmpipe: warning: {e:#}");
-        }
-    }
+    crate::blocks::sweep_before_run(&backing, args.quiet);
     let name = match &args.keep {
         Some(dataset) => crate::blocks::dataset_name(dataset)?,
         None => block::fresh_name(),

@@ -6,7 +6,10 @@
 //! block also counts as live while the pid in its name exists and it is younger than
 //! [`CREATION_GRACE`]. A block whose lock is held is never touched.
 //!
-//! Headers are read with plain `pread`, not mapped: nothing here trusts or maps a block.
+//! Headers are read with plain `pread`, not mapped: nothing here trusts or maps a block. Files
+//! are opened only through [`Backing::open`] (no symbolic link followed, a regular file of this
+//! user); a file with one of our names that is anything else is listed as [`Liveness::Foreign`]
+//! and never touched.
 
 use std::fs::File;
 use std::io;
@@ -16,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::FlockOperation;
 
-use crate::block::{Backing, BlockState, Header, FLAG_KEPT, MAGIC, NAME_PREFIX};
+use crate::block::{Backing, BlockState, Header, NotOurs, FLAG_KEPT, MAGIC, NAME_PREFIX};
 
 /// How long an unlocked block whose creator still exists counts as being created.
 pub const CREATION_GRACE: Duration = Duration::from_secs(10);
@@ -30,6 +33,9 @@ pub enum Liveness {
     Stale,
     /// No owner on purpose: a named dataset (`load`, `run --keep`), there until `rm`.
     Kept,
+    /// Not one of our blocks, whatever its name: a symbolic link, not a regular file, or
+    /// another user's. Listed, never opened again, locked, read or removed.
+    Foreign,
 }
 
 /// What `ls` shows of one block.
@@ -42,6 +48,8 @@ pub struct BlockInfo {
     pub images: Option<u64>,
     pub liveness: Liveness,
     pub age: Duration,
+    /// Why a [`Liveness::Foreign`] file is not ours.
+    pub foreign: Option<String>,
 }
 
 fn read_u32(buf: &[u8], at: usize) -> u32 {
@@ -114,21 +122,46 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
             (false, false) => Liveness::Stale,
         },
         age: age_of(&meta),
+        foreign: None,
     })
 }
 
-/// Every block of ours in the backing's directory that this user can open, sorted by name.
-pub fn list(backing: &Backing) -> io::Result<Vec<BlockInfo>> {
+/// What `ls` shows of a file with one of our names that [`Backing::open`] refused as not ours,
+/// from `lstat` (which follows nothing).
+fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
+    let meta = std::fs::symlink_metadata(backing.dir().join(name)).ok();
+    BlockInfo {
+        name: name.to_string(),
+        bytes: meta.as_ref().map_or(0, |m| m.len()),
+        owner_pid: None,
+        state: None,
+        images: None,
+        liveness: Liveness::Foreign,
+        age: meta.as_ref().map(age_of).unwrap_or_default(),
+        foreign: Some(why.to_string()),
+    }
+}
+
+/// Every file with one of our names in the backing's directory, sorted by name: our blocks, and
+/// [`Liveness::Foreign`] files. A file that vanished meanwhile is left out; one that could not
+/// be inspected for another reason is in `Err`, with its name.
+pub fn list(backing: &Backing) -> io::Result<Vec<Result<BlockInfo, (String, io::Error)>>> {
     let mut names: Vec<String> = std::fs::read_dir(backing.dir())?
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with(NAME_PREFIX) && crate::block::validate_name(n).is_ok())
         .collect();
     names.sort();
-    // A block we cannot open belongs to someone else, or vanished meanwhile: not ours to show.
     Ok(names
-        .iter()
-        .filter_map(|n| inspect(backing, n).ok())
+        .into_iter()
+        .filter_map(|name| match inspect(backing, &name) {
+            Ok(info) => Some(Ok(info)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => match NotOurs::of(&e) {
+                Some(why) => Some(Ok(foreign(backing, &name, why))),
+                None => Some(Err((name, e))),
+            },
+        })
         .collect())
 }
 
@@ -142,7 +175,7 @@ pub fn remove_if_stale(backing: &Backing, name: &str) -> io::Result<bool> {
 pub fn remove_unheld(backing: &Backing, name: &str, kept_too: bool) -> io::Result<bool> {
     let info = inspect(backing, name)?;
     let removable = match info.liveness {
-        Liveness::Live => false,
+        Liveness::Live | Liveness::Foreign => false,
         Liveness::Kept => kept_too,
         Liveness::Stale => true,
     };
@@ -158,13 +191,33 @@ pub fn remove_unheld(backing: &Backing, name: &str, kept_too: bool) -> io::Resul
     Ok(true)
 }
 
-/// Removes every stale block; returns the names removed.
-pub fn clean(backing: &Backing) -> io::Result<Vec<BlockInfo>> {
-    let mut removed = Vec::new();
-    for info in list(backing)? {
-        if info.liveness == Liveness::Stale && remove_if_stale(backing, &info.name)? {
-            removed.push(info);
+/// What [`clean`] did.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    pub removed: Vec<BlockInfo>,
+    /// Files with our names that are not ours: left alone.
+    pub foreign: Vec<BlockInfo>,
+    /// Blocks that could not be inspected or removed, with the reason.
+    pub failed: Vec<(String, io::Error)>,
+}
+
+/// Removes every stale block, going on past any file it cannot inspect or remove.
+pub fn clean(backing: &Backing) -> io::Result<Cleaned> {
+    let mut cleaned = Cleaned::default();
+    for entry in list(backing)? {
+        match entry {
+            Ok(info) if info.liveness == Liveness::Foreign => cleaned.foreign.push(info),
+            Ok(info) if info.liveness == Liveness::Stale => {
+                match remove_if_stale(backing, &info.name) {
+                    Ok(true) => cleaned.removed.push(info),
+                    Ok(false) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => cleaned.failed.push((info.name, e)),
+                }
+            }
+            Ok(_) => {}
+            Err(failed) => cleaned.failed.push(failed),
         }
     }
-    Ok(removed)
+    Ok(cleaned)
 }
