@@ -4,10 +4,11 @@
 //! is a file with one of our names that is not ours (a symbolic link, not a regular file, another
 //! user's): `ls` lists it as foreign, `clean` names it and goes on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use shmpipe_worker::block::Backing;
+use shmpipe_worker::codec;
 use shmpipe_worker::registry::{self, BlockInfo, Liveness};
 
 use crate::exit;
@@ -112,10 +113,26 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
     code
 }
 
-/// Removes stale blocks, going on past what it cannot remove; with `quiet`, lists nothing.
+/// Removes stale blocks, and the temporary outputs their runs left in their output folders,
+/// going on past what it cannot remove; with `quiet`, lists nothing.
 pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<registry::Cleaned> {
-    let cleaned = registry::clean(backing)
+    let mut cleaned = registry::clean(backing)
         .with_context(|| format!("cannot clean {}", backing.dir().display()))?;
+    for block in &cleaned.removed {
+        let Some(root) = &block.output_root else {
+            continue;
+        };
+        for (path, owner) in codec::temporaries(root) {
+            if owner != block.name {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) if !quiet => println!("removed {}", path.display()),
+                Ok(()) => {}
+                Err(e) => cleaned.failed.push((path.display().to_string(), e)),
+            }
+        }
+    }
     if !quiet {
         for b in &cleaned.removed {
             println!(
@@ -130,6 +147,26 @@ pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<registry::Cleaned
         }
     }
     Ok(cleaned)
+}
+
+/// Removes the temporary outputs under `out` of runs that are over: their block is gone or stale
+/// (looked for in `backing` and in /dev/shm) and their creator's pid is gone. Gives what it
+/// could not remove.
+pub fn remove_left_temporaries(out: &Path, backing: &Backing) -> Vec<(String, std::io::Error)> {
+    let mut failed = Vec::new();
+    for (path, owner) in codec::temporaries(out) {
+        if registry::owner_may_live(backing, &owner)
+            || registry::owner_may_live(&Backing::Shm, &owner)
+        {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => failed.push((path.display().to_string(), e)),
+        }
+    }
+    failed
 }
 
 /// The sweep at the start of `run`: removes this user's stale blocks and never fails the run.
@@ -148,14 +185,20 @@ pub fn sweep_before_run(backing: &Backing, quiet: bool) {
 
 /// `shmpipe clean`: exit 1 when a file was left that it could not remove or that is not ours,
 /// each named on stderr with the reason.
-pub fn clean(dir: Option<PathBuf>) -> i32 {
-    let cleaned = match sweep(&backing(dir), false) {
+pub fn clean(dir: Option<PathBuf>, outputs: &[PathBuf]) -> i32 {
+    let backing = backing(dir);
+    let mut cleaned = match sweep(&backing, false) {
         Ok(cleaned) => cleaned,
         Err(e) => {
             eprintln!("shmpipe: error: {e:#}");
             return exit::USAGE;
         }
     };
+    for out in outputs {
+        cleaned
+            .failed
+            .extend(remove_left_temporaries(out, &backing));
+    }
     for b in &cleaned.foreign {
         eprintln!(
             "shmpipe: left {}: {}",

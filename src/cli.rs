@@ -59,10 +59,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove the blocks whose owner is gone (left by a killed run). Live blocks are never touched.
+    /// Remove the blocks whose owner is gone (left by a killed run), and the temporary output
+    /// files their runs left. Live blocks are never touched.
     Clean {
         #[arg(long, value_name = "DIR")]
         backing: Option<PathBuf>,
+        /// Output folders to rid of the temporary files (`.NAME.shmpipe-tmp-*`) of runs that are
+        /// over, whether or not their block still exists.
+        #[arg(value_name = "OUTPUT_DIR")]
+        outputs: Vec<PathBuf>,
     },
     /// Remove one block by name, unless its owner is alive.
     Rm {

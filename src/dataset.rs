@@ -109,7 +109,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     durable: !args.no_fsync,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                match codec::encode_to(block.pixels(i), h, w, c, opts, &target) {
+                match codec::encode_to(block.pixels(i), (h, w, c), opts, &target, block.name()) {
                     Ok(_) => written.lock().expect("no panic holds it").push(target),
                     Err(e) => failures
                         .lock()

@@ -391,6 +391,14 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
     crate::blocks::sweep_before_run(&backing, args.quiet);
+    if let Some(out) = &settings.output {
+        // Temporary outputs of runs into this folder that were killed: never a live run's.
+        for (path, e) in crate::blocks::remove_left_temporaries(out, &backing) {
+            if !args.quiet {
+                eprintln!("shmpipe: warning: cannot remove left-over {path}: {e}");
+            }
+        }
+    }
     let name = match &args.keep {
         Some(dataset) => crate::blocks::dataset_name(dataset)?,
         None => block::fresh_name(),
@@ -732,7 +740,8 @@ fn remove_partial_output(block: &OwnedBlock, index: usize, settings: &Settings) 
         return;
     };
     let Some(dir) = target.parent() else { return };
-    let prefix = codec::temp_prefix(&target);
+    // Only this run's: another run writing the same image into the same folder keeps its own.
+    let prefix = codec::temp_prefix(&target, block.name());
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -588,13 +589,56 @@ fn encode_jpeg(
         })
 }
 
-/// The name prefix of `target`'s temporary file, `.NAME.shmpipe-tmp-`, built from the name's raw
-/// bytes (non-UTF-8 names included), so a coordinator can find what a killed worker left behind.
-pub fn temp_prefix(target: &Path) -> std::ffi::OsString {
+/// What every temporary output's name holds, between the output's name and the run's block.
+const TEMP_MARK: &[u8] = b".shmpipe-tmp-";
+
+/// The name prefix of `target`'s temporary file in the run of block `run`,
+/// `.NAME.shmpipe-tmp-BLOCK.`, built from the name's raw bytes (non-UTF-8 names included). The
+/// block's name says whose it is: a run removes only its own, and anyone can tell whether the
+/// run that left one is still alive ([`temporary_owner`]).
+pub fn temp_prefix(target: &Path, run: &str) -> std::ffi::OsString {
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(target.file_name().unwrap_or_default());
-    prefix.push(".shmpipe-tmp-");
+    prefix.push(std::ffi::OsStr::from_bytes(TEMP_MARK));
+    prefix.push(run);
+    prefix.push(".");
     prefix
+}
+
+/// The block name of the run a temporary output belongs to, from the file's name; None when it
+/// is not a temporary output of this format.
+pub fn temporary_owner(file_name: &std::ffi::OsStr) -> Option<&str> {
+    let name = file_name.as_bytes();
+    let at = name
+        .windows(TEMP_MARK.len())
+        .rposition(|w| w == TEMP_MARK)?;
+    let rest = std::str::from_utf8(&name[at + TEMP_MARK.len()..]).ok()?;
+    let (block, random) = rest.rsplit_once('.')?;
+    (crate::block::validate_name(block).is_ok() && !random.is_empty()).then_some(block)
+}
+
+/// Every temporary output under `root` (symbolic links not followed), with the block name of
+/// the run it belongs to.
+pub fn temporaries(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                folders.push(entry.path());
+            } else if let Some(block) = temporary_owner(&entry.file_name()) {
+                found.push((entry.path(), block.to_string()));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Flushes to disk the folders that hold `targets` (files under `root`), every folder between
@@ -664,14 +708,15 @@ fn os_reason(e: io::Error) -> io::Error {
 
 /// Encodes a `height x width x channels` slot to `target`: into a temporary file beside it, then
 /// a rename, so `target` is either absent (or as it was) or complete, and with
-/// [`EncodeOptions::durable`] stays so across a crash of the machine. Returns the bytes written.
+/// [`EncodeOptions::durable`] stays so across a crash of the machine. The temporary file's name
+/// carries `run`, the block name of the run writing it ([`temp_prefix`]). Returns the bytes
+/// written.
 pub fn encode_to(
     slot: &[u8],
-    height: u32,
-    width: u32,
-    channels: u32,
+    (height, width, channels): (u32, u32, u32),
     opts: EncodeOptions,
     target: &Path,
+    run: &str,
 ) -> Result<u64, CodecError> {
     let write_err = |source: io::Error| CodecError::Write {
         path: target.to_path_buf(),
@@ -680,7 +725,7 @@ pub fn encode_to(
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(write_err)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(target))
+        .prefix(&temp_prefix(target, run))
         // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
@@ -756,6 +801,30 @@ mod tests {
         let plain = os_reason(wrapped);
         assert_eq!(plain.kind(), io::ErrorKind::NotFound);
         assert_eq!(plain.to_string(), "No such file or directory (os error 2)");
+    }
+
+    /// A temporary output's name says which run's it is, whatever the output's own name holds
+    /// (dots, the mark itself, bytes that are not UTF-8).
+    #[test]
+    fn a_temporary_output_names_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = "shmpipe-4242-0badcafe";
+        for name in [&b"a.jpg"[..], b"x.shmpipe-tmp-y.png", b"caf\xe9.png"] {
+            let target = dir.path().join(std::ffi::OsStr::from_bytes(name));
+            let tmp = tempfile::Builder::new()
+                .prefix(&temp_prefix(&target, run))
+                .tempfile_in(dir.path())
+                .unwrap();
+            let file_name = tmp.path().file_name().unwrap().to_owned();
+            assert_eq!(temporary_owner(&file_name), Some(run), "{file_name:?}");
+            assert_eq!(temporaries(dir.path()).len(), 1);
+        }
+        assert_eq!(temporary_owner(std::ffi::OsStr::new("a.jpg")), None);
+        // The format before the run's name was added: no owner to check, left alone.
+        assert_eq!(
+            temporary_owner(std::ffi::OsStr::new(".a.jpg.shmpipe-tmp-Ab12Cd")),
+            None
+        );
     }
 
     /// Every EXIF orientation takes the luma path (true), and the plane shows the image as the

@@ -50,6 +50,8 @@ pub struct BlockInfo {
     pub age: Duration,
     /// Why a [`Liveness::Foreign`] file is not ours.
     pub foreign: Option<String>,
+    /// The output folder its run writes to (where its temporary files may be), if it has one.
+    pub output_root: Option<std::path::PathBuf>,
 }
 
 fn read_u32(buf: &[u8], at: usize) -> u32 {
@@ -123,7 +125,31 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
         },
         age: age_of(&meta),
         foreign: None,
+        output_root: whole.then(|| output_root(&file, &header)).flatten(),
     })
+}
+
+/// The output folder recorded in a block's strings, read with `pread` and bounds-checked.
+fn output_root(file: &File, header: &[u8]) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let strings = read_u64(header, offset_of!(Header, strings_offset));
+    let at = offset_of!(Header, output_root);
+    let (offset, len) = (read_u64(header, at), read_u64(header, at + 8));
+    if len == 0 || len > 4096 {
+        return None;
+    }
+    let mut path = vec![0u8; len as usize];
+    file.read_exact_at(&mut path, strings.checked_add(offset)?)
+        .ok()?;
+    Some(std::ffi::OsStr::from_bytes(&path).into())
+}
+
+/// Whether the run of block `name` may still be alive: its creator's pid (in a fresh name) exists,
+/// or the block, in `backing`, has a live owner. A temporary output of a run for which this is
+/// false is left over, and may go.
+pub fn owner_may_live(backing: &Backing, name: &str) -> bool {
+    creator_pid(name).is_some_and(pid_exists)
+        || inspect(backing, name).is_ok_and(|info| info.liveness == Liveness::Live)
 }
 
 /// What `ls` shows of a file with one of our names that [`Backing::open`] refused as not ours,
@@ -139,6 +165,7 @@ fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
         liveness: Liveness::Foreign,
         age: meta.as_ref().map(age_of).unwrap_or_default(),
         foreign: Some(why.to_string()),
+        output_root: None,
     }
 }
 

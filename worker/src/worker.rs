@@ -330,7 +330,8 @@ impl Job<'_> {
                 Layout::GrayPlane => (&pixels[..h * w], 1),
                 Layout::Full => (&pixels[..], c),
             };
-            codec::encode_to(data, h as u32, w as u32, channels as u32, opts, &target)
+            let shape = (h as u32, w as u32, channels as u32);
+            codec::encode_to(data, shape, opts, &target, self.block.name())
                 .map_err(|e| e.to_string())?;
         }
         if layout == Layout::GrayPlane && self.kept {
