@@ -75,7 +75,9 @@ fn codecs(c: &mut Criterion) {
     group.bench_function("decode JPEG RGB (file)", |b| {
         let mut slot = vec![0u8; (w * h * 3) as usize];
         b.iter(|| {
-            shmpipe_worker::codec::decode_into(&jpeg_path, &mut slot, h, w, 3, 1 << 30).unwrap()
+            let strict = shmpipe_worker::jpeg::Strictness::Strict;
+            shmpipe_worker::codec::decode_into(&jpeg_path, &mut slot, (h, w, 3), 1 << 30, strict)
+                .unwrap()
         })
     });
 

@@ -64,6 +64,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         strict: false,
         skip_existing: false,
         no_fsync: false,
+        allow_truncated: false,
         exact_memory: true,
         shard: None,
         shards: None,

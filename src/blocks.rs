@@ -1,11 +1,14 @@
 //! `shmpipe ls`, `clean` and `rm`: our blocks by name, live or stale, and removing the stale.
 //!
-//! A block with a live owner is never touched here (see `shmpipe_worker::registry`).
+//! A block with a live owner is never touched here (see `shmpipe_worker::registry`), and neither
+//! is a file with one of our names that is not ours (a symbolic link, not a regular file, another
+//! user's): `ls` lists it as foreign, `clean` names it and goes on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use shmpipe_worker::block::Backing;
+use shmpipe_worker::codec;
 use shmpipe_worker::registry::{self, BlockInfo, Liveness};
 
 use crate::exit;
@@ -15,6 +18,7 @@ fn status(l: Liveness) -> &'static str {
         Liveness::Live => "live",
         Liveness::Stale => "stale",
         Liveness::Kept => "kept",
+        Liveness::Foreign => "foreign",
     }
 }
 
@@ -67,12 +71,13 @@ fn describe(b: &BlockInfo) -> serde_json::Value {
         "state": state_word(b),
         "images": b.images,
         "age_s": b.age.as_secs(),
+        "foreign": b.foreign,
     })
 }
 
 pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
     let backing = backing(dir);
-    let blocks = match registry::list(&backing) {
+    let entries = match registry::list(&backing) {
         Ok(b) => b,
         Err(e) => {
             eprintln!(
@@ -82,10 +87,21 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
             return exit::USAGE;
         }
     };
+    let mut code = exit::OK;
+    let mut blocks = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(info) => blocks.push(info),
+            Err((name, e)) => {
+                eprintln!("shmpipe: cannot inspect {name}: {e}");
+                code = exit::SOME_FAILED;
+            }
+        }
+    }
     if json {
         let list: Vec<_> = blocks.iter().map(describe).collect();
         println!("{}", serde_json::Value::Array(list));
-        return exit::OK;
+        return code;
     }
     let damaged: Vec<&BlockInfo> = blocks
         .iter()
@@ -93,13 +109,17 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
         .collect();
     if blocks.is_empty() {
         println!("no shmpipe blocks in {}", backing.dir().display());
-        return exit::OK;
+        return code;
     }
     println!(
         "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>8}",
         "NAME", "BYTES", "OWNER", "STATUS", "STATE", "IMAGES", "AGE"
     );
     for b in &blocks {
+        if let Some(why) = &b.foreign {
+            println!("{:<30} {:>12} {:>8} foreign: {why}", b.name, b.bytes, "-");
+            continue;
+        }
         println!(
             "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7}s",
             b.name,
@@ -114,15 +134,31 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
     for b in damaged {
         println!("{}", crate::apply::not_ready(&b.name, b.dataset));
     }
-    exit::OK
+    code
 }
 
-/// Removes stale blocks; with `quiet`, says nothing (the sweep at the start of `run`).
-pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<Vec<BlockInfo>> {
-    let removed = registry::clean(backing)
+/// Removes stale blocks, and the temporary outputs their runs left in their output folders,
+/// going on past what it cannot remove; with `quiet`, lists nothing.
+pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<registry::Cleaned> {
+    let mut cleaned = registry::clean(backing)
         .with_context(|| format!("cannot clean {}", backing.dir().display()))?;
+    for block in &cleaned.removed {
+        let Some(root) = &block.output_root else {
+            continue;
+        };
+        for (path, owner) in codec::temporaries(root) {
+            if owner != block.name {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) if !quiet => println!("removed {}", path.display()),
+                Ok(()) => {}
+                Err(e) => cleaned.failed.push((path.display().to_string(), e)),
+            }
+        }
+    }
     if !quiet {
-        for b in &removed {
+        for b in &cleaned.removed {
             println!(
                 "removed stale block {} ({} bytes, owner pid {})",
                 b.name,
@@ -130,20 +166,77 @@ pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<Vec<BlockInfo>> {
                 b.owner_pid.map_or("unknown".into(), |p| p.to_string())
             );
         }
-        if removed.is_empty() {
+        if cleaned.removed.is_empty() {
             println!("no stale blocks in {}", backing.dir().display());
         }
     }
-    Ok(removed)
+    Ok(cleaned)
 }
 
-pub fn clean(dir: Option<PathBuf>) -> i32 {
-    match sweep(&backing(dir), false) {
-        Ok(_) => exit::OK,
+/// Removes the temporary outputs under `out` of runs that are over: their block is gone or stale
+/// (looked for in `backing` and in /dev/shm) and their creator's pid is gone. Gives what it
+/// could not remove.
+pub fn remove_left_temporaries(out: &Path, backing: &Backing) -> Vec<(String, std::io::Error)> {
+    let mut failed = Vec::new();
+    for (path, owner) in codec::temporaries(out) {
+        if registry::owner_may_live(backing, &owner)
+            || registry::owner_may_live(&Backing::Shm, &owner)
+        {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => failed.push((path.display().to_string(), e)),
+        }
+    }
+    failed
+}
+
+/// The sweep at the start of `run`: removes this user's stale blocks and never fails the run.
+/// What it could not remove is a warning (unless `quiet`); files not ours are no concern of it.
+pub fn sweep_before_run(backing: &Backing, quiet: bool) {
+    match sweep(backing, true) {
+        Ok(cleaned) => {
+            for (name, e) in cleaned.failed.iter().filter(|_| !quiet) {
+                eprintln!("shmpipe: warning: cannot remove stale block {name}: {e}");
+            }
+        }
+        Err(e) if !quiet => eprintln!("shmpipe: warning: {e:#}"),
+        Err(_) => {}
+    }
+}
+
+/// `shmpipe clean`: exit 1 when a file was left that it could not remove or that is not ours,
+/// each named on stderr with the reason.
+pub fn clean(dir: Option<PathBuf>, outputs: &[PathBuf]) -> i32 {
+    let backing = backing(dir);
+    let mut cleaned = match sweep(&backing, false) {
+        Ok(cleaned) => cleaned,
         Err(e) => {
             eprintln!("shmpipe: error: {e:#}");
-            exit::USAGE
+            return exit::USAGE;
         }
+    };
+    for out in outputs {
+        cleaned
+            .failed
+            .extend(remove_left_temporaries(out, &backing));
+    }
+    for b in &cleaned.foreign {
+        eprintln!(
+            "shmpipe: left {}: {}",
+            b.name,
+            b.foreign.as_deref().unwrap_or("not ours")
+        );
+    }
+    for (name, e) in &cleaned.failed {
+        eprintln!("shmpipe: cannot remove {name}: {e}");
+    }
+    if cleaned.foreign.is_empty() && cleaned.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::SOME_FAILED
     }
 }
 

@@ -62,10 +62,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove the blocks whose owner is gone (left by a killed run). Live blocks are never touched.
+    /// Remove the blocks whose owner is gone (left by a killed run), and the temporary output
+    /// files their runs left. Live blocks are never touched.
     Clean {
         #[arg(long, value_name = "DIR")]
         backing: Option<PathBuf>,
+        /// Output folders to rid of the temporary files (`.NAME.shmpipe-tmp-*`) of runs that are
+        /// over, whether or not their block still exists.
+        #[arg(value_name = "OUTPUT_DIR")]
+        outputs: Vec<PathBuf>,
     },
     /// Remove one block by name, unless its owner is alive.
     Rm {
@@ -138,6 +143,10 @@ pub struct RunCli {
     /// Stop at the first image that fails (exit 1); by default a bad file never stops the others.
     #[arg(long)]
     pub strict: bool,
+    /// Keep a truncated or corrupt JPEG, decoded as far as its data goes (grey after that),
+    /// listed as a warning; by default it fails.
+    #[arg(long)]
+    pub allow_truncated: bool,
     /// Do not flush each output to disk before renaming it into place (faster on a slow disk;
     /// after a crash of the machine an output may then be empty).
     #[arg(long, requires = "out")]

@@ -39,6 +39,7 @@ pub fn load(args: LoadCli) -> i32 {
         image_timeout: 600,
         backing: args.backing,
         strict: false,
+        allow_truncated: false,
         skip_existing: false,
         no_fsync: false,
         exact_memory: false,
@@ -135,7 +136,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     durable: !args.no_fsync,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                match codec::encode_to(reader.pixels(i), h, w, c, opts, &target) {
+                match codec::encode_to(reader.pixels(i), (h, w, c), opts, &target, block.name()) {
                     Ok(_) => written.lock().expect("no panic holds it").push(target),
                     Err(e) => failures
                         .lock()

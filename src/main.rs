@@ -28,7 +28,7 @@ fn main() {
     let code = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Ls { backing, json } => blocks::ls(backing, json),
-        Command::Clean { backing } => blocks::clean(backing),
+        Command::Clean { backing, outputs } => blocks::clean(backing, &outputs),
         Command::Rm { name, backing } => blocks::rm(&name, backing),
         Command::Gen(args) => match gen::generate(
             &args.dir,

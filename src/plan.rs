@@ -2,11 +2,16 @@
 //! read only each file's header, and decide each image's slot. Files that cannot be planned are
 //! recorded with their reason; they never stop the others.
 //!
+//! It also records every file the walk met, by path and by (device, inode), so that no output
+//! can land on an input ([`check_outputs`]), and leaves the output folder out of the walk when it
+//! lies inside the input folder.
+//!
 //! This module reads headers only: it must never decode pixels nor reserve memory for them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use shmpipe_worker::block::PlannedImage;
@@ -29,6 +34,45 @@ pub struct Plan {
     pub skipped: usize,
     /// Images whose output already exists, left alone under `--skip-existing`.
     pub existing: usize,
+    /// Every file the walk met (in this shard or not, image or not).
+    pub inputs: Inputs,
+}
+
+/// The files of the input folder, by path (as walked) and by the (device, inode) of what the
+/// path leads to, so a second name for an input (a hard link, a symlinked folder) is known too.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    paths: HashSet<PathBuf>,
+    ids: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Inputs {
+    fn insert(&mut self, path: &Path, meta: Option<std::fs::Metadata>) {
+        self.paths.insert(path.to_path_buf());
+        if let Some(meta) = meta {
+            self.ids
+                .entry((meta.dev(), meta.ino()))
+                .or_insert_with(|| path.to_path_buf());
+        }
+    }
+
+    /// The input that writing `target` would replace: the same path, or an existing file that
+    /// is an input under another name.
+    pub fn clash(&self, target: &Path) -> Option<PathBuf> {
+        if self.paths.contains(target) {
+            return Some(target.to_path_buf());
+        }
+        let meta = std::fs::metadata(target).ok()?;
+        self.ids.get(&(meta.dev(), meta.ino())).cloned()
+    }
+}
+
+/// An output that would land on an input.
+#[derive(Debug, thiserror::Error)]
+#[error("output {} would overwrite the input {}: refusing to write over the inputs (choose an -o folder apart from them)", target.display(), input.display())]
+pub struct Clash {
+    pub target: PathBuf,
+    pub input: PathBuf,
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &[
@@ -44,17 +88,29 @@ fn has_image_name(path: &Path) -> bool {
 
 /// Walks `root` and probes every file's header; gives up early when `stop` says so.
 /// Only files whose relative path `keep` accepts are considered (a shard's part of the folder):
-/// the others are not even opened.
+/// the others are not even opened. The folder `output` (the output folder, when it lies inside
+/// `root` and holds only outputs) is left out, under any name: a rerun never takes earlier
+/// outputs as inputs.
 pub fn plan(
     root: &Path,
+    output: Option<&Path>,
     max_pixels: u64,
     keep: &dyn Fn(&[u8]) -> bool,
     stop: &dyn Fn() -> bool,
 ) -> Plan {
     let mut plan = Plan::default();
+    let output_id = output
+        .and_then(|o| std::fs::metadata(o).ok())
+        .map(|m| (m.dev(), m.ino()));
     let walk = WalkDir::new(root)
         .follow_links(true)
-        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.file_type().is_dir()
+                && output_id.is_some()
+                && e.metadata().ok().map(|m| (m.dev(), m.ino())) == output_id)
+        });
     for entry in walk {
         if stop() {
             break;
@@ -88,6 +144,7 @@ pub fn plan(
             continue;
         }
         let path = entry.path();
+        plan.inputs.insert(path, entry.metadata().ok());
         let relative = path.strip_prefix(root).unwrap_or(path);
         if !keep(relative.as_os_str().as_bytes()) {
             continue;
@@ -151,4 +208,23 @@ pub fn assign_outputs(
             }
         }
     }
+}
+
+/// The first planned image (in sorted order) whose output would replace an input file, by path
+/// or by (device, inode). Run before any block exists; nothing is written when it finds one.
+pub fn check_outputs(
+    plan: &Plan,
+    out: &Path,
+    format: Option<image::ImageFormat>,
+) -> Result<(), Clash> {
+    for image in &plan.images {
+        let relative = Path::new(OsStr::from_bytes(&image.source));
+        let input_format = codec::FORMATS[image.format as usize];
+        let target =
+            codec::output_path(out, relative, input_format, format.unwrap_or(input_format));
+        if let Some(input) = plan.inputs.clash(&target) {
+            return Err(Clash { target, input });
+        }
+    }
+    Ok(())
 }

@@ -46,6 +46,8 @@ struct Settings {
     image_timeout: Option<Duration>,
     strict: bool,
     shard: Option<Shard>,
+    /// The output folder is inside the input folder and holds only outputs: the walk skips it.
+    output_in_input: bool,
 }
 
 fn validate(args: &RunCli) -> anyhow::Result<Settings> {
@@ -66,9 +68,11 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
     let input = input
         .canonicalize()
         .with_context(|| format!("cannot resolve input folder {}", input.display()))?;
+    let mut output_in_input = false;
     let output = match &args.out {
         None => None,
         Some(out) => {
+            let existed = out.exists();
             std::fs::create_dir_all(out)
                 .with_context(|| format!("cannot create output folder {}", out.display()))?;
             let out = out
@@ -84,6 +88,9 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
                 .prefix(".shmpipe-probe-")
                 .tempfile_in(&out)
                 .with_context(|| format!("output folder {} is not writable", out.display()))?;
+            if out.starts_with(&input) {
+                output_in_input = output_folder_is_ours(&out, existed)?;
+            }
             Some(out)
         }
     };
@@ -106,7 +113,36 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
         image_timeout: (args.image_timeout > 0).then(|| Duration::from_secs(args.image_timeout)),
         strict: args.strict,
         shard,
+        output_in_input,
     })
+}
+
+/// Marks an output folder that only shmpipe writes to (see [`output_folder_is_ours`]).
+const OUTPUT_MARKER: &str = ".shmpipe-output";
+
+/// Whether an output folder inside the input folder holds nothing but shmpipe's outputs, so the
+/// plan may leave it out of the walk: one this run created, an empty one, or one an earlier run
+/// marked so. Those are marked ([`OUTPUT_MARKER`]). Any other is walked as part of the input, and
+/// its files are inputs that no output may replace (`plan::check_outputs`).
+fn output_folder_is_ours(out: &Path, existed: bool) -> anyhow::Result<bool> {
+    let marker = out.join(OUTPUT_MARKER);
+    if marker.exists() {
+        return Ok(true);
+    }
+    let empty = || {
+        std::fs::read_dir(out)
+            .map(|mut entries| entries.next().is_none())
+            .unwrap_or(false)
+    };
+    if existed && !empty() {
+        return Ok(false);
+    }
+    std::fs::write(
+        &marker,
+        "Outputs of shmpipe. This folder is inside the input folder and is left out of its walk.\n",
+    )
+    .with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(true)
 }
 
 /// What one run produced: its summary, its memory record and the signal that stopped it.
@@ -157,7 +193,16 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let stop_requested = || signals.received().is_some();
     let shard = settings.shard.clone();
     let keep = |relative: &[u8]| shard.as_ref().is_none_or(|s| s.contains(relative));
-    let mut planned = plan::plan(&settings.input, args.max_pixels, &keep, &stop_requested);
+    let mut planned = plan::plan(
+        &settings.input,
+        settings
+            .output
+            .as_deref()
+            .filter(|_| settings.output_in_input),
+        args.max_pixels,
+        &keep,
+        &stop_requested,
+    );
     let mut timings = Timings {
         plan_s: started.elapsed().as_secs_f64(),
         ..Timings::default()
@@ -179,6 +224,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             settings.format,
             args.skip_existing,
         );
+        plan::check_outputs(&planned, out, settings.format)?;
     }
     let mut failures: Vec<Failure> = planned
         .rejected
@@ -206,6 +252,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             images_ok: 0,
             images_failed: failures.len() as u64,
             failures,
+            warnings: Vec::new(),
             unsynced_folders: Vec::new(),
             files_skipped: planned.skipped as u64,
             files_existing: planned.existing as u64,
@@ -263,6 +310,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         kept: args.keep.is_some(),
         no_fsync: args.no_fsync,
         max_pixels: args.max_pixels,
+        allow_truncated: args.allow_truncated,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
@@ -270,9 +318,13 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
-    if let Err(e) = crate::blocks::sweep(&backing, true) {
-        if !args.quiet {
-            eprintln!("shmpipe: warning: {e:#}");
+    crate::blocks::sweep_before_run(&backing, args.quiet);
+    if let Some(out) = &settings.output {
+        // Temporary outputs of runs into this folder that were killed: never a live run's.
+        for (path, e) in crate::blocks::remove_left_temporaries(out, &backing) {
+            if !args.quiet {
+                eprintln!("shmpipe: warning: cannot remove left-over {path}: {e}");
+            }
         }
     }
     let name = match &args.keep {
@@ -344,6 +396,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     // Join is complete: every outcome in the block is final.
     let mut images_ok = 0;
     let mut pixels_ok = 0u64;
+    let mut warnings = Vec::new();
     let mut written = Vec::new();
     for i in 0..block.image_count() {
         let path = || {
@@ -356,6 +409,12 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         match block.images()[i].status() {
             Some(ImageStatus::Done) => {
                 images_ok += 1;
+                if let Some(reason) = block.warning(i) {
+                    warnings.push(Failure {
+                        path: path(),
+                        reason,
+                    });
+                }
                 let slot = block.slot(i);
                 pixels_ok += (slot.height * slot.width) as u64;
                 written.extend(output_target(&block, i, &settings));
@@ -389,6 +448,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         images_ok,
         images_failed: failures.len() as u64,
         failures,
+        warnings,
         unsynced_folders,
         files_skipped: planned.skipped as u64,
         files_existing: planned.existing as u64,
@@ -462,7 +522,8 @@ fn remove_partial_output(block: &OwnedBlock, index: usize, settings: &Settings) 
         return;
     };
     let Some(dir) = target.parent() else { return };
-    let prefix = codec::temp_prefix(&target);
+    // Only this run's: another run writing the same image into the same folder keeps its own.
+    let prefix = codec::temp_prefix(&target, block.name());
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {

@@ -16,6 +16,8 @@ pub struct Summary {
     pub images_ok: u64,
     pub images_failed: u64,
     pub failures: Vec<Failure>,
+    /// Images done with a warning: damaged JPEGs kept under `--allow-truncated`.
+    pub warnings: Vec<Failure>,
     /// Output folders that could not be flushed to disk: their outputs are written but may not
     /// survive a crash of the machine. Any makes the exit status 1.
     pub unsynced_folders: Vec<Failure>,
@@ -76,6 +78,15 @@ impl Summary {
         ));
         for f in &self.failures {
             out.push_str(&format!("  failed: {}: {}\n", f.path, f.reason));
+        }
+        if !self.warnings.is_empty() {
+            out.push_str(&format!(
+                "{} images kept with damage (--allow-truncated)\n",
+                self.warnings.len()
+            ));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("  warning: {}: {}\n", w.path, w.reason));
         }
         for f in &self.unsynced_folders {
             out.push_str(&format!(

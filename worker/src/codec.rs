@@ -7,10 +7,13 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+
+use crate::jpeg::{Damage, Strictness};
 use image::{
     ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat,
     ImageReader, Limits,
@@ -42,6 +45,9 @@ pub enum CodecError {
     TooLarge { width: u32, height: u32, max: u64 },
     #[error("decode error: {0}")]
     Decode(String),
+    /// A JPEG whose data ends early or does not decode cleanly.
+    #[error("{0}")]
+    Damaged(Damage),
     #[error("image changed since planning: now {now_w}x{now_h}, planned {plan_w}x{plan_h}")]
     Changed {
         now_w: u32,
@@ -61,6 +67,9 @@ pub enum CodecError {
 }
 
 fn decode_err(e: image::ImageError) -> CodecError {
+    if let Some(damage) = Damage::from_image_error(&e) {
+        return CodecError::Damaged(damage.clone());
+    }
     match e {
         image::ImageError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
             CodecError::Decode("file is truncated".into())
@@ -82,7 +91,13 @@ pub struct Probe {
     pub color: ColorType,
 }
 
-fn open_decoder(path: &Path, max_pixels: u64) -> Result<(impl ImageDecoder, u32), CodecError> {
+/// A file's decoder: JPEG through [`crate::jpeg`] (damage is an error unless `strictness` is
+/// lenient), the other formats through `image`, whose decoders already refuse truncated data.
+fn open_decoder(
+    path: &Path,
+    max_pixels: u64,
+    strictness: Strictness,
+) -> Result<(Box<dyn ImageDecoder>, u32), CodecError> {
     let file = File::open(path).map_err(CodecError::Read)?;
     let mut reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
@@ -95,7 +110,11 @@ fn open_decoder(path: &Path, max_pixels: u64) -> Result<(impl ImageDecoder, u32)
     // Read the header without limits, check its size ourselves (so a bomb gets a clear reason
     // before any memory is reserved), then hand the decoder image's own allocation limits.
     reader.no_limits();
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let mut decoder: Box<dyn ImageDecoder> = if format == ImageFormat::Jpeg {
+        Box::new(crate::jpeg::JpegDecoder::open(path, strictness).map_err(decode_err)?)
+    } else {
+        Box::new(reader.into_decoder().map_err(decode_err)?)
+    };
     let (width, height) = decoder.dimensions();
     if width as u64 * height as u64 > max_pixels {
         return Err(CodecError::TooLarge {
@@ -121,7 +140,7 @@ fn swaps_axes(o: image::metadata::Orientation) -> bool {
 
 /// Reads only the header of `path`: format, colour type and oriented shape.
 pub fn probe(path: &Path, max_pixels: u64) -> Result<Probe, CodecError> {
-    let (mut decoder, format) = open_decoder(path, max_pixels)?;
+    let (mut decoder, format) = open_decoder(path, max_pixels, Strictness::Strict)?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(CodecError::Decode("image has no pixels".into()));
@@ -142,20 +161,48 @@ pub fn probe(path: &Path, max_pixels: u64) -> Result<Probe, CodecError> {
     })
 }
 
+/// A decode that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Decoded {
+    Clean,
+    /// A damaged JPEG decoded as far as it goes ([`Strictness::Lenient`], `--allow-truncated`).
+    Damaged(Damage),
+}
+
 /// Decodes `path` into `slot`, a `height x width x channels` u8 buffer, applying EXIF orientation
 /// and converting the colour type. RGB8 into a 3-channel slot (and L8 into 1, RGBA8 into 4) goes
 /// straight from the codec into the slot; gray into a 3-channel slot is decoded into the slot's
 /// tail and expanded in place; other cases go through one temporary image.
+///
+/// A truncated or corrupt JPEG is [`CodecError::Damaged`]; with [`Strictness::Lenient`] it is
+/// decoded again without the checks (a second decode only for such files) and kept.
 pub fn decode_into(
     path: &Path,
     slot: &mut [u8],
-    height: u32,
-    width: u32,
-    channels: u32,
+    (height, width, channels): (u32, u32, u32),
     max_pixels: u64,
+    strictness: Strictness,
+) -> Result<Decoded, CodecError> {
+    let shape = (height, width, channels);
+    match decode_once(path, slot, shape, max_pixels, Strictness::Strict) {
+        Err(CodecError::Damaged(damage)) if strictness == Strictness::Lenient => {
+            decode_once(path, slot, shape, max_pixels, Strictness::Lenient)?;
+            Ok(Decoded::Damaged(damage))
+        }
+        decoded => decoded.map(|()| Decoded::Clean),
+    }
+}
+
+fn decode_once(
+    path: &Path,
+    slot: &mut [u8],
+    (height, width, channels): (u32, u32, u32),
+    max_pixels: u64,
+    strictness: Strictness,
 ) -> Result<(), CodecError> {
     use image::metadata::Orientation;
-    let (mut decoder, _) = open_decoder(path, max_pixels)?;
+    let (mut decoder, _) = open_decoder(path, max_pixels, strictness)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (dw, dh) = decoder.dimensions();
     let (ow, oh) = if swaps_axes(orientation) {
@@ -218,7 +265,9 @@ pub fn decode_into(
 /// `stored` (reused across calls), then turned into `plane`.
 ///
 /// Returns false when the file is not a YCbCr JPEG that shows as `width x height`, or does not
-/// decode cleanly: the caller then takes the general path, which also words the error.
+/// decode cleanly (truncated or corrupt: the same checks as [`crate::jpeg`] makes on the general
+/// path): the caller then takes the general path, which words the error (or keeps the image,
+/// under `--allow-truncated`).
 pub fn decode_jpeg_luma(
     path: &Path,
     plane: &mut [u8],
@@ -227,7 +276,6 @@ pub fn decode_jpeg_luma(
     stored: &mut Vec<u8>,
 ) -> bool {
     use image::metadata::Orientation;
-    use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
     let Ok(data) = std::fs::read(path) else {
@@ -236,15 +284,16 @@ pub fn decode_jpeg_luma(
     if !data.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return false;
     }
-    // Not strict: a damaged file decodes as far as it can, as through `image`.
     let side = width.max(height) as usize;
     let options = DecoderOptions::default()
-        .set_strict_mode(false)
         .set_max_width(side)
         .set_max_height(side)
         .jpeg_set_out_colorspace(ColorSpace::Luma);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&data[..]), options);
-    if decoder.decode_headers().is_err() || decoder.input_colorspace() != Some(ColorSpace::YCbCr) {
+    let Ok(mut scan) = crate::jpeg::ScanDecoder::new(data, Strictness::Strict, options) else {
+        return false;
+    };
+    let decoder = &scan.decoder;
+    if decoder.input_colorspace() != Some(ColorSpace::YCbCr) {
         return false;
     }
     let orientation = decoder
@@ -273,9 +322,9 @@ pub fn decode_jpeg_luma(
     // plane in place.
     let decoded = if quarter_turn {
         stored.resize(plane.len(), 0);
-        decoder.decode_into(stored)
+        scan.decode_into(stored)
     } else {
-        decoder.decode_into(plane)
+        scan.decode_into(plane)
     };
     decoded.is_ok() && turn_plane(orientation, (stored, stored_w, stored_h), plane, width).is_some()
 }
@@ -369,15 +418,16 @@ pub fn decode_resized(
     (height, width, channels): (u32, u32, u32),
     fit: Fit,
     max_pixels: u64,
+    strictness: Strictness,
     scratch: &mut Vec<u8>,
-) -> Result<(), CodecError> {
+) -> Result<Decoded, CodecError> {
     use fast_image_resize::images::{Image, ImageRef};
     use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
     let probe = probe(path, max_pixels)?;
     let (sw, sh) = (probe.width, probe.height);
     scratch.clear();
     scratch.resize(sw as usize * sh as usize * channels as usize, 0);
-    decode_into(path, scratch, sh, sw, channels, max_pixels)?;
+    let decoded = decode_into(path, scratch, (sh, sw, channels), max_pixels, strictness)?;
     let pixel_type = match channels {
         1 => PixelType::U8,
         3 => PixelType::U8x3,
@@ -418,7 +468,7 @@ pub fn decode_resized(
             }
         }
     }
-    Ok(())
+    Ok(decoded)
 }
 
 /// Output encoding settings.
@@ -552,13 +602,56 @@ pub fn source_identity(path: &Path) -> (u64, u64) {
     })
 }
 
-/// The name prefix of `target`'s temporary file, `.NAME.shmpipe-tmp-`, built from the name's raw
-/// bytes (non-UTF-8 names included), so a coordinator can find what a killed worker left behind.
-pub fn temp_prefix(target: &Path) -> std::ffi::OsString {
+/// What every temporary output's name holds, between the output's name and the run's block.
+const TEMP_MARK: &[u8] = b".shmpipe-tmp-";
+
+/// The name prefix of `target`'s temporary file in the run of block `run`,
+/// `.NAME.shmpipe-tmp-BLOCK.`, built from the name's raw bytes (non-UTF-8 names included). The
+/// block's name says whose it is: a run removes only its own, and anyone can tell whether the
+/// run that left one is still alive ([`temporary_owner`]).
+pub fn temp_prefix(target: &Path, run: &str) -> std::ffi::OsString {
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(target.file_name().unwrap_or_default());
-    prefix.push(".shmpipe-tmp-");
+    prefix.push(std::ffi::OsStr::from_bytes(TEMP_MARK));
+    prefix.push(run);
+    prefix.push(".");
     prefix
+}
+
+/// The block name of the run a temporary output belongs to, from the file's name; None when it
+/// is not a temporary output of this format.
+pub fn temporary_owner(file_name: &std::ffi::OsStr) -> Option<&str> {
+    let name = file_name.as_bytes();
+    let at = name
+        .windows(TEMP_MARK.len())
+        .rposition(|w| w == TEMP_MARK)?;
+    let rest = std::str::from_utf8(&name[at + TEMP_MARK.len()..]).ok()?;
+    let (block, random) = rest.rsplit_once('.')?;
+    (crate::block::validate_name(block).is_ok() && !random.is_empty()).then_some(block)
+}
+
+/// Every temporary output under `root` (symbolic links not followed), with the block name of
+/// the run it belongs to.
+pub fn temporaries(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                folders.push(entry.path());
+            } else if let Some(block) = temporary_owner(&entry.file_name()) {
+                found.push((entry.path(), block.to_string()));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Flushes to disk the folders that hold `targets` (files under `root`), every folder between
@@ -628,14 +721,15 @@ fn os_reason(e: io::Error) -> io::Error {
 
 /// Encodes a `height x width x channels` slot to `target`: into a temporary file beside it, then
 /// a rename, so `target` is either absent (or as it was) or complete, and with
-/// [`EncodeOptions::durable`] stays so across a crash of the machine. Returns the bytes written.
+/// [`EncodeOptions::durable`] stays so across a crash of the machine. The temporary file's name
+/// carries `run`, the block name of the run writing it ([`temp_prefix`]). Returns the bytes
+/// written.
 pub fn encode_to(
     slot: &[u8],
-    height: u32,
-    width: u32,
-    channels: u32,
+    (height, width, channels): (u32, u32, u32),
     opts: EncodeOptions,
     target: &Path,
+    run: &str,
 ) -> Result<u64, CodecError> {
     let write_err = |source: io::Error| CodecError::Write {
         path: target.to_path_buf(),
@@ -644,7 +738,7 @@ pub fn encode_to(
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(write_err)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(target))
+        .prefix(&temp_prefix(target, run))
         // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
@@ -722,6 +816,30 @@ mod tests {
         assert_eq!(plain.to_string(), "No such file or directory (os error 2)");
     }
 
+    /// A temporary output's name says which run's it is, whatever the output's own name holds
+    /// (dots, the mark itself, bytes that are not UTF-8).
+    #[test]
+    fn a_temporary_output_names_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = "shmpipe-4242-0badcafe";
+        for name in [&b"a.jpg"[..], b"x.shmpipe-tmp-y.png", b"caf\xe9.png"] {
+            let target = dir.path().join(std::ffi::OsStr::from_bytes(name));
+            let tmp = tempfile::Builder::new()
+                .prefix(&temp_prefix(&target, run))
+                .tempfile_in(dir.path())
+                .unwrap();
+            let file_name = tmp.path().file_name().unwrap().to_owned();
+            assert_eq!(temporary_owner(&file_name), Some(run), "{file_name:?}");
+            assert_eq!(temporaries(dir.path()).len(), 1);
+        }
+        assert_eq!(temporary_owner(std::ffi::OsStr::new("a.jpg")), None);
+        // The format before the run's name was added: no owner to check, left alone.
+        assert_eq!(
+            temporary_owner(std::ffi::OsStr::new(".a.jpg.shmpipe-tmp-Ab12Cd")),
+            None
+        );
+    }
+
     /// Every EXIF orientation takes the luma path (true), and the plane shows the image as the
     /// general path does: the grayscale of its decoded, turned RGB, up to the round trip's
     /// rounding.
@@ -746,7 +864,14 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             let (sw, sh) = if orientation >= 5 { (h, w) } else { (w, h) };
             let mut general = vec![0u8; (sw * sh * 3) as usize];
-            decode_into(&path, &mut general, sh, sw, 3, DEFAULT_MAX_PIXELS).unwrap();
+            let decoded = decode_into(
+                &path,
+                &mut general,
+                (sh, sw, 3),
+                DEFAULT_MAX_PIXELS,
+                Strictness::Strict,
+            );
+            assert_eq!(decoded.unwrap(), Decoded::Clean);
             let mut plane = vec![0u8; (sw * sh) as usize];
             assert!(
                 decode_jpeg_luma(&path, &mut plane, sh, sw, &mut stored),

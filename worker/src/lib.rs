@@ -2,6 +2,7 @@
 //!
 //! - [`block`]: the shared-memory block: layout, create, attach, claims. All `unsafe` is there.
 //! - [`codec`]: header probing, decoding straight into a slot, encoding through a rename.
+//! - [`jpeg`]: JPEG decoding that refuses truncated and corrupt files (or keeps them, asked to).
 //! - [`ops`]: the op chain and its in-place kernels on `ndarray` views.
 //! - [`worker`]: the worker's main loop: attach by name, claim, decode, transform, encode.
 //!
@@ -12,6 +13,7 @@
 
 pub mod block;
 pub mod codec;
+pub mod jpeg;
 pub mod ops;
 pub mod registry;
 pub mod worker;

@@ -6,7 +6,10 @@
 //! block also counts as live while the pid in its name exists and it is younger than
 //! [`CREATION_GRACE`]. A block whose lock is held is never touched.
 //!
-//! Headers are read with plain `pread`, not mapped: nothing here trusts or maps a block.
+//! Headers are read with plain `pread`, not mapped: nothing here trusts or maps a block. Files
+//! are opened only through [`Backing::open`] (no symbolic link followed, a regular file of this
+//! user); a file with one of our names that is anything else is listed as [`Liveness::Foreign`]
+//! and never touched.
 
 use std::fs::File;
 use std::io;
@@ -16,7 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::FlockOperation;
 
-use crate::block::{Backing, BlockState, DatasetState, Header, FLAG_KEPT, MAGIC, NAME_PREFIX};
+use crate::block::{
+    Backing, BlockState, DatasetState, Header, NotOurs, FLAG_KEPT, MAGIC, NAME_PREFIX,
+};
 
 /// How long an unlocked block whose creator still exists counts as being created.
 pub const CREATION_GRACE: Duration = Duration::from_secs(10);
@@ -32,6 +37,9 @@ pub enum Liveness {
     /// whose apply or repair was interrupted, kept for `repair`. A dataset whose load was
     /// interrupted is [`Liveness::Stale`]: nothing in it was ever ready.
     Kept,
+    /// Not one of our blocks, whatever its name: a symbolic link, not a regular file, or
+    /// another user's. Listed, never opened again, locked, read or removed.
+    Foreign,
 }
 
 /// What `ls` shows of one block.
@@ -46,6 +54,10 @@ pub struct BlockInfo {
     pub images: Option<u64>,
     pub liveness: Liveness,
     pub age: Duration,
+    /// Why a [`Liveness::Foreign`] file is not ours.
+    pub foreign: Option<String>,
+    /// The output folder its run writes to (where its temporary files may be), if it has one.
+    pub output_root: Option<std::path::PathBuf>,
 }
 
 fn read_u32(buf: &[u8], at: usize) -> u32 {
@@ -93,12 +105,23 @@ fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Takes the lock shared without waiting; false when someone holds it exclusively. Owners (a run,
+/// load, apply or repair) hold it exclusively; readers (save, export, Python) share it, and so
+/// never pass for owners, and a probe never turns a reader away.
+fn try_lock_shared(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Inspects one block: its header (if readable) and whether it has a live owner.
 pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
     let file = File::from(backing.open(name, false)?);
     let meta = file.metadata()?;
     // Our probe's lock, if we take it, goes with `file` at the end of this function.
-    let mut live = in_creation_window(name, &meta) || !try_lock(&file)?;
+    let mut live = in_creation_window(name, &meta) || !try_lock_shared(&file)?;
     let mut header = vec![0u8; std::mem::size_of::<Header>()];
     let whole = file.read_exact_at(&mut header, 0).is_ok() && header[..8] == MAGIC;
     // A young block without a header yet may be between its creation and its creator's lock.
@@ -124,21 +147,72 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
             (false, false) => Liveness::Stale,
         },
         age: age_of(&meta),
+        foreign: None,
+        output_root: whole.then(|| output_root(&file, &header)).flatten(),
     })
 }
 
-/// Every block of ours in the backing's directory that this user can open, sorted by name.
-pub fn list(backing: &Backing) -> io::Result<Vec<BlockInfo>> {
+/// The output folder recorded in a block's strings, read with `pread` and bounds-checked.
+fn output_root(file: &File, header: &[u8]) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let strings = read_u64(header, offset_of!(Header, strings_offset));
+    let at = offset_of!(Header, output_root);
+    let (offset, len) = (read_u64(header, at), read_u64(header, at + 8));
+    if len == 0 || len > 4096 {
+        return None;
+    }
+    let mut path = vec![0u8; len as usize];
+    file.read_exact_at(&mut path, strings.checked_add(offset)?)
+        .ok()?;
+    Some(std::ffi::OsStr::from_bytes(&path).into())
+}
+
+/// Whether the run of block `name` may still be alive: its creator's pid (in a fresh name) exists,
+/// or the block, in `backing`, has a live owner. A temporary output of a run for which this is
+/// false is left over, and may go.
+pub fn owner_may_live(backing: &Backing, name: &str) -> bool {
+    creator_pid(name).is_some_and(pid_exists)
+        || inspect(backing, name).is_ok_and(|info| info.liveness == Liveness::Live)
+}
+
+/// What `ls` shows of a file with one of our names that [`Backing::open`] refused as not ours,
+/// from `lstat` (which follows nothing).
+fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
+    let meta = std::fs::symlink_metadata(backing.dir().join(name)).ok();
+    BlockInfo {
+        name: name.to_string(),
+        bytes: meta.as_ref().map_or(0, |m| m.len()),
+        owner_pid: None,
+        state: None,
+        dataset: None,
+        images: None,
+        liveness: Liveness::Foreign,
+        age: meta.as_ref().map(age_of).unwrap_or_default(),
+        foreign: Some(why.to_string()),
+        output_root: None,
+    }
+}
+
+/// Every file with one of our names in the backing's directory, sorted by name: our blocks, and
+/// [`Liveness::Foreign`] files. A file that vanished meanwhile is left out; one that could not
+/// be inspected for another reason is in `Err`, with its name.
+pub fn list(backing: &Backing) -> io::Result<Vec<Result<BlockInfo, (String, io::Error)>>> {
     let mut names: Vec<String> = std::fs::read_dir(backing.dir())?
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with(NAME_PREFIX) && crate::block::validate_name(n).is_ok())
         .collect();
     names.sort();
-    // A block we cannot open belongs to someone else, or vanished meanwhile: not ours to show.
     Ok(names
-        .iter()
-        .filter_map(|n| inspect(backing, n).ok())
+        .into_iter()
+        .filter_map(|name| match inspect(backing, &name) {
+            Ok(info) => Some(Ok(info)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => match NotOurs::of(&e) {
+                Some(why) => Some(Ok(foreign(backing, &name, why))),
+                None => Some(Err((name, e))),
+            },
+        })
         .collect())
 }
 
@@ -152,7 +226,7 @@ pub fn remove_if_stale(backing: &Backing, name: &str) -> io::Result<bool> {
 pub fn remove_unheld(backing: &Backing, name: &str, kept_too: bool) -> io::Result<bool> {
     let info = inspect(backing, name)?;
     let removable = match info.liveness {
-        Liveness::Live => false,
+        Liveness::Live | Liveness::Foreign => false,
         Liveness::Kept => kept_too,
         Liveness::Stale => true,
     };
@@ -168,13 +242,33 @@ pub fn remove_unheld(backing: &Backing, name: &str, kept_too: bool) -> io::Resul
     Ok(true)
 }
 
-/// Removes every stale block; returns the names removed.
-pub fn clean(backing: &Backing) -> io::Result<Vec<BlockInfo>> {
-    let mut removed = Vec::new();
-    for info in list(backing)? {
-        if info.liveness == Liveness::Stale && remove_if_stale(backing, &info.name)? {
-            removed.push(info);
+/// What [`clean`] did.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    pub removed: Vec<BlockInfo>,
+    /// Files with our names that are not ours: left alone.
+    pub foreign: Vec<BlockInfo>,
+    /// Blocks that could not be inspected or removed, with the reason.
+    pub failed: Vec<(String, io::Error)>,
+}
+
+/// Removes every stale block, going on past any file it cannot inspect or remove.
+pub fn clean(backing: &Backing) -> io::Result<Cleaned> {
+    let mut cleaned = Cleaned::default();
+    for entry in list(backing)? {
+        match entry {
+            Ok(info) if info.liveness == Liveness::Foreign => cleaned.foreign.push(info),
+            Ok(info) if info.liveness == Liveness::Stale => {
+                match remove_if_stale(backing, &info.name) {
+                    Ok(true) => cleaned.removed.push(info),
+                    Ok(false) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => cleaned.failed.push((info.name, e)),
+                }
+            }
+            Ok(_) => {}
+            Err(failed) => cleaned.failed.push(failed),
         }
     }
-    Ok(removed)
+    Ok(cleaned)
 }

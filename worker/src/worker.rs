@@ -14,10 +14,11 @@ use std::sync::Arc;
 use ndarray::ArrayViewMut3;
 
 use crate::block::{
-    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_COPY, FLAG_KEPT,
-    FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, STEPS_UNKNOWN,
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
+    FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, STEPS_UNKNOWN,
 };
-use crate::codec::{self, EncodeOptions, FORMATS};
+use crate::codec::{self, Decoded, EncodeOptions, FORMATS};
+use crate::jpeg::Strictness;
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
 
 /// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
@@ -138,6 +139,11 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
         durable: header.flags & FLAG_NO_FSYNC == 0,
+        strictness: if header.flags & FLAG_ALLOW_TRUNCATED != 0 {
+            Strictness::Lenient
+        } else {
+            Strictness::Strict
+        },
         cores: args.cores.max(1),
         machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -185,6 +191,9 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     Ok(done)
 }
 
+/// Copy mode: one image's pixels in a worker's private copy, and its decode warning.
+type PrivateImage = (Vec<u8>, Option<String>);
+
 struct Job<'a> {
     block: &'a AttachedBlock,
     chain: OpChain,
@@ -205,6 +214,8 @@ struct Job<'a> {
     kept: bool,
     /// Outputs are flushed to disk before their rename ([`crate::block::FLAG_NO_FSYNC`]).
     durable: bool,
+    /// What a damaged JPEG gets ([`FLAG_ALLOW_TRUNCATED`]).
+    strictness: Strictness,
     /// [`WorkerArgs::cores`].
     cores: u32,
     /// Cores this process may run on (read once: it can mean reading cgroup files).
@@ -212,17 +223,28 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Decodes image `index` from its source file into `pixels` (resizing when asked).
-    fn decode(&self, index: usize, pixels: &mut [u8], decoded: &mut Vec<u8>) -> Result<(), String> {
+    /// Decodes image `index` from its source file into `pixels` (resizing when asked). Gives the
+    /// warning of a damaged JPEG kept under `--allow-truncated`.
+    fn decode(
+        &self,
+        index: usize,
+        pixels: &mut [u8],
+        decoded: &mut Vec<u8>,
+    ) -> Result<Option<String>, String> {
         let source = self.source(index);
         let slot = self.block.slot(index);
         let shape = (slot.height as u32, slot.width as u32, slot.channels as u32);
+        let (max, strictness) = (self.max_pixels, self.strictness);
         match self.fit {
             Some(fit) => {
-                codec::decode_resized(&source, pixels, shape, fit, self.max_pixels, decoded)
+                codec::decode_resized(&source, pixels, shape, fit, max, strictness, decoded)
             }
-            None => codec::decode_into(&source, pixels, shape.0, shape.1, shape.2, self.max_pixels),
+            None => codec::decode_into(&source, pixels, shape, max, strictness),
         }
+        .map(|outcome| match outcome {
+            Decoded::Clean => None,
+            Decoded::Damaged(damage) => Some(damage.to_string()),
+        })
         .map_err(|e| e.to_string())
     }
 
@@ -309,7 +331,8 @@ impl Job<'_> {
                 Layout::GrayPlane => (&pixels[..h * w], 1),
                 Layout::Full => (&pixels[..], c),
             };
-            codec::encode_to(data, h as u32, w as u32, channels as u32, opts, &target)
+            let shape = (h as u32, w as u32, channels as u32);
+            codec::encode_to(data, shape, opts, &target, self.block.name())
                 .map_err(|e| e.to_string())?;
         }
         if layout == Layout::GrayPlane && self.kept {
@@ -322,13 +345,13 @@ impl Job<'_> {
 
     /// Copy mode: this worker's private copy of the whole dataset, as the naive approach keeps
     /// one per worker. An image that cannot be decoded keeps its reason.
-    fn decode_everything(&self, decoded: &mut Vec<u8>) -> Vec<Result<Vec<u8>, String>> {
+    fn decode_everything(&self, decoded: &mut Vec<u8>) -> Vec<Result<PrivateImage, String>> {
         (0..self.block.image_count())
             .map(|i| {
                 let mut pixels = vec![0u8; self.block.slot(i).len()];
                 std::panic::catch_unwind(AssertUnwindSafe(|| self.decode(i, &mut pixels, decoded)))
                     .unwrap_or_else(|_| Err("decoder panicked".into()))
-                    .map(|()| pixels)
+                    .map(|warning| (pixels, warning))
             })
             .collect()
     }
@@ -341,13 +364,14 @@ impl Job<'_> {
 
     /// Decodes a claimed image from its source into its slot and runs the run's op chain on it:
     /// a colour JPEG under a chain that starts gray as its luma plane alone (the slot's first
-    /// H x W bytes), anything else in full. Returns where the result lies.
+    /// H x W bytes), anything else in full. Returns where the result lies, and the warning of a
+    /// damaged JPEG kept under `--allow-truncated`.
     fn decode_and_run(
         &self,
         claim: &mut Claim<'_>,
         scratch: &mut Scratch,
         decoded: &mut Vec<u8>,
-    ) -> Result<Layout, String> {
+    ) -> Result<(Layout, Option<String>), String> {
         let slot = claim.slot();
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         // `decoded` holds a rotated JPEG's upright plane here (it is for --resize otherwise).
@@ -355,15 +379,15 @@ impl Job<'_> {
             Some(plane) => {
                 let view =
                     ArrayViewMut3::from_shape((h, w, 1), plane).map_err(|e| e.to_string())?;
-                self.chain.run_after_grayscale(view, scratch)
+                (self.chain.run_after_grayscale(view, scratch), None)
             }
             None => {
                 let index = claim.index();
                 let pixels = claim.pixels().map_err(|e| e.to_string())?;
-                self.decode(index, pixels, decoded)?;
+                let warning = self.decode(index, pixels, decoded)?;
                 let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
                     .map_err(|e| e.to_string())?;
-                self.chain.run(view, scratch)
+                (self.chain.run(view, scratch), warning)
             }
         })
     }
@@ -374,7 +398,7 @@ impl Job<'_> {
         mut claim: Claim<'_>,
         scratch: &mut Scratch,
         decoded: &mut Vec<u8>,
-        private: Option<&mut [Result<Vec<u8>, String>]>,
+        private: Option<&mut [Result<PrivateImage, String>]>,
     ) -> bool {
         let index = claim.index();
         let slot = claim.slot();
@@ -382,15 +406,19 @@ impl Job<'_> {
         self.test_hooks(index, &relative);
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
+        // The warning of a damaged JPEG kept under `--allow-truncated`.
+        let mut warning = None;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             if let Some(copies) = private {
-                let pixels = copies[index].as_mut().map_err(|reason| reason.clone())?;
+                let (pixels, kept) = copies[index].as_mut().map_err(|reason| reason.clone())?;
+                warning = kept.clone();
                 let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
                     .map_err(|e| e.to_string())?;
                 let layout = self.chain.run(view, scratch);
                 return self.write_out(pixels, layout, (h, w, c), &relative, input_format);
             }
-            let layout = self.decode_and_run(&mut claim, scratch, decoded)?;
+            let (layout, damage) = self.decode_and_run(&mut claim, scratch, decoded)?;
+            warning = damage;
             // The gray plane is the slot's first H x W bytes, so either way `pixels` starts
             // with the result. Only what will be written is reserved.
             let pixels = if self.needs_whole_slot(layout) {
@@ -407,7 +435,10 @@ impl Job<'_> {
                     // The load's steps of the dataset's history (the run's chain, if any).
                     claim.set_steps(self.load_steps());
                 }
-                claim.done();
+                match &warning {
+                    Some(warning) => claim.done_with_warning(warning),
+                    None => claim.done(),
+                }
                 true
             }
             Ok(Err(reason)) => {
@@ -614,7 +645,7 @@ impl Job<'_> {
                 ));
             }
             // As the load made it, its own op chain included (`run --keep`), byte for byte.
-            if self.decode_and_run(claim, scratch, decoded)? == Layout::GrayPlane {
+            if self.decode_and_run(claim, scratch, decoded)?.0 == Layout::GrayPlane {
                 let pixels = claim.pixels().map_err(|e| e.to_string())?;
                 let view =
                     ArrayViewMut3::from_shape((h, w, c), pixels).map_err(|e| e.to_string())?;

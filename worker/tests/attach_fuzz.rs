@@ -45,6 +45,7 @@ fn attach_never_panics_on_mutated_blocks() {
         rgb_output: false,
         kept: false,
         no_fsync: false,
+        allow_truncated: false,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

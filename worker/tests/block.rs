@@ -37,6 +37,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         rgb_output: false,
         kept: false,
         no_fsync: false,
+        allow_truncated: false,
     }
 }
 

@@ -50,7 +50,17 @@ impl AttachedBlock {
     }
 
     fn lock(&self, how: FlockOperation) -> Result<(), BlockError> {
-        rustix::fs::flock(&self.mapping.file, how).map_err(|e| BlockError::Invalid {
+        // `ls`, `clean` and the sweep at the start of a run probe a block's lock for a moment
+        // to tell live from stale: a lock refused for that long is not "busy". Try again for a
+        // short while before saying so.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        let mut outcome = rustix::fs::flock(&self.mapping.file, how);
+        while outcome == Err(rustix::io::Errno::WOULDBLOCK) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            outcome = rustix::fs::flock(&self.mapping.file, how);
+        }
+        outcome.map_err(|e| BlockError::Invalid {
             name: self.mapping.name.clone(),
             reason: if e == rustix::io::Errno::WOULDBLOCK {
                 "busy: a run, load, apply or repair is writing it, or a save or export reading it"

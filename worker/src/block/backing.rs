@@ -4,7 +4,7 @@
 //! This file opens and unlinks names; it must never map a block or read its contents.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use rustix::fs::{Mode, OFlags};
@@ -65,27 +65,33 @@ impl Backing {
         }
     }
 
+    /// Opens (or creates) the block file `name`, never through a symbolic link (`O_NOFOLLOW`:
+    /// rustix's `shm::open` does not add it, glibc's does), and only if it is a regular file
+    /// owned by this user: anything else in the directory is not ours to lock, read or map.
     pub(crate) fn open(&self, name: &str, create: bool) -> io::Result<OwnedFd> {
         let flags = if create {
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW
         } else {
-            OFlags::RDWR
+            OFlags::RDWR | OFlags::NOFOLLOW
         };
-        match self {
+        let opened = match self {
             Backing::Shm => {
-                let shm_flags = shm::OFlags::from_bits_truncate(flags.bits());
-                Ok(shm::open(
-                    format!("/{name}"),
-                    shm_flags,
-                    Mode::from_raw_mode(0o600),
-                )?)
+                // shm::OFlags passes bits it does not name (NOFOLLOW) on to open(2).
+                let shm_flags = shm::OFlags::from_bits_retain(flags.bits());
+                shm::open(format!("/{name}"), shm_flags, Mode::from_raw_mode(0o600))
             }
-            Backing::Dir(dir) => Ok(rustix::fs::open(
+            Backing::Dir(dir) => rustix::fs::open(
                 dir.join(name),
                 flags | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
-            )?),
-        }
+            ),
+        };
+        let fd = opened.map_err(|e| match e {
+            rustix::io::Errno::LOOP => NotOurs::Symlink.into(),
+            e => io::Error::from(e),
+        })?;
+        check_ours(fd.as_fd())?;
+        Ok(fd)
     }
 
     pub(crate) fn unlink(&self, name: &str) -> io::Result<()> {
@@ -94,4 +100,45 @@ impl Backing {
             Backing::Dir(dir) => std::fs::remove_file(dir.join(name)),
         }
     }
+}
+
+/// Why a file with a block's name is not one of our blocks.
+#[derive(Debug, thiserror::Error)]
+pub enum NotOurs {
+    #[error("not ours: a symbolic link (not followed)")]
+    Symlink,
+    #[error("not ours: not a regular file")]
+    NotRegular,
+    #[error("not ours: owned by uid {owner}, not by uid {us}")]
+    Owner { owner: u32, us: u32 },
+}
+
+impl From<NotOurs> for io::Error {
+    fn from(e: NotOurs) -> io::Error {
+        io::Error::new(io::ErrorKind::PermissionDenied, e)
+    }
+}
+
+impl NotOurs {
+    /// The reason behind an error from [`Backing::open`], when it refused a file not ours.
+    pub fn of(e: &io::Error) -> Option<&NotOurs> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
+/// `fstat` of an open block file: a regular file owned by the effective user, or [`NotOurs`].
+fn check_ours(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let stat = rustix::fs::fstat(fd)?;
+    let us = rustix::process::geteuid().as_raw();
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(NotOurs::NotRegular.into());
+    }
+    if stat.st_uid != us {
+        return Err(NotOurs::Owner {
+            owner: stat.st_uid,
+            us,
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -155,6 +155,12 @@ impl<'a> Claim<'a> {
         self.finish(ImageStatus::Done, "");
     }
 
+    /// Publishes success with a warning (truncated like a failure's reason), for example a
+    /// damaged JPEG kept under `--allow-truncated`.
+    pub fn done_with_warning(mut self, warning: &str) {
+        self.finish(ImageStatus::Done, warning);
+    }
+
     /// Publishes failure with a reason (truncated to [`MESSAGE_LEN`] bytes at a char boundary).
     pub fn fail(mut self, reason: &str) {
         self.finish(ImageStatus::Failed, reason);

@@ -287,13 +287,15 @@ pub struct ImageRecord {
     /// rebuild refuses a source that has changed since.
     pub source_size: u64,
     pub source_mtime_ns: u64,
-    /// Why the image failed; written by the claim holder before it publishes `Failed`.
+    /// Why the image failed, or a done image's warning; written by the claim holder before it
+    /// publishes `Failed` or `Done`.
     pub(super) message: UnsafeCell<[u8; MESSAGE_LEN]>,
 }
 
 // SAFETY: `message` is the only non-atomic field written after the block is published; it is
 // written only by the worker that holds the image's claim and read only after that worker's
-// Release store of `Failed` is observed with Acquire (invariant (3) in the module doc).
+// Release store of `Failed` (or of `Done`, for a warning) is observed with Acquire (invariant (3)
+// in the module doc).
 unsafe impl Sync for ImageRecord {}
 
 /// One worker's counters, indexed by worker id; a replacement worker reuses its slot.
@@ -363,6 +365,9 @@ pub const FLAG_KEPT: u32 = 8;
 /// `Header::flags`: outputs are not flushed to disk before they are renamed into place
 /// (`--no-fsync`); by default each is.
 pub const FLAG_NO_FSYNC: u32 = 64;
+/// `Header::flags`: a truncated or corrupt JPEG is decoded as far as it goes and kept, with a
+/// warning in its record, instead of failed (`--allow-truncated`).
+pub const FLAG_ALLOW_TRUNCATED: u32 = 128;
 /// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
 /// 0 for fast. Read it with [`png_level`].
 pub const PNG_LEVEL_SHIFT: u32 = 4;
@@ -413,6 +418,8 @@ pub struct BlockPlan {
     pub kept: bool,
     /// [`FLAG_NO_FSYNC`].
     pub no_fsync: bool,
+    /// [`FLAG_ALLOW_TRUNCATED`].
+    pub allow_truncated: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,

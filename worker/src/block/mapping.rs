@@ -190,13 +190,23 @@ impl Mapping {
 
     /// An image's error message, or None while it has not failed.
     pub fn message(&self, index: usize) -> Option<String> {
+        self.outcome_text(index, ImageStatus::Failed)
+    }
+
+    /// The warning a done image was published with ([`Claim::done_with_warning`]), if any.
+    pub fn warning(&self, index: usize) -> Option<String> {
+        self.outcome_text(index, ImageStatus::Done)
+            .filter(|w| !w.is_empty())
+    }
+
+    fn outcome_text(&self, index: usize, status: ImageStatus) -> Option<String> {
         let rec = &self.images()[index];
-        if rec.status() != Some(ImageStatus::Failed) {
+        if rec.status() != Some(status) {
             return None;
         }
         let len = (rec.message_len.load(Ordering::Acquire) as usize).min(MESSAGE_LEN);
-        // SAFETY: status is Failed (Acquire), so the claim holder finished writing the message
-        // before its Release store; nobody writes it again while it stays Failed.
+        // SAFETY: status is Done or Failed (Acquire), so the claim holder finished writing the
+        // message before its Release store; nobody writes it again while it stays so.
         let bytes = unsafe { &(&*rec.message.get())[..len] };
         Some(String::from_utf8_lossy(bytes).into_owned())
     }

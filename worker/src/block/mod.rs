@@ -47,16 +47,18 @@ mod owned;
 mod validate;
 
 pub use attached::{AttachedBlock, Reader, Writer};
-pub use backing::{fresh_name, validate_name, Backing, DEFAULT_SHM_DIR, MAX_NAME_LEN, NAME_PREFIX};
+pub use backing::{
+    fresh_name, validate_name, Backing, NotOurs, DEFAULT_SHM_DIR, MAX_NAME_LEN, NAME_PREFIX,
+};
 pub use claim::Claim;
 pub use error::BlockError;
 pub use layout::{
     claimed_word, now_ms, now_ns, png_level, BlockPlan, BlockState, DatasetState, Header,
-    HistoryEntry, ImageRecord, ImageStatus, PlannedImage, StrRef, WorkerRecord, ALIGN, FLAG_COPY,
-    FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, HISTORY_AT_LOAD, HISTORY_CAPACITY,
-    HISTORY_EQUALIZE, HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS, HISTORY_NORMALIZE,
-    HISTORY_NORMALIZE_FLOAT, HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NO_IMAGE,
-    PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    HistoryEntry, ImageRecord, ImageStatus, PlannedImage, StrRef, WorkerRecord, ALIGN,
+    FLAG_ALLOW_TRUNCATED, FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT,
+    HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_EQUALIZE, HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS,
+    HISTORY_NORMALIZE, HISTORY_NORMALIZE_FLOAT, HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC,
+    MESSAGE_LEN, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 pub use mapping::{Mapping, SlotInfo};
 pub use owned::OwnedBlock;

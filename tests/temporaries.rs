@@ -1,0 +1,213 @@
+//! Temporary outputs carry their run's block name: a run removes only its own, and the
+//! temporaries of runs that are over (killed: block stale or gone) are removed by the next run
+//! into the folder and by `clean`, never those of a run that is alive.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{blocks_of, files_under, os, run, stderr, workers_of};
+use rustix::process::{kill_process, Pid, Signal};
+use shmpipe_worker::codec::temp_prefix;
+
+/// Removes blocks from /dev/shm and stops processes when dropped, even after a failed assertion.
+#[derive(Default)]
+struct Cleanup {
+    blocks: Vec<String>,
+    runs: Vec<Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for run in &mut self.runs {
+            let _ = run.kill();
+            let _ = run.wait();
+        }
+        for block in &self.blocks {
+            let _ = std::fs::remove_file(Path::new("/dev/shm").join(block));
+        }
+    }
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn image(path: &Path, seed: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([x as u8 ^ seed, y as u8, seed.wrapping_mul(7)])
+    })
+    .save(path)
+    .unwrap();
+}
+
+/// Starts `run IN -o OUT -j 1`, its worker held (`SHMPIPE_TEST_STALL`) at `held`; returns once
+/// the run's block exists and its worker is at work.
+fn start_held_run(input: &Path, out: &Path, held: &str, cleanup: &mut Cleanup) -> (u32, String) {
+    let child = Command::new(common::bin())
+        .args([
+            os("run"),
+            input.as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("-j"),
+            os("1"),
+            os("-q"),
+        ])
+        .env(shmpipe_worker::worker::STALL_ENV, format!("{held}:60"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    cleanup.runs.push(child);
+    wait_for("the run's worker", || workers_of(pid).len() == 1);
+    let block = blocks_of(pid).pop().expect("the run's block");
+    cleanup.blocks.push(block.clone());
+    (pid, block)
+}
+
+fn kill(pid: u32, cleanup: &mut Cleanup) {
+    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL).unwrap();
+    for run in cleanup.runs.iter_mut().filter(|r| r.id() == pid) {
+        run.wait().unwrap();
+    }
+    wait_for("the worker to follow its coordinator", || {
+        workers_of(pid).is_empty()
+    });
+}
+
+/// A temporary output of `target` as a worker of the run `block` leaves it when killed in the
+/// middle of writing it.
+fn left_temporary(target: &Path, block: &str) -> PathBuf {
+    let mut name = temp_prefix(target, block);
+    name.push("Zq81xP");
+    let path = target.parent().unwrap().join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"half an image").unwrap();
+    path
+}
+
+fn temporaries_under(root: &Path) -> Vec<PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".shmpipe-tmp-"))
+        .collect()
+}
+
+#[test]
+fn a_killed_runs_temporaries_are_removed_by_the_next_run() {
+    let mut cleanup = Cleanup::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
+    image(&input.join("held.png"), 1);
+    image(&input.join("sub/b.png"), 2);
+    image(&input.join("sub/c.png"), 3);
+    let (pid, block) = start_held_run(&input, &out, "held.png", &mut cleanup);
+    kill(pid, &mut cleanup);
+    // What its workers were writing when they died, and one of a run whose block is long gone.
+    left_temporary(&out.join("held.png"), &block);
+    left_temporary(&out.join("sub/b.png"), &block);
+    left_temporary(&out.join("sub/c.png"), "shmpipe-999999999-0badcafe");
+    assert_eq!(temporaries_under(&out).len(), 3);
+
+    let rerun = run(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--skip-existing"),
+        os("--json"),
+    ]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
+    assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
+    assert!(
+        !Path::new("/dev/shm").join(&block).exists(),
+        "stale block swept"
+    );
+    for name in ["held.png", "sub/b.png", "sub/c.png"] {
+        assert!(out.join(name).is_file(), "{name} written");
+    }
+}
+
+#[test]
+fn clean_removes_a_stale_blocks_temporaries_and_those_in_named_folders() {
+    let mut cleanup = Cleanup::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
+    image(&input.join("held.png"), 4);
+    let (pid, block) = start_held_run(&input, &out, "held.png", &mut cleanup);
+    kill(pid, &mut cleanup);
+    let stale = left_temporary(&out.join("held.png"), &block);
+
+    let clean = Command::new(common::bin()).arg("clean").output().unwrap();
+    let said = String::from_utf8_lossy(&clean.stdout);
+    assert!(
+        !stale.exists(),
+        "the stale block's temporary is removed: {said}"
+    );
+    assert!(!Path::new("/dev/shm").join(&block).exists());
+
+    // A run whose block no longer exists: `clean OUTPUT_DIR` finds its temporaries.
+    let gone = left_temporary(&out.join("held.png"), "shmpipe-999999999-0badcafe");
+    Command::new(common::bin())
+        .args([os("clean"), out.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(!gone.exists());
+}
+
+#[test]
+fn a_crashed_worker_removes_only_its_own_runs_temporary() {
+    let mut cleanup = Cleanup::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // Run B is alive, held, and in the middle of writing shared.png into the same folder.
+    let input_b = tmp.path().join("b");
+    image(&input_b.join("held.png"), 5);
+    let (pid_b, block_b) = start_held_run(&input_b, &out, "held.png", &mut cleanup);
+    let in_flight = left_temporary(&out.join("shared.png"), &block_b);
+
+    // Run A writes shared.png too; its worker crashes holding it once, then it is redone.
+    let input_a = tmp.path().join("a");
+    image(&input_a.join("shared.png"), 6);
+    let child = Command::new(common::bin())
+        .args([
+            os("run"),
+            input_a.as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("--json"),
+        ])
+        .env(shmpipe_worker::worker::CRASH_ENV, "shared.png:1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_a = child.id();
+    let a = child.wait_with_output().unwrap();
+    common::assert_no_leaks(pid_a);
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    let summary: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(summary["images_retried"], 1, "the crash happened");
+    assert!(out.join("shared.png").is_file());
+    assert_eq!(
+        std::fs::read(&in_flight).unwrap(),
+        b"half an image",
+        "run B's temporary is intact"
+    );
+
+    kill_process(Pid::from_raw(pid_b as i32).unwrap(), Signal::TERM).unwrap();
+    for run in cleanup.runs.iter_mut() {
+        assert_eq!(run.wait().unwrap().code(), Some(143));
+    }
+    common::assert_no_leaks(pid_b);
+    assert!(!Path::new("/dev/shm").join(&block_b).exists());
+}
