@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::cli::{BenchMemoryCli, RunCli};
 use crate::memory::Sample;
 use crate::{exit, gen, run};
-use shmpipe_worker::codec::PngCompression;
 
 /// One mode's figures.
 #[derive(Debug, Serialize)]
@@ -51,8 +50,8 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         ops: args.ops.clone(),
         workers: Some(workers),
         format: None,
-        quality: 90,
-        png_compression: PngCompression::Fast,
+        quality: None,
+        png_compression: None,
         rgb: false,
         resize: args.resize,
         fit: "stretch".into(),

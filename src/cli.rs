@@ -108,13 +108,13 @@ pub struct RunCli {
     /// encoded as a one-channel image: smaller, and a third of the encoding work).
     #[arg(long)]
     pub rgb: bool,
-    /// JPEG quality, 1-100.
-    #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub quality: u8,
+    /// JPEG quality, 1-100 [default: 90]. A warning when no output is a JPEG.
+    #[arg(long, value_name = "Q", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: Option<u8>,
     /// PNG compression: fast (the default), default or best. All lossless; slower levels give
-    /// smaller files.
-    #[arg(long, value_name = "LEVEL", default_value = "fast", value_parser = parse_png_compression)]
-    pub png_compression: PngCompression,
+    /// smaller files. A warning when no output is a PNG.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_png_compression)]
+    pub png_compression: Option<PngCompression>,
     /// Resize every image at decode time, straight into its slot, to W x H: every slot then has
     /// one shape and the pixel area is one (N, H, W, C) array.
     #[arg(long, value_name = "WxH", value_parser = parse_size)]

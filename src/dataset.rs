@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use shmpipe_worker::block::{AttachedBlock, Backing, DatasetState, ImageStatus, Reader};
-use shmpipe_worker::codec::{self, EncodeOptions, PngCompression, FORMATS};
+use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
 
 use crate::cli::{ExportCli, LoadCli, RunCli, SaveCli};
 use crate::exit;
@@ -29,8 +29,8 @@ pub fn load(args: LoadCli) -> i32 {
         workers: args.workers,
         format: None,
         rgb: false,
-        quality: 90,
-        png_compression: PngCompression::Fast,
+        quality: None,
+        png_compression: None,
         resize: args.resize,
         fit: args.fit,
         mode: "shared".into(),
@@ -128,7 +128,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                 let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
                 let input_format = FORMATS[slot.format as usize % FORMATS.len()];
                 let output_format = format.unwrap_or(input_format);
-                let target = codec::output_path(&root, relative, input_format, output_format);
+                let target = codec::output_path(&root, relative, output_format);
                 let opts = EncodeOptions {
                     format: output_format,
                     quality: args.quality,

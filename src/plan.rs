@@ -80,6 +80,20 @@ const IMAGE_EXTENSIONS: &[&str] = &[
     "jxl", "ico", "tga", "pnm", "ppm", "pgm", "qoi", "exr", "hdr",
 ];
 
+/// What a file that is neither a folder nor a regular file is, in a word.
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
 fn has_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -140,7 +154,25 @@ pub fn plan(
                 continue;
             }
         };
-        if !entry.file_type().is_file() {
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            // A FIFO, socket or device: reading it could block or never end. One with an
+            // image's name is listed with the reason; any other is counted as skipped.
+            let path = entry.path();
+            let relative = path.strip_prefix(root).unwrap_or(path);
+            if keep(relative.as_os_str().as_bytes()) {
+                if has_image_name(path) {
+                    plan.rejected.push(Rejected {
+                        path: path.to_path_buf(),
+                        reason: format!("not a regular file ({}): not read", special_kind(&kind)),
+                    });
+                } else {
+                    plan.skipped += 1;
+                }
+            }
             continue;
         }
         let path = entry.path();
@@ -187,8 +219,7 @@ pub fn assign_outputs(
     for image in images {
         let relative = Path::new(OsStr::from_bytes(&image.source)).to_path_buf();
         let input_format = codec::FORMATS[image.format as usize];
-        let target =
-            codec::output_path(out, &relative, input_format, format.unwrap_or(input_format));
+        let target = codec::output_path(out, &relative, format.unwrap_or(input_format));
         match taken.get(&target) {
             Some(first) => plan.rejected.push(Rejected {
                 path: input.join(&relative),
@@ -220,8 +251,7 @@ pub fn check_outputs(
     for image in &plan.images {
         let relative = Path::new(OsStr::from_bytes(&image.source));
         let input_format = codec::FORMATS[image.format as usize];
-        let target =
-            codec::output_path(out, relative, input_format, format.unwrap_or(input_format));
+        let target = codec::output_path(out, relative, format.unwrap_or(input_format));
         if let Some(input) = plan.inputs.clash(&target) {
             return Err(Clash { target, input });
         }

@@ -29,12 +29,23 @@ use crate::supervise::{self, Launch, Pool, Rules, Signals};
 pub fn run(args: RunCli) -> i32 {
     match execute(args) {
         Ok(code) => code,
+        // Images may have been written: 2 says "nothing was created", so this is 1.
+        Err(err) if err.downcast_ref::<Aborted>().is_some() => {
+            eprintln!("shmpipe: error: {err:#}; the outputs written before are complete");
+            exit::SOME_FAILED
+        }
         Err(err) => {
             eprintln!("shmpipe: error: {err:#}");
             exit::USAGE
         }
     }
 }
+
+/// A run that stopped after its workers had started, for a reason other than a stop signal
+/// (its workers keep dying at start, say): some outputs may have been written.
+#[derive(Debug, thiserror::Error)]
+#[error("run aborted: {0:#}")]
+pub struct Aborted(anyhow::Error);
 
 /// Validated settings of a run.
 struct Settings {
@@ -225,6 +236,9 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             args.skip_existing,
         );
         plan::check_outputs(&planned, out, settings.format)?;
+        if !args.quiet {
+            warn_unused_settings(args, &planned, settings.format);
+        }
     }
     let mut failures: Vec<Failure> = planned
         .rejected
@@ -302,8 +316,8 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             .format
             .map(|f| f.extensions_str()[0].to_string())
             .unwrap_or_default(),
-        quality: args.quality as u32,
-        png_compression: args.png_compression as u32,
+        quality: args.quality.unwrap_or(DEFAULT_QUALITY) as u32,
+        png_compression: args.png_compression.unwrap_or(codec::PngCompression::Fast) as u32,
         strict: args.strict,
         copy_mode: args.mode == "copy",
         rgb_output: args.rgb,
@@ -391,7 +405,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     drop(pool);
     let memory = sampler.finish(block.memory_bytes());
     block.set_state(BlockState::Finished);
-    let outcome = outcome?;
+    let outcome = outcome.map_err(|e| anyhow::Error::new(Aborted(e)))?;
 
     // Join is complete: every outcome in the block is final.
     let mut images_ok = 0;
@@ -501,6 +515,28 @@ fn report(args: &RunCli, summary: &Summary, signal_code: Option<i32>) -> anyhow:
     })
 }
 
+/// JPEG quality when `--quality` is not given.
+const DEFAULT_QUALITY: u8 = 90;
+
+/// Says once, on stderr, when a flag given has no effect on any output of this run: `--quality`
+/// with no JPEG among the outputs, `--png-compression` with no PNG.
+fn warn_unused_settings(args: &RunCli, planned: &plan::Plan, format: Option<image::ImageFormat>) {
+    let outputs = |wanted: image::ImageFormat| {
+        planned
+            .images
+            .iter()
+            .any(|i| format.unwrap_or(FORMATS[i.format as usize % FORMATS.len()]) == wanted)
+    };
+    if args.quality.is_some() && !outputs(image::ImageFormat::Jpeg) {
+        eprintln!("shmpipe: warning: --quality has no effect: no output of this run is a JPEG (it sets JPEG quality)");
+    }
+    if args.png_compression.is_some() && !outputs(image::ImageFormat::Png) {
+        eprintln!(
+            "shmpipe: warning: --png-compression has no effect: no output of this run is a PNG"
+        );
+    }
+}
+
 /// Where image `index`'s output goes, when the run writes outputs.
 fn output_target(block: &OwnedBlock, index: usize, settings: &Settings) -> Option<PathBuf> {
     let root = settings.output.as_ref()?;
@@ -508,12 +544,7 @@ fn output_target(block: &OwnedBlock, index: usize, settings: &Settings) -> Optio
     let input_format = FORMATS[slot.format as usize % FORMATS.len()];
     let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(index)));
     let output_format = settings.format.unwrap_or(input_format);
-    Some(codec::output_path(
-        root,
-        relative,
-        input_format,
-        output_format,
-    ))
+    Some(codec::output_path(root, relative, output_format))
 }
 
 /// Removes the temporary file a killed worker may have left beside an image's output.

@@ -539,16 +539,22 @@ pub fn parse_format(name: &str) -> Option<ImageFormat> {
     })
 }
 
-/// The output path of `relative` under `out_root`: the same relative path, with the extension
-/// changed only when the output format differs from the input's.
-pub fn output_path(
-    out_root: &Path,
-    relative: &Path,
-    input: ImageFormat,
-    output: ImageFormat,
-) -> PathBuf {
+/// The output path of `relative` under `out_root`: the same relative path, whose extension is
+/// kept when it names the output's format (`.JPG` and `.jpeg` for JPEG, say) and replaced by the
+/// format's own otherwise. So an output's extension always matches its content: PNG data named
+/// `x.jpg` (kept as PNG) is written as `x.png`, and `--format png` writes `a.bmp` as `a.png`.
+pub fn output_path(out_root: &Path, relative: &Path, output: ImageFormat) -> PathBuf {
     let target = out_root.join(relative);
-    if input == output {
+    let named = target
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| {
+            output
+                .extensions_str()
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(e))
+        });
+    if named {
         target
     } else {
         target.with_extension(output.extensions_str()[0])

@@ -33,6 +33,10 @@ pub const STALL_ENV: &str = "SHMPIPE_TEST_STALL";
 /// process, as a debugger or a stuck NFS read leaves one) once it holds the image whose path ends
 /// with NAME, the first time that image is tried.
 pub const SIGSTOP_ENV: &str = "SHMPIPE_TEST_SIGSTOP";
+/// Test-only: `SHMPIPE_TEST_FAIL_START_AFTER=N` makes a worker exit with an error as soon as it
+/// has attached, once N images of the run are done: a worker that cannot start, after outputs
+/// were written.
+pub const FAIL_START_ENV: &str = "SHMPIPE_TEST_FAIL_START_AFTER";
 
 /// How a worker's run can fail before or outside any one image.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,14 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     let block = AttachedBlock::attach(&args.block, args.backing.clone())?;
     let header = block.header();
     let record = enlist(&block, args.id)?;
+    if let Some(after) = std::env::var(FAIL_START_ENV)
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        if header.images_done.load(Ordering::Acquire) >= after {
+            return Err(WorkerError::Orphaned(args.parent));
+        }
+    }
     let chain = OpChain::parse(&String::from_utf8_lossy(block.string(header.op_chain)))?;
     let format_name = String::from_utf8_lossy(block.string(header.output_format)).into_owned();
     let output_format = if format_name.is_empty() {
@@ -319,7 +331,7 @@ impl Job<'_> {
         }
         if let Some(root) = &self.output_root {
             let format = self.output_format.unwrap_or(input_format);
-            let target = codec::output_path(root, relative, input_format, format);
+            let target = codec::output_path(root, relative, format);
             let opts = EncodeOptions {
                 format,
                 quality: self.quality,

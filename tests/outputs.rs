@@ -1,0 +1,126 @@
+//! What comes out matches what went in: an output's extension matches its content, special files
+//! are listed rather than read or silently dropped, a flag that changes nothing says so, and a
+//! run aborted after writing outputs does not claim that nothing was created.
+
+mod common;
+
+use std::process::Command;
+
+use common::{assets, files_under, os};
+
+fn run_in(input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--json"),
+    ];
+    args.extend(extra.iter().map(|a| os(a)));
+    common::run(&args)
+}
+
+#[test]
+fn png_data_named_jpg_is_written_with_a_png_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(assets().join("coffee.png"), input.join("x.jpg")).unwrap();
+    std::fs::copy(assets().join("rocket.jpg"), input.join("r.JPG")).unwrap();
+    let out = tmp.path().join("out");
+    let output = run_in(&input, &out, &["--ops", "invert"]);
+    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_eq!(
+        files_under(&out),
+        vec![std::path::PathBuf::from("r.JPG"), "x.png".into()]
+    );
+    let written = std::fs::read(out.join("x.png")).unwrap();
+    assert_eq!(
+        image::guess_format(&written).unwrap(),
+        image::ImageFormat::Png
+    );
+    let written = std::fs::read(out.join("r.JPG")).unwrap();
+    assert_eq!(
+        image::guess_format(&written).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+}
+
+#[test]
+fn a_fifo_with_an_image_name_is_listed_and_other_special_files_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(assets().join("coffee.png"), input.join("a.png")).unwrap();
+    for name in ["pipe.png", "notes"] {
+        let status = Command::new("mkfifo")
+            .arg(input.join(name))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let out = tmp.path().join("out");
+    let output = run_in(&input, &out, &[]);
+    // Exit 1: one input could not be read; and it returned (a FIFO read would block).
+    assert_eq!(output.status.code(), Some(1), "{}", common::stderr(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["images_ok"], 1);
+    assert_eq!(summary["images_failed"], 1);
+    let failure = &summary["failures"][0];
+    assert!(failure["path"].as_str().unwrap().ends_with("pipe.png"));
+    assert!(
+        failure["reason"].as_str().unwrap().contains("a FIFO"),
+        "{failure}"
+    );
+    assert_eq!(summary["files_skipped"], 1, "{summary}");
+}
+
+#[test]
+fn a_flag_with_no_effect_on_any_output_is_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let input = assets().join("nested");
+    let output = run_in(&input, &out, &["--quality", "50"]);
+    assert_eq!(output.status.code(), Some(0));
+    let said = common::stderr(&output);
+    assert_eq!(
+        said.matches("--quality has no effect").count(),
+        1,
+        "one warning: {said}"
+    );
+    let out2 = tmp.path().join("out2");
+    let output = run_in(&input, &out2, &["--quality", "50", "--format", "jpeg"]);
+    assert!(!common::stderr(&output).contains("no effect"));
+    let out3 = tmp.path().join("out3");
+    let output = run_in(
+        &input,
+        &out3,
+        &["--png-compression", "best", "--format", "jpeg"],
+    );
+    assert!(common::stderr(&output).contains("--png-compression has no effect"));
+}
+
+#[test]
+fn a_run_aborted_after_writing_outputs_exits_1_not_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // The worker dies at rocket.jpg after writing the bigger images; every replacement then
+    // fails to start, so the run gives up with outputs on disk.
+    let child = Command::new(common::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("-j"),
+            os("1"),
+            os("-q"),
+        ])
+        .env(shmpipe_worker::worker::CRASH_ENV, "rocket.jpg")
+        .env(shmpipe_worker::worker::FAIL_START_ENV, "1")
+        .output()
+        .unwrap();
+    assert!(!files_under(&out).is_empty(), "outputs were written first");
+    assert_eq!(child.status.code(), Some(1), "{}", common::stderr(&child));
+    assert!(common::stderr(&child).contains("run aborted"));
+}
