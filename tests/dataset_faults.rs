@@ -250,22 +250,12 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
     let mut random = Lcg(7);
     let mut repaired = [0, 0];
     let mut worker_kills = 0;
-    for trial in 0..24 {
-        let how = trial % 3; // 0: SIGKILL the coordinator, 1: SIGTERM it, 2: SIGKILL a worker.
-        let label = format!("load trial {trial} (kind {how})");
-        let delay = load_time.mul_f64(1.2 * random.next());
-        let child = spawn(
-            &[
-                os("load"),
-                input.as_os_str(),
-                os("--name"),
-                os(&name),
-                os("--resize"),
-                os("160x120"),
-                os("-q"),
-            ],
-            &[],
-        );
+    // Starts `args`, and `delay` later kills as trial `trial` says: SIGKILL the coordinator,
+    // SIGTERM it, or SIGKILL one of its workers. Then checks what every later command sees.
+    let mut trial_run = |trial: usize, args: &[&OsStr], delay: Duration, expected: &[&[u8]]| {
+        let how = trial % 3;
+        let label = format!("{:?} trial {trial} (kind {how})", args[0]);
+        let child = spawn(args, &[]);
         let pid = child.id();
         std::thread::sleep(delay);
         match how {
@@ -281,57 +271,49 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
         let out = finish(child, &label);
         common::assert_no_leaks(pid);
         if how == 2 {
-            // A dead worker's images are decoded again by its replacement.
+            // A dead worker's image is decoded again, or rebuilt, by its replacement.
             assert!(out.status.success(), "{label}: {}", common::stderr(&out));
         }
-        if check_after_kill(&name, tmp.path(), &[&loaded], &label) {
+        check_after_kill(&name, tmp.path(), expected, &label)
+    };
+    let load_args = [
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--resize"),
+        os("160x120"),
+        os("-q"),
+    ];
+    for trial in 0..24 {
+        let delay = load_time.mul_f64(1.2 * random.next());
+        if trial_run(trial, &load_args, delay, &[&loaded]) {
             repaired[0] += 1;
         }
         let _ = Command::new(common::bin()).args(["rm", &name]).output();
     }
-    load(&input, &name);
     for trial in 0..24 {
-        let how = trial % 3;
-        let chain = chains[trial / 3 % 2];
-        let expected = &applied[trial / 3 % 2];
-        let label = format!("apply {chain:?} trial {trial} (kind {how})");
+        let (chain, expected) = (chains[trial / 3 % 2], &applied[trial / 3 % 2]);
         // Each trial starts from a freshly loaded dataset.
         let _ = Command::new(common::bin()).args(["rm", &name]).output();
         load(&input, &name);
         let delay = apply_time.mul_f64(1.2 * random.next());
-        let child = spawn(
-            &[
-                os("apply"),
-                os(&name),
-                os("--ops"),
-                os(chain),
-                os("-j"),
-                os("2"),
-                os("-q"),
-            ],
-            &[],
-        );
-        let pid = child.id();
-        std::thread::sleep(delay);
-        match how {
-            0 => kill(pid, Signal::KILL),
-            1 => kill(pid, Signal::TERM),
-            _ => {
-                if let Some(&w) = workers(pid).first() {
-                    kill(w, Signal::KILL);
-                    worker_kills += 1;
-                }
-            }
-        }
-        let out = finish(child, &label);
-        common::assert_no_leaks(pid);
-        if how == 2 {
-            assert!(out.status.success(), "{label}: {}", common::stderr(&out));
-        }
-        if check_after_kill(&name, tmp.path(), &[expected, &loaded], &label) {
+        let args = [
+            os("apply"),
+            os(&name),
+            os("--ops"),
+            os(chain),
+            os("-j"),
+            os("2"),
+            os("-q"),
+        ];
+        if trial_run(trial, &args, delay, &[expected, &loaded]) {
             repaired[1] += 1;
         }
     }
+    eprintln!(
+        "repaired after killed loads and applies: {repaired:?}; workers killed: {worker_kills}"
+    );
     assert!(
         worker_kills >= 8,
         "only {worker_kills} workers were caught alive"
