@@ -614,3 +614,65 @@ fn a_dataset_kept_by_run_with_ops_is_rebuilt_through_its_chain() {
         "the rebuilt image differs from the run's"
     );
 }
+
+/// `repair` itself killed mid-image (SIGKILL, then SIGTERM): the dataset stays damaged, every
+/// reader keeps refusing it, and the next repair finishes the job with the right pixels.
+#[test]
+fn a_killed_repair_is_repaired_by_the_next() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 4, "640x480", "png");
+    let expected = reference(&input, tmp.path(), &["blur:2"]);
+    let name = format!("rep{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    load(&input, &name);
+    let stalled = |command: &str| {
+        let mut args = vec![os(command), os(&name)];
+        if command == "apply" {
+            args.extend([os("--ops"), os("blur:2")]);
+        }
+        args.extend([os("-j"), os("1")]);
+        let child = spawn(
+            &args,
+            &[(
+                shmpipe_worker::worker::STALL_ENV,
+                "img000002.png:30".to_string(),
+            )],
+        );
+        let pid = child.id();
+        // The worker holding img000002 sleeps with the image marked in flux.
+        let deadline = Instant::now() + HANG;
+        while !workers(pid).iter().any(|w| {
+            std::fs::read_to_string(format!("/proc/{w}/wchan"))
+                .is_ok_and(|c| c.contains("nanosleep"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "{command} never reached the image"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (child, pid)
+    };
+    let (child, pid) = stalled("apply");
+    kill(pid, Signal::KILL);
+    finish(child, "killed apply");
+    common::assert_no_leaks(pid);
+    for signal in [Signal::KILL, Signal::TERM] {
+        let (child, pid) = stalled("repair");
+        kill(pid, signal);
+        let out = finish(child, "stopped repair");
+        common::assert_no_leaks(pid);
+        if signal == Signal::TERM {
+            assert_eq!(out.status.code(), Some(143), "{}", common::stderr(&out));
+        }
+        assert_eq!(listed(&name).unwrap()["state"], "damaged");
+        assert!(
+            export(&name, tmp.path()).is_none(),
+            "export of a damaged dataset"
+        );
+    }
+    succeeds(&[os("repair"), os(&name), os("-q")]);
+    assert_eq!(export(&name, tmp.path()).as_deref(), Some(&expected[..]));
+}
