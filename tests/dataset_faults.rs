@@ -676,3 +676,32 @@ fn a_killed_repair_is_repaired_by_the_next() {
     succeeds(&[os("repair"), os(&name), os("-q")]);
     assert_eq!(export(&name, tmp.path()).as_deref(), Some(&expected[..]));
 }
+
+/// Opening a pass wakes every parked worker, not just one: with the waits' own timeout set to an
+/// hour, a worker the wake-up missed would hang the apply.
+#[test]
+fn opening_a_pass_wakes_every_parked_worker() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    generate(&input, 8, "64x48", "png");
+    let name = format!("wake{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    load(&input, &name);
+    for (ops, workers) in [("invert,normalize,blur:1", "2"), ("equalize:dataset", "4")] {
+        let child = spawn(
+            &[
+                os("apply"),
+                os(&name),
+                os("--ops"),
+                os(ops),
+                os("-j"),
+                os(workers),
+                os("-q"),
+            ],
+            &[(shmpipe_worker::worker::PARK_TIMEOUT_ENV, "3600".to_string())],
+        );
+        let out = finish(child, "apply with hour-long waits");
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    }
+}

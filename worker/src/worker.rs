@@ -561,6 +561,14 @@ fn run_apply(
     let mut decoded = Vec::new();
     let mut done = 0u64;
     let order = claim_order(block);
+    // How long a parked worker sleeps before it looks at its parent and the stop flag again; a
+    // new pass wakes it at once.
+    let park_timeout = std::time::Duration::from_secs(
+        std::env::var(PARK_TIMEOUT_ENV)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1),
+    );
     let delay_after_done = std::env::var(DELAY_AFTER_DONE_ENV)
         .ok()
         .and_then(|ms| ms.parse().ok())
@@ -606,7 +614,7 @@ fn run_apply(
             if header.pass.load(Ordering::Acquire) != generation {
                 break;
             }
-            block.wait_for_pass_after(generation, std::time::Duration::from_secs(1));
+            block.wait_for_pass_after(generation, park_timeout);
         }
     }
 }
@@ -615,6 +623,10 @@ fn run_apply(
 /// each image it publishes, before it looks for the next: the window in which a coordinator that
 /// did not wait for every worker to park would open the next pass under it.
 pub const DELAY_AFTER_DONE_ENV: &str = "SHMPIPE_TEST_DELAY_AFTER_DONE";
+/// Test-only: `SHMPIPE_TEST_PARK_TIMEOUT=SECONDS` sets how long a parked `apply` worker waits
+/// before it re-checks its parent (1 s by default): set high, a wake-up that misses a worker
+/// shows as a hang instead of a one-second stall.
+pub const PARK_TIMEOUT_ENV: &str = "SHMPIPE_TEST_PARK_TIMEOUT";
 
 impl Job<'_> {
     /// Brings a claimed image of a kept dataset to the latest step of its history: from the

@@ -24,8 +24,9 @@ impl Mapping {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             use rustix::thread::futex;
-            // A wake never blocks, whoever died where: at worst it wakes nobody.
-            let _ = futex::wake(word, futex::Flags::empty(), u32::MAX);
+            // A wake never blocks, whoever died where: at worst it wakes nobody. The count is a
+            // C int in the kernel: u32::MAX would read as -1 and wake a single waiter.
+            let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
         }
     }
 
