@@ -360,3 +360,31 @@ except shmpipe_block.BlockError as e:
     ok(&[os("repair"), os(&name), os("-q")]);
     assert_eq!(attach("True")["refused"], false);
 }
+
+/// A file with one of our names that another user owns is not attached to, whatever it holds.
+#[test]
+fn python_refuses_a_block_file_owned_by_another_user() {
+    let name = format!("pyforeign{}", std::process::id());
+    let path = Path::new("/dev/shm").join(format!("shmpipe-{name}"));
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    struct Gone<'a>(&'a Path);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _gone = Gone(&path);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    let said = python(&format!(
+        r#"
+import json, shmpipe_block
+try:
+    shmpipe_block.attach("{name}")
+    print(json.dumps({{"refused": False}}))
+except shmpipe_block.BlockError as e:
+    print(json.dumps({{"refused": True, "why": str(e)}}))
+"#
+    ));
+    assert_eq!(said["refused"], true, "{said}");
+    assert!(said["why"].as_str().unwrap().contains("not ours"), "{said}");
+}

@@ -20,6 +20,8 @@ before Python 3.13 unlinks even segments it only attached to. `shmpipe rm NAME` 
 The layout mirrors worker/src/block/layout.rs (LAYOUT_VERSION 2); the offsets below are checked there.
 """
 import fcntl
+import os
+import stat
 import struct
 import sys
 from multiprocessing import shared_memory
@@ -95,10 +97,18 @@ class Block:
         except ValueError as e:  # an empty segment: its creator has not sized it yet
             raise BlockError(f"{self.name} is not ready: {e}") from None
         try:
+            self._check_ours()
             self._read()
         except Exception:
             self._shm.close()
             raise
+
+    def _check_ours(self):
+        # glibc's shm_open adds O_NOFOLLOW; check the rest as shmpipe does: a regular file owned
+        # by this user, nothing placed there by someone else.
+        st = os.fstat(self._shm._fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise BlockError(f"{self.name} is not ours: not a regular file owned by uid {os.geteuid()}")
 
     def _lock(self):
         # Shared, as `shmpipe save` takes it: refused while a shmpipe writer holds the block, and
