@@ -283,7 +283,11 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let workers = settings.workers.min(planned.images.len().max(1) as u32);
     let block_plan = BlockPlan {
         worker_count: workers,
-        channels: args.channels,
+        // A kept dataset holds one layout (one (N, H, W, C) array): RGB unless told.
+        channels: match (args.channels, &args.keep) {
+            (block::CHANNELS_PER_IMAGE, Some(_)) => 3,
+            (channels, _) => channels,
+        },
         images: planned.images,
         input_root: settings.input.as_os_str().as_bytes().to_vec(),
         output_root: settings

@@ -91,6 +91,21 @@ pub struct Probe {
     pub color: ColorType,
 }
 
+impl Probe {
+    /// The channels that hold this image without loss: 1 gray, 2 gray and alpha, 3 colour, 4
+    /// colour and alpha. Decoders report a palette as RGB or RGBA (by its transparency) and CMYK
+    /// as RGB; 16-bit and float samples are kept at 8 bits.
+    pub fn channels(&self) -> u32 {
+        let color = self.color;
+        match (color.has_color(), color.has_alpha()) {
+            (false, false) => 1,
+            (false, true) => 2,
+            (true, false) => 3,
+            (true, true) => 4,
+        }
+    }
+}
+
 /// A file's decoder: JPEG through [`crate::jpeg`] (damage is an error unless `strictness` is
 /// lenient), the other formats through `image`, whose decoders already refuse truncated data.
 fn open_decoder(
@@ -171,9 +186,9 @@ pub enum Decoded {
 }
 
 /// Decodes `path` into `slot`, a `height x width x channels` u8 buffer, applying EXIF orientation
-/// and converting the colour type. RGB8 into a 3-channel slot (and L8 into 1, RGBA8 into 4) goes
-/// straight from the codec into the slot; gray into a 3-channel slot is decoded into the slot's
-/// tail and expanded in place; other cases go through one temporary image.
+/// and converting the colour type. RGB8 into a 3-channel slot (and L8 into 1, LA8 into 2, RGBA8
+/// into 4) goes straight from the codec into the slot; gray into a 3-channel slot is decoded into
+/// the slot's tail and expanded in place; other cases go through one temporary image.
 ///
 /// A truncated or corrupt JPEG is [`CodecError::Damaged`]; with [`Strictness::Lenient`] it is
 /// decoded again without the checks (a second decode only for such files) and kept.
@@ -222,7 +237,7 @@ fn decode_once(
     let color = decoder.color_type();
     let native = matches!(
         (color, channels),
-        (ColorType::Rgb8, 3) | (ColorType::L8, 1) | (ColorType::Rgba8, 4)
+        (ColorType::Rgb8, 3) | (ColorType::L8, 1) | (ColorType::La8, 2) | (ColorType::Rgba8, 4)
     );
     if orientation == Orientation::NoTransforms && native {
         // The codec writes the slot directly. PNG panics on a wrong length: check first.
@@ -247,6 +262,7 @@ fn decode_once(
     image.apply_orientation(orientation);
     match channels {
         1 => slot.copy_from_slice(image.to_luma8().as_raw()),
+        2 => slot.copy_from_slice(image.to_luma_alpha8().as_raw()),
         3 => slot.copy_from_slice(image.to_rgb8().as_raw()),
         _ => slot.copy_from_slice(image.to_rgba8().as_raw()),
     }
@@ -430,6 +446,7 @@ pub fn decode_resized(
     let decoded = decode_into(path, scratch, (sh, sw, channels), max_pixels, strictness)?;
     let pixel_type = match channels {
         1 => PixelType::U8,
+        2 => PixelType::U8x2,
         3 => PixelType::U8x3,
         _ => PixelType::U8x4,
     };
@@ -746,21 +763,35 @@ pub fn encode_to(
     // Written through the File itself, whose errors are the OS's reason alone (the temporary
     // file's own Write adds its path to each).
     let mut out = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
-    let stripped;
+    let converted;
     let (data, color) = match (channels, opts.format) {
         (1, ImageFormat::Gif) => {
             // The GIF encoder takes only RGB(A).
-            stripped = slot.iter().flat_map(|&v| [v, v, v]).collect::<Vec<u8>>();
-            (&stripped[..], ExtendedColorType::Rgb8)
+            converted = slot.iter().flat_map(|&v| [v, v, v]).collect::<Vec<u8>>();
+            (&converted[..], ExtendedColorType::Rgb8)
         }
         (1, _) => (slot, ExtendedColorType::L8),
+        (2, ImageFormat::Jpeg) => {
+            // JPEG has no alpha: drop it.
+            converted = slot.chunks_exact(2).map(|p| p[0]).collect::<Vec<u8>>();
+            (&converted[..], ExtendedColorType::L8)
+        }
+        (2, ImageFormat::Gif | ImageFormat::Tiff) => {
+            // Neither encoder takes gray with alpha.
+            converted = slot
+                .chunks_exact(2)
+                .flat_map(|p| [p[0], p[0], p[0], p[1]])
+                .collect::<Vec<u8>>();
+            (&converted[..], ExtendedColorType::Rgba8)
+        }
+        (2, _) => (slot, ExtendedColorType::La8),
         (4, ImageFormat::Jpeg) => {
             // JPEG has no alpha: drop it.
-            stripped = slot
+            converted = slot
                 .chunks_exact(4)
                 .flat_map(|p| [p[0], p[1], p[2]])
                 .collect::<Vec<u8>>();
-            (&stripped[..], ExtendedColorType::Rgb8)
+            (&converted[..], ExtendedColorType::Rgb8)
         }
         (4, _) => (slot, ExtendedColorType::Rgba8),
         _ => (slot, ExtendedColorType::Rgb8),

@@ -278,7 +278,7 @@ impl Mapping {
                     slot_len: len,
                     height: img.height,
                     width: img.width,
-                    channels: plan.channels,
+                    channels: plan.channels_of(img),
                     format: img.format,
                     source: sources[i],
                     status: AtomicU32::new(ImageStatus::Pending as u32),
