@@ -53,6 +53,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         format: None,
         quality: 90,
         png_compression: PngCompression::Fast,
+        strip: false,
         rgb: false,
         resize: args.resize,
         fit: "stretch".into(),

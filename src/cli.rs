@@ -115,6 +115,10 @@ pub struct RunCli {
     /// smaller files.
     #[arg(long, value_name = "LEVEL", default_value = "fast", value_parser = parse_png_compression)]
     pub png_compression: PngCompression,
+    /// Write outputs without the ICC profile, EXIF and comments of their sources (by default they
+    /// are carried into every output whose format holds them).
+    #[arg(long)]
+    pub strip: bool,
     /// Resize every image at decode time, straight into its slot, to W x H: every slot then has
     /// one shape and the pixel area is one (N, H, W, C) array.
     #[arg(long, value_name = "WxH", value_parser = parse_size)]

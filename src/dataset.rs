@@ -31,6 +31,7 @@ pub fn load(args: LoadCli) -> i32 {
         rgb: false,
         quality: 90,
         png_compression: PngCompression::Fast,
+        strip: false,
         resize: args.resize,
         fit: args.fit,
         mode: "shared".into(),

@@ -315,6 +315,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         no_fsync: args.no_fsync,
         max_pixels: args.max_pixels,
         allow_truncated: args.allow_truncated,
+        strip: args.strip,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))

@@ -95,3 +95,172 @@ fn each_image_keeps_its_own_channels_and_alpha() {
         );
     }
 }
+
+/// A stand-in ICC profile: a header that names its data colour space (`RGB ` or `GRAY`), and
+/// bytes no encoder could invent.
+fn icc_profile(space: &[u8; 4]) -> Vec<u8> {
+    let mut icc: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    icc[..4].copy_from_slice(&3000u32.to_be_bytes());
+    icc[16..20].copy_from_slice(space);
+    icc[36..40].copy_from_slice(b"acsp");
+    icc
+}
+
+/// A 48x32 photo (shown turned: EXIF orientation 6) with an ICC profile and a COM comment.
+fn write_tagged_jpeg(path: &Path, icc: &[u8], comment: &[u8]) {
+    let (w, h) = (48u16, 32u16);
+    let rgb: Vec<u8> = (0..w as u32 * h as u32)
+        .flat_map(|i| [(i % 48 * 5) as u8, (i / 48 * 7) as u8, 120])
+        .collect();
+    let mut jpeg = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, 95);
+    encoder.add_icc_profile(icc).unwrap();
+    encoder
+        .add_exif_metadata(&shmpipe_worker::codec::exif_orientation(6))
+        .unwrap();
+    encoder
+        .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    // jpeg-encoder writes no COM segment: one right after SOI.
+    let mut com = vec![0xFF, 0xFE];
+    com.extend_from_slice(&(comment.len() as u16 + 2).to_be_bytes());
+    com.extend_from_slice(comment);
+    jpeg.splice(2..2, com);
+    std::fs::write(path, jpeg).unwrap();
+}
+
+fn orientation(path: &Path) -> Option<image::metadata::Orientation> {
+    let exif = decoder(path).exif_metadata().unwrap()?;
+    image::metadata::Orientation::from_exif_chunk(&exif)
+}
+
+fn comments(path: &Path) -> Vec<Vec<u8>> {
+    let format = image::ImageFormat::from_path(path).unwrap();
+    shmpipe_worker::metadata::read(path, format)
+        .comments
+        .into_iter()
+        .map(|c| c.text)
+        .collect()
+}
+
+#[test]
+fn a_jpeg_keeps_its_profile_exif_and_comment_and_strip_drops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let icc = icc_profile(b"RGB ");
+    write_tagged_jpeg(&input.join("photo.jpg"), &icc, b"taken on the pier");
+    assert_eq!(
+        orientation(&input.join("photo.jpg")),
+        Some(image::metadata::Orientation::Rotate90)
+    );
+
+    let out = dir.path().join("out");
+    shmpipe_run(&input, &out, &[]);
+    let photo = out.join("photo.jpg");
+    assert_eq!(decode(&photo).width(), 32, "turned upright on decode");
+    assert_eq!(decoder(&photo).icc_profile().unwrap(), Some(icc.clone()));
+    assert_eq!(
+        orientation(&photo),
+        Some(image::metadata::Orientation::NoTransforms),
+        "shown as it is stored: not turned a second time"
+    );
+    assert_eq!(comments(&photo), vec![b"taken on the pier".to_vec()]);
+
+    // Into PNG: the profile in iCCP, EXIF in eXIf, the comment in a text chunk.
+    let png = dir.path().join("png");
+    shmpipe_run(&input, &png, &["--format", "png"]);
+    let photo_png = png.join("photo.png");
+    assert_eq!(
+        decoder(&photo_png).icc_profile().unwrap(),
+        Some(icc.clone())
+    );
+    assert_eq!(
+        orientation(&photo_png),
+        Some(image::metadata::Orientation::NoTransforms)
+    );
+    assert_eq!(comments(&photo_png), vec![b"taken on the pier".to_vec()]);
+
+    // A gray result (the luma-plane path) keeps EXIF and the comment; an RGB profile would
+    // misdescribe its pixels and is left out.
+    let gray = dir.path().join("gray");
+    shmpipe_run(&input, &gray, &["--ops", "grayscale,blur:2"]);
+    let photo_gray = gray.join("photo.jpg");
+    assert_eq!(decoder(&photo_gray).color_type(), ColorType::L8);
+    assert_eq!(decoder(&photo_gray).icc_profile().unwrap(), None);
+    assert_eq!(
+        orientation(&photo_gray),
+        Some(image::metadata::Orientation::NoTransforms)
+    );
+    assert_eq!(comments(&photo_gray), vec![b"taken on the pier".to_vec()]);
+
+    let stripped = dir.path().join("stripped");
+    shmpipe_run(&input, &stripped, &["--strip"]);
+    let photo = stripped.join("photo.jpg");
+    assert_eq!(decoder(&photo).icc_profile().unwrap(), None);
+    assert_eq!(decoder(&photo).exif_metadata().unwrap(), None);
+    assert!(comments(&photo).is_empty());
+    assert_eq!(decode(&photo).width(), 32);
+}
+
+#[test]
+fn a_png_keeps_its_profile_exif_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let icc = icc_profile(b"RGB ");
+    let (w, h) = (20u32, 12u32);
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = png::ColorType::Rgba;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = Some(icc.clone().into());
+    info.exif_metadata = Some(shmpipe_worker::codec::exif_orientation(1).into());
+    let file = std::fs::File::create(input.join("tagged.png")).unwrap();
+    let mut encoder = png::Encoder::with_info(file, info).unwrap();
+    encoder
+        .add_text_chunk("Comment".into(), "plain latin-1".into())
+        .unwrap();
+    encoder
+        .add_itxt_chunk("Title".into(), "café ☕".into())
+        .unwrap();
+    let mut writer = encoder.write_header().unwrap();
+    let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 3 % 256) as u8).collect();
+    writer.write_image_data(&rgba).unwrap();
+    writer.finish().unwrap();
+
+    let out = dir.path().join("out");
+    shmpipe_run(&input, &out, &[]);
+    let tagged = out.join("tagged.png");
+    assert_eq!(decode(&tagged).as_bytes(), &rgba[..]);
+    assert_eq!(decoder(&tagged).icc_profile().unwrap(), Some(icc.clone()));
+    assert_eq!(
+        orientation(&tagged),
+        Some(image::metadata::Orientation::NoTransforms)
+    );
+    let meta = shmpipe_worker::metadata::read(&tagged, image::ImageFormat::Png);
+    let texts: Vec<(String, String)> = meta
+        .comments
+        .into_iter()
+        .map(|c| (c.keyword, String::from_utf8(c.text).unwrap()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("Comment".to_string(), "plain latin-1".to_string()),
+            ("Title".to_string(), "café ☕".to_string()),
+        ]
+    );
+
+    // Into JPEG: the profile and EXIF go along, the texts become COM segments.
+    let jpeg = dir.path().join("jpeg");
+    shmpipe_run(&input, &jpeg, &["--format", "jpeg"]);
+    let tagged = jpeg.join("tagged.jpg");
+    assert_eq!(decoder(&tagged).icc_profile().unwrap(), Some(icc));
+    assert_eq!(
+        comments(&tagged),
+        vec![
+            b"plain latin-1".to_vec(),
+            "Title: café ☕".as_bytes().to_vec()
+        ]
+    );
+}

@@ -38,6 +38,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         kept: false,
         no_fsync: false,
         allow_truncated: false,
+        strip: false,
     }
 }
 
