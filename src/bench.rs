@@ -52,6 +52,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         format: None,
         quality: None,
         png_compression: None,
+        strip: false,
         rgb: false,
         resize: args.resize,
         fit: "stretch".into(),

@@ -115,6 +115,10 @@ pub struct RunCli {
     /// smaller files. A warning when no output is a PNG.
     #[arg(long, value_name = "LEVEL", value_parser = parse_png_compression)]
     pub png_compression: Option<PngCompression>,
+    /// Write outputs without the ICC profile, EXIF and comments of their sources (by default they
+    /// are carried into every output whose format holds them).
+    #[arg(long)]
+    pub strip: bool,
     /// Resize every image at decode time, straight into its slot, to W x H: every slot then has
     /// one shape and the pixel area is one (N, H, W, C) array.
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
@@ -127,8 +131,10 @@ pub struct RunCli {
     /// approach, for comparison: every worker decodes the whole dataset into its own memory.
     #[arg(long, value_name = "MODE", default_value = "shared", value_parser = ["shared", "copy"])]
     pub mode: String,
-    /// Channels of every slot: 1 (gray), 3 (RGB) or 4 (RGBA).
-    #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
+    /// Channels of every image: auto keeps each image's own (gray 1, gray with alpha 2, colour
+    /// 3, colour with alpha 4); 1 (gray), 3 (RGB) or 4 (RGBA) forces one layout on all. With
+    /// --keep, auto is 3: a dataset holds one layout.
+    #[arg(long, value_name = "C", default_value = "auto", value_parser = parse_run_channels)]
     pub channels: u32,
     /// Refuse images with more pixels than this (checked from the header, before any memory).
     #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
@@ -200,6 +206,8 @@ pub struct LoadCli {
     pub resize: Option<(u32, u32)>,
     #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
     pub fit: String,
+    /// Channels of every image: 1 (gray), 3 (RGB) or 4 (RGBA). One layout for the whole
+    /// dataset, so that it is one (N, H, W, C) array: an image with other channels is converted.
     #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
     pub channels: u32,
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -356,6 +364,14 @@ fn parse_channels(s: &str) -> Result<u32, String> {
     match s {
         "1" | "3" | "4" => Ok(s.parse().unwrap_or(3)),
         _ => Err(format!("{s:?} is not 1, 3 or 4")),
+    }
+}
+
+/// `run --channels`: `auto` (0: each image keeps its own) or one layout for all.
+fn parse_run_channels(s: &str) -> Result<u32, String> {
+    match s {
+        "auto" => Ok(0),
+        _ => parse_channels(s).map_err(|_| format!("{s:?} is not auto, 1, 3 or 4")),
     }
 }
 

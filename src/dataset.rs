@@ -31,6 +31,7 @@ pub fn load(args: LoadCli) -> i32 {
         rgb: false,
         quality: None,
         png_compression: None,
+        strip: false,
         resize: args.resize,
         fit: args.fit,
         mode: "shared".into(),

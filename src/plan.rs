@@ -188,6 +188,7 @@ pub fn plan(
                     height: probe.height,
                     width: probe.width,
                     format: probe.format,
+                    channels: probe.channels(),
                     source: relative.as_os_str().as_bytes().to_vec(),
                     source_size,
                     source_mtime_ns,

@@ -297,7 +297,11 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let workers = settings.workers.min(planned.images.len().max(1) as u32);
     let block_plan = BlockPlan {
         worker_count: workers,
-        channels: args.channels,
+        // A kept dataset holds one layout (one (N, H, W, C) array): RGB unless told.
+        channels: match (args.channels, &args.keep) {
+            (block::CHANNELS_PER_IMAGE, Some(_)) => 3,
+            (channels, _) => channels,
+        },
         images: planned.images,
         input_root: settings.input.as_os_str().as_bytes().to_vec(),
         output_root: settings
@@ -325,6 +329,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         no_fsync: args.no_fsync,
         max_pixels: args.max_pixels,
         allow_truncated: args.allow_truncated,
+        strip: args.strip,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))

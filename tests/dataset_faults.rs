@@ -165,6 +165,11 @@ fn check_after_kill(name: &str, tmp: &Path, expected: &[&[u8]], trial: &str) -> 
         state == "damaged" || state == "incomplete",
         "{trial}: ls says {state}"
     );
+    if state == "incomplete" && listed(name).is_none() {
+        // An interrupted load is stale: any `run` or `load` on this machine sweeps it, as
+        // `clean` would. Nothing is left to misread.
+        return false;
+    }
     assert_eq!(
         saved.status.code(),
         Some(2),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 
 use crate::jpeg::{Damage, Strictness};
+use crate::metadata::Metadata;
 use image::{
     ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat,
     ImageReader, Limits,
@@ -89,6 +90,21 @@ pub struct Probe {
     pub width: u32,
     pub height: u32,
     pub color: ColorType,
+}
+
+impl Probe {
+    /// The channels that hold this image without loss: 1 gray, 2 gray and alpha, 3 colour, 4
+    /// colour and alpha. Decoders report a palette as RGB or RGBA (by its transparency) and CMYK
+    /// as RGB; 16-bit and float samples are kept at 8 bits.
+    pub fn channels(&self) -> u32 {
+        let color = self.color;
+        match (color.has_color(), color.has_alpha()) {
+            (false, false) => 1,
+            (false, true) => 2,
+            (true, false) => 3,
+            (true, true) => 4,
+        }
+    }
 }
 
 /// A file's decoder: JPEG through [`crate::jpeg`] (damage is an error unless `strictness` is
@@ -171,9 +187,9 @@ pub enum Decoded {
 }
 
 /// Decodes `path` into `slot`, a `height x width x channels` u8 buffer, applying EXIF orientation
-/// and converting the colour type. RGB8 into a 3-channel slot (and L8 into 1, RGBA8 into 4) goes
-/// straight from the codec into the slot; gray into a 3-channel slot is decoded into the slot's
-/// tail and expanded in place; other cases go through one temporary image.
+/// and converting the colour type. RGB8 into a 3-channel slot (and L8 into 1, LA8 into 2, RGBA8
+/// into 4) goes straight from the codec into the slot; gray into a 3-channel slot is decoded into
+/// the slot's tail and expanded in place; other cases go through one temporary image.
 ///
 /// A truncated or corrupt JPEG is [`CodecError::Damaged`]; with [`Strictness::Lenient`] it is
 /// decoded again without the checks (a second decode only for such files) and kept.
@@ -222,7 +238,7 @@ fn decode_once(
     let color = decoder.color_type();
     let native = matches!(
         (color, channels),
-        (ColorType::Rgb8, 3) | (ColorType::L8, 1) | (ColorType::Rgba8, 4)
+        (ColorType::Rgb8, 3) | (ColorType::L8, 1) | (ColorType::La8, 2) | (ColorType::Rgba8, 4)
     );
     if orientation == Orientation::NoTransforms && native {
         // The codec writes the slot directly. PNG panics on a wrong length: check first.
@@ -247,6 +263,7 @@ fn decode_once(
     image.apply_orientation(orientation);
     match channels {
         1 => slot.copy_from_slice(image.to_luma8().as_raw()),
+        2 => slot.copy_from_slice(image.to_luma_alpha8().as_raw()),
         3 => slot.copy_from_slice(image.to_rgb8().as_raw()),
         _ => slot.copy_from_slice(image.to_rgba8().as_raw()),
     }
@@ -430,6 +447,7 @@ pub fn decode_resized(
     let decoded = decode_into(path, scratch, (sh, sw, channels), max_pixels, strictness)?;
     let pixel_type = match channels {
         1 => PixelType::U8,
+        2 => PixelType::U8x2,
         3 => PixelType::U8x3,
         _ => PixelType::U8x4,
     };
@@ -563,6 +581,8 @@ pub fn output_path(out_root: &Path, relative: &Path, output: ImageFormat) -> Pat
 
 /// JPEG through jpeg-encoder (SIMD): 82 against 60 MP/s for image's own encoder on RGB, 181
 /// against 159 on gray (`cargo bench --bench codecs`), with 4:2:0 chroma like libjpeg's default.
+/// The ICC profile goes in APP2 segments, EXIF in APP1 (one that does not fit in a segment is
+/// left out), comments in COM segments after them.
 fn encode_jpeg(
     out: &mut impl Write,
     data: &[u8],
@@ -570,6 +590,7 @@ fn encode_jpeg(
     height: u32,
     color: ExtendedColorType,
     quality: u8,
+    metadata: &Metadata,
 ) -> image::ImageResult<()> {
     let too_big = || {
         image::ImageError::Limits(image::error::LimitError::from_kind(
@@ -584,15 +605,38 @@ fn encode_jpeg(
         ExtendedColorType::L8 => jpeg_encoder::ColorType::Luma,
         _ => jpeg_encoder::ColorType::Rgb,
     };
-    jpeg_encoder::Encoder::new(out, quality.clamp(1, 100))
-        .encode(data, w, h, color)
-        .map_err(|e| match e {
-            jpeg_encoder::EncodingError::IoError(io) => image::ImageError::IoError(io),
-            e => image::ImageError::Encoding(image::error::EncodingError::new(
-                image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
-                e,
-            )),
+    let encode = |out: &mut dyn Write| {
+        let mut encoder = jpeg_encoder::Encoder::new(out, quality.clamp(1, 100));
+        // Too large for its segments (over 16 MB of profile, 64 KB of EXIF): left out.
+        if let Some(icc) = &metadata.icc {
+            let _ = encoder.add_icc_profile(icc);
+        }
+        if let Some(exif) = &metadata.exif {
+            let _ = encoder.add_exif_metadata(exif);
+        }
+        encoder.encode(data, w, h, color)
+    };
+    let encoded = if metadata.comments.is_empty() {
+        encode(out)
+    } else {
+        // jpeg-encoder writes no COM segment: place them in the encoded bytes.
+        let mut jpeg = Vec::new();
+        encode(&mut jpeg).and_then(|()| {
+            let at = crate::metadata::jpeg_comment_offset(&jpeg);
+            let comments = crate::metadata::jpeg_comment_segments(&metadata.comments);
+            out.write_all(&jpeg[..at])
+                .and_then(|()| out.write_all(&comments))
+                .and_then(|()| out.write_all(&jpeg[at..]))
+                .map_err(jpeg_encoder::EncodingError::IoError)
         })
+    };
+    encoded.map_err(|e| match e {
+        jpeg_encoder::EncodingError::IoError(io) => image::ImageError::IoError(io),
+        e => image::ImageError::Encoding(image::error::EncodingError::new(
+            image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
+            e,
+        )),
+    })
 }
 
 /// A source file's size and modification time (ns since the epoch), as planning records them and
@@ -725,6 +769,52 @@ fn os_reason(e: io::Error) -> io::Error {
     }
 }
 
+/// PNG through `image`'s encoder, which writes the ICC profile (iCCP) and EXIF (eXIf); comments
+/// go in text chunks after the header.
+fn encode_png(
+    out: &mut impl Write,
+    data: &[u8],
+    (width, height): (u32, u32),
+    color: ExtendedColorType,
+    compression: PngCompression,
+    metadata: &Metadata,
+) -> image::ImageResult<()> {
+    let encode = |out: &mut dyn Write| {
+        let mut encoder =
+            PngEncoder::new_with_quality(out, compression.compression_type(), FilterType::Adaptive);
+        carry_metadata(&mut encoder, metadata);
+        encoder.write_image(data, width, height, color)
+    };
+    if metadata.comments.is_empty() {
+        return encode(out);
+    }
+    let mut png = Vec::new();
+    encode(&mut png)?;
+    let at = crate::metadata::PNG_TEXT_OFFSET.min(png.len());
+    out.write_all(&png[..at])?;
+    out.write_all(&crate::metadata::png_text_chunks(&metadata.comments))?;
+    out.write_all(&png[at..])?;
+    Ok(())
+}
+
+/// Hands the ICC profile and EXIF to an encoder of `image`, as far as its format holds them.
+fn carry_metadata(encoder: &mut impl ImageEncoder, metadata: &Metadata) {
+    if let Some(icc) = &metadata.icc {
+        let _ = encoder.set_icc_profile(icc.clone());
+    }
+    if let Some(exif) = &metadata.exif {
+        let _ = encoder.set_exif_metadata(exif.clone());
+    }
+}
+
+/// Whether outputs in `format` can hold any of a source's metadata (see [`encode_with`]).
+pub fn holds_metadata(format: ImageFormat) -> bool {
+    matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Tiff
+    )
+}
+
 /// Encodes a `height x width x channels` slot to `target`: into a temporary file beside it, then
 /// a rename, so `target` is either absent (or as it was) or complete, and with
 /// [`EncodeOptions::durable`] stays so across a crash of the machine. The temporary file's name
@@ -732,8 +822,21 @@ fn os_reason(e: io::Error) -> io::Error {
 /// written.
 pub fn encode_to(
     slot: &[u8],
+    shape: (u32, u32, u32),
+    opts: EncodeOptions,
+    target: &Path,
+    run: &str,
+) -> Result<u64, CodecError> {
+    encode_with(slot, shape, opts, &Metadata::default(), target, run)
+}
+
+/// [`encode_to`], carrying `metadata` into the output as far as its format holds it: ICC
+/// profile in JPEG, PNG, WebP and TIFF; EXIF in JPEG, PNG and WebP; comments in JPEG and PNG.
+pub fn encode_with(
+    slot: &[u8],
     (height, width, channels): (u32, u32, u32),
     opts: EncodeOptions,
+    metadata: &Metadata,
     target: &Path,
     run: &str,
 ) -> Result<u64, CodecError> {
@@ -752,37 +855,76 @@ pub fn encode_to(
     // Written through the File itself, whose errors are the OS's reason alone (the temporary
     // file's own Write adds its path to each).
     let mut out = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
-    let stripped;
+    let converted;
     let (data, color) = match (channels, opts.format) {
         (1, ImageFormat::Gif) => {
             // The GIF encoder takes only RGB(A).
-            stripped = slot.iter().flat_map(|&v| [v, v, v]).collect::<Vec<u8>>();
-            (&stripped[..], ExtendedColorType::Rgb8)
+            converted = slot.iter().flat_map(|&v| [v, v, v]).collect::<Vec<u8>>();
+            (&converted[..], ExtendedColorType::Rgb8)
         }
         (1, _) => (slot, ExtendedColorType::L8),
+        (2, ImageFormat::Jpeg) => {
+            // JPEG has no alpha: drop it.
+            converted = slot.chunks_exact(2).map(|p| p[0]).collect::<Vec<u8>>();
+            (&converted[..], ExtendedColorType::L8)
+        }
+        (2, ImageFormat::Gif | ImageFormat::Tiff) => {
+            // Neither encoder takes gray with alpha.
+            converted = slot
+                .chunks_exact(2)
+                .flat_map(|p| [p[0], p[0], p[0], p[1]])
+                .collect::<Vec<u8>>();
+            (&converted[..], ExtendedColorType::Rgba8)
+        }
+        (2, _) => (slot, ExtendedColorType::La8),
         (4, ImageFormat::Jpeg) => {
             // JPEG has no alpha: drop it.
-            stripped = slot
+            converted = slot
                 .chunks_exact(4)
                 .flat_map(|p| [p[0], p[1], p[2]])
                 .collect::<Vec<u8>>();
-            (&stripped[..], ExtendedColorType::Rgb8)
+            (&converted[..], ExtendedColorType::Rgb8)
         }
         (4, _) => (slot, ExtendedColorType::Rgba8),
         _ => (slot, ExtendedColorType::Rgb8),
     };
+    let gray = matches!(color, ExtendedColorType::L8 | ExtendedColorType::La8);
+    let fitted;
+    let metadata = match &metadata.icc {
+        Some(icc) if !crate::metadata::icc_fits(icc, gray) => {
+            fitted = Metadata {
+                icc: None,
+                ..metadata.clone()
+            };
+            &fitted
+        }
+        _ => metadata,
+    };
     let encoded = match opts.format {
-        ImageFormat::Jpeg => encode_jpeg(&mut out, data, width, height, color, opts.quality),
-        ImageFormat::Png => PngEncoder::new_with_quality(
-            &mut out,
-            opts.png.compression_type(),
-            FilterType::Adaptive,
-        )
-        .write_image(data, width, height, color),
-        ImageFormat::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut out)
-            .write_image(data, width, height, color),
-        other => {
+        ImageFormat::Jpeg => {
+            encode_jpeg(&mut out, data, width, height, color, opts.quality, metadata)
+        }
+        ImageFormat::Png => encode_png(&mut out, data, (width, height), color, opts.png, metadata),
+        ImageFormat::WebP => {
+            let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            carry_metadata(&mut encoder, metadata);
+            encoder.write_image(data, width, height, color)
+        }
+        ImageFormat::Tiff => {
             // TIFF needs Seek: encode in memory, then write.
+            let mut buffer = io::Cursor::new(Vec::new());
+            let mut encoder = image::codecs::tiff::TiffEncoder::new(&mut buffer);
+            if let Some(icc) = &metadata.icc {
+                let _ = encoder.set_icc_profile(icc.clone());
+            }
+            encoder
+                .write_image(data, width, height, color)
+                .and_then(|_| {
+                    out.write_all(buffer.get_ref())
+                        .map_err(image::ImageError::IoError)
+                })
+        }
+        other => {
             let mut buffer = io::Cursor::new(Vec::new());
             image::write_buffer_with_format(&mut buffer, data, width, height, color, other)
                 .and_then(|_| {

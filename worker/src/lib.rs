@@ -3,6 +3,7 @@
 //! - [`block`]: the shared-memory block: layout, create, attach, claims. All `unsafe` is there.
 //! - [`codec`]: header probing, decoding straight into a slot, encoding through a rename.
 //! - [`jpeg`]: JPEG decoding that refuses truncated and corrupt files (or keeps them, asked to).
+//! - [`metadata`]: what an output carries from its source: ICC profile, EXIF, comments.
 //! - [`ops`]: the op chain and its in-place kernels on `ndarray` views.
 //! - [`worker`]: the worker's main loop: attach by name, claim, decode, transform, encode.
 //!
@@ -14,6 +15,7 @@
 pub mod block;
 pub mod codec;
 pub mod jpeg;
+pub mod metadata;
 pub mod ops;
 pub mod registry;
 pub mod worker;

@@ -15,10 +15,11 @@ use ndarray::ArrayViewMut3;
 
 use crate::block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
-    FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, STEPS_UNKNOWN,
+    FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP, STEPS_UNKNOWN,
 };
 use crate::codec::{self, Decoded, EncodeOptions, FORMATS};
 use crate::jpeg::Strictness;
+use crate::metadata::{self, Metadata};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
 
 /// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
@@ -151,6 +152,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
         durable: header.flags & FLAG_NO_FSYNC == 0,
+        strip: header.flags & FLAG_STRIP != 0,
         strictness: if header.flags & FLAG_ALLOW_TRUNCATED != 0 {
             Strictness::Lenient
         } else {
@@ -226,6 +228,8 @@ struct Job<'a> {
     kept: bool,
     /// Outputs are flushed to disk before their rename ([`crate::block::FLAG_NO_FSYNC`]).
     durable: bool,
+    /// Outputs carry no metadata of their sources ([`FLAG_STRIP`]).
+    strip: bool,
     /// What a damaged JPEG gets ([`FLAG_ALLOW_TRUNCATED`]).
     strictness: Strictness,
     /// [`WorkerArgs::cores`].
@@ -344,7 +348,13 @@ impl Job<'_> {
                 Layout::Full => (&pixels[..], c),
             };
             let shape = (h as u32, w as u32, channels as u32);
-            codec::encode_to(data, shape, opts, &target, self.block.name())
+            // Read from the source now: the block holds pixels only.
+            let metadata = if self.strip || !codec::holds_metadata(format) {
+                Metadata::default()
+            } else {
+                metadata::read(&self.input_root.join(relative), input_format)
+            };
+            codec::encode_with(data, shape, opts, &metadata, &target, self.block.name())
                 .map_err(|e| e.to_string())?;
         }
         if layout == Layout::GrayPlane && self.kept {

@@ -38,6 +38,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         kept: false,
         no_fsync: false,
         allow_truncated: false,
+        strip: false,
     }
 }
 
@@ -249,4 +250,40 @@ fn source_paths_must_stay_inside_their_folder() {
         }
         assert!(!shm_path(&name).exists(), "a refused block is unlinked");
     }
+}
+
+/// A block whose header says "per image" holds each image's own channels (1 to 4) and is
+/// checked record by record; a kept dataset, or a header with one layout, is not allowed that.
+#[test]
+fn per_image_channels_are_validated_record_by_record() {
+    let mut per_image = plan(&[(5, 7), (5, 7), (5, 7), (5, 7)]);
+    per_image.channels = shmpipe_worker::block::CHANNELS_PER_IMAGE;
+    for (c, image) in (1..=4).zip(&mut per_image.images) {
+        image.channels = c;
+    }
+    let name = fresh_name();
+    let _block = OwnedBlock::create(&name, Backing::Shm, &per_image).unwrap();
+    let attached = AttachedBlock::attach(&name, Backing::Shm).unwrap();
+    for i in 0..4 {
+        assert_eq!(attached.slot(i).channels, i + 1);
+        assert_eq!(attached.slot(i).len(), 5 * 7 * (i + 1));
+    }
+    drop(attached);
+    let record = |i: usize| std::mem::size_of::<Header>() + i * std::mem::size_of::<ImageRecord>();
+    poke(
+        &name,
+        record(2) + offset_of!(ImageRecord, channels),
+        &5u32.to_le_bytes(),
+    );
+    expect_invalid(&name, "channels are not 1 to 4");
+
+    // One layout in the header: every record must have it.
+    let name = fresh_name();
+    let _block = OwnedBlock::create(&name, Backing::Shm, &plan(&[(5, 7), (5, 7)])).unwrap();
+    poke(
+        &name,
+        record(1) + offset_of!(ImageRecord, channels),
+        &1u32.to_le_bytes(),
+    );
+    expect_invalid(&name, "channels differ from the block's");
 }

@@ -123,7 +123,8 @@ pub struct Header {
     pub state: AtomicU32,
     pub image_count: u64,
     pub worker_count: u32,
-    /// Channels of every slot: 1, 3 or 4.
+    /// Channels of every slot: 1, 3 or 4; or [`CHANNELS_PER_IMAGE`], each image's own (1 to 4)
+    /// in its record (`run` without `--channels`).
     pub channels: u32,
     pub image_table_offset: u64,
     pub image_record_size: u64,
@@ -178,6 +179,10 @@ pub struct Header {
     /// pixels', and `export` writes `(v - mean) / std` as float32.
     pub export_float: AtomicU64,
 }
+
+/// `Header::channels` of a block whose images each keep their own channels, given in their
+/// records: 1 gray, 2 gray and alpha, 3 colour, 4 colour and alpha. A kept dataset never has it.
+pub const CHANNELS_PER_IMAGE: u32 = 0;
 
 /// Entries a dataset's history can hold; `apply` refuses once it is full.
 pub const HISTORY_CAPACITY: usize = 64;
@@ -368,6 +373,8 @@ pub const FLAG_NO_FSYNC: u32 = 64;
 /// `Header::flags`: a truncated or corrupt JPEG is decoded as far as it goes and kept, with a
 /// warning in its record, instead of failed (`--allow-truncated`).
 pub const FLAG_ALLOW_TRUNCATED: u32 = 128;
+/// `Header::flags`: outputs carry no ICC profile, EXIF or comments of their sources (`--strip`).
+pub const FLAG_STRIP: u32 = 256;
 /// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
 /// 0 for fast. Read it with [`png_level`].
 pub const PNG_LEVEL_SHIFT: u32 = 4;
@@ -398,6 +405,7 @@ const _: () = assert!(size_of::<WorkerRecord>() == 128);
 #[derive(Clone, Debug)]
 pub struct BlockPlan {
     pub worker_count: u32,
+    /// Channels of every slot, or [`CHANNELS_PER_IMAGE`] for each image's own.
     pub channels: u32,
     /// Per image: height, width, source format index, relative source path bytes.
     pub images: Vec<PlannedImage>,
@@ -420,6 +428,8 @@ pub struct BlockPlan {
     pub no_fsync: bool,
     /// [`FLAG_ALLOW_TRUNCATED`].
     pub allow_truncated: bool,
+    /// [`FLAG_STRIP`].
+    pub strip: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,
@@ -432,6 +442,8 @@ pub struct PlannedImage {
     pub height: u32,
     pub width: u32,
     pub format: u32,
+    /// The image's own channels (1 to 4), its slot's under [`CHANNELS_PER_IMAGE`].
+    pub channels: u32,
     pub source: Vec<u8>,
     /// The source file's size and modification time when it was planned.
     pub source_size: u64,
@@ -455,9 +467,18 @@ pub(super) struct Regions {
 }
 
 impl BlockPlan {
+    /// The channels of an image's slot: the block's, or the image's own.
+    pub fn channels_of(&self, img: &PlannedImage) -> u32 {
+        if self.channels == CHANNELS_PER_IMAGE {
+            img.channels
+        } else {
+            self.channels
+        }
+    }
+
     /// Bytes of an image's decoded pixels.
     fn image_len(&self, img: &PlannedImage) -> u64 {
-        img.height as u64 * img.width as u64 * self.channels as u64
+        img.height as u64 * img.width as u64 * self.channels_of(img) as u64
     }
 
     /// Bytes of an image's slot in the block: its pixels, or none in copy mode.

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use super::mapping::Layout;
 use super::{
     BlockError, BlockState, Header, HistoryEntry, ImageRecord, Mapping, SlotInfo, WorkerRecord,
-    ALIGN, FLAG_COPY, FLAG_KEPT, HISTORY_CAPACITY, LAYOUT_VERSION, MAGIC,
+    ALIGN, CHANNELS_PER_IMAGE, FLAG_COPY, FLAG_KEPT, HISTORY_CAPACITY, LAYOUT_VERSION, MAGIC,
 };
 
 impl Mapping {
@@ -52,7 +52,8 @@ impl Mapping {
             None => return Err(invalid("unknown state".into())),
             Some(_) => {}
         }
-        if !matches!(h.channels, 1 | 3 | 4) {
+        let per_image = h.channels == CHANNELS_PER_IMAGE && h.flags & FLAG_KEPT == 0;
+        if !per_image && !matches!(h.channels, 1 | 3 | 4) {
             return Err(invalid(format!("{} channels", h.channels)));
         }
         if h.image_record_size != size_of::<ImageRecord>() as u64
@@ -159,7 +160,10 @@ impl Mapping {
                     "image {i}: {what} (slot offset {offset}, {slot_len} bytes, {height}x{width}x{ch})"
                 ))
             };
-            if ch != channels {
+            if per_image && !(1..=4).contains(&ch) {
+                return Err(bad("channels are not 1 to 4"));
+            }
+            if !per_image && ch != channels {
                 return Err(bad("channels differ from the block's"));
             }
             let expected = (height as u64)

@@ -166,8 +166,8 @@ pub(super) fn sharpen(
     });
 }
 
-/// One row of the unsharp mask: `row` is the original, `acc` its blur in fixed point; alpha (a
-/// 4th channel) is left alone. Chosen at run time as [`multiply_add`].
+/// One row of the unsharp mask: `row` is the original, `acc` its blur in fixed point; alpha (the
+/// 2nd of two channels, the 4th of four) is left alone. Chosen at run time as [`multiply_add`].
 #[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 fn unsharp_row(row: &mut [u8], acc: &[u32], channels: usize, amount_256: i32) {
     let sharpen = |p: &mut u8, b: u32| {
@@ -175,9 +175,12 @@ fn unsharp_row(row: &mut [u8], acc: &[u32], channels: usize, amount_256: i32) {
         let d = v - (b >> 16) as i32;
         *p = (v + ((amount_256 * d + 128) >> 8)).clamp(0, 255) as u8;
     };
-    if channels == 4 {
-        for (p, b) in row.chunks_exact_mut(4).zip(acc.chunks_exact(4)) {
-            for ch in 0..3 {
+    if channels == 2 || channels == 4 {
+        for (p, b) in row
+            .chunks_exact_mut(channels)
+            .zip(acc.chunks_exact(channels))
+        {
+            for ch in 0..channels - 1 {
                 sharpen(&mut p[ch], b[ch]);
             }
         }

@@ -199,6 +199,52 @@ mod tests {
     use super::*;
     use ndarray::Array3;
 
+    /// Every op runs on each layout a slot can have (1 to 4 channels); the ops that change
+    /// values leave alpha alone, and grayscale leaves a gray image as it is.
+    #[test]
+    fn every_op_handles_every_channel_count_and_keeps_alpha() {
+        let ops = [
+            "invert",
+            "grayscale",
+            "brightness:1.3",
+            "scale:0.5",
+            "contrast:1.5",
+            "gamma:2.2",
+            "threshold:100",
+            "blur:1.5",
+            "sharpen:0.8",
+            "flip-h",
+            "flip-v",
+        ];
+        for c in 1..=4usize {
+            let img = Array3::from_shape_fn((9, 11, c), |(y, x, ch)| {
+                ((x * 23 + y * 11 + ch * 71) % 256) as u8
+            });
+            for op in ops {
+                let mut out = img.clone();
+                OpChain::parse(op)
+                    .unwrap()
+                    .apply(out.view_mut(), &mut Scratch::default());
+                assert_eq!(out.dim(), img.dim(), "{op} on {c} channels");
+                let moves = op.starts_with("flip") || op.starts_with("blur");
+                if (c == 2 || c == 4) && !moves {
+                    let alpha = |a: &Array3<u8>| a.index_axis(ndarray::Axis(2), c - 1).to_owned();
+                    assert_eq!(
+                        alpha(&out),
+                        alpha(&img),
+                        "{op} changed alpha on {c} channels"
+                    );
+                }
+                if c <= 2 && op == "grayscale" {
+                    assert_eq!(out, img, "grayscale of a gray image");
+                }
+                if !moves && op != "grayscale" {
+                    assert_ne!(out, img, "{op} did nothing on {c} channels");
+                }
+            }
+        }
+    }
+
     #[test]
     fn gray_plane_path_equals_the_same_ops_on_an_expanded_gray_image() {
         let img = Array3::from_shape_fn((37, 29, 3), |(y, x, c)| {

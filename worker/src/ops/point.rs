@@ -1,7 +1,8 @@
 //! Point ops: each output byte depends only on its input byte (folded into one 256-entry lookup
 //! table per run of point ops), and grayscale, in place or packed into a gray plane.
 //!
-//! Colour ops here leave a 4th (alpha) channel unchanged. This file must never allocate per
+//! Colour ops here leave alpha (the 2nd of gray and alpha, the 4th of RGBA) unchanged; grayscale
+//! of a gray image changes nothing. This file must never allocate per
 //! pixel nor read a neighbour.
 
 use multiversion::multiversion;
@@ -62,6 +63,10 @@ pub(super) fn apply_lut(px: &mut [u8], channels: usize, lut: &[u8; 256]) {
             p[0] = lut[p[0] as usize];
             p[1] = lut[p[1] as usize];
             p[2] = lut[p[2] as usize];
+        }
+    } else if channels == 2 {
+        for p in px.chunks_exact_mut(2) {
+            p[0] = lut[p[0] as usize];
         }
     } else {
         for v in px.iter_mut() {

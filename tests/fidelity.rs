@@ -1,0 +1,266 @@
+//! A plain conversion keeps what the user had: each image's channels (gray, alpha), its ICC
+//! profile, EXIF and comments, and a lossy WebP stays lossy. Through the real binary; outputs
+//! decoded and compared with their inputs.
+
+mod common;
+
+use std::path::Path;
+
+use common::{os, run, stderr};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageReader};
+
+fn shmpipe_run(input: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![os("run"), input.as_os_str(), os("-o"), out.as_os_str()];
+    args.extend([os("-j"), os("2"), os("-q")]);
+    args.extend(extra.iter().map(|s| os(s)));
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+}
+
+fn decoder(path: &Path) -> Box<dyn ImageDecoder> {
+    Box::new(
+        ImageReader::open(path)
+            .unwrap()
+            .with_guessed_format()
+            .unwrap()
+            .into_decoder()
+            .unwrap(),
+    )
+}
+
+fn decode(path: &Path) -> DynamicImage {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// An RGBA, a gray, and a gray-with-alpha PNG, each with every alpha value used.
+fn write_channel_cases(dir: &Path) {
+    let (w, h) = (64u32, 40u32);
+    let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+        image::Rgba([(x * 4) as u8, (y * 6) as u8, 90, ((x + y * w) % 256) as u8])
+    });
+    rgba.save(dir.join("rgba.png")).unwrap();
+    let gray = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 3 + y) as u8]));
+    gray.save(dir.join("gray.png")).unwrap();
+    let gray_alpha = image::GrayAlphaImage::from_fn(w, h, |x, y| {
+        image::LumaA([(x * 3) as u8, ((x * 7 + y * 3) % 256) as u8])
+    });
+    gray_alpha.save(dir.join("gray-alpha.png")).unwrap();
+}
+
+#[test]
+fn each_image_keeps_its_own_channels_and_alpha() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir(&input).unwrap();
+    write_channel_cases(&input);
+    shmpipe_run(&input, &out, &[]);
+    for (name, color) in [
+        ("rgba.png", ColorType::Rgba8),
+        ("gray.png", ColorType::L8),
+        ("gray-alpha.png", ColorType::La8),
+    ] {
+        assert_eq!(decoder(&out.join(name)).color_type(), color, "{name}");
+        assert_eq!(
+            decode(&out.join(name)).as_bytes(),
+            decode(&input.join(name)).as_bytes(),
+            "{name}: pixels and alpha kept"
+        );
+    }
+
+    // A colour op leaves alpha alone; grayscale of a gray image changes nothing.
+    let out_ops = dir.path().join("out-ops");
+    shmpipe_run(&input, &out_ops, &["--ops", "invert"]);
+    let (before, after) = (
+        decode(&input.join("rgba.png")).to_rgba8(),
+        decode(&out_ops.join("rgba.png")).to_rgba8(),
+    );
+    for (b, a) in before.pixels().zip(after.pixels()) {
+        assert_eq!([255 - b[0], 255 - b[1], 255 - b[2], b[3]], a.0);
+    }
+    let out_gray = dir.path().join("out-gray");
+    shmpipe_run(&input, &out_gray, &["--ops", "grayscale"]);
+    assert_eq!(
+        decode(&out_gray.join("gray.png")).as_bytes(),
+        decode(&input.join("gray.png")).as_bytes()
+    );
+
+    // `--channels 3` forces one layout on every image.
+    let forced = dir.path().join("forced");
+    shmpipe_run(&input, &forced, &["--channels", "3"]);
+    for name in ["rgba.png", "gray.png", "gray-alpha.png"] {
+        assert_eq!(
+            decoder(&forced.join(name)).color_type(),
+            ColorType::Rgb8,
+            "{name}"
+        );
+    }
+}
+
+/// A stand-in ICC profile: a header that names its data colour space (`RGB ` or `GRAY`), and
+/// bytes no encoder could invent.
+fn icc_profile(space: &[u8; 4]) -> Vec<u8> {
+    let mut icc: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    icc[..4].copy_from_slice(&3000u32.to_be_bytes());
+    icc[16..20].copy_from_slice(space);
+    icc[36..40].copy_from_slice(b"acsp");
+    icc
+}
+
+/// A 48x32 photo (shown turned: EXIF orientation 6) with an ICC profile and a COM comment.
+fn write_tagged_jpeg(path: &Path, icc: &[u8], comment: &[u8]) {
+    let (w, h) = (48u16, 32u16);
+    let rgb: Vec<u8> = (0..w as u32 * h as u32)
+        .flat_map(|i| [(i % 48 * 5) as u8, (i / 48 * 7) as u8, 120])
+        .collect();
+    let mut jpeg = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, 95);
+    encoder.add_icc_profile(icc).unwrap();
+    encoder
+        .add_exif_metadata(&shmpipe_worker::codec::exif_orientation(6))
+        .unwrap();
+    encoder
+        .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    // jpeg-encoder writes no COM segment: one right after SOI.
+    let mut com = vec![0xFF, 0xFE];
+    com.extend_from_slice(&(comment.len() as u16 + 2).to_be_bytes());
+    com.extend_from_slice(comment);
+    jpeg.splice(2..2, com);
+    std::fs::write(path, jpeg).unwrap();
+}
+
+fn orientation(path: &Path) -> Option<image::metadata::Orientation> {
+    let exif = decoder(path).exif_metadata().unwrap()?;
+    image::metadata::Orientation::from_exif_chunk(&exif)
+}
+
+fn comments(path: &Path) -> Vec<Vec<u8>> {
+    let format = image::ImageFormat::from_path(path).unwrap();
+    shmpipe_worker::metadata::read(path, format)
+        .comments
+        .into_iter()
+        .map(|c| c.text)
+        .collect()
+}
+
+#[test]
+fn a_jpeg_keeps_its_profile_exif_and_comment_and_strip_drops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let icc = icc_profile(b"RGB ");
+    write_tagged_jpeg(&input.join("photo.jpg"), &icc, b"taken on the pier");
+    assert_eq!(
+        orientation(&input.join("photo.jpg")),
+        Some(image::metadata::Orientation::Rotate90)
+    );
+
+    let out = dir.path().join("out");
+    shmpipe_run(&input, &out, &[]);
+    let photo = out.join("photo.jpg");
+    assert_eq!(decode(&photo).width(), 32, "turned upright on decode");
+    assert_eq!(decoder(&photo).icc_profile().unwrap(), Some(icc.clone()));
+    assert_eq!(
+        orientation(&photo),
+        Some(image::metadata::Orientation::NoTransforms),
+        "shown as it is stored: not turned a second time"
+    );
+    assert_eq!(comments(&photo), vec![b"taken on the pier".to_vec()]);
+
+    // Into PNG: the profile in iCCP, EXIF in eXIf, the comment in a text chunk.
+    let png = dir.path().join("png");
+    shmpipe_run(&input, &png, &["--format", "png"]);
+    let photo_png = png.join("photo.png");
+    assert_eq!(
+        decoder(&photo_png).icc_profile().unwrap(),
+        Some(icc.clone())
+    );
+    assert_eq!(
+        orientation(&photo_png),
+        Some(image::metadata::Orientation::NoTransforms)
+    );
+    assert_eq!(comments(&photo_png), vec![b"taken on the pier".to_vec()]);
+
+    // A gray result (the luma-plane path) keeps EXIF and the comment; an RGB profile would
+    // misdescribe its pixels and is left out.
+    let gray = dir.path().join("gray");
+    shmpipe_run(&input, &gray, &["--ops", "grayscale,blur:2"]);
+    let photo_gray = gray.join("photo.jpg");
+    assert_eq!(decoder(&photo_gray).color_type(), ColorType::L8);
+    assert_eq!(decoder(&photo_gray).icc_profile().unwrap(), None);
+    assert_eq!(
+        orientation(&photo_gray),
+        Some(image::metadata::Orientation::NoTransforms)
+    );
+    assert_eq!(comments(&photo_gray), vec![b"taken on the pier".to_vec()]);
+
+    let stripped = dir.path().join("stripped");
+    shmpipe_run(&input, &stripped, &["--strip"]);
+    let photo = stripped.join("photo.jpg");
+    assert_eq!(decoder(&photo).icc_profile().unwrap(), None);
+    assert_eq!(decoder(&photo).exif_metadata().unwrap(), None);
+    assert!(comments(&photo).is_empty());
+    assert_eq!(decode(&photo).width(), 32);
+}
+
+#[test]
+fn a_png_keeps_its_profile_exif_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let icc = icc_profile(b"RGB ");
+    let (w, h) = (20u32, 12u32);
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = png::ColorType::Rgba;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = Some(icc.clone().into());
+    info.exif_metadata = Some(shmpipe_worker::codec::exif_orientation(1).into());
+    let file = std::fs::File::create(input.join("tagged.png")).unwrap();
+    let mut encoder = png::Encoder::with_info(file, info).unwrap();
+    encoder
+        .add_text_chunk("Comment".into(), "plain latin-1".into())
+        .unwrap();
+    encoder
+        .add_itxt_chunk("Title".into(), "café ☕".into())
+        .unwrap();
+    let mut writer = encoder.write_header().unwrap();
+    let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 3 % 256) as u8).collect();
+    writer.write_image_data(&rgba).unwrap();
+    writer.finish().unwrap();
+
+    let out = dir.path().join("out");
+    shmpipe_run(&input, &out, &[]);
+    let tagged = out.join("tagged.png");
+    assert_eq!(decode(&tagged).as_bytes(), &rgba[..]);
+    assert_eq!(decoder(&tagged).icc_profile().unwrap(), Some(icc.clone()));
+    assert_eq!(
+        orientation(&tagged),
+        Some(image::metadata::Orientation::NoTransforms)
+    );
+    let meta = shmpipe_worker::metadata::read(&tagged, image::ImageFormat::Png);
+    let texts: Vec<(String, String)> = meta
+        .comments
+        .into_iter()
+        .map(|c| (c.keyword, String::from_utf8(c.text).unwrap()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("Comment".to_string(), "plain latin-1".to_string()),
+            ("Title".to_string(), "café ☕".to_string()),
+        ]
+    );
+
+    // Into JPEG: the profile and EXIF go along, the texts become COM segments.
+    let jpeg = dir.path().join("jpeg");
+    shmpipe_run(&input, &jpeg, &["--format", "jpeg"]);
+    let tagged = jpeg.join("tagged.jpg");
+    assert_eq!(decoder(&tagged).icc_profile().unwrap(), Some(icc));
+    assert_eq!(
+        comments(&tagged),
+        vec![
+            b"plain latin-1".to_vec(),
+            "Title: café ☕".as_bytes().to_vec()
+        ]
+    );
+}

@@ -1,0 +1,281 @@
+//! What an output carries from its source besides the pixels: the ICC profile, the EXIF (its
+//! orientation reset to 1, since decoding turned the pixels upright), text comments, and whether a
+//! WebP source was lossless. Read from the source file when its output is encoded; the block
+//! never holds any of it.
+//!
+//! Headers only: JPEG markers up to the scan, WebP chunks, PNG chunks up to the image data (text
+//! chunks after it are not seen); other formats through `image`'s decoder. Reading never fails an
+//! image: what cannot be read is left out. This module must never touch pixels.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use image::{ImageDecoder, ImageFormat};
+
+/// A text comment: a JPEG COM segment (keyword [`COMMENT`]) or a PNG text chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    pub keyword: String,
+    /// As stored: a JPEG comment's bytes, a PNG text's UTF-8.
+    pub text: Vec<u8>,
+}
+
+/// The PNG keyword of a plain comment, and what a JPEG COM segment becomes in a PNG.
+pub const COMMENT: &str = "Comment";
+
+/// What a source holds besides its pixels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The ICC colour profile, as its bytes.
+    pub icc: Option<Vec<u8>>,
+    /// EXIF as a TIFF structure (no `Exif\0\0` prefix), orientation set to 1.
+    pub exif: Option<Vec<u8>>,
+    pub comments: Vec<Comment>,
+}
+
+impl Metadata {
+    pub fn is_empty(&self) -> bool {
+        self.icc.is_none() && self.exif.is_none() && self.comments.is_empty()
+    }
+}
+
+/// The metadata of the `format` file at `path`; empty where it cannot be read.
+pub fn read(path: &Path, format: ImageFormat) -> Metadata {
+    let mut metadata = match format {
+        ImageFormat::Jpeg => open(path).and_then(read_jpeg),
+        ImageFormat::Png => open(path).and_then(read_png),
+        ImageFormat::WebP => open(path).and_then(read_webp).map(|(m, _)| m),
+        _ => read_with_image(path),
+    }
+    .unwrap_or_default();
+    if let Some(exif) = &mut metadata.exif {
+        if exif.starts_with(EXIF_PREFIX) {
+            exif.drain(..EXIF_PREFIX.len());
+        }
+        // The pixels were turned upright on decode: an output must not be turned again.
+        let _ = image::metadata::Orientation::remove_from_exif_chunk(exif);
+    }
+    metadata
+}
+
+/// Whether the file at `path` is a lossless WebP (its image is VP8L, not VP8); false when it
+/// cannot be read.
+pub fn is_lossless_webp(path: &Path) -> bool {
+    open(path)
+        .and_then(read_webp)
+        .is_ok_and(|(_, lossless)| lossless)
+}
+
+const EXIF_PREFIX: &[u8] = b"Exif\0\0";
+const ICC_PREFIX: &[u8] = b"ICC_PROFILE\0";
+
+fn open(path: &Path) -> io::Result<BufReader<File>> {
+    File::open(path).map(BufReader::new)
+}
+
+fn read_with_image(path: &Path) -> io::Result<Metadata> {
+    let other = |e: image::ImageError| io::Error::other(e.to_string());
+    let mut decoder = image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .into_decoder()
+        .map_err(other)?;
+    Ok(Metadata {
+        icc: decoder.icc_profile().map_err(other)?,
+        exif: decoder.exif_metadata().map_err(other)?,
+        comments: Vec::new(),
+    })
+}
+
+fn read_u16_be(r: &mut impl Read) -> io::Result<u16> {
+    let mut b = [0; 2];
+    r.read_exact(&mut b)?;
+    Ok(u16::from_be_bytes(b))
+}
+
+fn read_vec(r: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
+    let mut v = vec![0; len];
+    r.read_exact(&mut v)?;
+    Ok(v)
+}
+
+/// The segments before a JPEG's first scan: APP1 EXIF, APP2 ICC (in pieces, by sequence number),
+/// COM.
+fn read_jpeg(mut r: BufReader<File>) -> io::Result<Metadata> {
+    let mut metadata = Metadata::default();
+    if read_u16_be(&mut r)? != 0xFFD8 {
+        return Ok(metadata);
+    }
+    let mut icc_pieces: Vec<(u8, Vec<u8>)> = Vec::new();
+    loop {
+        let mut byte = [0u8];
+        r.read_exact(&mut byte)?;
+        if byte[0] != 0xFF {
+            break;
+        }
+        // Fill bytes: any number of 0xFF before the marker.
+        while byte[0] == 0xFF {
+            r.read_exact(&mut byte)?;
+        }
+        let marker = byte[0];
+        if matches!(marker, 0x01 | 0xD0..=0xD7) {
+            continue;
+        }
+        if matches!(marker, 0xDA | 0xD9) {
+            break;
+        }
+        let len = (read_u16_be(&mut r)? as usize).saturating_sub(2);
+        match marker {
+            0xE1 | 0xE2 | 0xFE => {
+                let payload = read_vec(&mut r, len)?;
+                match marker {
+                    0xE1 if payload.starts_with(EXIF_PREFIX) && metadata.exif.is_none() => {
+                        metadata.exif = Some(payload);
+                    }
+                    0xE2 if payload.starts_with(ICC_PREFIX) && payload.len() >= 14 => {
+                        icc_pieces.push((payload[12], payload[14..].to_vec()));
+                    }
+                    0xFE => metadata.comments.push(Comment {
+                        keyword: COMMENT.into(),
+                        text: payload,
+                    }),
+                    _ => {}
+                }
+            }
+            _ => r.seek_relative(len as i64)?,
+        }
+    }
+    if !icc_pieces.is_empty() {
+        icc_pieces.sort_by_key(|(sequence, _)| *sequence);
+        metadata.icc = Some(icc_pieces.into_iter().flat_map(|(_, p)| p).collect());
+    }
+    Ok(metadata)
+}
+
+/// The iCCP and eXIf chunks and the text chunks before the image data.
+fn read_png(r: BufReader<File>) -> io::Result<Metadata> {
+    let reader = png::Decoder::new(r).read_info().map_err(io::Error::other)?;
+    let info = reader.info();
+    let mut comments: Vec<Comment> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), Ok(t.text.clone())))
+        .chain(info.compressed_latin1_text.iter().map(|t| {
+            let mut t = t.clone();
+            let text = t.decompress_text().and_then(|()| t.get_text());
+            (t.keyword, text)
+        }))
+        .chain(info.utf8_text.iter().map(|t| {
+            let mut t = t.clone();
+            let text = t.decompress_text().and_then(|()| t.get_text());
+            (t.keyword, text)
+        }))
+        .filter_map(|(keyword, text)| {
+            Some(Comment {
+                keyword,
+                text: text.ok()?.into_bytes(),
+            })
+        })
+        .collect();
+    comments.retain(|c| !c.keyword.is_empty());
+    Ok(Metadata {
+        icc: info.icc_profile.as_ref().map(|p| p.to_vec()),
+        exif: info.exif_metadata.as_ref().map(|e| e.to_vec()),
+        comments,
+    })
+}
+
+/// The ICCP and EXIF chunks of a WebP, and whether its image is lossless (VP8L).
+fn read_webp(mut r: BufReader<File>) -> io::Result<(Metadata, bool)> {
+    let mut metadata = Metadata::default();
+    let header = read_vec(&mut r, 12)?;
+    if &header[..4] != b"RIFF" || &header[8..] != b"WEBP" {
+        return Ok((metadata, false));
+    }
+    let mut lossless = false;
+    loop {
+        let mut chunk = [0u8; 8];
+        match r.read_exact(&mut chunk) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            done => done?,
+        }
+        let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
+        match &chunk[..4] {
+            b"ICCP" => metadata.icc = Some(read_vec(&mut r, len)?),
+            b"EXIF" => metadata.exif = Some(read_vec(&mut r, len)?),
+            b"VP8L" => {
+                lossless = true;
+                r.seek_relative(len as i64)?;
+            }
+            _ => r.seek_relative(len as i64)?,
+        }
+        // Chunks are padded to an even length.
+        r.seek_relative((len & 1) as i64)?;
+    }
+    Ok((metadata, lossless))
+}
+
+/// Whether an ICC profile describes pixels of this kind: its data colour space (bytes 16 to 20
+/// of its header) is `GRAY` for a gray image, `RGB ` for a colour one. A profile that does not
+/// (an RGB one after grayscale, the CMYK one of a CMYK JPEG decoded to RGB) is left out: readers
+/// would misread the pixels with it, or refuse them.
+pub fn icc_fits(icc: &[u8], gray: bool) -> bool {
+    let space = icc.get(16..20);
+    space == Some(if gray { b"GRAY" } else { b"RGB " })
+}
+
+/// COM segments for `comments`, to go after a JPEG's APPn segments: a PNG text under another
+/// keyword than [`COMMENT`] keeps it as `keyword: text`.
+pub fn jpeg_comment_segments(comments: &[Comment]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for comment in comments {
+        let mut text = Vec::new();
+        if comment.keyword != COMMENT {
+            text.extend_from_slice(comment.keyword.as_bytes());
+            text.extend_from_slice(b": ");
+        }
+        text.extend_from_slice(&comment.text);
+        text.truncate(65533);
+        out.extend_from_slice(&[0xFF, 0xFE]);
+        out.extend_from_slice(&(text.len() as u16 + 2).to_be_bytes());
+        out.extend_from_slice(&text);
+    }
+    out
+}
+
+/// Where COM segments go in an encoded JPEG: after SOI and the APPn segments.
+pub fn jpeg_comment_offset(jpeg: &[u8]) -> usize {
+    let mut at = 2;
+    while at + 4 <= jpeg.len() && jpeg[at] == 0xFF && (0xE0..=0xEF).contains(&jpeg[at + 1]) {
+        at += 2 + u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]) as usize;
+    }
+    at.min(jpeg.len())
+}
+
+/// PNG text chunks for `comments` (tEXt for Latin-1 text, iTXt for the rest), to go after the
+/// IHDR chunk. A text that is neither UTF-8 nor fit for a chunk is left out.
+pub fn png_text_chunks(comments: &[Comment]) -> Vec<u8> {
+    use png::text_metadata::{EncodableTextChunk, ITXtChunk, TEXtChunk};
+    let mut out = Vec::new();
+    for comment in comments {
+        let text = match std::str::from_utf8(&comment.text) {
+            Ok(text) => text.to_string(),
+            // A JPEG comment in another 8-bit encoding: Latin-1 is the likeliest.
+            Err(_) => comment.text.iter().map(|&b| b as char).collect(),
+        };
+        let mut chunk = Vec::new();
+        let latin1 = text.chars().all(|c| (c as u32) < 256);
+        let encoded = if latin1 {
+            TEXtChunk::new(comment.keyword.clone(), text).encode(&mut chunk)
+        } else {
+            ITXtChunk::new(comment.keyword.clone(), text).encode(&mut chunk)
+        };
+        if encoded.is_ok() {
+            out.extend_from_slice(&chunk);
+        }
+    }
+    out
+}
+
+/// Where text chunks go in an encoded PNG: after the signature and the IHDR chunk.
+pub const PNG_TEXT_OFFSET: usize = 8 + 4 + 4 + 13 + 4;
