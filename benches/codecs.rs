@@ -1,7 +1,8 @@
 //! Codec throughput on a 1920x1080 photo-like image, in MP/s: decode per format (and a JPEG's
 //! luma plane alone, from its file, as a grayscale-first chain reads it), the JPEG encoders we
 //! could use (image's built-in one against jpeg-encoder with SIMD), gray and RGB, PNG at each
-//! `--png-compression` level, and the other formats' encoders.
+//! `--png-compression` level, WebP lossless (image) and lossy (libwebp), and the other formats'
+//! encoders.
 //!
 //!     cargo bench --bench codecs
 
@@ -89,6 +90,26 @@ fn codecs(c: &mut Criterion) {
                 out
             })
         });
+    }
+
+    // Lossy WebP through libwebp (what `run` writes by default), against image's lossless
+    // encoder above.
+    for method in [0, 2, 4] {
+        let mut config = webp::WebPConfig::new().unwrap();
+        config.lossless = 0;
+        config.quality = 90.0;
+        config.method = method;
+        group.bench_function(
+            format!("encode WebP lossy q90 m{method} RGB, libwebp"),
+            |b| {
+                b.iter(|| {
+                    webp::Encoder::from_rgb(rgb.as_raw(), w, h)
+                        .encode_advanced(&config)
+                        .unwrap()
+                        .len()
+                })
+            },
+        );
     }
 
     for (name, data, color) in [

@@ -53,6 +53,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         quality: None,
         png_compression: None,
         strip: false,
+        lossless: false,
         rgb: false,
         resize: args.resize,
         fit: "stretch".into(),

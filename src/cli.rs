@@ -108,9 +108,14 @@ pub struct RunCli {
     /// encoded as a one-channel image: smaller, and a third of the encoding work).
     #[arg(long)]
     pub rgb: bool,
-    /// JPEG quality, 1-100 [default: 90]. A warning when no output is a JPEG.
+    /// JPEG and lossy WebP quality, 1-100 [default: 90]. A warning when no output is a JPEG or a
+    /// lossy WebP.
     #[arg(long, value_name = "Q", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: Option<u8>,
+    /// Write WebP outputs lossless. By default a WebP output is lossy at --quality, unless its
+    /// input was a lossless WebP.
+    #[arg(long)]
+    pub lossless: bool,
     /// PNG compression: fast (the default), default or best. All lossless; slower levels give
     /// smaller files. A warning when no output is a PNG.
     #[arg(long, value_name = "LEVEL", value_parser = parse_png_compression)]

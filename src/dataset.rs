@@ -32,6 +32,7 @@ pub fn load(args: LoadCli) -> i32 {
         quality: None,
         png_compression: None,
         strip: false,
+        lossless: false,
         resize: args.resize,
         fit: args.fit,
         mode: "shared".into(),
@@ -135,6 +136,8 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     quality: args.quality,
                     png: args.png_compression,
                     durable: !args.no_fsync,
+                    // A dataset's pixels as they are, as before.
+                    webp_lossless: true,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
                 match codec::encode_to(reader.pixels(i), (h, w, c), opts, &target, block.name()) {

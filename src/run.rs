@@ -330,6 +330,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         max_pixels: args.max_pixels,
         allow_truncated: args.allow_truncated,
         strip: args.strip,
+        lossless: args.lossless,
         resize_fit: args
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
@@ -520,11 +521,12 @@ fn report(args: &RunCli, summary: &Summary, signal_code: Option<i32>) -> anyhow:
     })
 }
 
-/// JPEG quality when `--quality` is not given.
+/// JPEG and lossy WebP quality when `--quality` is not given.
 const DEFAULT_QUALITY: u8 = 90;
 
 /// Says once, on stderr, when a flag given has no effect on any output of this run: `--quality`
-/// with no JPEG among the outputs, `--png-compression` with no PNG.
+/// with no JPEG or lossy WebP among the outputs, `--png-compression` with no PNG, `--lossless`
+/// with no WebP.
 fn warn_unused_settings(args: &RunCli, planned: &plan::Plan, format: Option<image::ImageFormat>) {
     let outputs = |wanted: image::ImageFormat| {
         planned
@@ -532,8 +534,12 @@ fn warn_unused_settings(args: &RunCli, planned: &plan::Plan, format: Option<imag
             .iter()
             .any(|i| format.unwrap_or(FORMATS[i.format as usize % FORMATS.len()]) == wanted)
     };
-    if args.quality.is_some() && !outputs(image::ImageFormat::Jpeg) {
-        eprintln!("shmpipe: warning: --quality has no effect: no output of this run is a JPEG (it sets JPEG quality)");
+    let lossy_webp = outputs(image::ImageFormat::WebP) && !args.lossless;
+    if args.quality.is_some() && !outputs(image::ImageFormat::Jpeg) && !lossy_webp {
+        eprintln!("shmpipe: warning: --quality has no effect: no output of this run is a JPEG or a lossy WebP (it sets their quality)");
+    }
+    if args.lossless && !outputs(image::ImageFormat::WebP) {
+        eprintln!("shmpipe: warning: --lossless has no effect: no output of this run is a WebP");
     }
     if args.png_compression.is_some() && !outputs(image::ImageFormat::Png) {
         eprintln!(

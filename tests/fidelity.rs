@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{os, run, stderr};
-use image::{ColorType, DynamicImage, ImageDecoder, ImageReader};
+use image::{ColorType, DynamicImage, GenericImageView, ImageDecoder, ImageReader};
 
 fn shmpipe_run(input: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec![os("run"), input.as_os_str(), os("-o"), out.as_os_str()];
@@ -263,4 +263,91 @@ fn a_png_keeps_its_profile_exif_and_text() {
             "Title: café ☕".as_bytes().to_vec()
         ]
     );
+}
+
+/// The fourcc of a WebP's image chunk: `VP8 ` (lossy) or `VP8L` (lossless), after a VP8X and
+/// ALPH if there are.
+fn webp_image_chunk(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[8..12], b"WEBP");
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let fourcc = &bytes[at..at + 4];
+        if fourcc == b"VP8 " || fourcc == b"VP8L" {
+            return String::from_utf8(fourcc.to_vec()).unwrap();
+        }
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len + (len & 1);
+    }
+    panic!("{}: no image chunk", path.display());
+}
+
+#[test]
+fn a_lossy_webp_stays_lossy_and_lossless_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let photo = decode(&common::assets().join("rocket.jpg")).to_rgb8();
+    let (w, h) = photo.dimensions();
+    let lossy = webp::Encoder::from_rgb(photo.as_raw(), w, h).encode(75.0);
+    std::fs::write(input.join("rocket.webp"), &*lossy).unwrap();
+    let lossless = webp::Encoder::from_rgb(photo.as_raw(), w, h).encode_lossless();
+    std::fs::write(input.join("lossless.webp"), &*lossless).unwrap();
+    assert_eq!(webp_image_chunk(&input.join("rocket.webp")), "VP8 ");
+
+    let out = dir.path().join("out");
+    shmpipe_run(&input, &out, &[]);
+    let (before, after) = (
+        std::fs::metadata(input.join("rocket.webp")).unwrap().len(),
+        std::fs::metadata(out.join("rocket.webp")).unwrap().len(),
+    );
+    assert_eq!(webp_image_chunk(&out.join("rocket.webp")), "VP8 ");
+    assert!(
+        after as f64 <= 1.5 * before as f64,
+        "{after} bytes from a {before}-byte lossy input"
+    );
+    assert_eq!(decode(&out.join("rocket.webp")).dimensions(), (w, h));
+    // A lossless input stays lossless, pixel for pixel.
+    assert_eq!(webp_image_chunk(&out.join("lossless.webp")), "VP8L");
+    assert_eq!(
+        decode(&out.join("lossless.webp")).to_rgb8().as_raw(),
+        photo.as_raw()
+    );
+
+    let forced = dir.path().join("forced");
+    shmpipe_run(&input, &forced, &["--lossless"]);
+    assert_eq!(webp_image_chunk(&forced.join("rocket.webp")), "VP8L");
+}
+
+/// Lossy WebP with alpha, a profile and EXIF: the extended container holds them all.
+#[test]
+fn a_lossy_webp_output_keeps_alpha_profile_and_exif() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    write_channel_cases(&input);
+    let icc = icc_profile(b"RGB ");
+    write_tagged_jpeg(&input.join("photo.jpg"), &icc, b"pier");
+    let out = dir.path().join("out");
+    shmpipe_run(&input, &out, &["--format", "webp"]);
+
+    let rgba = out.join("rgba.webp");
+    assert_eq!(webp_image_chunk(&rgba), "VP8 ");
+    assert_eq!(decoder(&rgba).color_type(), ColorType::Rgba8);
+    let alpha_in = decode(&input.join("rgba.png")).to_rgba8();
+    let alpha_out = decode(&rgba).to_rgba8();
+    // Lossy colour; alpha is stored lossless by default.
+    for (a, b) in alpha_in.pixels().zip(alpha_out.pixels()) {
+        assert_eq!(a[3], b[3]);
+    }
+
+    let photo = out.join("photo.webp");
+    assert_eq!(webp_image_chunk(&photo), "VP8 ");
+    assert_eq!(decoder(&photo).icc_profile().unwrap(), Some(icc));
+    assert_eq!(
+        orientation(&photo),
+        Some(image::metadata::Orientation::NoTransforms)
+    );
+    assert_eq!(decode(&photo).dimensions(), (32, 48));
+    assert_eq!(decode(&out.join("gray.webp")).width(), 64);
 }

@@ -98,6 +98,13 @@ fn a_flag_with_no_effect_on_any_output_is_a_warning() {
         &["--png-compression", "best", "--format", "jpeg"],
     );
     assert!(common::stderr(&output).contains("--png-compression has no effect"));
+    // --quality sets lossy WebP too; --lossless concerns WebP alone.
+    let out4 = tmp.path().join("out4");
+    let output = run_in(&input, &out4, &["--quality", "50", "--format", "webp"]);
+    assert!(!common::stderr(&output).contains("no effect"));
+    let out5 = tmp.path().join("out5");
+    let output = run_in(&input, &out5, &["--lossless"]);
+    assert!(common::stderr(&output).contains("--lossless has no effect"));
 }
 
 #[test]

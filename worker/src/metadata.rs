@@ -215,6 +215,70 @@ fn read_webp(mut r: BufReader<File>) -> io::Result<(Metadata, bool)> {
     Ok((metadata, lossless))
 }
 
+/// `webp`, a simple or extended WebP as libwebp writes it (one still image), with the ICC
+/// profile and EXIF of `metadata` in an extended container: VP8X (flags and canvas), ICCP, the
+/// image's own chunks (ALPH, VP8), EXIF. A file it cannot parse is given back as it is.
+pub fn webp_with_metadata(
+    webp: &[u8],
+    (width, height): (u32, u32),
+    metadata: &Metadata,
+) -> Vec<u8> {
+    if webp.len() < 12 || &webp[..4] != b"RIFF" || &webp[8..12] != b"WEBP" {
+        return webp.to_vec();
+    }
+    // The image's chunks, without a VP8X of its own (its alpha flag is re-derived).
+    let mut image_chunks = Vec::new();
+    let mut alpha = false;
+    let mut at = 12;
+    while at + 8 <= webp.len() {
+        let fourcc = &webp[at..at + 4];
+        let len = u32::from_le_bytes([webp[at + 4], webp[at + 5], webp[at + 6], webp[at + 7]]);
+        let end = (at + 8 + len as usize + (len as usize & 1)).min(webp.len());
+        match fourcc {
+            b"VP8X" => alpha |= webp.get(at + 8).is_some_and(|flags| flags & 0x10 != 0),
+            _ => {
+                alpha |= fourcc == b"ALPH";
+                image_chunks.extend_from_slice(&webp[at..end]);
+            }
+        }
+        at = end;
+    }
+    let chunk = |out: &mut Vec<u8>, fourcc: &[u8; 4], data: &[u8]| {
+        out.extend_from_slice(fourcc);
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            out.push(0);
+        }
+    };
+    let mut flags = 0u8;
+    if metadata.icc.is_some() {
+        flags |= 0x20;
+    }
+    if alpha {
+        flags |= 0x10;
+    }
+    if metadata.exif.is_some() {
+        flags |= 0x08;
+    }
+    let mut vp8x = vec![flags, 0, 0, 0];
+    vp8x.extend_from_slice(&(width - 1).to_le_bytes()[..3]);
+    vp8x.extend_from_slice(&(height - 1).to_le_bytes()[..3]);
+    let mut body = b"WEBP".to_vec();
+    chunk(&mut body, b"VP8X", &vp8x);
+    if let Some(icc) = &metadata.icc {
+        chunk(&mut body, b"ICCP", icc);
+    }
+    body.extend_from_slice(&image_chunks);
+    if let Some(exif) = &metadata.exif {
+        chunk(&mut body, b"EXIF", exif);
+    }
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Whether an ICC profile describes pixels of this kind: its data colour space (bytes 16 to 20
 /// of its header) is `GRAY` for a gray image, `RGB ` for a colour one. A profile that does not
 /// (an RGB one after grayscale, the CMYK one of a CMYK JPEG decoded to RGB) is left out: readers

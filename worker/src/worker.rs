@@ -15,7 +15,8 @@ use ndarray::ArrayViewMut3;
 
 use crate::block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
-    FLAG_COPY, FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP, STEPS_UNKNOWN,
+    FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
+    STEPS_UNKNOWN,
 };
 use crate::codec::{self, Decoded, EncodeOptions, FORMATS};
 use crate::jpeg::Strictness;
@@ -153,6 +154,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         kept: header.flags & FLAG_KEPT != 0,
         durable: header.flags & FLAG_NO_FSYNC == 0,
         strip: header.flags & FLAG_STRIP != 0,
+        lossless: header.flags & FLAG_LOSSLESS != 0,
         strictness: if header.flags & FLAG_ALLOW_TRUNCATED != 0 {
             Strictness::Lenient
         } else {
@@ -230,6 +232,8 @@ struct Job<'a> {
     durable: bool,
     /// Outputs carry no metadata of their sources ([`FLAG_STRIP`]).
     strip: bool,
+    /// WebP outputs are lossless whatever their input ([`FLAG_LOSSLESS`]).
+    lossless: bool,
     /// What a damaged JPEG gets ([`FLAG_ALLOW_TRUNCATED`]).
     strictness: Strictness,
     /// [`WorkerArgs::cores`].
@@ -336,11 +340,17 @@ impl Job<'_> {
         if let Some(root) = &self.output_root {
             let format = self.output_format.unwrap_or(input_format);
             let target = codec::output_path(root, relative, format);
+            let source = self.input_root.join(relative);
             let opts = EncodeOptions {
                 format,
                 quality: self.quality,
                 png: self.png,
                 durable: self.durable,
+                // A lossy input stays lossy; a lossless WebP stays lossless.
+                webp_lossless: format == image::ImageFormat::WebP
+                    && (self.lossless
+                        || input_format == image::ImageFormat::WebP
+                            && metadata::is_lossless_webp(&source)),
             };
             // A gray result is encoded as one channel: smaller, and a third of the work.
             let (data, channels) = match layout {
@@ -352,7 +362,7 @@ impl Job<'_> {
             let metadata = if self.strip || !codec::holds_metadata(format) {
                 Metadata::default()
             } else {
-                metadata::read(&self.input_root.join(relative), input_format)
+                metadata::read(&source, input_format)
             };
             codec::encode_with(data, shape, opts, &metadata, &target, self.block.name())
                 .map_err(|e| e.to_string())?;

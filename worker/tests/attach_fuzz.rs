@@ -47,6 +47,7 @@ fn attach_never_panics_on_mutated_blocks() {
         no_fsync: false,
         allow_truncated: false,
         strip: false,
+        lossless: false,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

@@ -39,6 +39,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         no_fsync: false,
         allow_truncated: false,
         strip: false,
+        lossless: false,
     }
 }
 

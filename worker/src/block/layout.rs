@@ -375,6 +375,8 @@ pub const FLAG_NO_FSYNC: u32 = 64;
 pub const FLAG_ALLOW_TRUNCATED: u32 = 128;
 /// `Header::flags`: outputs carry no ICC profile, EXIF or comments of their sources (`--strip`).
 pub const FLAG_STRIP: u32 = 256;
+/// `Header::flags`: WebP outputs are lossless whatever their input (`--lossless`).
+pub const FLAG_LOSSLESS: u32 = 512;
 /// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
 /// 0 for fast. Read it with [`png_level`].
 pub const PNG_LEVEL_SHIFT: u32 = 4;
@@ -430,6 +432,8 @@ pub struct BlockPlan {
     pub allow_truncated: bool,
     /// [`FLAG_STRIP`].
     pub strip: bool,
+    /// [`FLAG_LOSSLESS`].
+    pub lossless: bool,
     /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
     /// target shape).
     pub resize_fit: u32,

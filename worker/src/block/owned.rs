@@ -22,9 +22,9 @@ use super::mapping::Layout;
 use super::{
     validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header, HistoryEntry,
     ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED, FLAG_COPY,
-    FLAG_KEPT, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP, HISTORY_AT_LOAD,
-    HISTORY_CAPACITY, HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NO_IMAGE,
-    PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
+    HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC, MESSAGE_LEN,
+    NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -236,6 +236,7 @@ impl Mapping {
                 (plan.no_fsync, FLAG_NO_FSYNC),
                 (plan.allow_truncated, FLAG_ALLOW_TRUNCATED),
                 (plan.strip, FLAG_STRIP),
+                (plan.lossless, FLAG_LOSSLESS),
             ]
             .iter()
             .filter(|(on, _)| *on)
