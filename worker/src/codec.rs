@@ -607,7 +607,14 @@ fn encode_jpeg(
         ExtendedColorType::L8 => jpeg_encoder::ColorType::Luma,
         _ => jpeg_encoder::ColorType::Rgb,
     };
-    let encode = |out: &mut dyn Write| {
+    // Generic, not `dyn Write`: the encoder writes byte by byte.
+    fn encode<W: Write>(
+        out: W,
+        data: &[u8],
+        (w, h, color): (u16, u16, jpeg_encoder::ColorType),
+        quality: u8,
+        metadata: &Metadata,
+    ) -> Result<(), jpeg_encoder::EncodingError> {
         let mut encoder = jpeg_encoder::Encoder::new(out, quality.clamp(1, 100));
         // Too large for its segments (over 16 MB of profile, 64 KB of EXIF): left out.
         if let Some(icc) = &metadata.icc {
@@ -617,13 +624,13 @@ fn encode_jpeg(
             let _ = encoder.add_exif_metadata(exif);
         }
         encoder.encode(data, w, h, color)
-    };
+    }
     let encoded = if metadata.comments.is_empty() {
-        encode(out)
+        encode(out, data, (w, h, color), quality, metadata)
     } else {
         // jpeg-encoder writes no COM segment: place them in the encoded bytes.
         let mut jpeg = Vec::new();
-        encode(&mut jpeg).and_then(|()| {
+        encode(&mut jpeg, data, (w, h, color), quality, metadata).and_then(|()| {
             let at = crate::metadata::jpeg_comment_offset(&jpeg);
             let comments = crate::metadata::jpeg_comment_segments(&metadata.comments);
             out.write_all(&jpeg[..at])
@@ -781,17 +788,21 @@ fn encode_png(
     compression: PngCompression,
     metadata: &Metadata,
 ) -> image::ImageResult<()> {
-    let encode = |out: &mut dyn Write| {
+    fn encoder<W: Write>(
+        out: W,
+        compression: PngCompression,
+        metadata: &Metadata,
+    ) -> PngEncoder<W> {
         let mut encoder =
             PngEncoder::new_with_quality(out, compression.compression_type(), FilterType::Adaptive);
         carry_metadata(&mut encoder, metadata);
-        encoder.write_image(data, width, height, color)
-    };
+        encoder
+    }
     if metadata.comments.is_empty() {
-        return encode(out);
+        return encoder(out, compression, metadata).write_image(data, width, height, color);
     }
     let mut png = Vec::new();
-    encode(&mut png)?;
+    encoder(&mut png, compression, metadata).write_image(data, width, height, color)?;
     let at = crate::metadata::PNG_TEXT_OFFSET.min(png.len());
     out.write_all(&png[..at])?;
     out.write_all(&crate::metadata::png_text_chunks(&metadata.comments))?;
