@@ -33,6 +33,10 @@ fn python(script: &str) -> serde_json::Value {
     })
 }
 
+/// `clean` exits 1 when it meets a file it may not remove: the test that plants another user's
+/// file in /dev/shm and the one that runs `clean` take turns.
+static FOREIGN_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn block_exists(name: &str) -> bool {
     Path::new("/dev/shm")
         .join(format!("shmpipe-{name}"))
@@ -131,6 +135,7 @@ print(json.dumps(out))
 
 #[test]
 fn a_uniform_dataset_is_one_array_and_exports_to_numpy() {
+    let _turn = FOREIGN_FILES.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     assert!(Command::new(common::bin())
@@ -364,6 +369,7 @@ except shmpipe_block.BlockError as e:
 /// A file with one of our names that another user owns is not attached to, whatever it holds.
 #[test]
 fn python_refuses_a_block_file_owned_by_another_user() {
+    let _turn = FOREIGN_FILES.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("pyforeign{}", std::process::id());
     let path = Path::new("/dev/shm").join(format!("shmpipe-{name}"));
     std::fs::write(&path, vec![0u8; 4096]).unwrap();
