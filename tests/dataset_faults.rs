@@ -204,6 +204,39 @@ fn check_after_kill(name: &str, tmp: &Path, expected: &[&[u8]], trial: &str) -> 
     true
 }
 
+/// Starts `command` (`apply` with `ops`, or `repair`) on `name` with one worker, which stalls
+/// for 30 s on `image` once it has marked it in flux; returns when that worker sleeps there.
+fn stalled_on(command: &str, name: &str, ops: &str, image: &str) -> (Child, u32) {
+    let mut args = vec![os(command), os(name)];
+    if command == "apply" {
+        args.extend([os("--ops"), os(ops)]);
+    }
+    args.extend([os("-j"), os("1")]);
+    let child = spawn(
+        &args,
+        &[(shmpipe_worker::worker::STALL_ENV, format!("{image}:30"))],
+    );
+    let pid = child.id();
+    let deadline = Instant::now() + HANG;
+    while !workers(pid).iter().any(|w| {
+        std::fs::read_to_string(format!("/proc/{w}/wchan")).is_ok_and(|c| c.contains("nanosleep"))
+    }) {
+        assert!(Instant::now() < deadline, "{command} never reached {image}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, pid)
+}
+
+/// SIGKILLs an apply of `ops` on `name` while its worker holds `image` half transformed: the
+/// dataset is then damaged.
+fn kill_apply_mid_image(name: &str, ops: &str, image: &str) {
+    let (child, pid) = stalled_on("apply", name, ops, image);
+    kill(pid, Signal::KILL);
+    finish(child, "killed apply");
+    common::assert_no_leaks(pid);
+    assert_eq!(listed(name).unwrap()["state"], "damaged");
+}
+
 /// The reference: a dataset loaded and changed by `ops` with nothing interrupted.
 fn reference(input: &Path, tmp: &Path, ops: &[&str]) -> Vec<u8> {
     let name = format!("ref{}", std::process::id());
@@ -444,31 +477,7 @@ fn repair_refuses_a_changed_source_and_saves_the_rest() {
     let _guard = Dataset(name.clone());
     load(&input, &name);
     // A worker stalls on img0002 in the middle of its blur; the coordinator dies meanwhile.
-    let child = spawn(
-        &[
-            os("apply"),
-            os(&name),
-            os("--ops"),
-            os("blur:2"),
-            os("-j"),
-            os("1"),
-        ],
-        &[(
-            shmpipe_worker::worker::STALL_ENV,
-            "img000002.png:30".to_string(),
-        )],
-    );
-    let pid = child.id();
-    let deadline = Instant::now() + HANG;
-    while listed(&name).is_none_or(|b| b["state"] != "applying") {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    kill(pid, Signal::KILL);
-    finish(child, "killed apply");
-    common::assert_no_leaks(pid);
-    assert_eq!(listed(&name).unwrap()["state"], "damaged");
+    kill_apply_mid_image(&name, "blur:2", "img000002.png");
     // Every image that was not through the apply is rebuilt; change the one in hand.
     let changed = input.join("img000002.png");
     let mut bytes = std::fs::read(&changed).unwrap();
@@ -588,31 +597,7 @@ fn a_dataset_kept_by_run_with_ops_is_rebuilt_through_its_chain() {
     let name = format!("rkeep{}", std::process::id());
     let _guard = Dataset(name.clone());
     keep(&name);
-    let child = spawn(
-        &[
-            os("apply"),
-            os(&name),
-            os("--ops"),
-            os("invert"),
-            os("-j"),
-            os("1"),
-        ],
-        &[(
-            shmpipe_worker::worker::STALL_ENV,
-            "img000001.jpg:30".to_string(),
-        )],
-    );
-    let pid = child.id();
-    let deadline = Instant::now() + HANG;
-    while listed(&name).is_none_or(|b| b["state"] != "applying") {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    kill(pid, Signal::KILL);
-    finish(child, "killed apply");
-    common::assert_no_leaks(pid);
-    assert_eq!(listed(&name).unwrap()["state"], "damaged");
+    kill_apply_mid_image(&name, "invert", "img000001.jpg");
     succeeds(&[os("repair"), os(&name), os("-q")]);
     assert!(
         export(&name, tmp.path()).as_deref() == Some(&expected[..]),
@@ -632,40 +617,9 @@ fn a_killed_repair_is_repaired_by_the_next() {
     let name = format!("rep{}", std::process::id());
     let _guard = Dataset(name.clone());
     load(&input, &name);
-    let stalled = |command: &str| {
-        let mut args = vec![os(command), os(&name)];
-        if command == "apply" {
-            args.extend([os("--ops"), os("blur:2")]);
-        }
-        args.extend([os("-j"), os("1")]);
-        let child = spawn(
-            &args,
-            &[(
-                shmpipe_worker::worker::STALL_ENV,
-                "img000002.png:30".to_string(),
-            )],
-        );
-        let pid = child.id();
-        // The worker holding img000002 sleeps with the image marked in flux.
-        let deadline = Instant::now() + HANG;
-        while !workers(pid).iter().any(|w| {
-            std::fs::read_to_string(format!("/proc/{w}/wchan"))
-                .is_ok_and(|c| c.contains("nanosleep"))
-        }) {
-            assert!(
-                Instant::now() < deadline,
-                "{command} never reached the image"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        (child, pid)
-    };
-    let (child, pid) = stalled("apply");
-    kill(pid, Signal::KILL);
-    finish(child, "killed apply");
-    common::assert_no_leaks(pid);
+    kill_apply_mid_image(&name, "blur:2", "img000002.png");
     for signal in [Signal::KILL, Signal::TERM] {
-        let (child, pid) = stalled("repair");
+        let (child, pid) = stalled_on("repair", &name, "", "img000002.png");
         kill(pid, signal);
         let out = finish(child, "stopped repair");
         common::assert_no_leaks(pid);
