@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use shmpipe_worker::block::{
-    AttachedBlock, Backing, DatasetState, HistoryEntry, ImageStatus, Writer, HISTORY_CAPACITY,
+    AttachedBlock, DatasetState, HistoryEntry, ImageStatus, Writer, HISTORY_CAPACITY,
     HISTORY_EQUALIZE, HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS, HISTORY_NORMALIZE,
     HISTORY_NORMALIZE_FLOAT,
 };
@@ -70,11 +70,14 @@ pub fn not_ready(name: &str, state: Option<DatasetState>) -> String {
     }
 }
 
-fn attach(name: &str, backing: Option<&std::path::PathBuf>) -> anyhow::Result<AttachedBlock> {
-    let name = crate::blocks::dataset_name(name)?;
-    let backing = backing.cloned().map_or(Backing::Shm, Backing::Dir);
-    AttachedBlock::attach(&name, backing)
-        .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))
+/// Whether every image is done at the history's latest step or failed with its reason.
+fn all_at_latest_step(block: &AttachedBlock) -> bool {
+    let target = block.history().len() as u32;
+    block.images().iter().all(|r| match r.status() {
+        Some(ImageStatus::Done) => r.steps.load(Ordering::Acquire) == target,
+        Some(ImageStatus::Failed) => true,
+        _ => false,
+    })
 }
 
 /// The canonical text of an op chain, as a history step records it.
@@ -89,7 +92,7 @@ fn chain_text(chain: &OpChain) -> String {
 
 fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
     let stages = ops::parse_apply(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
-    let block = attach(&args.name, args.backing.as_ref())?;
+    let block = crate::dataset::attach(&args.name, args.backing.clone())?;
     let writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {
@@ -125,10 +128,6 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
     // From here until the job ends the images may differ in their step: say so first.
     writer.set_dataset_state(DatasetState::Applying);
     writer
-        .header()
-        .export_float
-        .store(0, std::sync::atomic::Ordering::Release);
-    writer
         .append_history(&entry)
         .ok_or_else(|| anyhow!("{name}: its history is full"))?;
     let job = Job {
@@ -141,20 +140,17 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
 }
 
 fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
-    let block = attach(&args.name, args.backing.as_ref())?;
+    let block = crate::dataset::attach(&args.name, args.backing.clone())?;
     let writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {
         bail!("{}", not_ready(&name, Some(DatasetState::None)));
     }
-    let target = writer.history().len() as u32;
-    let unfinished = writer.images().iter().any(|r| match r.status() {
-        Some(ImageStatus::Done) => r.steps.load(Ordering::Acquire) != target,
-        Some(ImageStatus::Failed) => false,
-        _ => true,
-    });
     let follow_up_due = writer.history().last().is_some_and(|e| e.then != 0);
-    if writer.dataset_state() == Some(DatasetState::Ready) && !unfinished && !follow_up_due {
+    if writer.dataset_state() == Some(DatasetState::Ready)
+        && all_at_latest_step(&writer)
+        && !follow_up_due
+    {
         println!("{name} is ready: nothing to repair");
         return Ok(exit::OK);
     }
@@ -266,27 +262,13 @@ impl Job<'_, '_> {
             writer
                 .append_history(&step)
                 .ok_or_else(|| anyhow!("{name}: its history is full"))?;
-            if step.flags == HISTORY_FLOAT_STATS {
-                let h = writer.header();
-                for (c, (mean, std)) in stats.iter().enumerate() {
-                    h.norm_mean[c].store(mean.to_bits(), Ordering::Release);
-                    h.norm_std[c].store(std.to_bits(), Ordering::Release);
-                }
-                h.export_float.store(1, Ordering::Release);
-            }
         }
         writer.request_stop();
         pool.stop(STOP_GRACE);
         display.update(writer);
         display.finish();
         drop(signals);
-        let target = writer.history().len() as u32;
-        let settled = writer.images().iter().all(|r| match r.status() {
-            Some(ImageStatus::Done) => r.steps.load(Ordering::Acquire) == target,
-            Some(ImageStatus::Failed) => true,
-            _ => false,
-        });
-        if !settled {
+        if !all_at_latest_step(writer) {
             bail!(
                 "{name}: some images did not reach the latest step; {}",
                 not_ready(&name, writer.dataset_state())

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
-use shmpipe_worker::block::{AttachedBlock, Backing, DatasetState, ImageStatus, Reader};
+use shmpipe_worker::block::{
+    AttachedBlock, Backing, DatasetState, ImageStatus, Reader, HISTORY_FLOAT_STATS,
+};
 use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
 
 use crate::cli::{ExportCli, LoadCli, RunCli, SaveCli};
@@ -53,7 +55,8 @@ pub fn load(args: LoadCli) -> i32 {
     })
 }
 
-fn attach(name: &str, backing: Option<PathBuf>) -> anyhow::Result<AttachedBlock> {
+/// Attaches to the dataset `name` (`faces` or `shmpipe-faces`), naming it in any error.
+pub fn attach(name: &str, backing: Option<PathBuf>) -> anyhow::Result<AttachedBlock> {
     let name = crate::blocks::dataset_name(name)?;
     AttachedBlock::attach(&name, backing.map_or(Backing::Shm, Backing::Dir))
         .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))
@@ -109,6 +112,22 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         .out
         .canonicalize()
         .with_context(|| format!("cannot resolve output folder {}", args.out.display()))?;
+    // Each image's output path and format; none for a failed image.
+    let targets: Vec<Option<(PathBuf, image::ImageFormat)>> = (0..block.image_count())
+        .map(|i| {
+            if failed.iter().any(|(f, _)| *f == i) {
+                return None;
+            }
+            let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
+            let input_format = FORMATS[block.slot(i).format as usize % FORMATS.len()];
+            let output_format = format.unwrap_or(input_format);
+            Some((
+                codec::output_path(&root, relative, output_format),
+                output_format,
+            ))
+        })
+        .collect();
+    refuse_to_overwrite_sources(&block, &targets)?;
     let threads = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
@@ -123,16 +142,13 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                 if i >= block.image_count() {
                     break;
                 }
-                if failed.iter().any(|(f, _)| *f == i) {
+                let Some((target, output_format)) = &targets[i] else {
                     continue;
-                }
-                let slot = block.slot(i);
-                let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
-                let input_format = FORMATS[slot.format as usize % FORMATS.len()];
-                let output_format = format.unwrap_or(input_format);
-                let target = codec::output_path(&root, relative, output_format);
+                };
+                let (slot, relative) = (block.slot(i), block.source(i));
+                let relative = Path::new(std::ffi::OsStr::from_bytes(relative));
                 let opts = EncodeOptions {
-                    format: output_format,
+                    format: *output_format,
                     quality: args.quality,
                     png: args.png_compression,
                     durable: !args.no_fsync,
@@ -140,8 +156,11 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     webp_lossless: true,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                match codec::encode_to(reader.pixels(i), (h, w, c), opts, &target, block.name()) {
-                    Ok(_) => written.lock().expect("no panic holds it").push(target),
+                match codec::encode_to(reader.pixels(i), (h, w, c), opts, target, block.name()) {
+                    Ok(_) => written
+                        .lock()
+                        .expect("no panic holds it")
+                        .push(target.clone()),
                     Err(e) => failures
                         .lock()
                         .expect("no panic holds it")
@@ -177,6 +196,38 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         args.out.display()
     );
     Ok(failures.len() + unsynced + failed.len())
+}
+
+/// Refuses, before anything is written, a save whose output would land on one of the dataset's
+/// source files (same file by device and inode: `save` into the folder the dataset was loaded
+/// from, say). A source is what a repair rebuilds from, and the user's own file.
+fn refuse_to_overwrite_sources(
+    block: &AttachedBlock,
+    targets: &[Option<(PathBuf, image::ImageFormat)>],
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let input_root = Path::new(std::ffi::OsStr::from_bytes(
+        block.string(block.header().input_root),
+    ));
+    let sources: std::collections::HashSet<(u64, u64)> = (0..block.image_count())
+        .filter_map(|i| {
+            let source = input_root.join(std::ffi::OsStr::from_bytes(block.source(i)));
+            std::fs::metadata(source).ok()
+        })
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    for (target, _) in targets.iter().flatten() {
+        if let Ok(m) = std::fs::metadata(target) {
+            if sources.contains(&(m.dev(), m.ino())) {
+                bail!(
+                    "{} is a source file of {}: refusing to overwrite an input; save to another folder",
+                    target.display(),
+                    block.name()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `export NAME FILE.npy`: the pixels of a uniform block as one `(N, H, W, C)` u8 array.
@@ -252,16 +303,20 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp);
     let shape = [count, first.height, first.width, first.channels];
-    let h = block.header();
-    let float = h.export_float.load(std::sync::atomic::Ordering::Acquire) == 1;
-    if float {
+    // The last step of the history is `normalize:float`'s statistics when no apply came after.
+    let float_stats = block
+        .history()
+        .last()
+        .filter(|step| step.flags & HISTORY_FLOAT_STATS != 0)
+        .copied();
+    let float = float_stats.is_some();
+    if let Some(stats) = float_stats {
         // normalize:float: (v - mean_c) / std_c for colour channels, v / 255 for alpha.
         let c = first.channels;
         let colour = if c == 4 { 3 } else { c };
         let mut scale = [(0.0f64, 1.0 / 255.0); 4];
         for (ch, s) in scale.iter_mut().enumerate().take(colour) {
-            let mean = f64::from_bits(h.norm_mean[ch].load(std::sync::atomic::Ordering::Acquire));
-            let std = f64::from_bits(h.norm_std[ch].load(std::sync::atomic::Ordering::Acquire));
+            let (mean, std) = (stats.mean[ch], stats.std[ch]);
             *s = (mean, if std > 0.0 { 1.0 / std } else { 0.0 });
         }
         out.write_all(&npy_header("<f4", &shape))?;

@@ -142,3 +142,60 @@ fn an_output_folder_inside_the_input_is_left_out_of_the_walk_run_after_run() {
         "the second run writes the same outputs"
     );
 }
+
+/// `save` into the folder a dataset was loaded from would overwrite the sources with the
+/// transformed pixels: it refuses before writing anything, and the inputs stay as they were.
+#[test]
+fn save_refuses_to_write_over_the_datasets_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("nested")).unwrap();
+    for name in ["rocket.jpg", "coffee.png", "nested/camera.png"] {
+        std::fs::copy(common::assets().join(name), input.join(name)).unwrap();
+    }
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = common::files_under(&input)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(input.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect();
+    let name = format!("srcsave{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    common::ok(&[
+        common::os("load"),
+        input.as_os_str(),
+        common::os("--name"),
+        common::os(&name),
+        common::os("-q"),
+    ]);
+    common::ok(&[
+        common::os("apply"),
+        common::os(&name),
+        common::os("--ops"),
+        common::os("invert"),
+        common::os("-q"),
+    ]);
+    let out = std::process::Command::new(common::bin())
+        .args([
+            common::os("save"),
+            common::os(&name),
+            common::os("-o"),
+            input.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("refusing to overwrite an input"));
+    let after: Vec<(std::path::PathBuf, Vec<u8>)> = common::files_under(&input)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(input.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect();
+    assert!(
+        before == after,
+        "save changed or added files in the input folder"
+    );
+}

@@ -159,10 +159,8 @@ pub struct Header {
     /// each pass, then wakes every worker waiting on it (a futex on this word: no death can wedge
     /// a futex wait or wake, unlike a process-shared mutex or condition variable).
     pub pass: AtomicU32,
-    /// `normalize`: each channel's mean and standard deviation over the dataset, as f64 bits,
-    /// written by the coordinator before it starts pass 2.
-    pub norm_mean: [AtomicU64; 4],
-    pub norm_std: [AtomicU64; 4],
+    /// Unused since layout 2: a dataset-wide op's statistics live in its history step.
+    pub _reserved_stats: [u64; 8],
     /// A [`DatasetState`].
     pub dataset_state: AtomicU32,
     /// Entries of the history region in force (see [`HistoryEntry`]); each is written before
@@ -175,9 +173,7 @@ pub struct Header {
     /// Entries the history region holds: [`HISTORY_CAPACITY`] in a kept block, else 0.
     pub history_capacity: u32,
     pub _reserved: [u8; 180],
-    /// 1 after `apply --ops normalize:float`: the statistics in `norm_mean` / `norm_std` are the
-    /// pixels', and `export` writes `(v - mean) / std` as float32.
-    pub export_float: AtomicU64,
+    pub _reserved_tail: u64,
 }
 
 /// `Header::channels` of a block whose images each keep their own channels, given in their

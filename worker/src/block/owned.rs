@@ -250,8 +250,7 @@ impl Mapping {
             pixels_done: AtomicU64::new(0),
             resize_fit: plan.resize_fit,
             pass: AtomicU32::new(0),
-            norm_mean: Default::default(),
-            norm_std: Default::default(),
+            _reserved_stats: [0; 8],
             dataset_state: AtomicU32::new(if plan.kept {
                 DatasetState::Loading
             } else {
@@ -266,7 +265,7 @@ impl Mapping {
                 0
             },
             _reserved: [0; 180],
-            export_float: AtomicU64::new(0),
+            _reserved_tail: 0,
         };
         // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
         // page-aligned; each write below targets a 64-aligned offset computed by `regions` whose
