@@ -50,6 +50,8 @@ fn state_word(b: &BlockInfo) -> String {
         (Some(DatasetState::Repairing), true) => "repairing".into(),
         (Some(DatasetState::Loading), false) => "incomplete".into(),
         (Some(DatasetState::Applying) | Some(DatasetState::Repairing), false) => "damaged".into(),
+        // No header: its creator was stopped before writing one.
+        _ if b.owner_pid.is_none() && b.foreign.is_none() && !live => "incomplete".into(),
         _ => b
             .state
             .map_or("-".into(), |s| format!("{s:?}").to_lowercase()),

@@ -237,6 +237,80 @@ fn kill_apply_mid_image(name: &str, ops: &str, image: &str) {
     assert_eq!(listed(name).unwrap()["state"], "damaged");
 }
 
+/// A load killed while creating its block leaves it under the staging name it made (with its
+/// pid), never under the dataset's name: `ls` must call it stale and incomplete, and `rm` takes
+/// it. Any later `load` or `run` would sweep it as well.
+fn remove_staged(pid: u32, trial: &str) {
+    for staged in common::blocks_of(pid) {
+        let short = staged.strip_prefix("shmpipe-").unwrap();
+        let entry = listed(short).unwrap_or_else(|| panic!("{trial}: {staged} not listed"));
+        assert_eq!(entry["status"], "stale", "{trial}: {staged}: {entry}");
+        assert_eq!(entry["state"], "incomplete", "{trial}: {staged}: {entry}");
+        succeeds(&[os("rm"), os(&staged)]);
+    }
+}
+
+/// `load` SIGKILLed the moment its block's file appears, while the block is being sized,
+/// reserved and given its tables: the dataset's name is absent or names a whole block that `ls`
+/// calls incomplete, never a headless file; what is left under the staging name is stale and
+/// removable; and the same `load` then succeeds.
+#[test]
+fn a_load_killed_while_creating_its_block_leaves_no_headless_dataset() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    // Big pixels, so that reserving the block's pages takes a while.
+    generate(&input, 4, "4000x3000", "jpeg");
+    let name = format!("born{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    let dataset = format!("shmpipe-{name}");
+    let mut staged_seen = 0;
+    for trial in 0..8 {
+        let child = spawn(
+            &[
+                os("load"),
+                input.as_os_str(),
+                os("--name"),
+                os(&name),
+                os("-q"),
+            ],
+            &[],
+        );
+        let pid = child.id();
+        let ours = format!("shmpipe-{pid}-");
+        let deadline = Instant::now() + HANG;
+        'watch: loop {
+            assert!(
+                Instant::now() < deadline,
+                "trial {trial}: no block appeared"
+            );
+            for entry in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if file == dataset || file.starts_with(&ours) {
+                    kill(pid, Signal::KILL);
+                    staged_seen += usize::from(file != dataset);
+                    break 'watch;
+                }
+            }
+        }
+        finish(child, "killed load");
+        let label = format!("trial {trial}");
+        remove_staged(pid, &label);
+        common::assert_no_leaks(pid);
+        if let Some(entry) = listed(&name) {
+            assert_eq!(entry["state"], "incomplete", "{label}: {entry}");
+            assert!(entry["owner_pid"].is_number(), "{label}: headless: {entry}");
+            succeeds(&[os("rm"), os(&name)]);
+        }
+    }
+    assert!(
+        staged_seen >= 4,
+        "only {staged_seen} kills landed while staging"
+    );
+    load(&input, &name);
+    assert_eq!(listed(&name).unwrap()["state"], "ready");
+}
+
 /// The reference: a dataset loaded and changed by `ops` with nothing interrupted.
 fn reference(input: &Path, tmp: &Path, ops: &[&str]) -> Vec<u8> {
     let name = format!("ref{}", std::process::id());
@@ -307,6 +381,7 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
             }
         }
         let out = finish(child, &label);
+        remove_staged(pid, &label);
         common::assert_no_leaks(pid);
         if how == 2 {
             // A dead worker's image is decoded again, or rebuilt, by its replacement.

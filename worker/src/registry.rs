@@ -124,8 +124,9 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
     let mut live = in_creation_window(name, &meta) || !try_lock_shared(&file)?;
     let mut header = vec![0u8; std::mem::size_of::<Header>()];
     let whole = file.read_exact_at(&mut header, 0).is_ok() && header[..8] == MAGIC;
-    // A young block without a header yet may be between its creation and its creator's lock.
-    live |= !whole && age_of(&meta) < CREATION_GRACE;
+    // A young block without a header yet may be between its creation and its creator's lock,
+    // unless its name says who made it and that process is gone.
+    live |= !whole && age_of(&meta) < CREATION_GRACE && creator_pid(name).is_none_or(pid_exists);
     let dataset = whole
         .then(|| DatasetState::from_u32(read_u32(&header, offset_of!(Header, dataset_state))))
         .flatten();

@@ -94,6 +94,39 @@ impl Backing {
         Ok(fd)
     }
 
+    /// Whether the backing can give a block its name in one step ([`Backing::publish`]): a
+    /// folder can, and so can Linux's POSIX shm (a tmpfs folder); macOS's shm names cannot.
+    pub(crate) fn can_publish(&self) -> bool {
+        matches!(self, Backing::Dir(_)) || cfg!(any(target_os = "linux", target_os = "android"))
+    }
+
+    /// Whether a file named `name` exists (ours or not), without opening it.
+    pub(crate) fn exists(&self, name: &str) -> bool {
+        std::fs::symlink_metadata(self.dir().join(name)).is_ok()
+    }
+
+    /// Renames block `staged` to `name`, failing with `AlreadyExists` rather than replacing
+    /// anything: `renameat2(RENAME_NOREPLACE)`, or `link` and `unlink` where the filesystem
+    /// lacks it. Whoever opens `name` then finds the block whole, with its owner lock held.
+    pub(crate) fn publish(&self, staged: &str, name: &str) -> io::Result<()> {
+        let dir = self.dir();
+        let (from, to) = (dir.join(staged), dir.join(name));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &from,
+            rustix::fs::CWD,
+            &to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        std::fs::hard_link(&from, &to)?;
+        std::fs::remove_file(&from)
+    }
+
     pub(crate) fn unlink(&self, name: &str) -> io::Result<()> {
         match self {
             Backing::Shm => Ok(shm::unlink(format!("/{name}"))?),

@@ -20,11 +20,11 @@ use super::error::io_err;
 use super::layout::{align_up, Regions};
 use super::mapping::Layout;
 use super::{
-    validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header, HistoryEntry,
-    ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED, FLAG_COPY,
-    FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
+    fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
+    HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
+    FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
     HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC, MESSAGE_LEN,
-    NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -61,7 +61,7 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
 
 impl OwnedBlock {
     /// Creates a block for `plan` under `name`: exclusive create, mode 0600, sized exactly after a
-    /// free-space check, then writes the header and tables and publishes `Ready`. A kept block's
+    /// free-space check, then writes the header and tables (a dataset's name appears only then). A kept block's
     /// pages are all reserved here; a run's own block reserves its tables here and each slot when
     /// a worker claims it ([`Claim::reserve`]). Either way a full filesystem is an error, never a
     /// SIGBUS.
@@ -84,10 +84,26 @@ impl OwnedBlock {
                 dir: dir.display().to_string(),
             });
         }
-        let fd = backing.open(name, true).map_err(io_err("create", name))?;
-        // From here on the name exists: remove it on every error path.
+        // A name of our own making (`fresh_name`) is ours alone, and `ls` judges it live while
+        // its creator lives. Any other name (a dataset's) is staged under a fresh name until its
+        // tables are written, then published with its lock held: nobody ever finds it headless,
+        // whenever this process is killed.
+        let own_name = name.starts_with(&format!("{NAME_PREFIX}{}-", std::process::id()));
+        let staged = !own_name && backing.can_publish();
+        if staged && backing.exists(name) {
+            return Err(io_err("create", name)(io::ErrorKind::AlreadyExists.into()));
+        }
+        let file_name = if staged {
+            fresh_name()
+        } else {
+            name.to_string()
+        };
+        let fd = backing
+            .open(&file_name, true)
+            .map_err(io_err("create", name))?;
+        // From here on the file exists: remove it on every error path.
         let fail = |err: BlockError| {
-            let _ = backing.unlink(name);
+            let _ = backing.unlink(&file_name);
             err
         };
         rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
@@ -109,19 +125,25 @@ impl OwnedBlock {
         // take only its base pointer and rely on this module's invariants instead.
         let map = MmapRaw::map_raw(&file).map_err(|e| fail(io_err("map", name)(e)))?;
         let mapping = Mapping {
-            name: name.to_string(),
-            backing,
+            name: file_name.clone(),
+            backing: backing.clone(),
             map,
             file,
             layout: Layout::default(),
             slots: Vec::new(),
         };
-        // From here the handle owns the name: any error below unlinks it on drop.
+        // From here the handle owns the file: any error below unlinks it on drop.
         let mut owned = OwnedBlock {
             mapping,
             keep: false,
         };
         owned.mapping.write_tables(plan, &regions)?;
+        if staged {
+            backing
+                .publish(&file_name, name)
+                .map_err(io_err("create", name))?;
+            owned.mapping.name = name.to_string();
+        }
         Ok(owned)
     }
 
