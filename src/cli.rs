@@ -124,14 +124,20 @@ pub struct RunCli {
     /// are carried into every output whose format holds them).
     #[arg(long)]
     pub strip: bool,
-    /// Resize every image at decode time, straight into its slot, to W x H: every slot then has
-    /// one shape and the pixel area is one (N, H, W, C) array.
-    #[arg(long, value_name = "WxH", value_parser = parse_size)]
-    pub resize: Option<(u32, u32)>,
-    /// How --resize keeps the aspect ratio: stretch (no), cover (crop the overflow), contain
-    /// (black bars).
-    #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
+    /// Resize every image at decode time, straight into its slot: WxH (a box), Wx (the width,
+    /// the height follows) or xH. By default each image keeps its aspect ratio and fits inside
+    /// the box (see --fit).
+    #[arg(long, value_name = "WxH", value_parser = parse_box)]
+    pub resize: Option<(Option<u32>, Option<u32>)>,
+    /// How --resize fits an image: inside (keep the aspect ratio, fit inside the box: each image
+    /// its own shape), or one shape for all, one (N, H, W, C) array: stretch (to WxH exactly),
+    /// cover (crop the overflow), contain (black bars).
+    #[arg(long, value_name = "FIT", default_value = "inside", value_parser = ["inside", "stretch", "cover", "contain"])]
     pub fit: String,
+    /// With --resize: never enlarge; an image already inside the box keeps its size and its
+    /// pixels (ImageMagick's `-resize WxH>`).
+    #[arg(long, requires = "resize")]
+    pub no_enlarge: bool,
     /// shared: one block, every worker attached to it (the point of shmpipe). copy: the naive
     /// approach, for comparison: every worker decodes the whole dataset into its own memory.
     #[arg(long, value_name = "MODE", default_value = "shared", value_parser = ["shared", "copy"])]
@@ -207,8 +213,12 @@ pub struct LoadCli {
     /// The dataset's name: letters, digits, '.', '_', '-'.
     #[arg(long)]
     pub name: String,
-    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    /// Resize every image at decode time to W x H: a dataset is one (N, H, W, C) array, so
+    /// every image takes the box's shape (see --fit).
+    #[arg(long, value_name = "WxH", value_parser = parse_dataset_size)]
     pub resize: Option<(u32, u32)>,
+    /// How --resize makes every image WxH: stretch (the default: the aspect ratio is not kept),
+    /// cover (keep it, crop the overflow, centred) or contain (keep it, black bars).
     #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
     pub fit: String,
     /// Channels of every image: 1 (gray), 3 (RGB) or 4 (RGBA). One layout for the whole
@@ -392,6 +402,44 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
             .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
     };
     Ok((side(w)?, side(h)?))
+}
+
+/// `--resize` of `load`: both sides, since a dataset is one array.
+fn parse_dataset_size(s: &str) -> Result<(u32, u32), String> {
+    match parse_box(s)? {
+        (Some(w), Some(h)) => Ok((w, h)),
+        _ => Err(format!(
+            "{s:?}: a dataset is one (N, H, W, C) array, so load needs both sides: WxH"
+        )),
+    }
+}
+
+/// `--resize` of `run`: `WxH`, `Wx` or `xH`. ImageMagick's shrink-only `>` suffix is refused
+/// with the flag that does it (unquoted, a shell takes `>` as a redirection).
+pub fn parse_box(s: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    if s.ends_with('>') {
+        return Err(format!(
+            "{s:?}: for shrink-only write --resize {} --no-enlarge",
+            s.trim_end_matches('>')
+        ));
+    }
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WxH, Wx or xH, for example 1024x768 or 800x"))?;
+    let side = |v: &str| {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=65535).contains(n))
+            .map(Some)
+            .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
+    };
+    match (side(w)?, side(h)?) {
+        (None, None) => Err(format!("{s:?} gives no side: WxH, Wx or xH")),
+        sides => Ok(sides),
+    }
 }
 
 fn parse_png_compression(s: &str) -> Result<PngCompression, String> {

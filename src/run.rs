@@ -16,6 +16,7 @@ use shmpipe_worker::block::{
 };
 use shmpipe_worker::codec::{self, FORMATS};
 use shmpipe_worker::ops::OpChain;
+use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::RunCli;
 use crate::exit;
@@ -59,10 +60,19 @@ struct Settings {
     shard: Option<Shard>,
     /// The output folder is inside the input folder and holds only outputs: the walk skips it.
     output_in_input: bool,
+    /// `--resize`, `--fit` and `--no-enlarge`.
+    geometry: Option<Geometry>,
 }
 
 fn validate(args: &RunCli) -> anyhow::Result<Settings> {
     let chain = OpChain::parse(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
+    let geometry = match args.resize {
+        None => None,
+        Some(sides) => {
+            let fit = Fit::parse(&args.fit).ok_or_else(|| anyhow!("invalid --fit {}", args.fit))?;
+            Some(Geometry::new(sides, fit, args.no_enlarge).map_err(|e| anyhow!("{e}"))?)
+        }
+    };
     let format = match &args.format {
         None => None,
         Some(name) => Some(codec::parse_format(name).ok_or_else(|| {
@@ -125,6 +135,7 @@ fn validate(args: &RunCli) -> anyhow::Result<Settings> {
         strict: args.strict,
         shard,
         output_in_input,
+        geometry,
     })
 }
 
@@ -221,10 +232,11 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let shard_files = shard
         .as_ref()
         .map(|_| (planned.images.len() + planned.rejected.len() + planned.skipped) as u64);
-    if let Some((w, h)) = args.resize {
-        // Every slot takes the target shape; the decoder resizes straight into it.
+    if let Some(geometry) = &settings.geometry {
+        // Each slot takes the image's resized shape (the box's, but under --fit inside); the
+        // decoder resizes straight into it.
         for image in &mut planned.images {
-            (image.width, image.height) = (w, h);
+            (image.width, image.height) = geometry.slot_shape(image.width, image.height);
         }
     }
     if let Some(out) = &settings.output {
@@ -331,10 +343,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         allow_truncated: args.allow_truncated,
         strip: args.strip,
         lossless: args.lossless,
-        resize_fit: args
-            .resize
-            .and_then(|_| codec::Fit::parse(&args.fit))
-            .map_or(0, |f| f as u32),
+        resize_fit: settings.geometry.map_or(0, |g| g.fit as u32),
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
@@ -366,9 +375,12 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     };
     if !args.quiet && !args.json {
         eprintln!(
-            "shmpipe: block {name}: {} images, {:.1} MiB, {workers} workers",
+            "shmpipe: block {name}: {} images, {:.1} MiB, {workers} workers{}",
             block.image_count(),
-            block.len() as f64 / (1 << 20) as f64
+            block.len() as f64 / (1 << 20) as f64,
+            settings
+                .geometry
+                .map_or(String::new(), |g| format!(", {g}"))
         );
     }
 

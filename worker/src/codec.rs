@@ -90,6 +90,8 @@ pub struct Probe {
     pub width: u32,
     pub height: u32,
     pub color: ColorType,
+    /// The EXIF orientation the decoders apply.
+    pub orientation: image::metadata::Orientation,
 }
 
 impl Probe {
@@ -149,7 +151,7 @@ fn open_decoder(
     Ok((decoder, index))
 }
 
-fn swaps_axes(o: image::metadata::Orientation) -> bool {
+pub(crate) fn swaps_axes(o: image::metadata::Orientation) -> bool {
     use image::metadata::Orientation::*;
     matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
@@ -174,6 +176,7 @@ pub fn probe(path: &Path, max_pixels: u64) -> Result<Probe, CodecError> {
         width,
         height,
         color: decoder.color_type(),
+        orientation,
     })
 }
 
@@ -393,100 +396,6 @@ pub fn exif_orientation(value: u16) -> Vec<u8> {
     t.extend_from_slice(&[0, 0]);
     t.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
     t
-}
-
-/// How `--resize WxH` maps an image onto its slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Fit {
-    /// Scale to exactly W x H, ignoring the aspect ratio.
-    Stretch = 1,
-    /// Scale to cover W x H, keeping the aspect ratio, and crop the overflow (centred).
-    Cover = 2,
-    /// Scale to fit inside W x H, keeping the aspect ratio; the rest of the slot is black.
-    Contain = 3,
-}
-
-impl Fit {
-    pub fn from_u32(v: u32) -> Option<Fit> {
-        Some(match v {
-            1 => Fit::Stretch,
-            2 => Fit::Cover,
-            3 => Fit::Contain,
-            _ => return None,
-        })
-    }
-
-    pub fn parse(name: &str) -> Option<Fit> {
-        Some(match name {
-            "stretch" => Fit::Stretch,
-            "cover" => Fit::Cover,
-            "contain" => Fit::Contain,
-            _ => return None,
-        })
-    }
-}
-
-/// Decodes `path` at its own size (into `scratch`), then resizes it into `slot`, a
-/// `(height, width, channels)` buffer, with Lanczos3 through fast_image_resize.
-pub fn decode_resized(
-    path: &Path,
-    slot: &mut [u8],
-    (height, width, channels): (u32, u32, u32),
-    fit: Fit,
-    max_pixels: u64,
-    strictness: Strictness,
-    scratch: &mut Vec<u8>,
-) -> Result<Decoded, CodecError> {
-    use fast_image_resize::images::{Image, ImageRef};
-    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-    let probe = probe(path, max_pixels)?;
-    let (sw, sh) = (probe.width, probe.height);
-    scratch.clear();
-    scratch.resize(sw as usize * sh as usize * channels as usize, 0);
-    let decoded = decode_into(path, scratch, (sh, sw, channels), max_pixels, strictness)?;
-    let pixel_type = match channels {
-        1 => PixelType::U8,
-        2 => PixelType::U8x2,
-        3 => PixelType::U8x3,
-        _ => PixelType::U8x4,
-    };
-    let resize_err = |e: &dyn std::fmt::Display| CodecError::Decode(format!("resize failed: {e}"));
-    let src = ImageRef::new(sw, sh, scratch, pixel_type).map_err(|e| resize_err(&e))?;
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    let mut resizer = Resizer::new();
-    match fit {
-        Fit::Stretch | Fit::Cover => {
-            let options = if fit == Fit::Cover {
-                options.fit_into_destination(Some((0.5, 0.5)))
-            } else {
-                options
-            };
-            let mut dst = Image::from_slice_u8(width, height, slot, pixel_type)
-                .map_err(|e| resize_err(&e))?;
-            resizer
-                .resize(&src, &mut dst, &options)
-                .map_err(|e| resize_err(&e))?;
-        }
-        Fit::Contain => {
-            let scale = (width as f64 / sw as f64).min(height as f64 / sh as f64);
-            let fw = ((sw as f64 * scale).round() as u32).clamp(1, width);
-            let fh = ((sh as f64 * scale).round() as u32).clamp(1, height);
-            let mut fitted = Image::new(fw, fh, pixel_type);
-            resizer
-                .resize(&src, &mut fitted, &options)
-                .map_err(|e| resize_err(&e))?;
-            slot.fill(0);
-            let (x0, y0) = ((width - fw) / 2, (height - fh) / 2);
-            let c = channels as usize;
-            let row = fw as usize * c;
-            for (y, src_row) in fitted.buffer().chunks_exact(row).enumerate() {
-                let at = ((y0 as usize + y) * width as usize + x0 as usize) * c;
-                slot[at..at + row].copy_from_slice(src_row);
-            }
-        }
-    }
-    Ok(decoded)
 }
 
 /// Output encoding settings.

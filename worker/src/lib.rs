@@ -4,6 +4,7 @@
 //! - [`codec`]: header probing, decoding straight into a slot, encoding through a rename.
 //! - [`jpeg`]: JPEG decoding that refuses truncated and corrupt files (or keeps them, asked to).
 //! - [`metadata`]: what an output carries from its source: ICC profile, EXIF, comments.
+//! - [`resize`]: what `--resize` and `--fit` mean, and decoding an image resized into its slot.
 //! - [`ops`]: the op chain and its in-place kernels on `ndarray` views.
 //! - [`worker`]: the worker's main loop: attach by name, claim, decode, transform, encode.
 //!
@@ -18,4 +19,5 @@ pub mod jpeg;
 pub mod metadata;
 pub mod ops;
 pub mod registry;
+pub mod resize;
 pub mod worker;

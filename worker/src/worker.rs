@@ -22,6 +22,7 @@ use crate::codec::{self, Decoded, EncodeOptions, FORMATS};
 use crate::jpeg::Strictness;
 use crate::metadata::{self, Metadata};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
+use crate::resize;
 
 /// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
 /// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
@@ -149,7 +150,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
             .ok()
             .map(|spec| name_and_count(&spec, 60)),
         sigstop_on: std::env::var(SIGSTOP_ENV).ok(),
-        fit: codec::Fit::from_u32(header.resize_fit),
+        fit: resize::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
         durable: header.flags & FLAG_NO_FSYNC == 0,
@@ -224,7 +225,7 @@ struct Job<'a> {
     stall_on: Option<(String, u64)>,
     /// `SHMPIPE_TEST_SIGSTOP`: the name.
     sigstop_on: Option<String>,
-    fit: Option<codec::Fit>,
+    fit: Option<resize::Fit>,
     rgb_output: bool,
     /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
     kept: bool,
@@ -257,7 +258,7 @@ impl Job<'_> {
         let (max, strictness) = (self.max_pixels, self.strictness);
         match self.fit {
             Some(fit) => {
-                codec::decode_resized(&source, pixels, shape, fit, max, strictness, decoded)
+                resize::decode_resized(&source, pixels, shape, fit, max, strictness, decoded)
             }
             None => codec::decode_into(&source, pixels, shape, max, strictness),
         }
@@ -274,8 +275,9 @@ impl Job<'_> {
     }
 
     /// When the chain starts with grayscale and the claimed image is a colour JPEG: its luma
-    /// plane, decoded straight into the slot's first H x W bytes (the only bytes reserved), for
-    /// the rest of the chain to run on. None when the general path must decode it.
+    /// plane, decoded straight into the slot's first H x W bytes (the only bytes reserved), or
+    /// under `--resize` decoded (shrunk on load when it can be) and resized into them, for the
+    /// rest of the chain to run on. None when the general path must decode it.
     fn luma_plane<'c>(
         &self,
         claim: &'c mut Claim<'_>,
@@ -283,8 +285,7 @@ impl Job<'_> {
     ) -> Result<Option<&'c mut [u8]>, String> {
         let slot = claim.slot();
         let (h, w) = (slot.height, slot.width);
-        if self.fit.is_some()
-            || slot.channels != 3
+        if slot.channels != 3
             || !self.chain.starts_with_grayscale()
             || FORMATS[slot.format as usize % FORMATS.len()] != image::ImageFormat::Jpeg
         {
@@ -292,7 +293,19 @@ impl Job<'_> {
         }
         let source = self.source(claim.index());
         let plane = claim.reserve(h * w).map_err(|e| e.to_string())?;
-        Ok(codec::decode_jpeg_luma(&source, plane, h as u32, w as u32, stored).then_some(plane))
+        let (h, w) = (h as u32, w as u32);
+        let decoded = match self.fit {
+            Some(fit) => resize::decode_jpeg_luma_resized(
+                &source,
+                plane,
+                (h, w),
+                fit,
+                self.max_pixels,
+                stored,
+            ),
+            None => codec::decode_jpeg_luma(&source, plane, h, w, stored),
+        };
+        Ok(decoded.then_some(plane))
     }
 
     /// Threads this worker may run an image's op chain on: the run's cores (`-j`) less the
@@ -406,7 +419,7 @@ impl Job<'_> {
     ) -> Result<(Layout, Option<String>), String> {
         let slot = claim.slot();
         let (h, w, c) = (slot.height, slot.width, slot.channels);
-        // `decoded` holds a rotated JPEG's upright plane here (it is for --resize otherwise).
+        // `decoded` holds a rotated JPEG's upright plane here, or the plane before --resize.
         Ok(match self.luma_plane(claim, decoded)? {
             Some(plane) => {
                 let view =

@@ -153,7 +153,8 @@ pub struct Header {
     pub images_done: AtomicU64,
     pub images_failed: AtomicU64,
     pub pixels_done: AtomicU64,
-    /// `--resize`: a [`crate::codec::Fit`] (then every slot has the uniform shape), 0 for none.
+    /// `--resize`: a [`crate::resize::Fit`] (then every slot has the box's shape, or under
+    /// `inside` the image's own fitted shape), 0 for none.
     pub resize_fit: u32,
     /// The doorbell of `apply` and `repair`: a generation number the coordinator bumps to open
     /// each pass, then wakes every worker waiting on it (a futex on this word: no death can wedge
@@ -430,8 +431,8 @@ pub struct BlockPlan {
     pub strip: bool,
     /// [`FLAG_LOSSLESS`].
     pub lossless: bool,
-    /// Resize at decode: a [`crate::codec::Fit`] as u32, 0 for none (images' shapes are then the
-    /// target shape).
+    /// Resize at decode: a [`crate::resize::Fit`] as u32, 0 for none (images' shapes are then
+    /// their slots' shapes).
     pub resize_fit: u32,
     /// `--max-pixels`, kept so that a rebuild decodes as the load did.
     pub max_pixels: u64,
