@@ -173,12 +173,15 @@ task_state() {
 }
 outputs() { find "$work/out" -type f ! -name '.shmpipe-shard-*' | wc -l; }
 manifests() { find "$work/out" -name ".shmpipe-shard-*-of-$shards.json" | wc -l; }
-# The PID of the `shmpipe run` of array task $1 (its coordinator), from /proc.
+# The PID of the `shmpipe run` of task $2 of job $1 on this cluster (its coordinator), from /proc.
 coordinator_of() {
-    local p
+    local p env
     for p in $(pgrep -x shmpipe); do
-        if tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | sed -n 2p | grep -qx run &&
-            tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_ARRAY_TASK_ID=$1"; then
+        tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | sed -n 2p | grep -qx run || continue
+        env=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null) || continue
+        if grep -qx "SLURM_CONF=$SLURM_CONF" <<<"$env" &&
+            grep -qx "SLURM_ARRAY_JOB_ID=$1" <<<"$env" &&
+            grep -qx "SLURM_ARRAY_TASK_ID=$2" <<<"$env"; then
             echo "$p"
             return 0
         fi
@@ -194,8 +197,8 @@ wait_until "shards 0 and 1 to finish and 2 and 3 to reach their stalled image" a
 for k in 2 3; do
     [ "$(task_state "$job" "$k")" = "RUNNING 0:0" ] || fail "task $k is $(task_state "$job" "$k"), expected RUNNING"
 done
-victim_term=$(coordinator_of 3) || fail "no shmpipe run of task 3 found"
-victim_kill=$(coordinator_of 2) || fail "no shmpipe run of task 2 found"
+victim_term=$(coordinator_of "$job" 3) || fail "no shmpipe run of task 3 found"
+victim_kill=$(coordinator_of "$job" 2) || fail "no shmpipe run of task 2 found"
 scancel "${job}_3"
 kill -KILL "$victim_kill"
 wait_until "job $job to end" array_done "$job"
