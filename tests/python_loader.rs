@@ -378,7 +378,7 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
     assert_eq!(code, Some(0), "{said}");
     let mut apply = Command::new(common::bin())
         .args(["apply", &name, "--ops", "invert", "-j", "1", "-q"])
-        .env(shmpipe_worker::worker::STALL_ENV, "000001.jpg:3")
+        .env(shmpipe_worker::worker::STALL_ENV, "000001.jpg:5")
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
