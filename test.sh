@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test of the workspace and the
+# scale-out checks of tests/scale-out/.
+# Arguments go to `cargo test` (`./test.sh --test run`).
+#
+# Each need is one `need` line: a name, a check, and how to install it. A need that is missing
+# and cannot be installed stops here with its name; no test is left to skip for want of it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Runs a command as root: directly when we are root, else through sudo when there is one.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "test.sh: need root (or sudo) for: $*" >&2
+        return 1
+    fi
+}
+
+apt_install() {
+    command -v apt-get >/dev/null || { echo "test.sh: no apt-get to install $*" >&2; return 1; }
+    as_root apt-get update -qq && as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# need NAME CHECK INSTALL: runs CHECK; if it fails, runs INSTALL and CHECK again.
+need() {
+    local name=$1 check=$2 install=$3
+    if bash -c "$check" >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "test.sh: installing $name ($install)" >&2
+    if ! (eval "$install") || ! bash -c "$check" >/dev/null 2>&1; then
+        echo "test.sh: error: the tests need $name, which is missing and could not be installed" \
+            "(tried: $install)" >&2
+        exit 1
+    fi
+}
+
+# The build compiles libjpeg-turbo from source (worker/Cargo.toml: turbojpeg).
+need cmake "cmake --version" "apt_install cmake"
+need nasm "nasm -v" "apt_install nasm"
+# The Python interop tests (tests/python.rs) attach to blocks with real NumPy.
+need python3 "python3 --version" "apt_install python3 python3-pip"
+need "NumPy for python3" "python3 -c 'import numpy'" \
+    "python3 -m pip install --quiet numpy || python3 -m pip install --quiet --break-system-packages numpy || apt_install python3-numpy"
+# tests/durable.rs watches the binary's fdatasync/fsync/rename calls under strace.
+need strace "strace -V" "apt_install strace"
+# tests/small_shm.rs and tests/disk_full.rs mount a small tmpfs in a private mount namespace:
+# root and unshare, unless SHMPIPE_SKIP_NAMESPACE_TESTS=1 says to skip those two on purpose.
+if [ -z "${SHMPIPE_SKIP_NAMESPACE_TESTS:-}" ]; then
+    need unshare "unshare --version" "apt_install util-linux"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: error: tests/small_shm.rs and tests/disk_full.rs need root (unshare -m);" \
+            "run as root, or set SHMPIPE_SKIP_NAMESPACE_TESTS=1 to skip those two" >&2
+        exit 1
+    fi
+fi
+
+# tests/scale-out/docs.py parses the Kubernetes manifest of docs/scale-out.md.
+need "PyYAML for python3" "python3 -c 'import yaml'" \
+    "python3 -m pip install --quiet pyyaml || python3 -m pip install --quiet --break-system-packages pyyaml || apt_install python3-yaml"
+
+# With arguments, only what they select (`./test.sh --test run`).
+[ $# -gt 0 ] && exec cargo test --workspace "$@"
+cargo test --workspace
+# docs/scale-out.md against what runs, with the debug binary just built: its Kubernetes manifest,
+# and its Slurm script under a real single-node Slurm (root; it installs Slurm if missing, and
+# fails if Slurm cannot run here, unless SHMPIPE_SKIP_SLURM_TEST=1 skips it on purpose).
+python3 tests/scale-out/docs.py
+if [ -z "${SHMPIPE_SKIP_SLURM_TEST:-}" ]; then
+    tests/scale-out/slurm.sh
+else
+    echo "test.sh: tests/scale-out/slurm.sh skipped (SHMPIPE_SKIP_SLURM_TEST=1)" >&2
+fi
