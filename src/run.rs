@@ -221,18 +221,6 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let shard_files = shard
         .as_ref()
         .map(|_| (planned.images.len() + planned.rejected.len() + planned.skipped) as u64);
-    // The pixels each planned image's source decodes to, before any --resize: the work.
-    let source_pixels: Vec<u64> = planned
-        .images
-        .iter()
-        .map(|i| u64::from(i.width) * u64::from(i.height))
-        .collect();
-    if let Some((w, h)) = args.resize {
-        // Every slot takes the target shape; the decoder resizes straight into it.
-        for image in &mut planned.images {
-            (image.width, image.height) = (w, h);
-        }
-    }
     if let Some(out) = &settings.output {
         plan::assign_outputs(
             &mut planned,
@@ -244,6 +232,18 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         plan::check_outputs(&planned, out, settings.format)?;
         if !args.quiet {
             warn_unused_settings(args, &planned, settings.format);
+        }
+    }
+    // The pixels each planned image's source decodes to, before any --resize: the work.
+    let source_pixels: Vec<u64> = planned
+        .images
+        .iter()
+        .map(|i| u64::from(i.width) * u64::from(i.height))
+        .collect();
+    if let Some((w, h)) = args.resize {
+        // Every slot takes the target shape; the decoder resizes straight into it.
+        for image in &mut planned.images {
+            (image.width, image.height) = (w, h);
         }
     }
     let mut failures: Vec<Failure> = planned
