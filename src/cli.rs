@@ -38,7 +38,7 @@ pub enum Command {
     /// Decode a folder once into a named dataset that stays in shared memory (block
     /// `shmpipe-NAME`), for any process to attach to by name.
     #[command(
-        after_help = "Example:\n  shmpipe load photos/ --name faces --resize 224x224\n  python3 -c \"import shmpipe_block as sb; a = sb.attach('faces'); print(a.array.shape)\""
+        after_help = "Example:\n  shmpipe load photos/ --name faces --resize 224x224\n  pip install ./worker/python\n  python3 -c \"import shmpipe; print(shmpipe.attach('faces').shape)\""
     )]
     Load(LoadCli),
     /// Encode the images of a named dataset to a folder, under their relative paths.
@@ -169,10 +169,11 @@ pub struct RunCli {
     #[arg(long, requires = "out")]
     pub skip_existing: bool,
     /// Do only shard K of N (0-based) of the folder: a stable split by a hash of each relative
-    /// path. Without it, a Slurm array task or a Kubernetes Indexed Job picks the shard.
+    /// path. Without it, a Slurm array task or a Kubernetes Indexed Job picks K (see --shards).
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
-    /// The shard count for a Kubernetes Indexed Job (JOB_COMPLETION_INDEX gives K).
+    /// The shard count N in a Slurm job array (SLURM_ARRAY_TASK_ID gives K: the array is 0 to
+    /// N-1) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX gives K).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
     /// Keep the block afterwards as the named dataset NAME (block `shmpipe-NAME`): any process,

@@ -72,9 +72,9 @@ fn python_sees_and_edits_the_pixels_rust_decoded_and_never_unlinks() {
 
     let seen = python(&format!(
         r#"
-import json, shmpipe_block as sb
-ds = sb.attach("{name}")
-out = {{"paths": ds.paths, "shapes": [list(a.shape) for a in ds.images],
+import json, shmpipe
+ds = shmpipe.attach("{name}", writable=True)
+out = {{"paths": list(ds.paths), "shapes": [list(a.shape) for a in ds.images],
         "sums": [int(a.astype("uint64").sum()) for a in ds.images],
         "pixel": [int(v) for v in ds.images[1][5, 7]], "array": ds.array is None}}
 ds.images[0][0:4, 0:4, :] = 255
@@ -169,8 +169,8 @@ fn a_uniform_dataset_is_one_array_and_exports_to_numpy() {
     ok(&[os("export"), os(&name), file.as_os_str()]);
     let checked = python(&format!(
         r#"
-import json, numpy as np, shmpipe_block as sb
-ds = sb.attach("{name}")
+import json, numpy as np, shmpipe
+ds = shmpipe.attach("{name}")
 loaded = np.load(r"{file}")
 out = {{"shape": list(ds.array.shape), "dtype": str(loaded.dtype), "loaded_shape": list(loaded.shape),
         "equal": bool(np.array_equal(ds.array, loaded)),
@@ -236,11 +236,11 @@ fn python_refuses_a_runs_working_block() {
     };
     let said = python(&format!(
         r#"
-import json, shmpipe_block
+import json, shmpipe
 try:
-    shmpipe_block.attach("{block}")
+    shmpipe.attach("{block}")
     print(json.dumps({{"refused": False}}))
-except shmpipe_block.BlockError as e:
+except shmpipe.BlockError as e:
     print(json.dumps({{"refused": True, "why": str(e)}}))
 "#
     ));
@@ -285,12 +285,12 @@ fn python_refuses_damaged_datasets_and_failed_images_and_holds_off_writers() {
     let attach = |partial: &str| {
         python(&format!(
             r#"
-import json, shmpipe_block
+import json, shmpipe
 try:
-    ds = shmpipe_block.attach("{name}", partial={partial})
+    ds = shmpipe.attach("{name}", partial={partial})
     print(json.dumps({{"refused": False, "failed": list(ds.failed), "count": len(ds.images)}}))
     ds.close()
-except shmpipe_block.BlockError as e:
+except shmpipe.BlockError as e:
     print(json.dumps({{"refused": True, "why": str(e)}}))
 "#
         ))
@@ -309,7 +309,7 @@ except shmpipe_block.BlockError as e:
     let mut reader = Command::new("python3")
         .arg("-c")
         .arg(format!(
-            "import shmpipe_block, time\nds = shmpipe_block.attach('{name}', partial=True)\nprint('attached', flush=True)\ntime.sleep(3)\nds.close()"
+            "import shmpipe, time\nds = shmpipe.attach('{name}', partial=True)\nprint('attached', flush=True)\ntime.sleep(3)\nds.close()"
         ))
         .env(
             "PYTHONPATH",
@@ -330,7 +330,11 @@ except shmpipe_block.BlockError as e:
         .output()
         .unwrap();
     assert_eq!(applied.status.code(), Some(2));
-    assert!(common::stderr(&applied).contains("busy"));
+    let said = common::stderr(&applied);
+    assert!(
+        said.contains("busy: 1 process(es) attached to read it"),
+        "{said}"
+    );
     assert!(reader.wait().unwrap().success());
 
     // An apply killed mid-image leaves the dataset damaged: Python refuses it until repair.
@@ -383,11 +387,11 @@ fn python_refuses_a_block_file_owned_by_another_user() {
     std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
     let said = python(&format!(
         r#"
-import json, shmpipe_block
+import json, shmpipe
 try:
-    shmpipe_block.attach("{name}")
+    shmpipe.attach("{name}")
     print(json.dumps({{"refused": False}}))
-except shmpipe_block.BlockError as e:
+except shmpipe.BlockError as e:
     print(json.dumps({{"refused": True, "why": str(e)}}))
 "#
     ));

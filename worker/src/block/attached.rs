@@ -63,8 +63,7 @@ impl AttachedBlock {
         outcome.map_err(|e| BlockError::Invalid {
             name: self.mapping.name.clone(),
             reason: if e == rustix::io::Errno::WOULDBLOCK {
-                "busy: a run, load, apply or repair is writing it, or a save or export reading it"
-                    .into()
+                busy_reason(&self.mapping.file)
             } else {
                 format!("cannot lock it: {e}")
             },
@@ -102,6 +101,67 @@ impl AttachedBlock {
         mapping.validate(false)?;
         Ok(AttachedBlock { mapping })
     }
+}
+
+/// Why a lock on the block was refused, naming the holders that `/proc/locks` shows: a writer
+/// (a run, load, apply or repair, or a writable Python handle) or how many readers.
+fn busy_reason(file: &File) -> String {
+    let holders = lock_holders(file);
+    let writer = holders.iter().find(|(exclusive, _)| *exclusive);
+    // Distinct pids: one process may hold several handles.
+    let readers: std::collections::BTreeSet<u32> = holders
+        .iter()
+        .filter(|(exclusive, _)| !exclusive)
+        .map(|(_, pid)| *pid)
+        .collect();
+    match (writer, readers.len()) {
+        (Some((_, pid)), _) => format!(
+            "busy: a writer holds it (pid {pid}: a shmpipe run, load, apply or repair, or a writable Python handle)"
+        ),
+        (None, 0) => {
+            "busy: a run, load, apply or repair is writing it, or a save, an export or a Python handle reading it"
+                .into()
+        }
+        (None, n) => {
+            let pids: Vec<String> = readers.iter().take(8).map(u32::to_string).collect();
+            format!(
+                "busy: {n} process(es) attached to read it (pids {}{}: a save, an export or Python handles); close them first",
+                pids.join(", "),
+                if n > 8 { ", ..." } else { "" }
+            )
+        }
+    }
+}
+
+/// The flocks held on `file`, from `/proc/locks`: (exclusive, pid) each; a lock inherited across
+/// fork counts once. Empty where `/proc/locks` cannot be read.
+fn lock_holders(file: &File) -> Vec<(bool, u32)> {
+    let Ok(st) = rustix::fs::fstat(file) else {
+        return Vec::new();
+    };
+    let dev = st.st_dev;
+    let key = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        st.st_ino
+    );
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    // "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; a waiter's line has "->" after the id.
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, "FLOCK", _, kind, pid, id, ..] if *id == key => {
+                    Some((*kind == "WRITE", pid.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Proof of the block's shared lock: no shmpipe process writes the block while it lives.

@@ -4,7 +4,7 @@
 //!
 //! This file must never touch a mapping: it describes bytes, it does not read or write them.
 //! Changing anything here changes the layout: bump [`LAYOUT_VERSION`] and update
-//! `worker/python/shmpipe_block.py` with it.
+//! `worker/python/shmpipe/_block.py` with it.
 
 use std::cell::UnsafeCell;
 use std::mem::size_of;
@@ -537,7 +537,7 @@ mod layout_tests {
     use super::*;
     use std::mem::offset_of;
 
-    /// worker/python/shmpipe_block.py reads these offsets: change them together.
+    /// worker/python/shmpipe/_block.py reads these offsets: change them together.
     #[test]
     fn offsets_the_python_module_relies_on() {
         assert_eq!(offset_of!(Header, layout_version), 8);

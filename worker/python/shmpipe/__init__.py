@@ -1,0 +1,24 @@
+"""shmpipe: a dataset decoded once into shared memory by `shmpipe load`, seen from any Python
+process by name as NumPy arrays, with no copy.
+
+    import shmpipe
+    ds = shmpipe.attach("faces")     # the dataset made by `shmpipe load DIR --name faces`
+    ds.array.shape                   # (N, H, W, C) uint8, when every image has one shape
+    ds.images[3]                     # (H, W, C) view of image 3, made when asked for
+    ds.paths[3]                      # its source path, relative to the loaded folder
+    ds.close()                       # views taken before stay valid
+
+    train = shmpipe.Dataset("faces", transform=None)   # for torch.utils.data.DataLoader
+    image, label = train[3]
+
+Views are read-only unless `attach(name, writable=True)`. A handle holds the block's lock
+(shared, or exclusive when writable) while it or any of its views lives, so `shmpipe apply` and
+`save` refuse rather than race it. Pickling a handle or a `Dataset` sends its name: the receiver
+attaches by name (fork, spawn or forkserver), no pixel is copied, and the block is never handed
+to Python's resource tracker, which would unlink it. Only `shmpipe rm NAME` removes a dataset.
+"""
+from ._block import LAYOUT_VERSION, Block, BlockError, attach
+from ._dataset import Dataset
+
+__all__ = ["attach", "Block", "BlockError", "Dataset", "LAYOUT_VERSION"]
+__version__ = "0.3.0"

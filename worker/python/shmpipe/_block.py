@@ -1,0 +1,366 @@
+"""Attaching to a block: open, check, lock, map, and the lazy views over its pixels.
+
+The layout mirrors worker/src/block/layout.rs (`LAYOUT_VERSION` below); the offsets are checked
+there by `offsets_the_python_module_relies_on`. This module never unlinks a block and never
+hands it to Python's resource tracker (it does not use `multiprocessing.shared_memory`).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import stat
+import struct
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, overload
+
+import numpy as np
+
+MAGIC = b"SHMPIPE\0"
+LAYOUT_VERSION = 2
+NAME_PREFIX = "shmpipe-"
+SHM_DIR = "/dev/shm"
+HEADER_SIZE = 512
+IMAGE_RECORD_SIZE = 192
+
+# Header: (offset, struct format) of the fields read here.
+_HEADER = {
+    "magic": (0, "8s"),
+    "layout_version": (8, "<I"),
+    "header_size": (12, "<I"),
+    "total_size": (16, "<Q"),
+    "image_count": (32, "<Q"),
+    "channels": (44, "<I"),
+    "image_table_offset": (48, "<Q"),
+    "image_record_size": (56, "<Q"),
+    "strings_offset": (80, "<Q"),
+    "strings_len": (88, "<Q"),
+    "pixels_offset": (96, "<Q"),
+    "pixels_len": (104, "<Q"),
+    "flags": (188, "<I"),
+    "dataset_state": (296, "<I"),
+}
+FLAG_COPY = 2
+FLAG_KEPT = 8
+
+# One image record, as `ImageRecord` in block/layout.rs.
+_RECORD = np.dtype(
+    {
+        "names": ["slot_offset", "slot_len", "height", "width", "channels", "format",
+                  "source_offset", "source_len", "status", "message_len", "message"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u8", "<u8", "<u4", "<u4", "S104"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 40, 48, 60, 80],
+        "itemsize": IMAGE_RECORD_SIZE,
+    }
+)
+_DONE = 2
+# Dataset states, as `DatasetState` in block/layout.rs.
+_READY = 2
+_NOT_READY = {
+    0: "is a run's working block, not a dataset: keep one with `shmpipe load` or `shmpipe run --keep NAME`",
+    1: "is incomplete: its load was interrupted; run `shmpipe repair {short}` or load it again",
+    3: "is damaged: an apply was interrupted while it changed the pixels; run `shmpipe repair {short}`",
+    4: "is damaged: a repair was interrupted; run `shmpipe repair {short}` again",
+}
+# `ls`, `clean` and a run's sweep probe a block's lock for a moment: wait that long before "busy".
+_LOCK_PATIENCE_S = 0.5
+
+
+class BlockError(Exception):
+    """The name does not hold a dataset this process may attach to; the message says why and
+    what to do."""
+
+
+def full_name(name: str) -> str:
+    """`faces` -> `shmpipe-faces`; a full name is kept."""
+    return name if name.startswith(NAME_PREFIX) else NAME_PREFIX + name
+
+
+def _lock_holders(fd: int) -> List[Tuple[str, int]]:
+    """Who holds a flock on the file behind `fd`, from /proc/locks: (READ or WRITE, pid) each.
+    A lock inherited across fork counts once. Empty where /proc is not there."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = []
+    try:
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; waiters have "->" after the id.
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
+                    holders.append((fields[3], int(fields[4])))
+    except OSError:
+        pass
+    return holders
+
+
+def busy_reason(fd: int, writable: bool) -> str:
+    """Why a lock on the block was refused, naming the holders when /proc/locks shows them."""
+    holders = _lock_holders(fd)
+    writers = [pid for kind, pid in holders if kind == "WRITE"]
+    readers = [pid for kind, pid in holders if kind == "READ"]
+    if writers:
+        return (f"busy: a writer holds it (pid {writers[0]}: a shmpipe run, load, apply or repair, "
+                "or a writable Python handle); try again when it ends")
+    if readers:
+        readers = sorted(set(readers))
+        pids = ", ".join(str(p) for p in readers[:8]) + (", ..." if len(readers) > 8 else "")
+        return (f"busy: {len(readers)} process(es) attached to read it (pids {pids}: a save, an "
+                "export or Python handles); close them first")
+    what = "a writer holds it" if not writable else "a process holds it"
+    return f"busy: {what}; try again when it ends"
+
+
+class _Paths(Sequence[str]):
+    """Source paths, relative to the loaded folder; each is decoded when asked for."""
+
+    def __init__(self, block: "Block"):
+        self._block = block
+
+    def __len__(self) -> int:
+        return len(self._block)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> List[str]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._block._path(i)
+
+
+class _Images(Sequence[np.ndarray]):
+    """One `(H, W, C)` uint8 view per image, made when asked for: nothing per image is built
+    up front."""
+
+    def __init__(self, block: "Block"):
+        self._block = block
+
+    def __len__(self) -> int:
+        return len(self._block)
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> List[np.ndarray]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._block._image(i)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+class Block:
+    """One attached dataset. See `shmpipe.attach`."""
+
+    def __init__(self, name: str, writable: bool = False, partial: bool = False,
+                 backing: Optional[str] = None):
+        self.name = full_name(name)
+        self.writable = bool(writable)
+        self.partial = bool(partial)
+        self.backing = backing
+        self._mm: Optional[mmap.mmap] = None
+        self._whole: Optional[np.ndarray] = None
+        path = os.path.join(backing or SHM_DIR, self.name)
+        flags = (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise BlockError(f"no dataset named {self.name} in {backing or SHM_DIR} (see `shmpipe ls`)") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise BlockError(f"{self.name} is not ours: a symbolic link") from None
+            raise BlockError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            self._attach(fd)
+        finally:
+            # The mapping keeps a duplicate of the descriptor, and with it the lock: both live
+            # exactly as long as the mapping, which lives as long as any view of it.
+            os.close(fd)
+
+    def _attach(self, fd: int) -> None:
+        st = os.fstat(fd)
+        # As shmpipe does: only a regular file of this user's, nothing placed there by another.
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise BlockError(f"{self.name} is not ours: not a regular file owned by uid {os.geteuid()}")
+        if st.st_size < HEADER_SIZE:
+            raise BlockError(f"{self.name} is not ready: {st.st_size} bytes, smaller than a header")
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
+        self._mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=prot)
+        try:
+            self._check_kind(st.st_size)
+            self._lock(fd)
+            self._read(st.st_size)
+        except BaseException:
+            self._release()
+            raise
+
+    def _lock(self, fd: int) -> None:
+        how = (fcntl.LOCK_EX if self.writable else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        deadline = time.monotonic() + _LOCK_PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(fd, how)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BlockError(f"{self.name} is {busy_reason(fd, self.writable)}") from None
+                time.sleep(0.005)
+
+    def _field(self, key: str) -> int:
+        offset, fmt = _HEADER[key]
+        return struct.unpack_from(fmt, self._mm, offset)[0]
+
+    def _check_kind(self, size: int) -> None:
+        """What the block is: fields its creator writes before anyone can lock it."""
+        if self._field("magic") != MAGIC:
+            raise BlockError(f"{self.name} is not a shmpipe block")
+        version = self._field("layout_version")
+        if version != LAYOUT_VERSION or self._field("header_size") != HEADER_SIZE:
+            raise BlockError(f"{self.name} has layout version {version}, this package reads "
+                             f"{LAYOUT_VERSION}: use the shmpipe package of the same release")
+        if self._field("total_size") != size or self._field("image_record_size") != IMAGE_RECORD_SIZE:
+            raise BlockError(f"{self.name}: sizes do not match this package's layout")
+        flags = self._field("flags")
+        if flags & FLAG_COPY:
+            raise BlockError(f"{self.name} is a copy-mode block: it holds no pixels")
+        if not flags & FLAG_KEPT:
+            raise BlockError(f"{self.name} {_NOT_READY[0]}")
+
+    def _read(self, size: int) -> None:
+        """The rest, under the lock: no shmpipe writer changes it meanwhile."""
+        state = self._field("dataset_state")
+        if state != _READY:
+            why = _NOT_READY.get(state, "has an unknown dataset state")
+            raise BlockError(f"{self.name} {why.format(short=self.name[len(NAME_PREFIX):])}")
+        count = self._field("image_count")
+        table = self._field("image_table_offset")
+        self._strings, strings_len = self._field("strings_offset"), self._field("strings_len")
+        pixels, pixels_len = self._field("pixels_offset"), self._field("pixels_len")
+        if (table + count * IMAGE_RECORD_SIZE > size or self._strings + strings_len > size
+                or pixels + pixels_len > size):
+            raise BlockError(f"{self.name}: a region runs past the end of the block")
+        # One NumPy array over the whole table, its columns copied once: what was checked is what
+        # is used, and nothing is built per image.
+        records = np.frombuffer(self._mm, _RECORD, count=count, offset=table)
+        self._offsets = records["slot_offset"].astype(np.int64) + pixels
+        self._shapes = np.stack([records["height"], records["width"], records["channels"]], axis=1).astype(np.int64)
+        self._source = np.stack([records["source_offset"], records["source_len"]], axis=1).astype(np.int64)
+        lengths = records["slot_len"].astype(np.uint64)
+        status = records["status"] & 0xFF
+        bad = ((lengths != self._shapes.prod(axis=1).astype(np.uint64))
+               | (records["slot_offset"] + lengths > pixels_len)
+               | (records["source_offset"] + records["source_len"] > strings_len))
+        if bad.any():
+            raise BlockError(f"{self.name}: image {int(np.argmax(bad))}'s record is out of bounds")
+        failed = np.nonzero(status != _DONE)[0]
+        self.failed: Dict[int, str] = {
+            int(i): bytes(records["message"][i][: min(int(records["message_len"][i]), 104)]).decode("utf-8", "replace")
+            for i in failed
+        }
+        del records  # its buffer export would keep close() from unmapping
+        self._count = count
+        self._whole = np.frombuffer(self._mm, np.uint8)
+        self._whole.flags.writeable = self.writable
+        if self.failed and not self.partial:
+            first = int(failed[0])
+            raise BlockError(f"{self.name} holds {len(self.failed)} image(s) that failed at load, with no "
+                             f"pixels (the first: {self._path(first)}: {self.failed[first]}); "
+                             "attach(name, partial=True) gives the others, `failed` lists them")
+        self.array: Optional[np.ndarray] = None
+        if count and (self._shapes == self._shapes[0]).all():
+            h, w, c = (int(v) for v in self._shapes[0])
+            steps = np.diff(self._offsets)
+            stride = int(steps[0]) if count > 1 else h * w * c
+            if count == 1 or (steps == stride).all():
+                # Slots are 64-byte aligned: a strided view covers them all without a copy.
+                self.array = np.lib.stride_tricks.as_strided(
+                    self._whole[int(self._offsets[0]):], (count, h, w, c), (stride, w * c, c, 1),
+                    writeable=self.writable)
+        self.images: Sequence[np.ndarray] = _Images(self)
+        self.paths: Sequence[str] = _Paths(self)
+        self.labels: Optional[np.ndarray] = None
+        self.classes: Optional[List[str]] = None
+
+    def _live(self) -> np.ndarray:
+        if self._whole is None:
+            raise ValueError(f"{self.name}: this handle is closed (views taken before stay valid)")
+        return self._whole
+
+    def _image(self, i: int) -> np.ndarray:
+        whole = self._live()
+        i = range(self._count)[i]  # negative indices, and IndexError past the end
+        h, w, c = (int(v) for v in self._shapes[i])
+        start = int(self._offsets[i])
+        return whole[start : start + h * w * c].reshape(h, w, c)
+
+    def _path(self, i: int) -> str:
+        whole = self._live()
+        i = range(self._count)[i]
+        start = self._strings + int(self._source[i, 0])
+        return bytes(whole[start : start + int(self._source[i, 1])]).decode("utf-8", "surrogateescape")
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def shape(self) -> Optional[Tuple[int, int, int, int]]:
+        """(N, H, W, C) when every image has one shape, else None."""
+        return None if self.array is None else tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    @property
+    def closed(self) -> bool:
+        return self._whole is None
+
+    def _release(self) -> None:
+        self._whole = None
+        self.array = None
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                # Views are alive: they keep the mapping (and the lock) until the last one goes.
+                pass
+
+    def close(self) -> None:
+        """Lets go of the block (never unlinks it). Views taken before stay valid and keep the
+        mapping, and the lock, until the last of them is gone; the handle itself can give no
+        more."""
+        self._release()
+
+    def __enter__(self) -> "Block":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __reduce__(self):
+        # Pickled by name: the receiver attaches on its own, no pixel is copied.
+        return (attach, (self.name, self.writable, self.partial, self.backing))
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self)} images"
+        return f"<shmpipe.Block {self.name} {state}{' writable' if self.writable else ''}>"
+
+
+def attach(name: str, writable: bool = False, partial: bool = False,
+           backing: Optional[Union[str, os.PathLike]] = None) -> Block:
+    """Attaches to the dataset `name` (`faces` or `shmpipe-faces`).
+
+    Read-only views unless `writable`. A read-only handle holds the block's lock shared, a
+    writable one exclusively, for as long as the handle or any view of it lives: `shmpipe apply`
+    and `save` refuse meanwhile, and so does a second writer. With `partial`, a dataset holding
+    images that failed at load attaches too (`failed` maps their indices to the reasons; their
+    views hold no picture). `backing` is the folder of a `--backing DIR` dataset.
+    """
+    return Block(name, writable, partial, None if backing is None else os.fspath(backing))

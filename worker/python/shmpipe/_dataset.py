@@ -1,0 +1,64 @@
+"""`Dataset`: a map-style dataset over an attached block, as a data loader wants one."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional, Tuple, Union
+
+import numpy as np
+
+from ._block import Block, attach
+
+
+class Dataset:
+    """`len(ds)` images; `ds[i]` is `(image, label)`: the `(H, W, C)` uint8 view of image `i`
+    (or `transform(view)`) and its class index (-1 when the dataset has no labels).
+
+    Usable as is by `torch.utils.data.DataLoader` (the package does not import torch). The block
+    is attached when first used, in the process that uses it; pickling a `Dataset` (as a data
+    loader does for each worker under spawn or forkserver) sends its name and transform, never
+    pixels, and the worker attaches by name.
+
+    Views are read-only: a transform that changes pixels must copy first (`np.array(view)`).
+    """
+
+    def __init__(self, name: str, transform: Optional[Callable[[np.ndarray], Any]] = None,
+                 partial: bool = False, backing: Optional[Union[str, os.PathLike]] = None):
+        self.name = name
+        self.transform = transform
+        self.partial = partial
+        self.backing = None if backing is None else os.fspath(backing)
+        self._block: Optional[Block] = None
+        self._pid = -1
+        self.block  # attach now, so a missing or unready dataset is reported here
+
+    @property
+    def block(self) -> Block:
+        """The attached block; attached again after a fork (the child's own lock and mapping)."""
+        if self._block is None or self._pid != os.getpid():
+            self._block = attach(self.name, partial=self.partial, backing=self.backing)
+            self._pid = os.getpid()
+        return self._block
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def __getitem__(self, i: int) -> Tuple[Any, int]:
+        block = self.block
+        image = block.images[i]
+        label = -1 if block.labels is None else int(block.labels[i])
+        return (image if self.transform is None else self.transform(image)), label
+
+    @property
+    def classes(self):
+        return self.block.classes
+
+    def close(self) -> None:
+        if self._block is not None:
+            self._block.close()
+            self._block = None
+
+    def __reduce__(self):
+        return (Dataset, (self.name, self.transform, self.partial, self.backing))
+
+    def __repr__(self) -> str:
+        return f"<shmpipe.Dataset {self.name}>"
