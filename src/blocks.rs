@@ -72,6 +72,7 @@ fn describe(b: &BlockInfo) -> serde_json::Value {
         "status": status(b.liveness),
         "state": state_word(b),
         "images": b.images,
+        "classes": b.classes,
         "age_s": b.age.as_secs(),
         "foreign": b.foreign,
     })
@@ -114,8 +115,8 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
         return code;
     }
     println!(
-        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>8}",
-        "NAME", "BYTES", "OWNER", "STATUS", "STATE", "IMAGES", "AGE"
+        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7} {:>8}",
+        "NAME", "BYTES", "OWNER", "STATUS", "STATE", "IMAGES", "CLASSES", "AGE"
     );
     for b in &blocks {
         if let Some(why) = &b.foreign {
@@ -123,13 +124,14 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
             continue;
         }
         println!(
-            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7}s",
+            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7} {:>7}s",
             b.name,
             b.bytes,
             b.owner_pid.map_or("-".into(), |p| p.to_string()),
             status(b.liveness),
             state_word(b),
             b.images.map_or("-".into(), |n| n.to_string()),
+            b.classes.map_or("-".into(), |n| n.to_string()),
             b.age.as_secs()
         );
     }

@@ -48,6 +48,7 @@ fn attach_never_panics_on_mutated_blocks() {
         allow_truncated: false,
         strip: false,
         lossless: false,
+        classes: None,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);
