@@ -74,7 +74,7 @@ fn python_sees_and_edits_the_pixels_rust_decoded_and_never_unlinks() {
         r#"
 import json, shmpipe
 ds = shmpipe.attach("{name}", writable=True)
-out = {{"paths": ds.paths, "shapes": [list(a.shape) for a in ds.images],
+out = {{"paths": list(ds.paths), "shapes": [list(a.shape) for a in ds.images],
         "sums": [int(a.astype("uint64").sum()) for a in ds.images],
         "pixel": [int(v) for v in ds.images[1][5, 7]], "array": ds.array is None}}
 ds.images[0][0:4, 0:4, :] = 255

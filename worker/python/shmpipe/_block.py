@@ -198,12 +198,13 @@ class Block:
         # As shmpipe does: only a regular file of this user's, nothing placed there by another.
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             raise BlockError(f"{self.name} is not ours: not a regular file owned by uid {os.geteuid()}")
-        self._lock(fd)
         if st.st_size < HEADER_SIZE:
             raise BlockError(f"{self.name} is not ready: {st.st_size} bytes, smaller than a header")
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
         self._mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=prot)
         try:
+            self._check_kind(st.st_size)
+            self._lock(fd)
             self._read(st.st_size)
         except BaseException:
             self._release()
@@ -225,7 +226,8 @@ class Block:
         offset, fmt = _HEADER[key]
         return struct.unpack_from(fmt, self._mm, offset)[0]
 
-    def _read(self, size: int) -> None:
+    def _check_kind(self, size: int) -> None:
+        """What the block is: fields its creator writes before anyone can lock it."""
         if self._field("magic") != MAGIC:
             raise BlockError(f"{self.name} is not a shmpipe block")
         version = self._field("layout_version")
@@ -237,7 +239,12 @@ class Block:
         flags = self._field("flags")
         if flags & FLAG_COPY:
             raise BlockError(f"{self.name} is a copy-mode block: it holds no pixels")
-        state = self._field("dataset_state") if flags & FLAG_KEPT else 0
+        if not flags & FLAG_KEPT:
+            raise BlockError(f"{self.name} {_NOT_READY[0]}")
+
+    def _read(self, size: int) -> None:
+        """The rest, under the lock: no shmpipe writer changes it meanwhile."""
+        state = self._field("dataset_state")
         if state != _READY:
             why = _NOT_READY.get(state, "has an unknown dataset state")
             raise BlockError(f"{self.name} {why.format(short=self.name[len(NAME_PREFIX):])}")
@@ -270,14 +277,14 @@ class Block:
         # (width, height) of each source as decoded, EXIF orientation applied, before any resize.
         original_sizes = np.stack([records["original_width"], records["original_height"]], axis=1).astype(np.int64)
         del records  # its buffer export would keep close() from unmapping
+        self._count = count
+        self._whole = np.frombuffer(self._mm, np.uint8)
+        self._whole.flags.writeable = self.writable
         if self.failed and not self.partial:
             first = int(failed[0])
             raise BlockError(f"{self.name} holds {len(self.failed)} image(s) that failed at load, with no "
                              f"pixels (the first: {self._path(first)}: {self.failed[first]}); "
                              "attach(name, partial=True) gives the others, `failed` lists them")
-        self._count = count
-        self._whole = np.frombuffer(self._mm, np.uint8)
-        self._whole.flags.writeable = self.writable
         self.array: Optional[np.ndarray] = None
         if count and (self._shapes == self._shapes[0]).all():
             h, w, c = (int(v) for v in self._shapes[0])

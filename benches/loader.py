@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""One data-loader epoch over a kept dataset, three ways, under spawn and forkserver: memory (peak
+total Pss of every process) and images/s. Run by hand, not a test.
+
+    shmpipe gen /tmp/loader --count 7200 --size 224x224 --format jpeg    # 1.01 GiB decoded
+    shmpipe load /tmp/loader --name loader
+    pip install ./worker/python pillow
+    python3 benches/loader.py loader /tmp/loader [--workers 8] [--batch 64]
+
+(a) shmpipe: `shmpipe.Dataset(NAME)`, pickled by name into each worker.
+(b) naive: a dataset object holding the decoded arrays in a list, pickled into each worker as a
+    data loader does under spawn and forkserver (copied from the block, so decoding is not timed).
+(c) pillow: each worker decodes its images from the files with Pillow.
+
+With torch installed it runs `torch.utils.data.DataLoader(ds, batch_size, shuffle=True,
+num_workers, multiprocessing_context=METHOD)`; without, a `multiprocessing` pool of the same start
+method does the same work: the dataset object is pickled once into each worker (its
+initializer), workers fetch shuffled batches of indices and return the stacked batch, with at
+most 2 batches per worker in flight (DataLoader's default prefetch). The epoch is timed from the
+loader's start (worker start-up included) to its last batch. Each (start method, way) runs in a
+fresh process of its own, so that no way inherits another's heap.
+
+Memory: /proc/PID/smaps_rollup of this process and every descendant, sampled every 50 ms; the
+sum of Pss counts a page shared by N processes 1/N in each, so the total is the memory the job
+holds. The block's pages are counted as far as some process maps them; its size is printed too.
+The baseline is the Pss of one idle interpreter that has imported NumPy, started the same way.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+import shmpipe
+
+try:
+    import torch
+    from torch.utils.data import DataLoader
+except ImportError:
+    torch = None
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(root):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+class PssSampler:
+    """Peak of the summed Pss of this process and its descendants, every 50 ms."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            total = sum(pss_kib(p) for p in descendants(os.getpid()))
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class NaiveDataset:
+    """The usual way: the decoded images in a list, inside the dataset object."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+class PillowDataset:
+    """Decodes each image from its file when asked for."""
+
+    def __init__(self, root, paths, labels):
+        self.root, self.paths, self.labels = root, paths, labels
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(os.path.join(self.root, self.paths[i])) as im:
+            return np.asarray(im.convert("RGB")), self.labels[i]
+
+
+_dataset = None
+
+
+def _init(dataset):
+    global _dataset
+    _dataset = dataset
+
+
+def _batch(indices):
+    items = [_dataset[i] for i in indices]
+    return np.stack([im for im, _ in items]), np.array([label for _, label in items])
+
+
+def _idle():
+    return None
+
+
+def epoch(dataset, method, workers, batch):
+    """Images seen, seconds, peak total Pss (KiB) of one shuffled epoch."""
+    seen = 0
+    with PssSampler() as sampler:
+        start = time.perf_counter()
+        if torch is not None:
+            loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                multiprocessing_context=method)
+            for images, _labels in loader:
+                seen += len(images)
+        else:
+            order = list(range(len(dataset)))
+            random.shuffle(order)
+            batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+            ctx = mp.get_context(method)
+            with ctx.Pool(workers, initializer=_init, initargs=(dataset,)) as pool:
+                pending = [pool.apply_async(_batch, (b,)) for b in batches[: 2 * workers]]
+                for following in batches[2 * workers :] + [None] * len(pending):
+                    images, _labels = pending.pop(0).get()
+                    seen += len(images)
+                    if following is not None:
+                        pending.append(pool.apply_async(_batch, (following,)))
+        seconds = time.perf_counter() - start
+    return seen, seconds, sampler.peak
+
+
+def idle_baseline(method):
+    """Pss (KiB) of one idle interpreter with NumPy imported, started with `method`."""
+    ctx = mp.get_context(method)
+    with ctx.Pool(1) as pool:
+        pool.apply(_idle)
+        pid = pool._pool[0].pid
+        return pss_kib(pid)
+
+
+def fetch_rate(dataset, batch, seconds=3.0):
+    """Images/s of fetching and collating shuffled batches in this one process, no loader."""
+    order = list(range(len(dataset)))
+    random.shuffle(order)
+    seen, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds and seen + batch <= len(order):
+        np.stack([dataset[i][0] for i in order[seen : seen + batch]])
+        seen += batch
+    return seen / (time.perf_counter() - start)
+
+
+def one(args, method, way):
+    """Runs one way under one start method in this process; prints its figures as JSON."""
+    block = shmpipe.attach(args.name)
+    n = len(block)
+    labels = [0] * n if block.labels is None else block.labels.tolist()
+    if way == "shmpipe":
+        dataset = shmpipe.Dataset(args.name)
+    elif way == "naive":
+        dataset = NaiveDataset([np.array(block.images[i]) for i in range(n)], labels)
+    elif way == "pillow":
+        dataset = PillowDataset(os.path.abspath(args.folder), list(block.paths), labels)
+    else:
+        sys.exit(f"unknown way {way!r}")
+    block.close()
+    seen, seconds, peak = epoch(dataset, method, args.workers, args.batch)
+    assert seen == n, f"{way}: {seen} of {n} images"
+    print(json.dumps({"rate": seen / seconds, "seconds": seconds, "peak_kib": peak}))
+
+
+def plot(path, rows, dataset_bytes, workers):
+    """Two bar charts side by side: peak total Pss (with the dataset's size marked) and images/s."""
+    width, height, top, bottom, left = 760, 300, 40, 60, 50
+    panel = (width - 3 * left) // 2
+    colours = {"shmpipe": "#1b7837", "naive": "#b2182b", "pillow": "#5e3c99"}
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="11">',
+           f'<text x="{left}" y="18" font-size="13">One shuffled epoch, {workers} workers, '
+           f'{dataset_bytes / 2**30:.2f} GiB dataset (dashed)</text>']
+    for k, (title, value, unit) in enumerate([("peak total Pss", lambda r: r[3] / 2**20, "GiB"),
+                                              ("images/s", lambda r: r[2], "")]):
+        x0 = left + k * (panel + left)
+        top_value = max(value(r) for r in rows) * 1.1
+        scale = (height - top - bottom) / top_value
+        bar = panel / len(rows)
+        out.append(f'<text x="{x0}" y="{top - 8}">{title}</text>')
+        out.append(f'<line x1="{x0}" y1="{height - bottom}" x2="{x0 + panel}" y2="{height - bottom}" stroke="black"/>')
+        for i, row in enumerate(rows):
+            v = value(row)
+            h = v * scale
+            x = x0 + i * bar + 4
+            out.append(f'<rect x="{x:.0f}" y="{height - bottom - h:.0f}" width="{bar - 8:.0f}" height="{h:.0f}" '
+                       f'fill="{colours.get(row[1], "grey")}"/>')
+            out.append(f'<text x="{x:.0f}" y="{height - bottom - h - 3:.0f}">{v:.2f} {unit}</text>' if unit else
+                       f'<text x="{x:.0f}" y="{height - bottom - h - 3:.0f}">{v:.0f}</text>')
+            out.append(f'<text x="{x:.0f}" y="{height - bottom + 14}">{row[1]}</text>')
+            out.append(f'<text x="{x:.0f}" y="{height - bottom + 28}">{row[0]}</text>')
+        if k == 0:
+            y = height - bottom - dataset_bytes / 2**30 * scale
+            out.append(f'<line x1="{x0}" y1="{y:.0f}" x2="{x0 + panel}" y2="{y:.0f}" stroke="black" stroke-dasharray="4"/>')
+            out.append(f'<text x="{x0 + panel - 60}" y="{y - 3:.0f}">dataset</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("name", help="a kept dataset (shmpipe load DIR --name NAME)")
+    parser.add_argument("folder", help="the folder it was loaded from, for the Pillow way")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--methods", default="spawn,forkserver")
+    parser.add_argument("--ways", default="shmpipe,naive,pillow")
+    parser.add_argument("--plot", metavar="FILE.svg", help="bars of peak memory and images/s")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return one(args, *args.one.split(":"))
+
+    block = shmpipe.attach(args.name)
+    n = len(block)
+    dataset_bytes = sum(int(np.prod(block.images[i].shape)) for i in range(n))
+    fetch = {}
+    labels = [0] * n
+    for way, dataset in (("shmpipe", shmpipe.Dataset(args.name)),
+                         ("pillow", PillowDataset(os.path.abspath(args.folder), list(block.paths), labels))):
+        if way in args.ways.split(","):
+            fetch[way] = fetch_rate(dataset, args.batch)
+        del dataset
+    block.close()
+    print(f"dataset {block.name}: {n} images, {dataset_bytes / 2**30:.2f} GiB decoded; "
+          f"{args.workers} workers, batches of {args.batch}; "
+          f"loader: {'torch DataLoader' if torch else 'multiprocessing pool'}; Python {sys.version.split()[0]}")
+
+    for way, rate in fetch.items():
+        print(f"one process, no loader: {way} fetches and collates {rate:.0f} images/s")
+    if len(fetch) == 2:
+        print(f"one process, no loader: shmpipe / pillow {fetch['shmpipe'] / fetch['pillow']:.1f}x")
+    rows = []
+    for method in args.methods.split(","):
+        idle = idle_baseline(method)
+        print(f"[{method}] idle interpreter with NumPy: {idle / 1024:.1f} MiB Pss")
+        for way in args.ways.split(","):
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), args.name, args.folder,
+                                  "--workers", str(args.workers), "--batch", str(args.batch),
+                                  "--one", f"{method}:{way}"], check=True, capture_output=True, text=True)
+            figures = json.loads(out.stdout.splitlines()[-1])
+            seen, seconds, peak = n, figures["seconds"], figures["peak_kib"]
+            rows.append((method, way, seen / seconds, peak, idle))
+            print(f"[{method}] {way:8s} {seen / seconds:8.0f} images/s  {seconds:6.1f} s  "
+                  f"peak total Pss {peak / 2**20:6.2f} GiB = {peak * 1024 / dataset_bytes:4.2f}x the dataset",
+                  flush=True)
+    print()
+    print("| start method | way | images/s | peak total Pss | x dataset | budget (dataset + workers x idle) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for method, way, rate, peak, idle in rows:
+        budget = dataset_bytes / 1024 + args.workers * idle
+        print(f"| {method} | {way} | {rate:.0f} | {peak / 2**20:.2f} GiB | {peak * 1024 / dataset_bytes:.2f} "
+              f"| {peak / budget:.2f}x |")
+    if args.plot:
+        plot(args.plot, rows, dataset_bytes, args.workers)
+    for method in args.methods.split(","):
+        by_way = {way: rate for m, way, rate, _, _ in rows if m == method}
+        if "shmpipe" in by_way and "pillow" in by_way:
+            print(f"[{method}] shmpipe / pillow images/s: {by_way['shmpipe'] / by_way['pillow']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

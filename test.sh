@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test of the workspace.
+# Arguments go to `cargo test` (`./test.sh --test run`).
+#
+# Each need is one `need` line: a name, a check, and how to install it. A need that is missing
+# and cannot be installed stops here with its name; no test is left to skip for want of it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Runs a command as root: directly when we are root, else through sudo when there is one.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "test.sh: need root (or sudo) for: $*" >&2
+        return 1
+    fi
+}
+
+apt_install() {
+    command -v apt-get >/dev/null || { echo "test.sh: no apt-get to install $*" >&2; return 1; }
+    as_root apt-get update -qq && as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# need NAME CHECK INSTALL: runs CHECK; if it fails, runs INSTALL and CHECK again.
+need() {
+    local name=$1 check=$2 install=$3
+    if bash -c "$check" >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "test.sh: installing $name ($install)" >&2
+    if ! (eval "$install") || ! bash -c "$check" >/dev/null 2>&1; then
+        echo "test.sh: error: the tests need $name, which is missing and could not be installed" \
+            "(tried: $install)" >&2
+        exit 1
+    fi
+}
+
+# The Python interop tests (tests/python.rs) attach to blocks with real NumPy.
+need python3 "python3 --version" "apt_install python3 python3-pip"
+need "NumPy for python3" "python3 -c 'import numpy'" \
+    "python3 -m pip install --quiet numpy || python3 -m pip install --quiet --break-system-packages numpy || apt_install python3-numpy"
+# tests/durable.rs watches the binary's fdatasync/fsync/rename calls under strace.
+need strace "strace -V" "apt_install strace"
+# tests/small_shm.rs and tests/disk_full.rs mount a small tmpfs in a private mount namespace:
+# root and unshare, unless SHMPIPE_SKIP_NAMESPACE_TESTS=1 says to skip those two on purpose.
+if [ -z "${SHMPIPE_SKIP_NAMESPACE_TESTS:-}" ]; then
+    need unshare "unshare --version" "apt_install util-linux"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: error: tests/small_shm.rs and tests/disk_full.rs need root (unshare -m);" \
+            "run as root, or set SHMPIPE_SKIP_NAMESPACE_TESTS=1 to skip those two" >&2
+        exit 1
+    fi
+fi
+
+exec cargo test --workspace "$@"
