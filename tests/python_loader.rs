@@ -373,6 +373,26 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
             assert!(said.contains("busy: a writer holds it"), "{said}");
         }
     }
+    // A handle's process killed (SIGKILL or SIGTERM) while attached, writable or not, takes
+    // its lock with it: nothing is left holding the dataset.
+    for (writable, signal) in [
+        (true, rustix::process::Signal::KILL),
+        (false, rustix::process::Signal::KILL),
+        (true, rustix::process::Signal::TERM),
+    ] {
+        let holder = Holder::start(&name, writable);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(holder.pid() as i32).unwrap(),
+            signal,
+        )
+        .unwrap();
+        drop(holder);
+        assert_eq!(
+            refusal(&name, true),
+            "",
+            "a killed handle (writable: {writable}, {signal:?}) leaves no lock"
+        );
+    }
     // Nothing holds it now: apply runs; while it runs, neither kind of handle attaches.
     let (code, said) = shmpipe(&["apply", &name, "--ops", "invert", "-q"]);
     assert_eq!(code, Some(0), "{said}");
