@@ -154,7 +154,10 @@ if __name__ == "__main__":
         );
         let said: serde_json::Value =
             serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{py}: {stderr}"));
-        eprintln!("{py} ({}): pickles {}", said["python"], said["pickle_bytes"]);
+        eprintln!(
+            "{py} ({}): pickles {}",
+            said["python"], said["pickle_bytes"]
+        );
         for bytes in said["pickle_bytes"].as_array().unwrap() {
             assert!(bytes.as_u64().unwrap() < 1000, "{py}: pickled by name");
         }

@@ -139,7 +139,7 @@ fn lock_holders(file: &File) -> Vec<(bool, u32)> {
     let Ok(st) = rustix::fs::fstat(file) else {
         return Vec::new();
     };
-    let dev = st.st_dev as u64;
+    let dev = st.st_dev;
     let key = format!(
         "{:02x}:{:02x}:{}",
         rustix::fs::major(dev),
