@@ -278,7 +278,8 @@ def main():
                          ("pillow", PillowDataset(os.path.abspath(args.folder), list(block.paths), labels))):
         if way in args.ways.split(","):
             fetch[way] = fetch_rate(dataset, args.batch)
-        del dataset
+        if way == "shmpipe":
+            dataset.close()  # this process's mapping would take a share of the workers' Pss
     block.close()
     print(f"dataset {block.name}: {n} images, {dataset_bytes / 2**30:.2f} GiB decoded; "
           f"{args.workers} workers, batches of {args.batch}; "

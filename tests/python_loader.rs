@@ -211,6 +211,14 @@ import gc, json
 import numpy as np, shmpipe
 
 N = "{name}"
+# A handle dropped without close() lets go of the lock at once, garbage collector or not.
+gc.disable()
+dropped = shmpipe.attach(N)
+dropped.images[0], dropped.paths[0]
+del dropped
+shmpipe.attach(N, writable=True).close()
+gc.enable()
+
 reference = shmpipe.attach(N)
 means = [float(np.array(reference.images[i]).mean()) for i in range(3)]
 reference.close()

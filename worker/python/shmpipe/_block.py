@@ -295,8 +295,6 @@ class Block:
                 self.array = np.lib.stride_tricks.as_strided(
                     self._whole[int(self._offsets[0]):], (count, h, w, c), (stride, w * c, c, 1),
                     writeable=self.writable)
-        self.images: Sequence[np.ndarray] = _Images(self)
-        self.paths: Sequence[str] = _Paths(self)
         self._formats = records_formats
         self.original_sizes: np.ndarray = original_sizes
         self.labels: Optional[np.ndarray] = None
@@ -346,6 +344,18 @@ class Block:
 
     def __len__(self) -> int:
         return self._count
+
+    # Made on access, never stored: a stored one would make a reference cycle, and the mapping
+    # and its lock would outlive a dropped handle until the garbage collector ran.
+    @property
+    def images(self) -> Sequence[np.ndarray]:
+        """One `(H, W, C)` uint8 view per image, each made when asked for."""
+        return _Images(self)
+
+    @property
+    def paths(self) -> Sequence[str]:
+        """Source paths relative to the loaded folder, each decoded when asked for."""
+        return _Paths(self)
 
     @property
     def shape(self) -> Optional[Tuple[int, int, int, int]]:
