@@ -221,7 +221,7 @@ def one(args, method, way):
 
 def plot(path, rows, dataset_bytes, workers):
     """Two bar charts side by side: peak total Pss (with the dataset's size marked) and images/s."""
-    width, height, top, bottom, left = 760, 300, 40, 60, 50
+    width, height, top, bottom, left = 960, 300, 40, 60, 50
     panel = (width - 3 * left) // 2
     colours = {"shmpipe": "#1b7837", "naive": "#b2182b", "pillow": "#5e3c99"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -249,7 +249,7 @@ def plot(path, rows, dataset_bytes, workers):
         if k == 0:
             y = height - bottom - dataset_bytes / 2**30 * scale
             out.append(f'<line x1="{x0}" y1="{y:.0f}" x2="{x0 + panel}" y2="{y:.0f}" stroke="black" stroke-dasharray="4"/>')
-            out.append(f'<text x="{x0 + panel - 60}" y="{y - 3:.0f}">dataset</text>')
+            out.append(f'<text x="{x0 + panel + 3}" y="{y + 4:.0f}">dataset</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
