@@ -290,7 +290,11 @@ pub fn label_by_folder(root: &Path, images: &mut [PlannedImage]) -> anyhow::Resu
         );
     }
     for image in images.iter_mut() {
-        let top = image.source.split(|&b| b == b'/').next().unwrap_or_default();
+        let top = image
+            .source
+            .split(|&b| b == b'/')
+            .next()
+            .unwrap_or_default();
         let index = classes
             .binary_search_by(|c| c.as_slice().cmp(top))
             .map_err(|_| {

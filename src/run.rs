@@ -228,10 +228,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         }
     }
     let classes = match &args.labels {
-        Some(_) => Some(plan::label_by_folder(
-            &settings.input,
-            &mut planned.images,
-        )?),
+        Some(_) => Some(plan::label_by_folder(&settings.input, &mut planned.images)?),
         None => None,
     };
     if let Some(out) = &settings.output {

@@ -553,7 +553,10 @@ print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "class
         .lines()
         .find(|l| l.starts_with(&format!("shmpipe-{name} ")))
         .unwrap();
-    assert!(row.contains(" 3       2 "), "ls shows images and classes: {row}");
+    assert!(
+        row.contains(" 3       2 "),
+        "ls shows images and classes: {row}"
+    );
 
     // Without --labels: no labels, no classes, and ls says so.
     let plain = format!("pyplain{}", std::process::id());
@@ -577,7 +580,9 @@ print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "class
     );
 
     // An image directly in the folder has no class: refused, naming it, no block made.
-    image::RgbImage::new(4, 4).save(input.join("loose.png")).unwrap();
+    image::RgbImage::new(4, 4)
+        .save(input.join("loose.png"))
+        .unwrap();
     let refused_name = format!("pyloose{}", std::process::id());
     let _refused_cleanup = Dataset(refused_name.clone());
     let out = common::run(&[

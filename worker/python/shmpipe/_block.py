@@ -22,7 +22,7 @@ LAYOUT_VERSION = 3
 NAME_PREFIX = "shmpipe-"
 SHM_DIR = "/dev/shm"
 HEADER_SIZE = 512
-IMAGE_RECORD_SIZE = 192
+IMAGE_RECORD_SIZE = 256
 
 # Header: (offset, struct format) of the fields read here.
 _HEADER = {
@@ -54,14 +54,14 @@ _RECORD = np.dtype(
         "names": ["slot_offset", "slot_len", "height", "width", "channels", "format",
                   "source_offset", "source_len", "status", "message_len", "message",
                   "original_width", "original_height", "label"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u8", "<u8", "<u4", "<u4", "S96",
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u8", "<u8", "<u4", "<u4", "S104",
                     "<u4", "<u4", "<i8"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 40, 48, 60, 80, 176, 180, 184],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 40, 48, 60, 80, 184, 188, 192],
         "itemsize": IMAGE_RECORD_SIZE,
     }
 )
-_MESSAGE_LEN = 96
-_LABEL_AT = 184
+_MESSAGE_LEN = 104
+_LABEL_AT = 192
 # Source formats, as `codec::FORMATS` in worker/src/codec.rs.
 FORMATS = ("png", "jpeg", "webp", "gif", "bmp", "tiff")
 _DONE = 2

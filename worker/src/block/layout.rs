@@ -17,7 +17,7 @@ pub const LAYOUT_VERSION: u32 = 3;
 /// Alignment of every region and every slot.
 pub const ALIGN: u64 = 64;
 /// Bytes of an image's error message kept in its record.
-pub const MESSAGE_LEN: usize = 96;
+pub const MESSAGE_LEN: usize = 104;
 
 /// Lifecycle of a block, in `Header::state`.
 #[repr(u32)]
@@ -309,6 +309,7 @@ pub struct ImageRecord {
     pub original_height: u32,
     /// The image's class (see [`Header::label_kind`]), -1 for none.
     pub label: i64,
+    pub _reserved: [u8; 56],
 }
 
 // SAFETY: `message` is the only non-atomic field written after the block is published; it is
@@ -414,7 +415,7 @@ impl ImageRecord {
 
 const _: () = assert!(size_of::<Header>() == 512);
 const _: () = assert!(size_of::<HistoryEntry>().is_multiple_of(64));
-const _: () = assert!(size_of::<ImageRecord>() == 192);
+const _: () = assert!(size_of::<ImageRecord>() == 256);
 const _: () = assert!(size_of::<WorkerRecord>() == 128);
 
 /// Sizes of a block to be created.
@@ -593,14 +594,15 @@ mod layout_tests {
         assert_eq!(offset_of!(ImageRecord, steps), 52);
         assert_eq!(offset_of!(ImageRecord, message_len), 60);
         assert_eq!(offset_of!(ImageRecord, message), 80);
-        assert_eq!(MESSAGE_LEN, 96);
+        assert_eq!(MESSAGE_LEN, 104);
+        assert_eq!(size_of::<ImageRecord>(), 256);
         assert_eq!(LAYOUT_VERSION, 3);
         assert_eq!(offset_of!(Header, label_kind), 324);
         assert_eq!(offset_of!(Header, class_count), 328);
         assert_eq!(offset_of!(Header, class_names), 336);
-        assert_eq!(offset_of!(ImageRecord, original_width), 176);
-        assert_eq!(offset_of!(ImageRecord, original_height), 180);
-        assert_eq!(offset_of!(ImageRecord, label), 184);
+        assert_eq!(offset_of!(ImageRecord, original_width), 184);
+        assert_eq!(offset_of!(ImageRecord, original_height), 188);
+        assert_eq!(offset_of!(ImageRecord, label), 192);
         assert_eq!(offset_of!(ImageRecord, source_size), 64);
         assert_eq!(offset_of!(ImageRecord, source_mtime_ns), 72);
         assert_eq!(offset_of!(ImageRecord, slot_offset), 0);

@@ -23,8 +23,8 @@ use super::{
     fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
     HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
     FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
-    HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE, LAYOUT_VERSION, MAGIC, MESSAGE_LEN,
-    NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE, LAYOUT_VERSION,
+    MAGIC, MESSAGE_LEN, NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -330,7 +330,12 @@ impl Mapping {
                     message: UnsafeCell::new([0; MESSAGE_LEN]),
                     original_width: img.original_width,
                     original_height: img.original_height,
-                    label: if plan.classes.is_some() { img.label } else { -1 },
+                    label: if plan.classes.is_some() {
+                        img.label
+                    } else {
+                        -1
+                    },
+                    _reserved: [0; 56],
                 };
                 std::ptr::write(
                     base.add((r.image_table + i as u64 * size_of::<ImageRecord>() as u64) as usize)
