@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, then runs every test of the workspace.
+# The test command: installs what the tests need, then runs every test of the workspace and the
+# scale-out checks of tests/scale-out/.
 # Arguments go to `cargo test` (`./test.sh --test run`).
 #
 # Each need is one `need` line: a name, a check, and how to install it. A need that is missing
@@ -55,4 +56,19 @@ if [ -z "${SHMPIPE_SKIP_NAMESPACE_TESTS:-}" ]; then
     fi
 fi
 
-exec cargo test --workspace "$@"
+# tests/scale-out/docs.py parses the Kubernetes manifest of docs/scale-out.md.
+need "PyYAML for python3" "python3 -c 'import yaml'" \
+    "python3 -m pip install --quiet pyyaml || python3 -m pip install --quiet --break-system-packages pyyaml || apt_install python3-yaml"
+
+# With arguments, only what they select (`./test.sh --test run`).
+[ $# -gt 0 ] && exec cargo test --workspace "$@"
+cargo test --workspace
+# docs/scale-out.md against what runs, with the debug binary just built: its Kubernetes manifest,
+# and its Slurm script under a real single-node Slurm (root; it installs Slurm if missing, and
+# fails if Slurm cannot run here, unless SHMPIPE_SKIP_SLURM_TEST=1 skips it on purpose).
+python3 tests/scale-out/docs.py
+if [ -z "${SHMPIPE_SKIP_SLURM_TEST:-}" ]; then
+    tests/scale-out/slurm.sh
+else
+    echo "test.sh: tests/scale-out/slurm.sh skipped (SHMPIPE_SKIP_SLURM_TEST=1)" >&2
+fi

@@ -169,10 +169,11 @@ pub struct RunCli {
     #[arg(long, requires = "out")]
     pub skip_existing: bool,
     /// Do only shard K of N (0-based) of the folder: a stable split by a hash of each relative
-    /// path. Without it, a Slurm array task or a Kubernetes Indexed Job picks the shard.
+    /// path. Without it, a Slurm array task or a Kubernetes Indexed Job picks K (see --shards).
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
-    /// The shard count for a Kubernetes Indexed Job (JOB_COMPLETION_INDEX gives K).
+    /// The shard count N in a Slurm job array (SLURM_ARRAY_TASK_ID gives K: the array is 0 to
+    /// N-1) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX gives K).
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
     /// Keep the block afterwards as the named dataset NAME (block `shmpipe-NAME`): any process,

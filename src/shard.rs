@@ -57,8 +57,8 @@ fn checked(index: u32, count: u32, source: &'static str) -> anyhow::Result<Shard
     })
 }
 
-/// The shard to run: `--shard K/N` if given, else a Slurm job array's task, else a Kubernetes
-/// Indexed Job's completion index (with the count from `--shards N`), else none.
+/// The shard to run: `--shard K/N` if given, else a Slurm job array's task ID or a Kubernetes
+/// Indexed Job's completion index as K, with the count from `--shards N`, else none.
 pub fn resolve(
     flag: Option<&str>,
     shards: Option<u32>,
@@ -70,22 +70,15 @@ pub fn resolve(
             .ok_or_else(|| anyhow!("invalid --shard {spec:?}: expected K/N, for example 0/4"))?;
         return checked(number("--shard K", k)?, number("--shard N", n)?, "flag").map(Some);
     }
+    // The count comes from --shards, never from the array: a resubmitted part of the array
+    // (`sbatch --array=3,7`) has its own SLURM_ARRAY_TASK_COUNT and MIN, and would split the
+    // folder differently from the first submission.
     if let Some(id) = env.get("SLURM_ARRAY_TASK_ID") {
         let id = number("SLURM_ARRAY_TASK_ID", id)?;
-        let count = env
-            .get("SLURM_ARRAY_TASK_COUNT")
-            .ok_or_else(|| anyhow!("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not"))
-            .and_then(|c| number("SLURM_ARRAY_TASK_COUNT", c))?;
-        let min = env
-            .get("SLURM_ARRAY_TASK_MIN")
-            .map_or(Ok(0), |m| number("SLURM_ARRAY_TASK_MIN", m))?;
-        let step = env
-            .get("SLURM_ARRAY_TASK_STEP")
-            .map_or(Ok(1), |s| number("SLURM_ARRAY_TASK_STEP", s))?;
-        if id < min || step == 0 || (id - min) % step != 0 {
-            bail!("invalid Slurm array task {id} (min {min}, step {step})");
-        }
-        return checked((id - min) / step, count, "slurm").map(Some);
+        let count = shards.ok_or_else(|| {
+            anyhow!("SLURM_ARRAY_TASK_ID is set: give --shards N, the number of shards (the array is 0 to N-1), to split the folder; the same N on every submission")
+        })?;
+        return checked(id, count, "slurm").map(Some);
     }
     if let Some(index) = env.get("JOB_COMPLETION_INDEX") {
         let index = number("JOB_COMPLETION_INDEX", index)?;
@@ -129,26 +122,27 @@ mod tests {
                 source: "flag"
             })
         );
+        // What Slurm 22.05 sets in task 7 of `sbatch --array=3,7`, a resubmission of two tasks
+        // of a 16-task array: the task ID is the shard, the array's own count and minimum are not.
         let slurm = env(&[
             ("SLURM_ARRAY_TASK_ID", "7"),
-            ("SLURM_ARRAY_TASK_COUNT", "4"),
-            ("SLURM_ARRAY_TASK_MIN", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ("SLURM_ARRAY_TASK_MIN", "3"),
+            ("SLURM_ARRAY_TASK_MAX", "7"),
             ("SLURM_ARRAY_TASK_STEP", "1"),
         ]);
         assert_eq!(
-            resolve(None, None, &slurm).unwrap(),
+            resolve(None, Some(16), &slurm).unwrap(),
             Some(Shard {
-                index: 2,
-                count: 4,
+                index: 7,
+                count: 16,
                 source: "slurm"
             })
         );
-        let stepped = env(&[
-            ("SLURM_ARRAY_TASK_ID", "6"),
-            ("SLURM_ARRAY_TASK_COUNT", "4"),
-            ("SLURM_ARRAY_TASK_STEP", "2"),
-        ]);
-        assert_eq!(resolve(None, None, &stepped).unwrap().unwrap().index, 3);
+        assert!(
+            resolve(None, None, &slurm).is_err(),
+            "Slurm needs --shards: the array's count changes with a resubmission"
+        );
         assert_eq!(
             resolve(Some("0/2"), None, &slurm).unwrap().unwrap().source,
             "flag"
@@ -177,7 +171,7 @@ mod tests {
         }
         assert!(resolve(
             None,
-            None,
+            Some(4),
             &env(&[
                 ("SLURM_ARRAY_TASK_ID", "9"),
                 ("SLURM_ARRAY_TASK_COUNT", "4")
@@ -186,7 +180,7 @@ mod tests {
         .is_err());
         assert!(resolve(
             None,
-            None,
+            Some(4),
             &env(&[
                 ("SLURM_ARRAY_TASK_ID", "abc"),
                 ("SLURM_ARRAY_TASK_COUNT", "4")

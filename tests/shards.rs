@@ -18,6 +18,7 @@ fn shmpipe(
         "SLURM_ARRAY_TASK_ID",
         "SLURM_ARRAY_TASK_COUNT",
         "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_MAX",
         "SLURM_ARRAY_TASK_STEP",
         "JOB_COMPLETION_INDEX",
     ] {
@@ -156,13 +157,16 @@ fn schedulers_pick_the_shard_and_bad_shards_are_refused() {
         args.extend(extra.iter().map(|s| os(s)));
         shmpipe(&args, env)
     };
+    // Task 3 of `sbatch --array=3` resubmitted from a 4-task array: Slurm says the array has
+    // one task starting at 3; the shard is still 3 of 4.
     let (code, s, err) = run(
         &[
-            ("SLURM_ARRAY_TASK_ID", "12"),
-            ("SLURM_ARRAY_TASK_COUNT", "4"),
-            ("SLURM_ARRAY_TASK_MIN", "10"),
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_COUNT", "1"),
+            ("SLURM_ARRAY_TASK_MIN", "3"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
         ],
-        &[],
+        &["--shards", "4"],
     );
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
@@ -171,7 +175,7 @@ fn schedulers_pick_the_shard_and_bad_shards_are_refused() {
             s["shard"]["count"].as_u64(),
             s["shard"]["source"].as_str()
         ),
-        (Some(2), Some(4), Some("slurm"))
+        (Some(3), Some(4), Some("slurm"))
     );
     let (code, s, err) = run(&[("JOB_COMPLETION_INDEX", "1")], &["--shards", "2"]);
     assert_eq!(code, Some(0), "{err}");
@@ -193,10 +197,18 @@ fn schedulers_pick_the_shard_and_bad_shards_are_refused() {
         (vec![("JOB_COMPLETION_INDEX", "1")], vec![], "--shards"),
         (
             vec![
-                ("SLURM_ARRAY_TASK_ID", "5"),
+                ("SLURM_ARRAY_TASK_ID", "1"),
                 ("SLURM_ARRAY_TASK_COUNT", "4"),
             ],
             vec![],
+            "--shards",
+        ),
+        (
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "5"),
+                ("SLURM_ARRAY_TASK_COUNT", "6"),
+            ],
+            vec!["--shards", "4"],
             "shard 5/4",
         ),
     ] {
