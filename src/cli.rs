@@ -65,6 +65,7 @@ pub enum Command {
     /// Remove the blocks whose owner is gone (left by a killed run), and the temporary output
     /// files their runs left. Live blocks are never touched.
     Clean {
+        /// Look in DIR (a `--backing` folder) instead of /dev/shm.
         #[arg(long, value_name = "DIR")]
         backing: Option<PathBuf>,
         /// Output folders to rid of the temporary files (`.NAME.shmpipe-tmp-*`) of runs that are
@@ -74,7 +75,9 @@ pub enum Command {
     },
     /// Remove one block by name, unless its owner is alive.
     Rm {
+        /// The block's name as `shmpipe ls` shows it, or a dataset's name.
         name: String,
+        /// Look in DIR (a `--backing` folder) instead of /dev/shm.
         #[arg(long, value_name = "DIR")]
         backing: Option<PathBuf>,
     },
@@ -83,6 +86,23 @@ pub enum Command {
     /// Benchmarks anyone can repeat.
     #[command(subcommand)]
     Bench(BenchCli),
+    /// Print a shell completion script on stdout (for example `shmpipe completions bash >
+    /// ~/.local/share/bash-completion/completions/shmpipe`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page on stdout, or write one page per command into DIR (shmpipe.1,
+    /// shmpipe-run.1, ...).
+    #[command(
+        after_help = "Example:\n  shmpipe man | man -l -\n  shmpipe man ~/.local/share/man/man1"
+    )]
+    Man {
+        /// Folder to write every page into, created if missing.
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Internal: one worker process, started by `run`.
     #[command(hide = true)]
     Worker(WorkerCli),
@@ -101,8 +121,8 @@ pub struct RunCli {
     /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
-    /// Output format: png, jpeg, webp, gif, bmp, tiff [default: each input's own].
-    #[arg(long, value_name = "FMT")]
+    /// Output format [default: each input's own].
+    #[arg(long, value_name = "FMT", value_parser = format_values(), ignore_case = true)]
     pub format: Option<String>,
     /// Write 3-channel outputs even when the op chain ends gray (by default a gray result is
     /// encoded as a one-channel image: smaller, and a third of the encoding work).
@@ -196,43 +216,60 @@ pub struct RunCli {
 pub struct GenCli {
     /// Folder to write `img000000.jpg` ... into.
     pub dir: PathBuf,
-    #[arg(long, default_value_t = 16)]
+    /// Number of images to write.
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub count: u64,
+    /// Size of every image.
     #[arg(long, value_name = "WxH", default_value = "1920x1080", value_parser = parse_size)]
     pub size: (u32, u32),
-    #[arg(long, default_value = "jpeg", value_parser = ["jpeg", "png"])]
+    /// Format of every image (JPEG at quality 90).
+    #[arg(long, value_name = "FMT", default_value = "jpeg", value_parser = ["jpeg", "png"])]
     pub format: String,
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the generator: the same seed writes the same images.
+    #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct LoadCli {
+    /// Folder of images, walked recursively in sorted order.
     pub input: PathBuf,
     /// The dataset's name: letters, digits, '.', '_', '-'.
     #[arg(long)]
     pub name: String,
+<<<<<<< HEAD
     /// Record each image's class. `folder`: the index of the top-level folder it lies in,
     /// among INPUT's folders in sorted order (torchvision ImageFolder's rule); an image lying
     /// directly in INPUT is an error.
     #[arg(long, value_name = "HOW", value_parser = ["folder"])]
     pub labels: Option<String>,
+=======
+    /// Resize every image at decode time to W x H, so that the dataset is one (N, H, W, C)
+    /// array; without it every image must already have the same size.
+>>>>>>> main
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub resize: Option<(u32, u32)>,
+    /// How --resize keeps the aspect ratio: stretch (no), cover (crop the overflow), contain
+    /// (black bars).
     #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
     pub fit: String,
     /// Channels of every image: 1 (gray), 3 (RGB) or 4 (RGBA). One layout for the whole
     /// dataset, so that it is one (N, H, W, C) array: an image with other channels is converted.
     #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
     pub channels: u32,
+    /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
+    /// Refuse images with more pixels than this (checked from the header, before any memory).
     #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Put the dataset in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress display and no text summary.
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -241,10 +278,13 @@ pub struct LoadCli {
 pub struct SaveCli {
     /// The dataset (NAME or shmpipe-NAME).
     pub name: String,
+    /// Output folder; each image is written under its relative path.
     #[arg(short, long, value_name = "DIR")]
     pub out: PathBuf,
-    #[arg(long, value_name = "FMT")]
+    /// Output format [default: each source's own].
+    #[arg(long, value_name = "FMT", value_parser = format_values(), ignore_case = true)]
     pub format: Option<String>,
+    /// JPEG quality, 1-100.
     #[arg(long, value_name = "Q", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: u8,
     /// PNG compression: fast, default or best.
@@ -256,6 +296,7 @@ pub struct SaveCli {
     /// Encoding threads [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N")]
     pub workers: Option<u32>,
+    /// Look for the dataset in DIR (a `--backing` folder) instead of /dev/shm.
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
 }
@@ -264,13 +305,17 @@ pub struct SaveCli {
 pub struct ApplyCli {
     /// The dataset (NAME or shmpipe-NAME).
     pub name: String,
-    /// Op chain; may hold `normalize` once.
+    /// Op chain, as `run --ops`; may hold one dataset-wide op: normalize, normalize:float or
+    /// equalize:dataset.
     #[arg(long, value_name = "LIST")]
     pub ops: String,
+    /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
+    /// Look for the dataset in DIR (a `--backing` folder) instead of /dev/shm.
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
+    /// No progress display and no summary.
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -294,6 +339,7 @@ pub struct RepairCli {
 pub struct WatchCli {
     /// The block's name, as `run` prints it at start (or a dataset's name).
     pub name: String,
+    /// Look in DIR (a `--backing` folder) instead of /dev/shm.
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
 }
@@ -308,6 +354,7 @@ pub struct ExportCli {
     /// instead of refusing a dataset that holds failed images.
     #[arg(long)]
     pub partial: bool,
+    /// Look for the dataset in DIR (a `--backing` folder) instead of /dev/shm.
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
 }
@@ -333,7 +380,8 @@ pub struct BenchMemoryCli {
     /// Size of each generated image.
     #[arg(long, value_name = "WxH", default_value = "1920x1080", value_parser = parse_size)]
     pub image_size: (u32, u32),
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the generated dataset.
+    #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
     /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -341,7 +389,9 @@ pub struct BenchMemoryCli {
     /// Resize at decode, as `run --resize`.
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub resize: Option<(u32, u32)>,
-    #[arg(long, value_name = "LIST", default_value = "grayscale,blur:2")]
+    /// Op chain run in both modes. The default decodes the same RGB pixels in both; a chain
+    /// that starts with grayscale decodes only the JPEG luma plane in shared mode.
+    #[arg(long, value_name = "LIST", default_value = "blur:2")]
     pub ops: String,
     /// Draw total Pss over time for both modes, with the dataset size, as SVG.
     #[arg(long, value_name = "FILE")]
@@ -375,6 +425,20 @@ pub struct WorkerCli {
     pub cores: u32,
 }
 
+/// The output formats `--format` accepts (with `jpg` and `tif` as aliases), for clap to list
+/// when it refuses a value.
+fn format_values() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("png"),
+        PossibleValue::new("jpeg").alias("jpg"),
+        PossibleValue::new("webp"),
+        PossibleValue::new("gif"),
+        PossibleValue::new("bmp"),
+        PossibleValue::new("tiff").alias("tif"),
+    ])
+}
+
 fn parse_channels(s: &str) -> Result<u32, String> {
     match s {
         "1" | "3" | "4" => Ok(s.parse().unwrap_or(3)),
@@ -406,4 +470,43 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 
 fn parse_png_compression(s: &str) -> Result<PngCompression, String> {
     PngCompression::parse(s).ok_or_else(|| format!("{s:?} is not one of fast, default, best"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every visible subcommand has an about line and every visible argument a help line, at
+    /// every depth of the command tree.
+    #[test]
+    fn every_command_and_argument_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.is_hide_set() {
+                return;
+            }
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("command `shmpipe{path}`"));
+            }
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("`shmpipe{path}` argument {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        let mut missing = Vec::new();
+        walk(&cli, "", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -10,6 +10,7 @@ mod cli;
 mod dataset;
 mod exit;
 mod gen;
+mod manual;
 mod memory;
 mod plan;
 mod progress;
@@ -19,12 +20,13 @@ mod summary;
 mod supervise;
 mod watch;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 use cli::{Cli, Command};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| refuse(e));
     let code = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Ls { backing, json } => blocks::ls(backing, json),
@@ -51,9 +53,31 @@ fn main() {
         Command::Apply(args) => apply::apply(args),
         Command::Repair(args) => apply::repair(args),
         Command::Watch(args) => watch::watch(args),
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man { dir } => manual::man_pages(dir.as_deref()),
         Command::Worker(args) => run_worker(args),
     };
     std::process::exit(code);
+}
+
+/// A command line clap refused, in the one error style of every shmpipe error (`shmpipe: error:
+/// ...` and what to do), exit 2. Help and --version are printed as clap prints them.
+fn refuse(e: clap::Error) -> ! {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    // Plain text: the rendering's Display drops clap's colours.
+    let text = e.render().to_string();
+    eprint!(
+        "shmpipe: error: {}",
+        text.strip_prefix("error: ").unwrap_or(&text)
+    );
+    std::process::exit(exit::USAGE);
 }
 
 /// The hidden worker mode: the coordinator re-executes this binary with `worker`.

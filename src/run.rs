@@ -221,16 +221,6 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let shard_files = shard
         .as_ref()
         .map(|_| (planned.images.len() + planned.rejected.len() + planned.skipped) as u64);
-    if let Some((w, h)) = args.resize {
-        // Every slot takes the target shape; the decoder resizes straight into it.
-        for image in &mut planned.images {
-            (image.width, image.height) = (w, h);
-        }
-    }
-    let classes = match &args.labels {
-        Some(_) => Some(plan::label_by_folder(&settings.input, &mut planned.images)?),
-        None => None,
-    };
     if let Some(out) = &settings.output {
         plan::assign_outputs(
             &mut planned,
@@ -244,6 +234,22 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             warn_unused_settings(args, &planned, settings.format);
         }
     }
+    // The pixels each planned image's source decodes to, before any --resize: the work.
+    let source_pixels: Vec<u64> = planned
+        .images
+        .iter()
+        .map(|i| u64::from(i.width) * u64::from(i.height))
+        .collect();
+    if let Some((w, h)) = args.resize {
+        // Every slot takes the target shape; the decoder resizes straight into it.
+        for image in &mut planned.images {
+            (image.width, image.height) = (w, h);
+        }
+    }
+    let classes = match &args.labels {
+        Some(_) => Some(plan::label_by_folder(&settings.input, &mut planned.images)?),
+        None => None,
+    };
     let mut failures: Vec<Failure> = planned
         .rejected
         .iter()
@@ -252,6 +258,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             reason: r.reason.clone(),
         })
         .collect();
+    let images_planned = (planned.images.len() + planned.rejected.len()) as u64;
     let signal = signals.received();
     if signal.is_some() {
         planned.images.clear();
@@ -262,13 +269,17 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         planned.images.clear();
     }
     if planned.images.is_empty() {
-        if !args.quiet && failures.is_empty() && planned.existing == 0 && signal.is_none() {
+        // The text summary says so itself.
+        if args.json && failures.is_empty() && planned.existing == 0 && signal.is_none() {
             eprintln!("shmpipe: no images found in {}", settings.input.display());
         }
+        let images_failed = failures.len() as u64;
         let summary = Summary {
             block: None,
+            images_planned,
             images_ok: 0,
-            images_failed: failures.len() as u64,
+            images_not_started: images_planned - images_failed,
+            images_failed,
             failures,
             warnings: Vec::new(),
             unsynced_folders: Vec::new(),
@@ -277,6 +288,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             images_retried: 0,
             worker_restarts: 0,
             megapixels: 0.0,
+            source_megapixels: 0.0,
             wall_s: started.elapsed().as_secs_f64(),
             megapixels_per_s: 0.0,
             workers: 0,
@@ -290,6 +302,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             shard: settings.shard.clone(),
             shard_files,
             kept: false,
+            output_dir: None,
             timings,
         };
         return Ok(JobResult {
@@ -421,9 +434,12 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     // Join is complete: every outcome in the block is final.
     let mut images_ok = 0;
     let mut pixels_ok = 0u64;
+    let mut source_pixels_ok = 0u64;
     let mut warnings = Vec::new();
     let mut written = Vec::new();
-    for i in 0..block.image_count() {
+    // The block's images are the planned ones, in order.
+    debug_assert_eq!(source_pixels.len(), block.image_count());
+    for (i, &source) in source_pixels.iter().enumerate() {
         let path = || {
             settings
                 .input
@@ -442,6 +458,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
                 }
                 let slot = block.slot(i);
                 pixels_ok += (slot.height * slot.width) as u64;
+                source_pixels_ok += source;
                 written.extend(output_target(&block, i, &settings));
             }
             Some(ImageStatus::Failed) => failures.push(Failure {
@@ -468,10 +485,14 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     }
     let wall_s = started.elapsed().as_secs_f64();
     let megapixels = pixels_ok as f64 / 1e6;
+    let source_megapixels = source_pixels_ok as f64 / 1e6;
+    let images_failed = failures.len() as u64;
     let summary = Summary {
         block: Some(name),
+        images_planned,
         images_ok,
-        images_failed: failures.len() as u64,
+        images_not_started: images_planned.saturating_sub(images_ok + images_failed),
+        images_failed,
         failures,
         warnings,
         unsynced_folders,
@@ -480,8 +501,9 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         images_retried: outcome.retried,
         worker_restarts: outcome.restarts,
         megapixels,
+        source_megapixels,
         wall_s,
-        megapixels_per_s: megapixels / wall_s.max(1e-9),
+        megapixels_per_s: source_megapixels / wall_s.max(1e-9),
         workers,
         block_bytes: block.len(),
         dataset_bytes: block_plan.pixel_bytes(),
@@ -493,6 +515,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         shard: settings.shard.clone(),
         shard_files,
         kept: args.keep.is_some() && outcome.signal.is_none() && !outcome.strict_stop,
+        output_dir: args.out.as_ref().map(|o| o.display().to_string()),
         timings,
     };
     if summary.kept {

@@ -13,8 +13,12 @@ pub struct Failure {
 pub struct Summary {
     /// The block's name; None when no block was needed (no images to process).
     pub block: Option<String>,
+    /// Images the run set out to do: those found (in its shard), less those whose output exists.
+    pub images_planned: u64,
     pub images_ok: u64,
     pub images_failed: u64,
+    /// Planned images neither done nor failed: a signal or `--strict` stopped the run first.
+    pub images_not_started: u64,
     pub failures: Vec<Failure>,
     /// Images done with a warning: damaged JPEGs kept under `--allow-truncated`.
     pub warnings: Vec<Failure>,
@@ -28,8 +32,12 @@ pub struct Summary {
     /// Images put back in the queue after the worker holding them died.
     pub images_retried: u64,
     pub worker_restarts: u64,
+    /// Megapixels of the images done, as they are in the block (after `--resize`).
     pub megapixels: f64,
+    /// Megapixels decoded from the sources of the images done (before `--resize`): the work.
+    pub source_megapixels: f64,
     pub wall_s: f64,
+    /// `source_megapixels` per second of wall time.
     pub megapixels_per_s: f64,
     pub workers: u32,
     pub block_bytes: u64,
@@ -43,6 +51,8 @@ pub struct Summary {
     pub stopped_by_strict: bool,
     /// The block stays as a named dataset (`load`, `run --keep`).
     pub kept: bool,
+    /// The output folder (`-o`); null when the run wrote nothing.
+    pub output_dir: Option<String>,
     /// The shard this run did, when the folder is split across hosts.
     pub shard: Option<crate::shard::Shard>,
     /// Files of the folder that fall in this shard.
@@ -68,21 +78,75 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// Below this decoded size a run's memory is mostly the processes' own (code, codec buffers,
+/// a few MiB each), so a ratio to the dataset would measure that fixed cost, not the sharing.
+const RATIO_MIN_DATASET_BYTES: u64 = 64 << 20;
+
+/// `n` and its noun, which agree: "1 image", "3 images".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 impl Summary {
+    /// What stopped the run before every planned image was done, if anything did.
+    fn stop_reason(&self) -> Option<String> {
+        if let Some(sig) = &self.stopped_by_signal {
+            Some(format!("stopped by {sig}"))
+        } else if self.stopped_by_strict {
+            Some("stopped at the first failure (--strict)".into())
+        } else {
+            None
+        }
+    }
+
     pub fn text(&self) -> String {
         let mut out = String::new();
-        let total = self.images_ok + self.images_failed;
-        out.push_str(&format!(
-            "{} of {total} images ok, {} failed ({} retried after a worker died, {} worker restarts)\n",
-            self.images_ok, self.images_failed, self.images_retried, self.worker_restarts
-        ));
+        let stop = self.stop_reason();
+        if self.images_planned == 0 {
+            let line = match (&stop, self.files_existing) {
+                (Some(stop), _) => format!("nothing done: {stop} before any image was planned"),
+                (None, 0) => "nothing to do: no images found".into(),
+                (None, n) => format!(
+                    "nothing to do: {} {} (--skip-existing)",
+                    count(n, "output"),
+                    if n == 1 { "exists" } else { "exist" }
+                ),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        } else {
+            out.push_str(&format!(
+                "{} of {} done, {} failed",
+                self.images_ok,
+                count(self.images_planned, "image"),
+                self.images_failed
+            ));
+            if self.images_not_started > 0 {
+                out.push_str(&format!(", {} not started", self.images_not_started));
+            }
+            if let Some(stop) = &stop {
+                out.push_str(&format!(": {stop}"));
+            }
+            out.push('\n');
+        }
+        if self.images_retried > 0 || self.worker_restarts > 0 {
+            out.push_str(&format!(
+                "{} retried after a worker died, {}\n",
+                count(self.images_retried, "image"),
+                count(self.worker_restarts, "worker restart")
+            ));
+        }
         for f in &self.failures {
             out.push_str(&format!("  failed: {}: {}\n", f.path, f.reason));
         }
         if !self.warnings.is_empty() {
             out.push_str(&format!(
-                "{} images kept with damage (--allow-truncated)\n",
-                self.warnings.len()
+                "{} kept with damage (--allow-truncated)\n",
+                count(self.warnings.len() as u64, "image")
             ));
         }
         for w in &self.warnings {
@@ -94,33 +158,52 @@ impl Summary {
                 f.path, f.reason
             ));
         }
-        out.push_str(&format!(
-            "{:.1} MP in {:.2} s = {:.1} MP/s with {} workers\n",
-            self.megapixels, self.wall_s, self.megapixels_per_s, self.workers
-        ));
+        if self.files_skipped > 0 {
+            out.push_str(&format!(
+                "{} skipped: not images\n",
+                count(self.files_skipped, "file")
+            ));
+        }
+        if self.images_planned > 0 && self.files_existing > 0 {
+            out.push_str(&format!(
+                "{} left alone: their output exists (--skip-existing)\n",
+                count(self.files_existing, "image")
+            ));
+        }
         if let (Some(s), Some(files)) = (&self.shard, self.shard_files) {
             out.push_str(&format!(
-                "shard {}/{} (from {}): {files} files of the folder\n",
-                s.index, s.count, s.source
-            ));
-        }
-        if self.files_existing > 0 {
-            out.push_str(&format!(
-                "{} images left alone: their output exists (--skip-existing)\n",
-                self.files_existing
-            ));
-        }
-        if self.stopped_by_strict {
-            out.push_str("stopped at the first failure (--strict)\n");
-        }
-        if let Some(sig) = &self.stopped_by_signal {
-            out.push_str(&format!(
-                "stopped by {sig}: complete outputs kept, the rest not written\n"
+                "shard {}/{} (from {}): {} of the folder\n",
+                s.index,
+                s.count,
+                s.source,
+                count(files, "file")
             ));
         }
         let Some(block) = &self.block else {
             return out;
         };
+        if self.images_ok > 0 {
+            let resized = if (self.source_megapixels - self.megapixels).abs() > 0.05 {
+                format!(" (resized to {:.1} MP)", self.megapixels)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{:.1} MP decoded{resized} in {:.2} s = {:.1} MP/s with {}\n",
+                self.source_megapixels,
+                self.wall_s,
+                self.megapixels_per_s,
+                count(self.workers as u64, "worker")
+            ));
+        }
+        match &self.output_dir {
+            Some(dir) if stop.is_some() => out.push_str(&format!(
+                "written to {dir}: the complete outputs, none of the rest\n"
+            )),
+            Some(dir) => out.push_str(&format!("written to {dir}\n")),
+            None if !self.kept => out.push_str("nothing written (no -o)\n"),
+            None => {}
+        }
         if self.kept {
             out.push_str(&format!(
                 "kept as {block}: attach to it by name; remove it with `shmpipe rm {block}`\n"
@@ -132,13 +215,22 @@ impl Summary {
             mib(self.dataset_bytes)
         ));
         match (self.peak_total_pss_bytes, self.peak_total_rss_bytes) {
-            (Some(pss), Some(rss)) => out.push_str(&format!(
-                "peak total memory, coordinator + workers: Pss {:.1} MiB ({:.2}x the decoded dataset), Rss {:.1} MiB (counts shared pages once per process)\n",
-                mib(pss),
-                pss as f64 / self.dataset_bytes.max(1) as f64,
-                mib(rss)
-            )),
-            _ => out.push_str("peak total memory: not measured (no /proc on this system)\n"),
+            (Some(pss), Some(rss)) => {
+                let ratio = if self.dataset_bytes >= RATIO_MIN_DATASET_BYTES {
+                    format!(
+                        " ({:.2}x the decoded dataset)",
+                        pss as f64 / self.dataset_bytes as f64
+                    )
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "peak memory, all processes: Pss {:.1} MiB{ratio}, Rss {:.1} MiB\n",
+                    mib(pss),
+                    mib(rss)
+                ));
+            }
+            _ => out.push_str("peak memory: not measured (no /proc on this system)\n"),
         }
         out
     }

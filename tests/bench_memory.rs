@@ -37,6 +37,10 @@ fn shared_block_costs_about_one_dataset_and_copies_cost_one_per_worker() {
         "the generated dataset has the asked decoded size"
     );
     assert_eq!(b["workers"], 4);
+    // The default job decodes the same RGB pixels in both modes, and says which ops ran.
+    assert_eq!(b["ops"], "blur:2");
+    assert_eq!(b["decode_shared"], "rgb");
+    assert_eq!(b["decode_copy"], "rgb");
     let shared = b["shared"]["peak_total_pss_bytes"].as_u64().unwrap();
     let copy = b["copy"]["peak_total_pss_bytes"].as_u64().unwrap();
     assert_eq!(b["shared"]["images_failed"], 0);

@@ -43,7 +43,7 @@ pub enum Op {
 /// Why an `--ops` list was refused. Names the op and the argument.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OpError {
-    #[error("unknown op {0:?} (known: invert, grayscale, brightness:F, scale:F, contrast:F, gamma:G, threshold:T, blur:SIGMA, sharpen[:A], flip-h, flip-v)")]
+    #[error("unknown op {0:?} (known: invert, grayscale, brightness:F, scale:F, contrast:F, gamma:G, threshold:T, blur:SIGMA, sharpen[:A], flip-h, flip-v; and, with shmpipe apply on a loaded dataset, normalize, normalize:float, equalize:dataset)")]
     Unknown(String),
     #[error("op {op:?} needs an argument, for example {example}")]
     MissingArg { op: String, example: &'static str },

@@ -1,0 +1,189 @@
+//! What the summary says: counts against what was planned, a stopped run's images not started,
+//! a run with nothing to do, a run that writes nothing, skipped files, plural agreement, and no
+//! ratio where it would measure a fixed cost.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assets, os};
+use rustix::process::{kill_process, Pid, Signal};
+
+/// The images under `assets/` (its LICENSE.md is the one file that is not an image).
+fn asset_images() -> u64 {
+    common::files_under(&assets())
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e != "md"))
+        .count() as u64
+}
+
+fn text_of(args: &[&std::ffi::OsStr]) -> String {
+    common::ok(args)
+}
+
+fn json_of(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.push(os("--json"));
+    serde_json::from_str(&common::ok(&args)).unwrap()
+}
+
+#[test]
+fn a_plain_run_counts_against_the_plan_and_names_what_it_wrote() {
+    let images = asset_images();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let text = text_of(&[
+        os("run"),
+        assets().as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("-j"),
+        os("1"),
+    ]);
+    assert!(
+        text.starts_with(&format!("{images} of {images} images done, 0 failed\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("with 1 worker\n"),
+        "one worker, singular: {text}"
+    );
+    assert!(text.contains("1 file skipped: not images\n"), "{text}");
+    assert!(
+        text.contains(&format!("written to {}\n", out.display())),
+        "{text}"
+    );
+    assert!(!text.contains("nothing written"), "{text}");
+    assert!(!text.contains("retried"), "nothing was retried: {text}");
+    // A few MiB of pixels: the processes' own memory dominates, so no ratio to the dataset.
+    assert!(!text.contains("x the decoded dataset"), "{text}");
+    assert!(text.contains("peak memory, all processes: Pss "), "{text}");
+
+    let s = json_of(&[os("run"), assets().as_os_str(), os("-j"), os("2")]);
+    assert_eq!(s["images_planned"], images);
+    assert_eq!(s["images_ok"], images);
+    assert_eq!(s["images_not_started"], 0);
+    assert_eq!(s["files_skipped"], 1);
+    assert!(s["output_dir"].is_null());
+}
+
+#[test]
+fn a_run_without_output_says_nothing_was_written() {
+    let text = text_of(&[os("run"), assets().as_os_str(), os("--ops"), os("invert")]);
+    assert!(text.contains("nothing written (no -o)\n"), "{text}");
+    assert!(
+        text.contains(" workers\n"),
+        "more than one worker, plural: {text}"
+    );
+}
+
+#[test]
+fn a_run_with_every_output_present_has_nothing_to_do() {
+    let images = asset_images();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let assets = assets();
+    let args = [
+        os("run"),
+        assets.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--skip-existing"),
+    ];
+    text_of(&args);
+    let text = text_of(&args);
+    assert_eq!(
+        text.lines().next(),
+        Some(format!("nothing to do: {images} outputs exist (--skip-existing)").as_str()),
+        "{text}"
+    );
+    assert!(!text.contains("MP/s"), "no throughput of nothing: {text}");
+    assert!(!text.contains("0 workers"), "{text}");
+    let s = json_of(&args);
+    assert_eq!(s["images_planned"], 0);
+    assert_eq!(s["images_not_started"], 0);
+    assert_eq!(s["files_existing"], images);
+
+    // One output gone: one image planned, the rest left alone.
+    let first = common::files_under(&out)[0].clone();
+    std::fs::remove_file(out.join(first)).unwrap();
+    let text = text_of(&args);
+    assert!(text.starts_with("1 of 1 image done, 0 failed\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} images left alone: their output exists (--skip-existing)",
+            images - 1
+        )),
+        "{text}"
+    );
+}
+
+/// Starts a run of 8 generated images with one worker that stalls on one of them, stops it with
+/// SIGINT once its block exists, and returns its stdout.
+fn stopped_run(dir: &Path, extra: &[&str]) -> String {
+    let child = Command::new(common::bin())
+        .args([os("run"), dir.as_os_str(), os("-j"), os("1")])
+        .args(extra)
+        .env(shmpipe_worker::worker::STALL_ENV, "img000003.png")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::blocks_of(pid).is_empty() {
+        assert!(Instant::now() < deadline, "the run never created its block");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::INT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    common::assert_no_leaks(pid);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_stopped_run_counts_what_it_did_not_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    common::ok(&[
+        os("gen"),
+        dir.as_os_str(),
+        os("--count"),
+        os("8"),
+        os("--size"),
+        os("64x48"),
+        os("--format"),
+        os("png"),
+    ]);
+    let text = stopped_run(&dir, &[]);
+    let first = text.lines().next().unwrap_or_default();
+    // "K of 8 images done, 0 failed, M not started: stopped by SIGINT", K + M = 8, M >= 1 (the
+    // stalled image is never done).
+    let (done, rest) = first
+        .split_once(" of 8 images done, 0 failed, ")
+        .expect(first);
+    let (not_started, reason) = rest.split_once(" not started: ").expect(first);
+    let (done, not_started): (u64, u64) = (done.parse().unwrap(), not_started.parse().unwrap());
+    assert_eq!(done + not_started, 8, "{first}");
+    assert!(not_started >= 1, "{first}");
+    assert_eq!(reason, "stopped by SIGINT", "{first}");
+
+    let s: serde_json::Value = serde_json::from_str(&stopped_run(&dir, &["--json"])).unwrap();
+    assert_eq!(s["images_planned"], 8);
+    let (ok, failed, not_started) = (
+        s["images_ok"].as_u64().unwrap(),
+        s["images_failed"].as_u64().unwrap(),
+        s["images_not_started"].as_u64().unwrap(),
+    );
+    assert_eq!(ok + failed + not_started, 8, "{s}");
+    assert!(not_started >= 1, "{s}");
+    assert_eq!(s["stopped_by_signal"], "SIGINT");
+}
