@@ -237,16 +237,13 @@ pub struct LoadCli {
     /// The dataset's name: letters, digits, '.', '_', '-'.
     #[arg(long)]
     pub name: String,
-<<<<<<< HEAD
     /// Record each image's class. `folder`: the index of the top-level folder it lies in,
     /// among INPUT's folders in sorted order (torchvision ImageFolder's rule); an image lying
     /// directly in INPUT is an error.
     #[arg(long, value_name = "HOW", value_parser = ["folder"])]
     pub labels: Option<String>,
-=======
     /// Resize every image at decode time to W x H, so that the dataset is one (N, H, W, C)
     /// array; without it every image must already have the same size.
->>>>>>> main
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub resize: Option<(u32, u32)>,
     /// How --resize keeps the aspect ratio: stretch (no), cover (crop the overflow), contain
