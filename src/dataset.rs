@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use shmpipe_worker::block::{
-    AttachedBlock, Backing, DatasetState, ImageStatus, Reader, HISTORY_FLOAT_STATS,
+    AttachedBlock, Backing, DatasetState, ImageStatus, Reader, HISTORY_FLOAT_STATS, NAME_PREFIX,
 };
 use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
 
@@ -88,16 +88,25 @@ fn failed_images(block: &AttachedBlock) -> Vec<(usize, String)> {
 
 /// `save NAME -o DIR`: encode every image of the block to DIR under its relative path.
 pub fn save(args: SaveCli) -> i32 {
-    save_inner(args).map_or_else(fail, |failed| {
-        if failed == 0 {
-            exit::OK
-        } else {
-            exit::SOME_FAILED
-        }
-    })
+    save_inner(args).unwrap_or_else(fail)
 }
 
-fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
+/// The owner name that this process's temporary outputs carry (see `codec::temp_prefix`): our
+/// pid, so that anyone can tell once we are gone that they are left over (`clean OUT`, the next
+/// `save` or `export` there). Never the dataset's name: a dataset outlives every save of it, and
+/// another save's, or `clean`'s, sweep would take a live save's temporaries.
+fn temporaries_owner() -> String {
+    format!("{NAME_PREFIX}{}-w", std::process::id())
+}
+
+/// Removes what killed saves and exports left in `folder`, with a warning for what cannot go.
+fn sweep_temporaries(folder: &Path, backing: &Backing) {
+    for (path, e) in crate::blocks::remove_left_temporaries(folder, backing) {
+        eprintln!("shmpipe: warning: cannot remove left temporary {path}: {e}");
+    }
+}
+
+fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
     let block = attach(&args.name, args.backing.clone())?;
     let reader = read_ready(&block)?;
     // A failed image's slot holds no picture: it is listed, never written.
@@ -129,6 +138,11 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         })
         .collect();
     refuse_to_overwrite_sources(&block, &targets)?;
+    let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
+    sweep_temporaries(&root, &backing);
+    let owner = temporaries_owner();
+    // A stop signal ends the save between images: every output is then whole or absent.
+    let signals = crate::supervise::Signals::register()?;
     let threads = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
@@ -140,7 +154,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         for _ in 0..threads {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= block.image_count() {
+                if i >= block.image_count() || signals.received().is_some() {
                     break;
                 }
                 let Some((target, output_format)) = &targets[i] else {
@@ -157,7 +171,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
                     webp_lossless: true,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                match codec::encode_to(reader.pixels(i), (h, w, c), opts, target, block.name()) {
+                match codec::encode_to(reader.pixels(i), (h, w, c), opts, target, &owner) {
                     Ok(_) => written
                         .lock()
                         .expect("no panic holds it")
@@ -171,10 +185,10 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         }
     });
     let failures = failures.into_inner().expect("threads joined");
-    let saved = block.image_count() - failures.len() - failed.len();
+    let written = written.into_inner().expect("threads joined");
+    let saved = written.len();
     let mut unsynced = 0;
     if !args.no_fsync {
-        let written = written.into_inner().expect("threads joined");
         for (folder, e) in codec::sync_folders(&root, written.iter().map(PathBuf::as_path)) {
             eprintln!("shmpipe: not flushed to disk: {}: {e}", folder.display());
             unsynced += 1;
@@ -196,7 +210,18 @@ fn save_inner(args: SaveCli) -> anyhow::Result<usize> {
         block.name(),
         args.out.display()
     );
-    Ok(failures.len() + unsynced + failed.len())
+    if let Some((code, signal)) = signals.received() {
+        eprintln!(
+            "shmpipe: stopped by {signal}: {} images not written; run the same save again to write them all",
+            block.image_count() - saved - failures.len() - failed.len()
+        );
+        return Ok(code);
+    }
+    Ok(if failures.len() + unsynced + failed.len() == 0 {
+        exit::OK
+    } else {
+        exit::SOME_FAILED
+    })
 }
 
 /// Refuses, before anything is written, a save whose output would land on one of the dataset's
@@ -253,6 +278,34 @@ pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     header
 }
 
+/// Removes what killed exports to `file` left beside it (only the temporaries of `file`: the
+/// folder may be large and is not ours to walk).
+fn remove_left_exports(file: &Path, dir: &Path, backing: &Backing) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = codec::temporary_owner(&name) else {
+            continue;
+        };
+        let ours = codec::temp_prefix(file, owner);
+        if !name.as_bytes().starts_with(ours.as_bytes())
+            || shmpipe_worker::registry::owner_may_live(backing, owner)
+        {
+            continue;
+        }
+        if let Err(e) = std::fs::remove_file(entry.path()) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!(
+                    "shmpipe: warning: cannot remove left temporary {}: {e}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+}
+
 fn export_inner(args: ExportCli) -> anyhow::Result<()> {
     let block = attach(&args.name, args.backing.clone())?;
     let reader = read_ready(&block)?;
@@ -298,8 +351,10 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
+    remove_left_exports(&args.file, dir, &backing);
     let tmp = tempfile::Builder::new()
-        .prefix(".shmpipe-export-")
+        .prefix(&codec::temp_prefix(&args.file, &temporaries_owner()))
         .tempfile_in(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp);

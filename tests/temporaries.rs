@@ -211,3 +211,169 @@ fn a_crashed_worker_removes_only_its_own_runs_temporary() {
     common::assert_no_leaks(pid_b);
     assert!(!Path::new("/dev/shm").join(&block_b).exists());
 }
+
+/// A dataset of `count` generated JPEGs, loaded as `name`.
+fn loaded_dataset(tmp: &Path, name: &str, count: u32) {
+    let input = tmp.join("in");
+    let gen = run(&[
+        os("gen"),
+        input.as_os_str(),
+        os("--count"),
+        os(&count.to_string()),
+        os("--size"),
+        os("1600x1200"),
+    ]);
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let load = run(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(name),
+        os("-q"),
+    ]);
+    assert!(load.status.success(), "{}", stderr(&load));
+}
+
+/// Starts `args` (a save or an export) and returns it once a temporary output of it shows under
+/// `folder`.
+fn started_writing(args: &[&std::ffi::OsStr], folder: &Path) -> (Child, u32) {
+    let child = Command::new(common::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_for("a temporary output", || {
+        std::fs::read_dir(folder).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".shmpipe-tmp-"))
+        })
+    });
+    (child, pid)
+}
+
+fn signal(pid: u32, sig: Signal) {
+    kill_process(Pid::from_raw(pid as i32).unwrap(), sig).unwrap();
+}
+
+/// `save` killed (SIGKILL) and stopped (SIGTERM) while it writes: a stop signal ends it between
+/// images with exit 143 and no temporary left; what a SIGKILL leaves is removed by `clean OUT`
+/// and by the next save; and the save that follows writes every image, as an uninterrupted one.
+#[test]
+fn a_killed_save_leaves_nothing_that_clean_or_the_next_save_does_not_remove() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("tsave{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    loaded_dataset(tmp.path(), &name, 12);
+    let reference = tmp.path().join("reference");
+    let full = run(&[os("save"), os(&name), os("-o"), reference.as_os_str()]);
+    assert!(full.status.success(), "{}", stderr(&full));
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let save = [
+        os("save"),
+        os(&name),
+        os("-o"),
+        out.as_os_str(),
+        os("-j"),
+        os("1"),
+    ];
+
+    let (child, pid) = started_writing(&save, &out);
+    signal(pid, Signal::TERM);
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(143), "{}", stderr(&stopped));
+    assert!(stderr(&stopped).contains("stopped by SIGTERM"));
+    assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
+
+    let (mut child, pid) = started_writing(&save, &out);
+    signal(pid, Signal::KILL);
+    child.wait().unwrap();
+    assert!(
+        !temporaries_under(&out).is_empty(),
+        "SIGKILL left no temporary"
+    );
+    let cleaned = run(&[os("clean"), out.as_os_str()]);
+    assert!(cleaned.status.success(), "{}", stderr(&cleaned));
+    assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
+
+    let (mut child, pid) = started_writing(&save, &out);
+    signal(pid, Signal::KILL);
+    child.wait().unwrap();
+    let left = temporaries_under(&out);
+    assert!(!left.is_empty(), "SIGKILL left no temporary");
+    let again = run(&save);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
+    assert_eq!(files_under(&out), files_under(&reference));
+    for file in files_under(&reference) {
+        assert_eq!(
+            std::fs::read(out.join(&file)).unwrap(),
+            std::fs::read(reference.join(&file)).unwrap(),
+            "{}",
+            file.display()
+        );
+    }
+}
+
+/// `clean OUT` while a save is stopped in the middle of writing an image leaves that save's
+/// temporary alone (its owner is alive), and the save then finishes every image.
+#[test]
+fn clean_never_takes_a_live_saves_temporary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("tlive{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    loaded_dataset(tmp.path(), &name, 4);
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let save = [
+        os("save"),
+        os(&name),
+        os("-o"),
+        out.as_os_str(),
+        os("-j"),
+        os("1"),
+    ];
+    let (child, pid) = started_writing(&save, &out);
+    signal(pid, Signal::STOP);
+    let held = temporaries_under(&out);
+    let cleaned = run(&[os("clean"), out.as_os_str()]);
+    let kept = temporaries_under(&out);
+    signal(pid, Signal::CONT);
+    let saved = child.wait_with_output().unwrap();
+    assert!(cleaned.status.success(), "{}", stderr(&cleaned));
+    assert!(!held.is_empty() && kept == held, "clean took {held:?}");
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    assert_eq!(files_under(&out).len(), 4);
+    assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
+}
+
+/// `export` SIGKILLed while it writes leaves its temporary beside the file; the next export to
+/// that file removes it and writes the whole array.
+#[test]
+fn a_killed_exports_temporary_is_removed_by_the_next_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("texp{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    loaded_dataset(tmp.path(), &name, 12);
+    let folder = tmp.path().join("npy");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("all.npy");
+    let export = [os("export"), os(&name), file.as_os_str()];
+    let (mut child, pid) = started_writing(&export, &folder);
+    signal(pid, Signal::KILL);
+    child.wait().unwrap();
+    assert!(!file.exists(), "a killed export wrote its file");
+    assert_eq!(temporaries_under(&folder).len(), 1);
+    let again = run(&export);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(temporaries_under(&folder), Vec::<PathBuf>::new());
+    let header = 128;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        header + 12 * 1200 * 1600 * 3
+    );
+}

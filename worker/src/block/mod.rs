@@ -62,4 +62,4 @@ pub use layout::{
     PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 pub use mapping::{Mapping, SlotInfo};
-pub use owned::OwnedBlock;
+pub use owned::{unix_ns, OwnedBlock};
