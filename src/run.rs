@@ -260,6 +260,10 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             (image.width, image.height) = geometry.slot_shape(image.width, image.height);
         }
     }
+    let classes = match &args.labels {
+        Some(_) => Some(plan::label_by_folder(&settings.input, &mut planned.images)?),
+        None => None,
+    };
     let mut failures: Vec<Failure> = planned
         .rejected
         .iter()
@@ -359,6 +363,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         strip: args.strip,
         lossless: args.lossless,
         resize_fit: settings.geometry.map_or(0, |g| g.fit as u32),
+        classes,
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
@@ -391,9 +396,10 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     block.set_run_started(started_wall);
     if !args.quiet && !args.json {
         eprintln!(
-            "shmpipe: block {name}: {} images, {:.1} MiB, {workers} workers{}",
-            block.image_count(),
+            "shmpipe: block {name}: {}, {:.1} MiB, {}{}",
+            crate::summary::count(block.image_count() as u64, "image"),
             block.len() as f64 / (1 << 20) as f64,
+            crate::summary::count(workers.into(), "worker"),
             settings
                 .geometry
                 .map_or(String::new(), |g| format!(", {g}"))
