@@ -199,7 +199,18 @@ impl Job<'_, '_> {
             cores: workers,
         };
         let mut pool = Pool::new(launch, workers, Arc::new(Mutex::new(Vec::new())));
-        let display = Display::new(writer.image_count() as u64, workers as usize, self.quiet);
+        // This job's start, for its display and a `watch` of it: one clock.
+        let started_wall = std::time::SystemTime::now();
+        writer.header().run_started_unix_ns.store(
+            shmpipe_worker::block::unix_ns(started_wall),
+            Ordering::Release,
+        );
+        let display = Display::new(
+            writer.image_count() as u64,
+            workers as usize,
+            self.quiet,
+            started_wall,
+        );
         let rules = Rules {
             image_timeout: (self.image_timeout > 0)
                 .then(|| Duration::from_secs(self.image_timeout)),

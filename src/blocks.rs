@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use shmpipe_worker::block::Backing;
+use shmpipe_worker::block::{Backing, BlockState};
 use shmpipe_worker::codec;
 use shmpipe_worker::registry::{self, BlockInfo, Liveness};
 
@@ -52,9 +52,48 @@ fn state_word(b: &BlockInfo) -> String {
         (Some(DatasetState::Applying) | Some(DatasetState::Repairing), false) => "damaged".into(),
         // No header: its creator was stopped before writing one.
         _ if b.owner_pid.is_none() && b.foreign.is_none() && !live => "incomplete".into(),
-        _ => b
-            .state
-            .map_or("-".into(), |s| format!("{s:?}").to_lowercase()),
+        // A run's working block: its owner's phase while it lives, stale once it is gone.
+        (_, false) => "stale".into(),
+        (_, true) => match b.state {
+            Some(BlockState::Creating) => "creating",
+            Some(BlockState::Ready) => "running",
+            Some(BlockState::Stopping) => "stopping",
+            Some(BlockState::Finished) => "finishing",
+            None => "-",
+        }
+        .into(),
+    }
+}
+
+/// A size for people: "512 B", "66.0 MiB", "1.74 GiB".
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.2} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// An age for people, in its largest whole unit: "42s", "5m", "3h", "2d"; "-" when unknown.
+fn human_age(age: Option<std::time::Duration>) -> String {
+    let Some(age) = age else {
+        return "-".into();
+    };
+    match age.as_secs() {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
     }
 }
 
@@ -72,12 +111,19 @@ fn describe(b: &BlockInfo) -> serde_json::Value {
         "status": status(b.liveness),
         "state": state_word(b),
         "images": b.images,
-        "age_s": b.age.as_secs(),
+        "age_s": b.created_age.map(|a| a.as_secs()),
         "foreign": b.foreign,
     })
 }
 
-pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
+pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
+    let size = |bytes: u64| {
+        if raw_bytes {
+            bytes.to_string()
+        } else {
+            human_bytes(bytes)
+        }
+    };
     let backing = backing(dir);
     let entries = match registry::list(&backing) {
         Ok(b) => b,
@@ -114,23 +160,34 @@ pub fn ls(dir: Option<PathBuf>, json: bool) -> i32 {
         return code;
     }
     println!(
-        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>8}",
-        "NAME", "BYTES", "OWNER", "STATUS", "STATE", "IMAGES", "AGE"
+        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>5}",
+        "NAME",
+        if raw_bytes { "BYTES" } else { "SIZE" },
+        "OWNER",
+        "STATUS",
+        "STATE",
+        "IMAGES",
+        "AGE"
     );
     for b in &blocks {
         if let Some(why) = &b.foreign {
-            println!("{:<30} {:>12} {:>8} foreign: {why}", b.name, b.bytes, "-");
+            println!(
+                "{:<30} {:>12} {:>8} foreign: {why}",
+                b.name,
+                size(b.bytes),
+                "-"
+            );
             continue;
         }
         println!(
-            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7}s",
+            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>5}",
             b.name,
-            b.bytes,
+            size(b.bytes),
             b.owner_pid.map_or("-".into(), |p| p.to_string()),
             status(b.liveness),
             state_word(b),
             b.images.map_or("-".into(), |n| n.to_string()),
-            b.age.as_secs()
+            human_age(b.created_age)
         );
     }
     for b in damaged {

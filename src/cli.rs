@@ -61,6 +61,9 @@ pub enum Command {
         /// One JSON array on stdout.
         #[arg(long)]
         json: bool,
+        /// Sizes in bytes instead of KiB, MiB, GiB.
+        #[arg(long)]
+        bytes: bool,
     },
     /// Remove the blocks whose owner is gone (left by a killed run), and the temporary output
     /// files their runs left. Live blocks are never touched.

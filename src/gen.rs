@@ -98,7 +98,15 @@ pub fn generate(
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    std::thread::scope(|scope| -> anyhow::Result<()> {
+    // Drawn on a terminal only (indicatif hides it elsewhere).
+    let progress = indicatif::ProgressBar::new(count).with_style(
+        indicatif::ProgressStyle::with_template(
+            "generating [{elapsed_precise}] {wide_bar} {pos}/{len} images  ETA {eta}",
+        )
+        .expect("static template"),
+    );
+    let progress = &progress;
+    let written = std::thread::scope(|scope| -> anyhow::Result<()> {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || -> anyhow::Result<()> {
@@ -123,6 +131,7 @@ pub fn generate(
                             )
                             .with_context(|| format!("cannot encode {}", path.display()))?;
                         }
+                        progress.inc(1);
                     }
                     Ok(())
                 })
@@ -133,7 +142,9 @@ pub fn generate(
                 .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
         }
         Ok(())
-    })
+    });
+    progress.finish_and_clear();
+    written
 }
 
 /// Parses a size such as `2GiB`, `512MiB`, `64MB`, `1e9` or `123456` into bytes.

@@ -29,7 +29,11 @@ fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| refuse(e));
     let code = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Ls { backing, json } => blocks::ls(backing, json),
+        Command::Ls {
+            backing,
+            json,
+            bytes,
+        } => blocks::ls(backing, json, bytes),
         Command::Clean { backing, outputs } => blocks::clean(backing, &outputs),
         Command::Rm { name, backing } => blocks::rm(&name, backing),
         Command::Gen(args) => match gen::generate(

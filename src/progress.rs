@@ -1,9 +1,13 @@
 //! The live display: an overall bar (images, MP/s, ETA) and one line per worker (its count and
 //! current file), drawn on stderr from counters read in the block. Hidden off a terminal and
 //! with `--quiet`. The one factory, [`Display::new`], decides that.
+//!
+//! The clock is the job's start as its block records it, so `run` and a `watch` of it show the
+//! same elapsed time and the same MP/s. Lines fit the terminal's width: the bar takes what the
+//! text leaves, and a worker's file name is cut rather than wrapped.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmpipe_worker::block::{Mapping, NO_IMAGE};
@@ -12,11 +16,13 @@ pub struct Display {
     multi: MultiProgress,
     overall: ProgressBar,
     workers: Vec<ProgressBar>,
-    start: Instant,
+    /// The job's start (the block's `run_started_unix_ns`).
+    start: SystemTime,
 }
 
 impl Display {
-    pub fn new(images: u64, workers: usize, hidden: bool) -> Display {
+    /// `start` is when the job began: the clock of the elapsed time and the MP/s.
+    pub fn new(images: u64, workers: usize, hidden: bool, start: SystemTime) -> Display {
         let target = if hidden {
             ProgressDrawTarget::hidden()
         } else {
@@ -26,12 +32,13 @@ impl Display {
         let overall = multi.add(ProgressBar::new(images));
         overall.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} images  {msg}  ETA {eta}",
+                "{spinner} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} {msg} ETA {eta}",
             )
             .expect("static template")
             .progress_chars("=> "),
         );
-        let style = ProgressStyle::with_template("  {prefix:>10} {msg}").expect("static template");
+        let style =
+            ProgressStyle::with_template("  {prefix:>10} {wide_msg}").expect("static template");
         let workers = (0..workers)
             .map(|id| {
                 let bar = multi.add(ProgressBar::new(0));
@@ -44,7 +51,7 @@ impl Display {
             multi,
             overall,
             workers,
-            start: Instant::now(),
+            start,
         }
     }
 
@@ -54,7 +61,11 @@ impl Display {
         let done = h.images_done.load(Ordering::Acquire);
         let failed = h.images_failed.load(Ordering::Acquire);
         let pixels = h.pixels_done.load(Ordering::Acquire);
-        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let elapsed = SystemTime::now()
+            .duration_since(self.start)
+            .unwrap_or(Duration::ZERO);
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        self.overall.set_elapsed(elapsed);
         self.overall.set_position(done + failed);
         let failed_note = if failed > 0 {
             format!(", {failed} failed")

@@ -200,6 +200,8 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     let settings = validate(args)?;
     let signals = Signals::register()?;
     let started = Instant::now();
+    // The same moment on the wall clock, recorded in the block for `watch` and `ls`.
+    let started_wall = std::time::SystemTime::now();
 
     let stop_requested = || signals.received().is_some();
     let shard = settings.shard.clone();
@@ -377,6 +379,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         }
         Err(e) => return Err(e.into()),
     };
+    block.set_run_started(started_wall);
     if !args.quiet && !args.json {
         eprintln!(
             "shmpipe: block {name}: {} images, {:.1} MiB, {workers} workers",
@@ -402,6 +405,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         block.image_count() as u64,
         workers as usize,
         args.quiet || args.json,
+        started_wall,
     );
     let working = Instant::now();
     let rules = Rules {

@@ -4,7 +4,7 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use shmpipe_worker::block::{AttachedBlock, Backing, BlockState};
@@ -51,10 +51,16 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
         }
     };
     let total = block.image_count() as u64;
+    // The run's own clock, as the block records it (a block from before that field: ours).
+    let run_started = match block.header().run_started_unix_ns.load(Ordering::Acquire) {
+        0 => SystemTime::now(),
+        ns => UNIX_EPOCH + Duration::from_nanos(ns),
+    };
     let display = Display::new(
         total,
         block.workers().len(),
         !std::io::stderr().is_terminal(),
+        run_started,
     );
     let plain = !std::io::stdout().is_terminal();
     let started = Instant::now();

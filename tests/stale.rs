@@ -87,10 +87,27 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
     let stale = find(&victim_block).expect("ls shows the stale block");
     assert_eq!(stale["live"], false);
     assert_eq!(stale["owner_pid"], victim_pid);
-    assert_eq!(
-        find(&live_block).expect("ls shows the live block")["live"],
-        true
+    assert_eq!(stale["state"], "stale", "{stale}");
+    let running = find(&live_block).expect("ls shows the live block");
+    assert_eq!(running["live"], true);
+    assert_eq!(running["state"], "running", "{running}");
+    // AGE is from the creation time in the header: known for both, not reset by writes.
+    assert!(
+        stale["age_s"].is_u64() && running["age_s"].is_u64(),
+        "{listed}"
     );
+    let text = String::from_utf8_lossy(&shmpipe(&["ls"]).stdout).into_owned();
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // NAME SIZE(2 words) OWNER STATUS STATE IMAGES AGE
+    assert_eq!(row(&live_block)[5], "running", "{text}");
+    assert_eq!(row(&victim_block)[5], "stale", "{text}");
 
     let clean = shmpipe(&["clean"]);
     let said = String::from_utf8_lossy(&clean.stdout).into_owned();
@@ -116,4 +133,58 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
     signal(live_pid, Signal::TERM);
     assert_eq!(live.wait().unwrap().code(), Some(143));
     common::assert_no_leaks(live_pid);
+}
+
+#[test]
+fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
+    let name = format!("ls-sizes-{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    let assets = assets();
+    common::ok(&[
+        os("load"),
+        assets.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--resize"),
+        os("64x48"),
+        os("--quiet"),
+    ]);
+    let block = format!("shmpipe-{name}");
+    let bytes = std::fs::metadata(Path::new("/dev/shm").join(&block))
+        .unwrap()
+        .len();
+    let row = |args: &[&str]| {
+        let out = shmpipe(args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let header = text.lines().next().unwrap_or_default().to_string();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&block))
+            .unwrap_or_else(|| panic!("{block} in {text}"))
+            .to_string();
+        (header, row)
+    };
+    let (header, human) = row(&["ls"]);
+    assert!(header.contains(" SIZE "), "{header}");
+    let words: Vec<&str> = human.split_whitespace().collect();
+    // NAME, then the size as a number and a unit.
+    assert!(
+        words[1].parse::<f64>().is_ok() && ["B", "KiB", "MiB", "GiB"].contains(&words[2]),
+        "{human}"
+    );
+    assert_eq!(words[4], "kept", "{human}");
+    assert_eq!(words[5], "ready", "{human}");
+    assert!(
+        words[7].ends_with('s') || words[7].ends_with('m'),
+        "an age: {human}"
+    );
+
+    let (header, raw) = row(&["ls", "--bytes"]);
+    assert!(header.contains(" BYTES "), "{header}");
+    assert_eq!(
+        raw.split_whitespace().nth(1),
+        Some(bytes.to_string().as_str()),
+        "{raw}"
+    );
 }

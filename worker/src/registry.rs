@@ -53,7 +53,11 @@ pub struct BlockInfo {
     pub dataset: Option<DatasetState>,
     pub images: Option<u64>,
     pub liveness: Liveness,
+    /// Since the file's last status change (it changes on every write): for the creation grace.
     pub age: Duration,
+    /// Since the block was created, from the time its header records; None when unknown (no
+    /// header, or a block made before the header had that field).
+    pub created_age: Option<Duration>,
     /// Why a [`Liveness::Foreign`] file is not ours.
     pub foreign: Option<String>,
     /// The output folder its run writes to (where its temporary files may be), if it has one.
@@ -148,6 +152,14 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
             (false, false) => Liveness::Stale,
         },
         age: age_of(&meta),
+        created_age: whole
+            .then(|| read_u64(&header, offset_of!(Header, created_unix_ns)))
+            .filter(|&ns| ns != 0)
+            .map(|ns| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH + Duration::from_nanos(ns))
+                    .unwrap_or_default()
+            }),
         foreign: None,
         output_root: whole.then(|| output_root(&file, &header)).flatten(),
     })
@@ -189,6 +201,7 @@ fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
         images: None,
         liveness: Liveness::Foreign,
         age: meta.as_ref().map(age_of).unwrap_or_default(),
+        created_age: None,
         foreign: Some(why.to_string()),
         output_root: None,
     }

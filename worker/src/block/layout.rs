@@ -159,8 +159,16 @@ pub struct Header {
     /// each pass, then wakes every worker waiting on it (a futex on this word: no death can wedge
     /// a futex wait or wake, unlike a process-shared mutex or condition variable).
     pub pass: AtomicU32,
-    /// Unused since layout 2: a dataset-wide op's statistics live in its history step.
-    pub _reserved_stats: [u64; 8],
+    /// When the block was created, in nanoseconds since the Unix epoch (`ls`'s AGE); 0 in a
+    /// block made before this field (unknown).
+    pub created_unix_ns: u64,
+    /// When the run, load, apply or repair that owns the block started, in nanoseconds since the
+    /// Unix epoch: the one clock of its progress display and of `watch`'s; 0 until set, and in a
+    /// block made before this field.
+    pub run_started_unix_ns: AtomicU64,
+    /// Unused since layout 2 (a dataset-wide op's statistics live in its history step), and
+    /// free for new fields: a block made before reads zeros there.
+    pub _reserved_stats: [u64; 6],
     /// A [`DatasetState`].
     pub dataset_state: AtomicU32,
     /// Entries of the history region in force (see [`HistoryEntry`]); each is written before

@@ -61,4 +61,4 @@ pub use layout::{
     HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 pub use mapping::{Mapping, SlotInfo};
-pub use owned::OwnedBlock;
+pub use owned::{unix_ns, OwnedBlock};

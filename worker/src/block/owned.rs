@@ -159,6 +159,13 @@ impl OwnedBlock {
         self.keep = true;
     }
 
+    /// Records when the job that owns the block started (see `Header::run_started_unix_ns`).
+    pub fn set_run_started(&self, at: std::time::SystemTime) {
+        self.header()
+            .run_started_unix_ns
+            .store(unix_ns(at), Ordering::Release);
+    }
+
     pub fn set_state(&self, state: BlockState) {
         self.header().state.store(state as u32, Ordering::Release);
     }
@@ -272,7 +279,9 @@ impl Mapping {
             pixels_done: AtomicU64::new(0),
             resize_fit: plan.resize_fit,
             pass: AtomicU32::new(0),
-            _reserved_stats: [0; 8],
+            created_unix_ns: unix_ns_now(),
+            run_started_unix_ns: AtomicU64::new(0),
+            _reserved_stats: [0; 6],
             dataset_state: AtomicU32::new(if plan.kept {
                 DatasetState::Loading
             } else {
@@ -367,4 +376,14 @@ impl Mapping {
             .store(BlockState::Ready as u32, Ordering::Release);
         Ok(())
     }
+}
+
+/// Nanoseconds since the Unix epoch of `at` (0 before the epoch: unknown).
+pub fn unix_ns(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn unix_ns_now() -> u64 {
+    unix_ns(std::time::SystemTime::now())
 }
