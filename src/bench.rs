@@ -148,9 +148,10 @@ fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
         _ => bail!("give either an input folder or --generate SIZE"),
     };
 
-    eprintln!("shared mode: one block, {workers} workers attached ...");
+    let worker_count = crate::summary::count(workers.into(), "worker");
+    eprintln!("shared mode: one block, {worker_count} attached ...");
     let (shared, dataset_bytes, images) = measure(&input, &args, "shared", workers)?;
-    eprintln!("copy mode: {workers} workers, each with its own copy ...");
+    eprintln!("copy mode: {worker_count}, each with its own copy ...");
     let (copy, _, _) = measure(&input, &args, "copy", workers)?;
     // The worker's luma path: a grayscale-first chain on a JPEG, not resized at decode.
     let luma_first = args.resize.is_none()
@@ -189,8 +190,8 @@ fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
 
 fn table(b: &MemoryBench) -> String {
     let mut out = format!(
-        "dataset: {} images, {:.1} MiB decoded; {}; ops {}\n\n",
-        b.images,
+        "dataset: {}, {:.1} MiB decoded; {}; ops {}\n\n",
+        crate::summary::count(b.images, "image"),
         mib(b.dataset_bytes),
         crate::summary::count(b.workers.into(), "worker"),
         b.ops

@@ -382,9 +382,10 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     block.set_run_started(started_wall);
     if !args.quiet && !args.json {
         eprintln!(
-            "shmpipe: block {name}: {} images, {:.1} MiB, {workers} workers",
-            block.image_count(),
-            block.len() as f64 / (1 << 20) as f64
+            "shmpipe: block {name}: {}, {:.1} MiB, {}",
+            crate::summary::count(block.image_count() as u64, "image"),
+            block.len() as f64 / (1 << 20) as f64,
+            crate::summary::count(workers.into(), "worker")
         );
     }
 

@@ -50,6 +50,12 @@ fn a_plain_run_counts_against_the_plan_and_names_what_it_wrote() {
         text.contains("with 1 worker\n"),
         "one worker, singular: {text}"
     );
+    let started = common::run(&[os("run"), assets().as_os_str(), os("-j"), os("1")]);
+    let said = String::from_utf8_lossy(&started.stderr);
+    assert!(
+        said.contains(", 1 worker\n"),
+        "the start line agrees too: {said}"
+    );
     assert!(text.contains("1 file skipped: not images\n"), "{text}");
     assert!(
         text.contains(&format!("written to {}\n", out.display())),
