@@ -20,7 +20,8 @@ most 2 batches per worker in flight (DataLoader's default prefetch). The epoch i
 loader's start (worker start-up included) to its last batch. Each (start method, way) runs in a
 fresh process of its own, so that no way inherits another's heap.
 
-Memory: /proc/PID/smaps_rollup of this process and every descendant, sampled every 50 ms; the
+Memory: /proc/PID/smaps_rollup of this process and every descendant, sampled every 50 ms and
+once more at the last batch (each sample reads 1 GiB mappings: it takes a while); the
 sum of Pss counts a page shared by N processes 1/N in each, so the total is the memory the job
 holds. The block's pages are counted as far as some process maps them; its size is printed too.
 The baseline is the Pss of one idle interpreter that has imported NumPy, started the same way.
@@ -83,10 +84,13 @@ class PssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self):
+        total = sum(pss_kib(p) for p in descendants(os.getpid()))
+        self.peak = max(self.peak, total)
+
     def _run(self):
         while not self._stop.is_set():
-            total = sum(pss_kib(p) for p in descendants(os.getpid()))
-            self.peak = max(self.peak, total)
+            self.sample()
             self._stop.wait(0.05)
 
     def __enter__(self):
@@ -146,7 +150,7 @@ def _idle():
 
 def epoch(dataset, method, workers, batch):
     """Images seen, seconds, peak total Pss (KiB) of one shuffled epoch."""
-    seen = 0
+    seen, finished = 0, None
     with PssSampler() as sampler:
         start = time.perf_counter()
         if torch is not None:
@@ -154,6 +158,9 @@ def epoch(dataset, method, workers, batch):
                                 multiprocessing_context=method)
             for images, _labels in loader:
                 seen += len(images)
+                if seen == len(dataset):
+                    finished = time.perf_counter()
+                    sampler.sample()  # the last batch: every worker still alive, its pages mapped
         else:
             order = list(range(len(dataset)))
             random.shuffle(order)
@@ -164,9 +171,12 @@ def epoch(dataset, method, workers, batch):
                 for following in batches[2 * workers :] + [None] * len(pending):
                     images, _labels = pending.pop(0).get()
                     seen += len(images)
+                    if seen == len(dataset):
+                        finished = time.perf_counter()
+                        sampler.sample()  # the last batch: every worker still alive, its pages mapped
                     if following is not None:
                         pending.append(pool.apply_async(_batch, (following,)))
-        seconds = time.perf_counter() - start
+        seconds = (finished or time.perf_counter()) - start
     return seen, seconds, sampler.peak
 
 
@@ -211,7 +221,7 @@ def one(args, method, way):
 
 def plot(path, rows, dataset_bytes, workers):
     """Two bar charts side by side: peak total Pss (with the dataset's size marked) and images/s."""
-    width, height, top, bottom, left = 760, 300, 40, 60, 50
+    width, height, top, bottom, left = 960, 300, 40, 60, 50
     panel = (width - 3 * left) // 2
     colours = {"shmpipe": "#1b7837", "naive": "#b2182b", "pillow": "#5e3c99"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -239,7 +249,7 @@ def plot(path, rows, dataset_bytes, workers):
         if k == 0:
             y = height - bottom - dataset_bytes / 2**30 * scale
             out.append(f'<line x1="{x0}" y1="{y:.0f}" x2="{x0 + panel}" y2="{y:.0f}" stroke="black" stroke-dasharray="4"/>')
-            out.append(f'<text x="{x0 + panel - 60}" y="{y - 3:.0f}">dataset</text>')
+            out.append(f'<text x="{x0 + panel + 3}" y="{y + 4:.0f}">dataset</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
@@ -268,7 +278,8 @@ def main():
                          ("pillow", PillowDataset(os.path.abspath(args.folder), list(block.paths), labels))):
         if way in args.ways.split(","):
             fetch[way] = fetch_rate(dataset, args.batch)
-        del dataset
+        if way == "shmpipe":
+            dataset.close()  # this process's mapping would take a share of the workers' Pss
     block.close()
     print(f"dataset {block.name}: {n} images, {dataset_bytes / 2**30:.2f} GiB decoded; "
           f"{args.workers} workers, batches of {args.batch}; "

@@ -76,6 +76,7 @@ fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli 
         shard: None,
         shards: None,
         keep: None,
+        labels: None,
         json: false,
         quiet: true,
     }

@@ -111,6 +111,7 @@ fn describe(b: &BlockInfo) -> serde_json::Value {
         "status": status(b.liveness),
         "state": state_word(b),
         "images": b.images,
+        "classes": b.classes,
         "age_s": b.created_age.map(|a| a.as_secs()),
         "foreign": b.foreign,
     })
@@ -160,13 +161,14 @@ pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
         return code;
     }
     println!(
-        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>5}",
+        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7} {:>5}",
         "NAME",
         if raw_bytes { "BYTES" } else { "SIZE" },
         "OWNER",
         "STATUS",
         "STATE",
         "IMAGES",
+        "CLASSES",
         "AGE"
     );
     for b in &blocks {
@@ -180,13 +182,14 @@ pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
             continue;
         }
         println!(
-            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>5}",
+            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7} {:>5}",
             b.name,
             size(b.bytes),
             b.owner_pid.map_or("-".into(), |p| p.to_string()),
             status(b.liveness),
             state_word(b),
             b.images.map_or("-".into(), |n| n.to_string()),
+            b.classes.map_or("-".into(), |n| n.to_string()),
             human_age(b.created_age)
         );
     }

@@ -203,6 +203,10 @@ pub struct RunCli {
     /// NumPy included, can attach to it by name until `shmpipe rm NAME`.
     #[arg(long, value_name = "NAME")]
     pub keep: Option<String>,
+    /// With --keep: record each image's class. `folder`: the index of the top-level folder it
+    /// lies in, among INPUT_DIR's folders in sorted order (torchvision ImageFolder's rule).
+    #[arg(long, value_name = "HOW", value_parser = ["folder"], requires = "keep")]
+    pub labels: Option<String>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -236,6 +240,11 @@ pub struct LoadCli {
     /// The dataset's name: letters, digits, '.', '_', '-'.
     #[arg(long)]
     pub name: String,
+    /// Record each image's class. `folder`: the index of the top-level folder it lies in,
+    /// among INPUT's folders in sorted order (torchvision ImageFolder's rule); an image lying
+    /// directly in INPUT is an error.
+    #[arg(long, value_name = "HOW", value_parser = ["folder"])]
+    pub labels: Option<String>,
     /// Resize every image at decode time to W x H, so that the dataset is one (N, H, W, C)
     /// array; without it every image must already have the same size.
     #[arg(long, value_name = "WxH", value_parser = parse_size)]

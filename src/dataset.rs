@@ -50,6 +50,7 @@ pub fn load(args: LoadCli) -> i32 {
         shard: None,
         shards: None,
         keep: Some(args.name),
+        labels: args.labels,
         json: args.json,
         quiet: args.quiet,
     })

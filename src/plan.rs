@@ -192,6 +192,9 @@ pub fn plan(
                     source: relative.as_os_str().as_bytes().to_vec(),
                     source_size,
                     source_mtime_ns,
+                    original_width: probe.width,
+                    original_height: probe.height,
+                    label: -1,
                 })
             }
             Err(CodecError::NotAnImage) if !has_image_name(path) => plan.skipped += 1,
@@ -258,4 +261,49 @@ pub fn check_outputs(
         }
     }
     Ok(())
+}
+
+/// `--labels folder`: the class names (every top-level folder of `root`, in sorted byte order:
+/// torchvision ImageFolder's classes) and each image's label, the index of the folder it lies in.
+/// An image lying directly in `root` has no class: that is an error naming it, as nothing
+/// sensible can stand for its label.
+pub fn label_by_folder(root: &Path, images: &mut [PlannedImage]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use anyhow::Context;
+    let mut classes: Vec<Vec<u8>> = std::fs::read_dir(root)
+        .with_context(|| format!("cannot list the class folders of {}", root.display()))?
+        .flatten()
+        // Through symbolic links, as the walk goes.
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().as_bytes().to_vec())
+        .collect();
+    classes.sort();
+    let loose: Vec<&PlannedImage> = images
+        .iter()
+        .filter(|i| !i.source.contains(&b'/'))
+        .collect();
+    if let Some(first) = loose.first() {
+        anyhow::bail!(
+            "--labels folder: {} image(s) lie directly in {} (the first: {}), not in a class folder; move them into DIR/CLASS/ or load without --labels",
+            loose.len(),
+            root.display(),
+            String::from_utf8_lossy(&first.source)
+        );
+    }
+    for image in images.iter_mut() {
+        let top = image
+            .source
+            .split(|&b| b == b'/')
+            .next()
+            .unwrap_or_default();
+        let index = classes
+            .binary_search_by(|c| c.as_slice().cmp(top))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--labels folder: no class folder for {}",
+                    String::from_utf8_lossy(&image.source)
+                )
+            })?;
+        image.label = index as i64;
+    }
+    Ok(classes)
 }

@@ -248,6 +248,10 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             (image.width, image.height) = (w, h);
         }
     }
+    let classes = match &args.labels {
+        Some(_) => Some(plan::label_by_folder(&settings.input, &mut planned.images)?),
+        None => None,
+    };
     let mut failures: Vec<Failure> = planned
         .rejected
         .iter()
@@ -350,6 +354,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             .resize
             .and_then(|_| codec::Fit::parse(&args.fit))
             .map_or(0, |f| f as u32),
+        classes,
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).

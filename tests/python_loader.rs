@@ -211,6 +211,14 @@ import gc, json
 import numpy as np, shmpipe
 
 N = "{name}"
+# A handle dropped without close() lets go of the lock at once, garbage collector or not.
+gc.disable()
+dropped = shmpipe.attach(N)
+dropped.images[0], dropped.paths[0]
+del dropped
+shmpipe.attach(N, writable=True).close()
+gc.enable()
+
 reference = shmpipe.attach(N)
 means = [float(np.array(reference.images[i]).mean()) for i in range(3)]
 reference.close()
@@ -376,6 +384,26 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
             assert!(said.contains("busy: a writer holds it"), "{said}");
         }
     }
+    // A handle's process killed (SIGKILL or SIGTERM) while attached, writable or not, takes
+    // its lock with it: nothing is left holding the dataset.
+    for (writable, signal) in [
+        (true, rustix::process::Signal::KILL),
+        (false, rustix::process::Signal::KILL),
+        (true, rustix::process::Signal::TERM),
+    ] {
+        let holder = Holder::start(&name, writable);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(holder.pid() as i32).unwrap(),
+            signal,
+        )
+        .unwrap();
+        drop(holder);
+        assert_eq!(
+            refusal(&name, true),
+            "",
+            "a killed handle (writable: {writable}, {signal:?}) leaves no lock"
+        );
+    }
     // Nothing holds it now: apply runs; while it runs, neither kind of handle attaches.
     let (code, said) = shmpipe(&["apply", &name, "--ops", "invert", "-q"]);
     assert_eq!(code, Some(0), "{said}");
@@ -447,4 +475,129 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
         assert!(said.contains(&format!("shmpipe repair {name}")), "{said}");
     }
     let _ = std::io::stderr().flush();
+}
+
+/// `load --labels folder`: each image's class is the index of its top-level folder in sorted
+/// order (ImageFolder's rule), the class names are in the block, `ls` counts them, and every
+/// image records its source's own size and format, also when resized. An image lying directly
+/// in the folder is refused with its name, and nothing is left behind.
+#[test]
+fn labels_of_a_two_class_folder_tree_and_original_sizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    // Sorted: cat/a.png, cat/deep/b.jpg, dog/c.png; "dog" sorts after "cat" whatever the walk.
+    for (rel, (w, h)) in [
+        ("dog/c.png", (30u32, 20u32)),
+        ("cat/a.png", (40, 10)),
+        ("cat/deep/b.jpg", (16, 48)),
+    ] {
+        let path = input.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 9]))
+            .save(&path)
+            .unwrap();
+    }
+    let name = format!("pylab{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--labels"),
+        os("folder"),
+        os("--resize"),
+        os("8x8"),
+        os("-q"),
+    ]);
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"
+import json, shmpipe
+ds = shmpipe.attach("{name}")
+d = shmpipe.Dataset("{name}")
+print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "classes": ds.classes,
+                  "dtype": str(ds.labels.dtype), "sizes": ds.original_sizes.tolist(),
+                  "formats": [ds.format(i) for i in range(len(ds))], "shape": list(ds.shape),
+                  "items": [d[i][1] for i in range(len(d))], "writeable": ds.labels.flags.writeable}}))
+"#
+        ),
+    );
+    assert_eq!(
+        said["paths"],
+        serde_json::json!(["cat/a.png", "cat/deep/b.jpg", "dog/c.png"])
+    );
+    assert_eq!(said["classes"], serde_json::json!(["cat", "dog"]));
+    assert_eq!(said["labels"], serde_json::json!([0, 0, 1]));
+    assert_eq!(said["items"], serde_json::json!([0, 0, 1]));
+    assert_eq!(said["dtype"], "int64");
+    assert_eq!(said["writeable"], false);
+    assert_eq!(
+        said["sizes"],
+        serde_json::json!([[40, 10], [16, 48], [30, 20]])
+    );
+    assert_eq!(said["formats"], serde_json::json!(["png", "jpeg", "png"]));
+    assert_eq!(said["shape"], serde_json::json!([3, 8, 8, 3]));
+    let ls: serde_json::Value = serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
+    let entry = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == format!("shmpipe-{name}"))
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["classes"], 2, "{entry}");
+    let table = ok(&[os("ls")]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("shmpipe-{name} ")))
+        .unwrap();
+    assert!(
+        row.contains(" 3       2 "),
+        "ls shows images and classes: {row}"
+    );
+
+    // Without --labels: no labels, no classes, and ls says so.
+    let plain = format!("pyplain{}", std::process::id());
+    let _plain_cleanup = Dataset(plain.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&plain),
+        os("-q"),
+    ]);
+    let said = python(
+        &pythons()[0],
+        &format!(
+            "import json, shmpipe\nds = shmpipe.attach('{plain}')\nprint(json.dumps([ds.labels is None, ds.classes, shmpipe.Dataset('{plain}')[0][1], ds.original_sizes.tolist()]))"
+        ),
+    );
+    assert_eq!(
+        said,
+        serde_json::json!([true, null, -1, [[40, 10], [16, 48], [30, 20]]])
+    );
+
+    // An image directly in the folder has no class: refused, naming it, no block made.
+    image::RgbImage::new(4, 4)
+        .save(input.join("loose.png"))
+        .unwrap();
+    let refused_name = format!("pyloose{}", std::process::id());
+    let _refused_cleanup = Dataset(refused_name.clone());
+    let out = common::run(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&refused_name),
+        os("--labels"),
+        os("folder"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = common::stderr(&out);
+    assert!(
+        said.contains("loose.png") && said.contains("not in a class folder"),
+        "{said}"
+    );
+    assert!(!block_exists(&refused_name));
 }

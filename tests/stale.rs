@@ -105,7 +105,7 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    // NAME SIZE(2 words) OWNER STATUS STATE IMAGES AGE
+    // NAME SIZE(2 words) OWNER STATUS STATE IMAGES CLASSES AGE
     assert_eq!(row(&live_block)[5], "running", "{text}");
     assert_eq!(row(&victim_block)[5], "stale", "{text}");
 
@@ -175,8 +175,10 @@ fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
     );
     assert_eq!(words[4], "kept", "{human}");
     assert_eq!(words[5], "ready", "{human}");
+    // ... OWNER STATUS STATE IMAGES CLASSES AGE
+    assert_eq!(words[7], "-", "no classes: {human}");
     assert!(
-        words[7].ends_with('s') || words[7].ends_with('m'),
+        words[8].ends_with('s') || words[8].ends_with('m'),
         "an age: {human}"
     );
 

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::FlockOperation;
 
 use crate::block::{
-    Backing, BlockState, DatasetState, Header, NotOurs, FLAG_KEPT, MAGIC, NAME_PREFIX,
+    Backing, BlockState, DatasetState, Header, NotOurs, FLAG_KEPT, LABELS_NONE, MAGIC, NAME_PREFIX,
 };
 
 /// How long an unlocked block whose creator still exists counts as being created.
@@ -52,6 +52,8 @@ pub struct BlockInfo {
     /// A kept dataset's state (see [`DatasetState`]).
     pub dataset: Option<DatasetState>,
     pub images: Option<u64>,
+    /// A labelled dataset's class count (`load --labels folder`).
+    pub classes: Option<u32>,
     pub liveness: Liveness,
     /// Since the file's last status change (it changes on every write): for the creation grace.
     pub age: Duration,
@@ -146,6 +148,8 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
             .flatten(),
         dataset,
         images: whole.then(|| read_u64(&header, offset_of!(Header, image_count))),
+        classes: (whole && read_u32(&header, offset_of!(Header, label_kind)) != LABELS_NONE)
+            .then(|| read_u32(&header, offset_of!(Header, class_count))),
         liveness: match (live, kept) {
             (true, _) => Liveness::Live,
             (false, true) => Liveness::Kept,
@@ -199,6 +203,7 @@ fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
         state: None,
         dataset: None,
         images: None,
+        classes: None,
         liveness: Liveness::Foreign,
         age: meta.as_ref().map(age_of).unwrap_or_default(),
         created_age: None,

@@ -48,13 +48,14 @@ fn attach_never_panics_on_mutated_blocks() {
         allow_truncated: false,
         strip: false,
         lossless: false,
+        classes: None,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);
     let pristine = std::fs::read(&path).unwrap();
     let len = pristine.len() as u64;
     // Header, image table and worker table: everything attach must distrust.
-    let tables_end = 512 + 5 * 192 + 3 * 128;
+    let tables_end = 512 + 5 * 256 + 3 * 128;
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     let mut rng = 0x1234_5678_9abc_def1u64;
     let (mut accepted, mut refused) = (0u32, 0u32);

@@ -6,6 +6,8 @@ process by name as NumPy arrays, with no copy.
     ds.array.shape                   # (N, H, W, C) uint8, when every image has one shape
     ds.images[3]                     # (H, W, C) view of image 3, made when asked for
     ds.paths[3]                      # its source path, relative to the loaded folder
+    ds.labels, ds.classes            # int64 class per image, class names (`load --labels folder`)
+    ds.original_sizes[3]             # the source's (width, height) before any resize
     ds.close()                       # views taken before stay valid
 
     train = shmpipe.Dataset("faces", transform=None)   # for torch.utils.data.DataLoader

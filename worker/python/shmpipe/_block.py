@@ -18,11 +18,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, overl
 import numpy as np
 
 MAGIC = b"SHMPIPE\0"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 NAME_PREFIX = "shmpipe-"
 SHM_DIR = "/dev/shm"
 HEADER_SIZE = 512
-IMAGE_RECORD_SIZE = 192
+IMAGE_RECORD_SIZE = 256
 
 # Header: (offset, struct format) of the fields read here.
 _HEADER = {
@@ -40,6 +40,10 @@ _HEADER = {
     "pixels_len": (104, "<Q"),
     "flags": (188, "<I"),
     "dataset_state": (296, "<I"),
+    "label_kind": (324, "<I"),
+    "class_count": (328, "<I"),
+    "class_names_offset": (336, "<Q"),
+    "class_names_len": (344, "<Q"),
 }
 FLAG_COPY = 2
 FLAG_KEPT = 8
@@ -48,12 +52,18 @@ FLAG_KEPT = 8
 _RECORD = np.dtype(
     {
         "names": ["slot_offset", "slot_len", "height", "width", "channels", "format",
-                  "source_offset", "source_len", "status", "message_len", "message"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u8", "<u8", "<u4", "<u4", "S104"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 40, 48, 60, 80],
+                  "source_offset", "source_len", "status", "message_len", "message",
+                  "original_width", "original_height", "label"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u8", "<u8", "<u4", "<u4", "S104",
+                    "<u4", "<u4", "<i8"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 40, 48, 60, 80, 184, 188, 192],
         "itemsize": IMAGE_RECORD_SIZE,
     }
 )
+_MESSAGE_LEN = 104
+_LABEL_AT = 192
+# Source formats, as `codec::FORMATS` in worker/src/codec.rs.
+FORMATS = ("png", "jpeg", "webp", "gif", "bmp", "tiff")
 _DONE = 2
 # Dataset states, as `DatasetState` in block/layout.rs.
 _READY = 2
@@ -260,9 +270,12 @@ class Block:
             raise BlockError(f"{self.name}: image {int(np.argmax(bad))}'s record is out of bounds")
         failed = np.nonzero(status != _DONE)[0]
         self.failed: Dict[int, str] = {
-            int(i): bytes(records["message"][i][: min(int(records["message_len"][i]), 104)]).decode("utf-8", "replace")
+            int(i): bytes(records["message"][i][: min(int(records["message_len"][i]), _MESSAGE_LEN)]).decode("utf-8", "replace")
             for i in failed
         }
+        records_formats = records["format"].copy()
+        # (width, height) of each source as decoded, EXIF orientation applied, before any resize.
+        original_sizes = np.stack([records["original_width"], records["original_height"]], axis=1).astype(np.int64)
         del records  # its buffer export would keep close() from unmapping
         self._count = count
         self._whole = np.frombuffer(self._mm, np.uint8)
@@ -282,10 +295,34 @@ class Block:
                 self.array = np.lib.stride_tricks.as_strided(
                     self._whole[int(self._offsets[0]):], (count, h, w, c), (stride, w * c, c, 1),
                     writeable=self.writable)
-        self.images: Sequence[np.ndarray] = _Images(self)
-        self.paths: Sequence[str] = _Paths(self)
+        self._formats = records_formats
+        self.original_sizes: np.ndarray = original_sizes
         self.labels: Optional[np.ndarray] = None
         self.classes: Optional[List[str]] = None
+        if self._field("label_kind") != 0:
+            self.classes = self._class_names(strings_len)
+            labels = np.frombuffer(self._mm, np.int64, count=(count - 1) * (IMAGE_RECORD_SIZE // 8) + 1,
+                                   offset=table + _LABEL_AT)[:: IMAGE_RECORD_SIZE // 8] if count else np.empty(0, np.int64)
+            labels.flags.writeable = False
+            if count and ((labels < 0) | (labels >= len(self.classes))).any():
+                raise BlockError(f"{self.name}: a label is out of range of its {len(self.classes)} classes")
+            self.labels = labels
+
+    def _class_names(self, strings_len: int) -> List[str]:
+        offset, length = self._field("class_names_offset"), self._field("class_names_len")
+        if offset + length > strings_len:
+            raise BlockError(f"{self.name}: its class names are out of bounds")
+        start = self._strings + offset
+        raw = bytes(self._mm[start : start + length])
+        names = raw.split(b"\0")[:-1] if raw else []
+        if len(names) != self._field("class_count"):
+            raise BlockError(f"{self.name}: {len(names)} class names for {self._field('class_count')} classes")
+        return [n.decode("utf-8", "surrogateescape") for n in names]
+
+    def format(self, i: int) -> str:
+        """Image `i`'s source format: png, jpeg, webp, gif, bmp or tiff."""
+        code = int(self._formats[range(self._count)[i]])
+        return FORMATS[code % len(FORMATS)]
 
     def _live(self) -> np.ndarray:
         if self._whole is None:
@@ -307,6 +344,18 @@ class Block:
 
     def __len__(self) -> int:
         return self._count
+
+    # Made on access, never stored: a stored one would make a reference cycle, and the mapping
+    # and its lock would outlive a dropped handle until the garbage collector ran.
+    @property
+    def images(self) -> Sequence[np.ndarray]:
+        """One `(H, W, C)` uint8 view per image, each made when asked for."""
+        return _Images(self)
+
+    @property
+    def paths(self) -> Sequence[str]:
+        """Source paths relative to the loaded folder, each decoded when asked for."""
+        return _Paths(self)
 
     @property
     def shape(self) -> Optional[Tuple[int, int, int, int]]:

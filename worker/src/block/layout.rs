@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// First eight bytes of every block.
 pub const MAGIC: [u8; 8] = *b"SHMPIPE\0";
 /// Bumped whenever the layout changes; `attach` refuses any other.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Alignment of every region and every slot.
 pub const ALIGN: u64 = 64;
 /// Bytes of an image's error message kept in its record.
@@ -180,9 +180,22 @@ pub struct Header {
     pub load_max_pixels: u64,
     /// Entries the history region holds: [`HISTORY_CAPACITY`] in a kept block, else 0.
     pub history_capacity: u32,
-    pub _reserved: [u8; 180],
+    /// How images are labelled: [`LABELS_NONE`] or [`LABELS_FOLDER`] (`load --labels folder`).
+    pub label_kind: u32,
+    /// Classes named in `class_names`; an image's label indexes them.
+    pub class_count: u32,
+    pub _reserved_pad: u32,
+    /// The class names in class order, each followed by a NUL byte, in the strings region.
+    pub class_names: StrRef,
+    pub _reserved: [u8; 152],
     pub _reserved_tail: u64,
 }
+
+/// `Header::label_kind`: no labels; every record's label is -1.
+pub const LABELS_NONE: u32 = 0;
+/// `Header::label_kind`: an image's label is the index, among the top-level folders of the
+/// loaded folder in sorted (byte) order, of the one it lies in: torchvision's ImageFolder rule.
+pub const LABELS_FOLDER: u32 = 1;
 
 /// `Header::channels` of a block whose images each keep their own channels, given in their
 /// records: 1 gray, 2 gray and alpha, 3 colour, 4 colour and alpha. A kept dataset never has it.
@@ -299,6 +312,12 @@ pub struct ImageRecord {
     /// Why the image failed, or a done image's warning; written by the claim holder before it
     /// publishes `Failed` or `Done`.
     pub(super) message: UnsafeCell<[u8; MESSAGE_LEN]>,
+    /// The source's width and height as decoded, EXIF orientation applied, before any resize.
+    pub original_width: u32,
+    pub original_height: u32,
+    /// The image's class (see [`Header::label_kind`]), -1 for none.
+    pub label: i64,
+    pub _reserved: [u8; 56],
 }
 
 // SAFETY: `message` is the only non-atomic field written after the block is published; it is
@@ -404,7 +423,7 @@ impl ImageRecord {
 
 const _: () = assert!(size_of::<Header>() == 512);
 const _: () = assert!(size_of::<HistoryEntry>().is_multiple_of(64));
-const _: () = assert!(size_of::<ImageRecord>() == 192);
+const _: () = assert!(size_of::<ImageRecord>() == 256);
 const _: () = assert!(size_of::<WorkerRecord>() == 128);
 
 /// Sizes of a block to be created.
@@ -443,6 +462,8 @@ pub struct BlockPlan {
     pub resize_fit: u32,
     /// `--max-pixels`, kept so that a rebuild decodes as the load did.
     pub max_pixels: u64,
+    /// Class names, in class order, when images are labelled by folder ([`LABELS_FOLDER`]).
+    pub classes: Option<Vec<Vec<u8>>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -456,6 +477,11 @@ pub struct PlannedImage {
     /// The source file's size and modification time when it was planned.
     pub source_size: u64,
     pub source_mtime_ns: u64,
+    /// The source's shape (EXIF orientation applied), whatever shape its slot takes.
+    pub original_width: u32,
+    pub original_height: u32,
+    /// Its class index, when the plan has classes.
+    pub label: i64,
 }
 
 pub(super) fn align_up(v: u64) -> u64 {
@@ -514,6 +540,7 @@ impl BlockPlan {
             + self.output_root.len()
             + self.op_chain.len()
             + self.output_format.len()
+            + self.class_names_len()
             + self.images.iter().map(|i| i.source.len()).sum::<usize>();
         let pixels = align_up(strings + strings_len as u64);
         let pixels_len: u64 = self.images.iter().map(|i| align_up(self.slot_len(i))).sum();
@@ -527,6 +554,15 @@ impl BlockPlan {
             pixels_len,
             total: pixels + pixels_len,
         }
+    }
+
+    /// Bytes of the class names in the strings region: each name and a NUL.
+    pub(super) fn class_names_len(&self) -> usize {
+        self.classes
+            .iter()
+            .flatten()
+            .map(|name| name.len() + 1)
+            .sum()
     }
 
     /// Bytes the block will take.
@@ -567,7 +603,16 @@ mod layout_tests {
         assert_eq!(offset_of!(ImageRecord, message_len), 60);
         assert_eq!(offset_of!(ImageRecord, message), 80);
         assert_eq!(MESSAGE_LEN, 104);
-        assert_eq!(LAYOUT_VERSION, 2);
+        assert_eq!(size_of::<ImageRecord>(), 256);
+        assert_eq!(LAYOUT_VERSION, 3);
+        assert_eq!(offset_of!(Header, label_kind), 324);
+        assert_eq!(offset_of!(Header, class_count), 328);
+        assert_eq!(offset_of!(Header, class_names), 336);
+        assert_eq!(offset_of!(ImageRecord, original_width), 184);
+        assert_eq!(offset_of!(ImageRecord, original_height), 188);
+        assert_eq!(offset_of!(ImageRecord, label), 192);
+        assert_eq!(offset_of!(ImageRecord, source_size), 64);
+        assert_eq!(offset_of!(ImageRecord, source_mtime_ns), 72);
         assert_eq!(offset_of!(ImageRecord, slot_offset), 0);
         assert_eq!(offset_of!(ImageRecord, slot_len), 8);
         assert_eq!(offset_of!(ImageRecord, height), 16);

@@ -23,8 +23,8 @@ use super::{
     fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
     HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
     FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
-    HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LAYOUT_VERSION, MAGIC, MESSAGE_LEN,
-    NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE, LAYOUT_VERSION,
+    MAGIC, MESSAGE_LEN, NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -221,6 +221,14 @@ impl Mapping {
         let output_root = push(&plan.output_root);
         let op_chain = push(plan.op_chain.as_bytes());
         let output_format = push(plan.output_format.as_bytes());
+        let class_names = push(
+            &plan
+                .classes
+                .iter()
+                .flatten()
+                .flat_map(|name| name.iter().copied().chain([0]))
+                .collect::<Vec<u8>>(),
+        );
         let sources: Vec<StrRef> = plan.images.iter().map(|i| push(&i.source)).collect();
         let uniform = plan
             .images
@@ -295,7 +303,15 @@ impl Mapping {
             } else {
                 0
             },
-            _reserved: [0; 180],
+            label_kind: if plan.classes.is_some() {
+                LABELS_FOLDER
+            } else {
+                LABELS_NONE
+            },
+            class_count: plan.classes.as_ref().map_or(0, |c| c.len() as u32),
+            _reserved_pad: 0,
+            class_names,
+            _reserved: [0; 152],
             _reserved_tail: 0,
         };
         // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
@@ -321,6 +337,14 @@ impl Mapping {
                     source_size: img.source_size,
                     source_mtime_ns: img.source_mtime_ns,
                     message: UnsafeCell::new([0; MESSAGE_LEN]),
+                    original_width: img.original_width,
+                    original_height: img.original_height,
+                    label: if plan.classes.is_some() {
+                        img.label
+                    } else {
+                        -1
+                    },
+                    _reserved: [0; 56],
                 };
                 std::ptr::write(
                     base.add((r.image_table + i as u64 * size_of::<ImageRecord>() as u64) as usize)

@@ -114,6 +114,7 @@ impl Mapping {
             ("output root", h.output_root),
             ("op chain", h.op_chain),
             ("output format", h.output_format),
+            ("class names", h.class_names),
         ] {
             if r.offset
                 .checked_add(r.len)
