@@ -17,7 +17,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use shmpipe_worker::block::{
@@ -135,6 +135,7 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
         workers: args.workers,
         backing: args.backing,
         quiet: args.quiet,
+        image_timeout: args.image_timeout,
     };
     job.drive(&format!("applied {:?} to", args.ops))
 }
@@ -160,6 +161,7 @@ fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
         workers: args.workers,
         backing: args.backing,
         quiet: args.quiet,
+        image_timeout: args.image_timeout,
     };
     job.drive("repaired")
 }
@@ -169,6 +171,8 @@ struct Job<'a, 'b> {
     workers: Option<u32>,
     backing: Option<std::path::PathBuf>,
     quiet: bool,
+    /// `--image-timeout` in seconds, 0 for none.
+    image_timeout: u64,
 }
 
 impl Job<'_, '_> {
@@ -208,7 +212,8 @@ impl Job<'_, '_> {
             started_wall,
         );
         let rules = Rules {
-            image_timeout: None,
+            image_timeout: (self.image_timeout > 0)
+                .then(|| Duration::from_secs(self.image_timeout)),
             strict: false,
         };
         let mut passes = 0;

@@ -269,6 +269,10 @@ pub struct LoadCli {
     /// Refuse images with more pixels than this (checked from the header, before any memory).
     #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
+    /// is rebuilt from its source by a new worker, and marked failed after three such ends.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub image_timeout: u64,
     /// Put the dataset in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
@@ -318,6 +322,10 @@ pub struct ApplyCli {
     /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
+    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
+    /// is rebuilt from its source by a new worker, and marked failed after three such ends.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub image_timeout: u64,
     /// Look for the dataset in DIR (a `--backing` folder) instead of /dev/shm.
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
@@ -333,6 +341,10 @@ pub struct RepairCli {
     /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
+    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
+    /// is rebuilt from its source by a new worker, and marked failed after three such ends.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub image_timeout: u64,
     /// Look for the dataset in DIR (a `--backing` folder) instead of /dev/shm.
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,

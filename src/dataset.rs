@@ -41,7 +41,7 @@ pub fn load(args: LoadCli) -> i32 {
         mode: "shared".into(),
         channels: args.channels,
         max_pixels: args.max_pixels,
-        image_timeout: 600,
+        image_timeout: args.image_timeout,
         backing: args.backing,
         strict: false,
         allow_truncated: false,

@@ -90,3 +90,133 @@ fn an_image_that_always_hangs_is_reported_and_the_others_finish() {
         .ends_with("camera.png"));
     assert_eq!(summary["images_ok"], 9, "{summary}");
 }
+
+/// Runs shmpipe with `args` (and test hooks in `env`), checking that it leaves no process and no
+/// block of its own behind.
+fn shmpipe(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(common::bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    common::assert_no_leaks(pid);
+    output
+}
+
+/// A dataset `name` loaded from 6 generated JPEGs in `tmp`, with `blur:2` applied by two
+/// workers under `--image-timeout 1` and the hooks in `env`; gives apply's output and the saved
+/// folder.
+fn applied(
+    tmp: &std::path::Path,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Output, std::path::PathBuf) {
+    let input = tmp.join("in");
+    if !input.exists() {
+        let gen = shmpipe(
+            &[
+                os("gen"),
+                input.as_os_str(),
+                os("--count"),
+                os("6"),
+                os("--size"),
+                os("320x240"),
+            ],
+            &[],
+        );
+        assert!(gen.status.success(), "{}", common::stderr(&gen));
+    }
+    let load = shmpipe(
+        &[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(name),
+            os("-q"),
+        ],
+        &[],
+    );
+    assert!(load.status.success(), "{}", common::stderr(&load));
+    let args = [
+        os("apply"),
+        os(name),
+        os("--ops"),
+        os("blur:2"),
+        os("-j"),
+        os("2"),
+        os("--image-timeout"),
+        os("1"),
+    ];
+    let apply = shmpipe(&args, env);
+    let out = tmp.join(format!("saved-{name}"));
+    shmpipe(&[os("save"), os(name), os("-o"), out.as_os_str()], &[]);
+    (apply, out)
+}
+
+#[test]
+fn apply_kills_a_stuck_worker_rebuilds_its_image_and_fails_one_that_always_hangs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = std::process::id();
+    let names = [
+        format!("tref{pid}"),
+        format!("tstop{pid}"),
+        format!("thang{pid}"),
+    ];
+    let _datasets: Vec<common::Dataset> = names.iter().cloned().map(common::Dataset).collect();
+    let (reference, expected) = applied(tmp.path(), &names[0], &[]);
+    assert!(reference.status.success(), "{}", common::stderr(&reference));
+
+    // Stopped once, in the middle of the image: killed, the image rebuilt from its source.
+    let (stopped, out) = applied(
+        tmp.path(),
+        &names[1],
+        &[(shmpipe_worker::worker::SIGSTOP_ENV, "img000002.jpg")],
+    );
+    assert!(stopped.status.success(), "{}", common::stderr(&stopped));
+    assert!(
+        common::stderr(&stopped).contains("Signaled(9)"),
+        "the stopped worker was not killed: {}",
+        common::stderr(&stopped)
+    );
+    let files = files_under(&expected);
+    assert_eq!(files.len(), 6);
+    assert_eq!(files_under(&out), files);
+    for file in &files {
+        assert_eq!(
+            std::fs::read(out.join(file)).unwrap(),
+            std::fs::read(expected.join(file)).unwrap(),
+            "{}",
+            file.display()
+        );
+    }
+
+    // Hangs every time: marked failed after three tries; the others are applied.
+    let (hung, out) = applied(
+        tmp.path(),
+        &names[2],
+        &[(shmpipe_worker::worker::STALL_ENV, "img000002.jpg:30")],
+    );
+    assert_eq!(hung.status.code(), Some(1), "{}", common::stderr(&hung));
+    let said = String::from_utf8_lossy(&hung.stdout);
+    assert!(
+        said.contains("img000002.jpg: no result within 1 s, 3 times (--image-timeout)"),
+        "{said}"
+    );
+    let saved = files_under(&out);
+    assert_eq!(saved.len(), 5);
+    assert!(!saved.iter().any(|f| f.ends_with("img000002.jpg")));
+    for file in &saved {
+        assert_eq!(
+            std::fs::read(out.join(file)).unwrap(),
+            std::fs::read(expected.join(file)).unwrap(),
+            "{}",
+            file.display()
+        );
+    }
+}
