@@ -175,7 +175,8 @@ pub struct JobResult {
 }
 
 /// Test-only: `SHMPIPE_TEST_PAUSE_AFTER_JOB=SECONDS` makes the coordinator wait that long
-/// between the end of its job and its report, so a test can signal it there.
+/// between the end of its job and its report, so a test can signal it there. It says on stderr
+/// when it starts waiting: the job's signal handlers are gone by then.
 pub const PAUSE_AFTER_JOB_ENV: &str = "SHMPIPE_TEST_PAUSE_AFTER_JOB";
 
 fn execute(args: RunCli) -> anyhow::Result<i32> {
@@ -184,6 +185,7 @@ fn execute(args: RunCli) -> anyhow::Result<i32> {
         .ok()
         .and_then(|s| s.parse().ok())
     {
+        eprintln!("shmpipe: test: pausing {secs} s after the job");
         std::thread::sleep(Duration::from_secs(secs));
     }
     if let (Some(shard), Some(out), None) = (&job.summary.shard, &args.out, job.signal_code) {
