@@ -255,6 +255,26 @@ fn started_writing(args: &[&std::ffi::OsStr], folder: &Path) -> (Child, u32) {
     (child, pid)
 }
 
+/// `save NAME -o OUT -j 1`, one image at a time.
+fn save_args<'a>(name: &'a str, out: &'a Path) -> [&'a std::ffi::OsStr; 6] {
+    [
+        os("save"),
+        os(name),
+        os("-o"),
+        out.as_os_str(),
+        os("-j"),
+        os("1"),
+    ]
+}
+
+/// SIGKILLs `args` once it is writing under `folder`; gives the temporaries it left there.
+fn killed_while_writing(args: &[&std::ffi::OsStr], folder: &Path) -> Vec<PathBuf> {
+    let (mut child, pid) = started_writing(args, folder);
+    signal(pid, Signal::KILL);
+    child.wait().unwrap();
+    temporaries_under(folder)
+}
+
 fn signal(pid: u32, sig: Signal) {
     kill_process(Pid::from_raw(pid as i32).unwrap(), sig).unwrap();
 }
@@ -273,14 +293,7 @@ fn a_killed_save_leaves_nothing_that_clean_or_the_next_save_does_not_remove() {
     assert!(full.status.success(), "{}", stderr(&full));
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let save = [
-        os("save"),
-        os(&name),
-        os("-o"),
-        out.as_os_str(),
-        os("-j"),
-        os("1"),
-    ];
+    let save = save_args(&name, &out);
 
     let (child, pid) = started_writing(&save, &out);
     signal(pid, Signal::TERM);
@@ -289,21 +302,15 @@ fn a_killed_save_leaves_nothing_that_clean_or_the_next_save_does_not_remove() {
     assert!(stderr(&stopped).contains("stopped by SIGTERM"));
     assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
 
-    let (mut child, pid) = started_writing(&save, &out);
-    signal(pid, Signal::KILL);
-    child.wait().unwrap();
     assert!(
-        !temporaries_under(&out).is_empty(),
+        !killed_while_writing(&save, &out).is_empty(),
         "SIGKILL left no temporary"
     );
     let cleaned = run(&[os("clean"), out.as_os_str()]);
     assert!(cleaned.status.success(), "{}", stderr(&cleaned));
     assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
 
-    let (mut child, pid) = started_writing(&save, &out);
-    signal(pid, Signal::KILL);
-    child.wait().unwrap();
-    let left = temporaries_under(&out);
+    let left = killed_while_writing(&save, &out);
     assert!(!left.is_empty(), "SIGKILL left no temporary");
     let again = run(&save);
     assert!(again.status.success(), "{}", stderr(&again));
@@ -329,14 +336,7 @@ fn clean_never_takes_a_live_saves_temporary() {
     loaded_dataset(tmp.path(), &name, 4);
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let save = [
-        os("save"),
-        os(&name),
-        os("-o"),
-        out.as_os_str(),
-        os("-j"),
-        os("1"),
-    ];
+    let save = save_args(&name, &out);
     let (child, pid) = started_writing(&save, &out);
     signal(pid, Signal::STOP);
     let held = temporaries_under(&out);
@@ -363,11 +363,9 @@ fn a_killed_exports_temporary_is_removed_by_the_next_export() {
     std::fs::create_dir_all(&folder).unwrap();
     let file = folder.join("all.npy");
     let export = [os("export"), os(&name), file.as_os_str()];
-    let (mut child, pid) = started_writing(&export, &folder);
-    signal(pid, Signal::KILL);
-    child.wait().unwrap();
+    let left = killed_while_writing(&export, &folder);
     assert!(!file.exists(), "a killed export wrote its file");
-    assert_eq!(temporaries_under(&folder).len(), 1);
+    assert_eq!(left.len(), 1);
     let again = run(&export);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(temporaries_under(&folder), Vec::<PathBuf>::new());

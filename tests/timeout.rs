@@ -7,10 +7,10 @@ use common::{assets, files_under, os};
 use std::process::{Command, Stdio};
 
 fn run_with(out: &std::path::Path, env: Option<(&str, &str)>) -> std::process::Output {
-    let mut cmd = Command::new(common::bin());
-    cmd.args([
+    let input = assets();
+    let args = [
         os("run"),
-        assets().as_os_str(),
+        input.as_os_str(),
         os("-o"),
         out.as_os_str(),
         os("--ops"),
@@ -20,18 +20,8 @@ fn run_with(out: &std::path::Path, env: Option<(&str, &str)>) -> std::process::O
         os("--image-timeout"),
         os("2"),
         os("--json"),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    if let Some((k, v)) = env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let output = child.wait_with_output().unwrap();
-    common::assert_no_leaks(pid);
-    output
+    ];
+    shmpipe(&args, env.as_slice())
 }
 
 #[test]
