@@ -357,7 +357,8 @@ class Block:
             raise IndexError(f"{self.name}: image {int(idx[np.argmax(outside)])} of {self._count}")
         idx = np.where(idx < 0, idx + self._count, idx)
         if self.array is not None:
-            return np.take(self.array, idx, axis=0)
+            # Fancy indexing, not np.take: take copies a strided (padded) array whole first.
+            return self.array[idx]
         return [np.array(self._image(int(i))) for i in idx]
 
     def _indices_of(self, views: Sequence[np.ndarray]) -> Optional[np.ndarray]:
