@@ -32,7 +32,9 @@ class Batch:
     images' indices, and pickles as them (a few hundred bytes whatever the images' size). Its
     images are copied out of the block when first asked for, in the process that asks; if the
     block is gone, not ready, or no longer the one the batch was made from (removed and loaded
-    again, or changed by `shmpipe apply`), that raises `BlockError` instead.
+    again, or changed by `shmpipe apply`), that raises `BlockError` instead. A write through a
+    writable Python handle is not recorded in the block and goes unseen; it can only happen
+    while no other process holds the block.
     """
 
     __slots__ = ("_images", "_labels", "_source")
