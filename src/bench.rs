@@ -124,6 +124,9 @@ pub fn memory(args: BenchMemoryCli) -> i32 {
 }
 
 fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
+    if let Some(path) = &args.plot {
+        plot_format(path)?;
+    }
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
@@ -225,11 +228,72 @@ fn table(b: &MemoryBench) -> String {
     out
 }
 
+/// What `--plot` can write, chosen by the file name's extension.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PlotFormat {
+    Svg,
+    Png,
+}
+
+/// Size of the plot in pixels (the PNG's size, the SVG's view box).
+const PLOT_SIZE: (u32, u32) = (900, 520);
+
+fn plot_format(path: &Path) -> anyhow::Result<PlotFormat> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("svg") => Ok(PlotFormat::Svg),
+        Some("png") => Ok(PlotFormat::Png),
+        _ => bail!(
+            "--plot {}: unknown plot format; valid file name endings: .svg, .png",
+            path.display()
+        ),
+    }
+}
+
 fn plot(path: &Path, b: &MemoryBench) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    if path.extension().and_then(|e| e.to_str()) != Some("svg") {
-        bail!("--plot writes SVG: give a file name ending in .svg");
+    match plot_format(path)? {
+        PlotFormat::Svg => draw_chart(SVGBackend::new(path, PLOT_SIZE).into_drawing_area(), b),
+        PlotFormat::Png => {
+            let mut image =
+                image::RgbImage::from_pixel(PLOT_SIZE.0, PLOT_SIZE.1, image::Rgb([255, 255, 255]));
+            draw_chart(
+                crate::raster::RasterBackend::new(&mut image).into_drawing_area(),
+                b,
+            )?;
+            // Temporary then rename: a failed write never leaves half a PNG under its name.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".shmpipe-plot-")
+                .suffix(".png")
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot write the plot in {}", dir.display()))?;
+            image
+                .save_with_format(tmp.path(), image::ImageFormat::Png)
+                .with_context(|| format!("cannot write the plot {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("cannot write the plot {}", path.display()))?;
+            Ok(())
+        }
     }
+}
+
+fn draw_chart<DB>(
+    root: plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
+    b: &MemoryBench,
+) -> anyhow::Result<()>
+where
+    DB: plotters::prelude::DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
     let t_max = b
         .shared
@@ -239,7 +303,6 @@ fn plot(path: &Path, b: &MemoryBench) -> anyhow::Result<()> {
         .map(|s| s.t_s)
         .fold(0.1, f64::max);
     let y_max = gib(b.copy.peak_total_pss_bytes.max(b.dataset_bytes)) * 1.1;
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(

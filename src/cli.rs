@@ -411,7 +411,8 @@ pub struct BenchMemoryCli {
     /// that starts with grayscale decodes only the JPEG luma plane in shared mode.
     #[arg(long, value_name = "LIST", default_value = "blur:2")]
     pub ops: String,
-    /// Draw total Pss over time for both modes, with the dataset size, as SVG.
+    /// Draw total Pss over time for both modes, with the dataset size: SVG or PNG, by the
+    /// file name's ending (.svg, .png).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// One JSON object on stdout.

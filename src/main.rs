@@ -14,6 +14,7 @@ mod manual;
 mod memory;
 mod plan;
 mod progress;
+mod raster;
 mod run;
 mod shard;
 mod summary;

@@ -95,3 +95,74 @@ fn gen_is_deterministic() {
         );
     }
 }
+
+/// Runs a small `bench memory` that plots to `plot`.
+fn bench_with_plot(plot: &std::path::Path) -> std::process::Output {
+    Command::new(common::bin())
+        .args([
+            "bench",
+            "memory",
+            "--generate",
+            "8MiB",
+            "--image-size",
+            "320x240",
+            "-j",
+            "2",
+            "--plot",
+        ])
+        .arg(plot)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn plot_ending_in_png_is_a_png_with_both_curves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("memory.png");
+    let out = bench_with_plot(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(
+        image::ImageReader::open(&path)
+            .unwrap()
+            .with_guessed_format()
+            .unwrap()
+            .format(),
+        Some(image::ImageFormat::Png),
+        "the bytes are PNG"
+    );
+    let plot = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(plot.dimensions(), (900, 520));
+    let count = |rgb: [u8; 3]| plot.pixels().filter(|p| p.0 == rgb).count();
+    // Each curve is a 2-pixel line across the chart, plus its legend swatch.
+    let shared = count([0, 0, 255]);
+    let copy = count([255, 0, 0]);
+    assert!(
+        shared > 300,
+        "the shared curve is drawn in blue: {shared} px"
+    );
+    assert!(copy > 300, "the copy curve is drawn in red: {copy} px");
+    // Axes, the dataset line and the labels are black on white.
+    assert!(count([0, 0, 0]) > 2000, "axes and labels are drawn");
+    assert!(
+        count([255, 255, 255]) > 900 * 520 / 2,
+        "the background is white"
+    );
+    // No temporary is left beside it.
+    assert_eq!(
+        files_under(tmp.path()),
+        vec![std::path::PathBuf::from("memory.png")]
+    );
+}
+
+#[test]
+fn plot_with_an_unknown_ending_is_refused_before_measuring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("memory.jpg");
+    let out = bench_with_plot(&path);
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::stderr(&out);
+    assert!(err.contains("memory.jpg"), "names the file: {err}");
+    assert!(err.contains(".svg, .png"), "lists the valid endings: {err}");
+    assert!(!err.contains("generating"), "nothing measured first: {err}");
+    assert!(files_under(tmp.path()).is_empty());
+}
