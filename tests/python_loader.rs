@@ -801,9 +801,9 @@ except shmpipe.BlockError as e:
 
 /// A batch refers to one state of one block. Gathered in a process that holds no handle on it,
 /// it attaches (taking the shared lock, checking the state) and checks that the block is the
-/// one the batch was made from: after `apply` changed the pixels, after an interrupted `apply`
-/// damaged them, after `rm`, and after `rm` and a new `load` under the same name, each gather
-/// refuses, saying why; none gives pixels.
+/// one the batch was made from: after a writable Python handle attached, after `apply` changed
+/// the pixels, after an interrupted `apply` damaged them, after `rm`, and after `rm` and a new
+/// `load` under the same name, each gather refuses, saying why; none gives pixels.
 #[test]
 fn a_batch_whose_block_changed_or_went_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -851,11 +851,26 @@ except shmpipe.BlockError as e:
         assert_eq!(said["images"], pixels, "{py}");
         assert_eq!(said["labels"], serde_json::json!([-1, -1]), "{py}");
 
+        // A writable handle attached and closed: whatever it wrote is in no history step.
+        python(
+            &py,
+            &format!("import shmpipe\nshmpipe.attach('{name}', writable=True).close()\nprint(1)"),
+        );
+        let said = python_file(&py, &gather, &[reference]);
+        let error = said["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
+        assert!(
+            error.contains(what) && error.contains("a writable Python handle attached"),
+            "{py}: {error}"
+        );
+
+        python_file(&py, &make, &[reference]);
         ok(&[os("apply"), os(&name), os("--ops"), os("invert"), os("-q")]);
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("`shmpipe apply` changed it"),
             "{py}: {error}"
@@ -886,7 +901,7 @@ except shmpipe.BlockError as e:
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("is damaged"),
             "{py}: {error}"
@@ -896,7 +911,7 @@ except shmpipe.BlockError as e:
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("no dataset named"),
             "{py}: {error}"
@@ -913,7 +928,7 @@ except shmpipe.BlockError as e:
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("removed and made again"),
             "{py}: {error}"
