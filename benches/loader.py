@@ -5,9 +5,12 @@ total Pss of every process) and images/s. Run by hand, not a test.
     shmpipe gen /tmp/loader --count 7200 --size 224x224 --format jpeg    # 1.01 GiB decoded
     shmpipe load /tmp/loader --name loader
     pip install ./worker/python pillow
-    python3 benches/loader.py loader /tmp/loader [--workers 8] [--batch 64]
+    python3 benches/loader.py loader /tmp/loader [--workers 8] [--batch 64] [--rounds 3]
 
-(a) shmpipe: `shmpipe.Dataset(NAME)`, pickled by name into each worker.
+(a) shmpipe: `shmpipe.Dataset(NAME)`, pickled by name into each worker; batches stacked in the
+    worker and pickled to the parent with their pixels, as the default collate does.
+(a') collate: the same dataset with `collate_fn=shmpipe.collate`: a worker sends the block's name
+    and the batch's indices, and the parent gathers the images from its own mapping.
 (b) naive: a dataset object holding the decoded arrays in a list, pickled into each worker as a
     data loader does under spawn and forkserver (copied from the block, so decoding is not timed).
 (c) pillow: each worker decodes its images from the files with Pillow.
@@ -18,10 +21,12 @@ method does the same work: the dataset object is pickled once into each worker (
 initializer), workers fetch shuffled batches of indices and return the stacked batch, with at
 most 2 batches per worker in flight (DataLoader's default prefetch). The epoch is timed from the
 loader's start (worker start-up included) to its last batch. Each (start method, way) runs in a
-fresh process of its own, so that no way inherits another's heap.
+fresh process of its own, so that no way inherits another's heap. With --rounds N every way runs
+N times, the ways taking turns, and the table gives medians.
 
-Memory: /proc/PID/smaps_rollup of this process and every descendant, sampled every 50 ms and
-once more at the last batch (each sample reads 1 GiB mappings: it takes a while); the
+Each way runs twice per round: once timed, once with the memory sampler (on 2 cores the sampler
+would take CPU from the job it times). Memory: /proc/PID/smaps_rollup of this process and every
+descendant, sampled every 50 ms and once more at the last batch (each sample reads 1 GiB mappings: it takes a while); the
 sum of Pss counts a page shared by N processes 1/N in each, so the total is the memory the job
 holds. The block's pages are counted as far as some process maps them; its size is printed too.
 The baseline is the Pss of one idle interpreter that has imported NumPy, started the same way.
@@ -31,6 +36,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import statistics
 import subprocess
 import sys
 import threading
@@ -132,52 +138,77 @@ class PillowDataset:
 
 
 _dataset = None
+_collate = None
 
 
-def _init(dataset):
-    global _dataset
-    _dataset = dataset
+def stack(items):
+    """What a data loader's default collate does with NumPy items (without making tensors)."""
+    return np.stack([im for im, _ in items]), np.array([label for _, label in items])
+
+
+def _init(dataset, collate):
+    global _dataset, _collate
+    _dataset, _collate = dataset, collate
 
 
 def _batch(indices):
-    items = [_dataset[i] for i in indices]
-    return np.stack([im for im, _ in items]), np.array([label for _, label in items])
+    return _collate([_dataset[i] for i in indices])
 
 
 def _idle():
     return None
 
 
-def epoch(dataset, method, workers, batch):
-    """Images seen, seconds, peak total Pss (KiB) of one shuffled epoch."""
-    seen, finished = 0, None
-    with PssSampler() as sampler:
+class NoSampler:
+    """Stands in for `PssSampler` in a timed run."""
+
+    peak = 0
+
+    def sample(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def epoch(dataset, collate, method, workers, batch, sampled):
+    """Images seen, seconds, seconds to the first batch, and peak total Pss (KiB; 0 unless
+    `sampled`) of one shuffled epoch."""
+    seen, first, finished = 0, None, None
+    with PssSampler() if sampled else NoSampler() as sampler:
         start = time.perf_counter()
+
+        def arrived(images):
+            nonlocal seen, first, finished
+            seen += len(images)
+            first = first or time.perf_counter()
+            if seen == len(dataset):
+                finished = time.perf_counter()
+                sampler.sample()  # the last batch: every worker still alive, its pages mapped
+
         if torch is not None:
             loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                multiprocessing_context=method)
+                                multiprocessing_context=method,
+                                collate_fn=None if collate is stack else collate)
             for images, _labels in loader:
-                seen += len(images)
-                if seen == len(dataset):
-                    finished = time.perf_counter()
-                    sampler.sample()  # the last batch: every worker still alive, its pages mapped
+                arrived(images)
         else:
             order = list(range(len(dataset)))
             random.shuffle(order)
             batches = [order[i : i + batch] for i in range(0, len(order), batch)]
             ctx = mp.get_context(method)
-            with ctx.Pool(workers, initializer=_init, initargs=(dataset,)) as pool:
+            with ctx.Pool(workers, initializer=_init, initargs=(dataset, collate)) as pool:
                 pending = [pool.apply_async(_batch, (b,)) for b in batches[: 2 * workers]]
                 for following in batches[2 * workers :] + [None] * len(pending):
                     images, _labels = pending.pop(0).get()
-                    seen += len(images)
-                    if seen == len(dataset):
-                        finished = time.perf_counter()
-                        sampler.sample()  # the last batch: every worker still alive, its pages mapped
+                    arrived(images)
                     if following is not None:
                         pending.append(pool.apply_async(_batch, (following,)))
         seconds = (finished or time.perf_counter()) - start
-    return seen, seconds, sampler.peak
+    return seen, seconds, (first or start) - start, sampler.peak
 
 
 def idle_baseline(method):
@@ -189,24 +220,28 @@ def idle_baseline(method):
         return pss_kib(pid)
 
 
-def fetch_rate(dataset, batch, seconds=3.0):
+def fetch_rate(dataset, batch, collate=None, seconds=3.0):
     """Images/s of fetching and collating shuffled batches in this one process, no loader."""
+    collate = collate or stack
     order = list(range(len(dataset)))
     random.shuffle(order)
     seen, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds and seen + batch <= len(order):
-        np.stack([dataset[i][0] for i in order[seen : seen + batch]])
+        images, _labels = collate([dataset[i] for i in order[seen : seen + batch]])
         seen += batch
     return seen / (time.perf_counter() - start)
 
 
-def one(args, method, way):
+def one(args, method, way, sampled):
     """Runs one way under one start method in this process; prints its figures as JSON."""
     block = shmpipe.attach(args.name)
     n = len(block)
     labels = [0] * n if block.labels is None else block.labels.tolist()
+    collate = stack
     if way == "shmpipe":
         dataset = shmpipe.Dataset(args.name)
+    elif way == "collate":
+        dataset, collate = shmpipe.Dataset(args.name), shmpipe.collate
     elif way == "naive":
         dataset = NaiveDataset([np.array(block.images[i]) for i in range(n)], labels)
     elif way == "pillow":
@@ -214,16 +249,16 @@ def one(args, method, way):
     else:
         sys.exit(f"unknown way {way!r}")
     block.close()
-    seen, seconds, peak = epoch(dataset, method, args.workers, args.batch)
+    seen, seconds, first, peak = epoch(dataset, collate, method, args.workers, args.batch, sampled == "sampled")
     assert seen == n, f"{way}: {seen} of {n} images"
-    print(json.dumps({"rate": seen / seconds, "seconds": seconds, "peak_kib": peak}))
+    print(json.dumps({"rate": seen / seconds, "seconds": seconds, "first": first, "peak_kib": peak}))
 
 
 def plot(path, rows, dataset_bytes, workers):
     """Two bar charts side by side: peak total Pss (with the dataset's size marked) and images/s."""
-    width, height, top, bottom, left = 960, 300, 40, 60, 50
+    width, height, top, bottom, left = 1100, 300, 40, 60, 50
     panel = (width - 3 * left) // 2
-    colours = {"shmpipe": "#1b7837", "naive": "#b2182b", "pillow": "#5e3c99"}
+    colours = {"shmpipe": "#7fbf7b", "collate": "#1b7837", "naive": "#b2182b", "pillow": "#5e3c99"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="11">',
            f'<text x="{left}" y="18" font-size="13">One shuffled epoch, {workers} workers, '
@@ -262,7 +297,8 @@ def main():
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--methods", default="spawn,forkserver")
-    parser.add_argument("--ways", default="shmpipe,naive,pillow")
+    parser.add_argument("--ways", default="shmpipe,collate,naive,pillow")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every way, taking turns; medians")
     parser.add_argument("--plot", metavar="FILE.svg", help="bars of peak memory and images/s")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -274,11 +310,13 @@ def main():
     dataset_bytes = sum(int(np.prod(block.images[i].shape)) for i in range(n))
     fetch = {}
     labels = [0] * n
-    for way, dataset in (("shmpipe", shmpipe.Dataset(args.name)),
-                         ("pillow", PillowDataset(os.path.abspath(args.folder), list(block.paths), labels))):
+    for way, dataset, collate in (
+            ("shmpipe", shmpipe.Dataset(args.name), stack),
+            ("collate", shmpipe.Dataset(args.name), shmpipe.collate),
+            ("pillow", PillowDataset(os.path.abspath(args.folder), list(block.paths), labels), stack)):
         if way in args.ways.split(","):
-            fetch[way] = fetch_rate(dataset, args.batch)
-        if way == "shmpipe":
+            fetch[way] = fetch_rate(dataset, args.batch, collate)
+        if way != "pillow":
             dataset.close()  # this process's mapping would take a share of the workers' Pss
     block.close()
     print(f"dataset {block.name}: {n} images, {dataset_bytes / 2**30:.2f} GiB decoded; "
@@ -287,36 +325,63 @@ def main():
 
     for way, rate in fetch.items():
         print(f"one process, no loader: {way} fetches and collates {rate:.0f} images/s")
-    if len(fetch) == 2:
-        print(f"one process, no loader: shmpipe / pillow {fetch['shmpipe'] / fetch['pillow']:.1f}x")
+    for way in ("shmpipe", "collate"):
+        if way in fetch and "pillow" in fetch:
+            print(f"one process, no loader: {way} / pillow {fetch[way] / fetch['pillow']:.1f}x")
+    runs = {}  # (method, way) -> [(images/s, seconds to the first batch, peak KiB)], one per round
+    idles = {}  # method -> [idle interpreter's Pss KiB], one per round
+    ways = args.ways.split(",")
+
+    def run_one(method, way, sampled):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), args.name, args.folder,
+                              "--workers", str(args.workers), "--batch", str(args.batch),
+                              "--one", f"{method}:{way}:{sampled}"], check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.splitlines()[-1])
+
+    for round_ in range(args.rounds):
+        for method in args.methods.split(","):
+            idle = idle_baseline(method)
+            idles.setdefault(method, []).append(idle)
+            tag = f"[round {round_ + 1}, {method}]"
+            print(f"{tag} idle interpreter with NumPy: {idle / 1024:.1f} MiB Pss")
+            by_way = {}
+            for way in ways:
+                # Timed and sampled in two runs: on 2 cores the sampler, which reads every
+                # process's smaps_rollup 20 times a second, would take CPU from the job it times.
+                timed = run_one(method, way, "timed")
+                peak = run_one(method, way, "sampled")["peak_kib"]
+                rate = n / timed["seconds"]
+                runs.setdefault((method, way), []).append((rate, timed["first"], peak))
+                by_way[way] = rate
+                budget = dataset_bytes / 1024 + args.workers * idle
+                print(f"{tag} {way:8s} {rate:8.0f} images/s  {timed['seconds']:6.2f} s "
+                      f"(first batch at {timed['first']:.2f} s)  peak total Pss {peak / 2**20:6.2f} GiB = "
+                      f"{peak * 1024 / dataset_bytes:4.2f}x the dataset, {peak / budget:4.2f}x dataset + "
+                      f"{args.workers} idle", flush=True)
+            for way in ("shmpipe", "collate"):
+                if way in by_way and "pillow" in by_way:
+                    print(f"{tag} {way} / pillow images/s: {by_way[way] / by_way['pillow']:.1f}x")
     rows = []
-    for method in args.methods.split(","):
-        idle = idle_baseline(method)
-        print(f"[{method}] idle interpreter with NumPy: {idle / 1024:.1f} MiB Pss")
-        for way in args.ways.split(","):
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), args.name, args.folder,
-                                  "--workers", str(args.workers), "--batch", str(args.batch),
-                                  "--one", f"{method}:{way}"], check=True, capture_output=True, text=True)
-            figures = json.loads(out.stdout.splitlines()[-1])
-            seen, seconds, peak = n, figures["seconds"], figures["peak_kib"]
-            rows.append((method, way, seen / seconds, peak, idle))
-            print(f"[{method}] {way:8s} {seen / seconds:8.0f} images/s  {seconds:6.1f} s  "
-                  f"peak total Pss {peak / 2**20:6.2f} GiB = {peak * 1024 / dataset_bytes:4.2f}x the dataset",
-                  flush=True)
+    for (method, way), figures in runs.items():
+        idle = statistics.median(idles[method])
+        rows.append((method, way, statistics.median(r for r, _, _ in figures),
+                     statistics.median(p for _, _, p in figures), idle,
+                     statistics.median(f for _, f, _ in figures)))
     print()
-    print("| start method | way | images/s | peak total Pss | x dataset | budget (dataset + workers x idle) |")
-    print("|---|---|---:|---:|---:|---:|")
-    for method, way, rate, peak, idle in rows:
+    print(f"medians of {args.rounds} round(s):")
+    print("| start method | way | images/s | first batch | peak total Pss | x dataset | x (dataset + workers x idle) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for method, way, rate, peak, idle, first in rows:
         budget = dataset_bytes / 1024 + args.workers * idle
-        print(f"| {method} | {way} | {rate:.0f} | {peak / 2**20:.2f} GiB | {peak * 1024 / dataset_bytes:.2f} "
-              f"| {peak / budget:.2f}x |")
+        print(f"| {method} | {way} | {rate:.0f} | {first:.2f} s | {peak / 2**20:.2f} GiB | "
+              f"{peak * 1024 / dataset_bytes:.2f} | {peak / budget:.2f} |")
     if args.plot:
         plot(args.plot, rows, dataset_bytes, args.workers)
     for method in args.methods.split(","):
-        by_way = {way: rate for m, way, rate, _, _ in rows if m == method}
-        if "shmpipe" in by_way and "pillow" in by_way:
-            print(f"[{method}] shmpipe / pillow images/s: {by_way['shmpipe'] / by_way['pillow']:.1f}x")
-
+        by_way = {way: rate for m, way, rate, *_ in rows if m == method}
+        for way in ("shmpipe", "collate"):
+            if way in by_way and "pillow" in by_way:
+                print(f"[{method}] {way} / pillow images/s (medians): {by_way[way] / by_way['pillow']:.1f}x")
 
 if __name__ == "__main__":
     main()

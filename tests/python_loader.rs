@@ -601,3 +601,426 @@ print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "class
     );
     assert!(!block_exists(&refused_name));
 }
+
+/// Python that tells how much private memory this process holds apart from the block `BLOCK`.
+const PRIVATE_MIB: &str = r#"
+def private_mib_apart_from_block():
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+                inside = len(head) >= 6 and head[5] == BLOCK
+            elif head and head[0] in ("Private_Clean:", "Private_Dirty:") and not inside:
+                total += int(head[1])
+    return total / 1024
+"#;
+
+/// `gen` `count` JPEGs of `size` into each of `classes` folders under `dir`, and `load` them
+/// as `name` with `--labels folder`.
+fn load_labelled(dir: &Path, name: &str, classes: &[&str], count: u32, size: &str) {
+    for (seed, class) in classes.iter().enumerate() {
+        ok(&[
+            os("gen"),
+            dir.join(class).as_os_str(),
+            os("--count"),
+            os(&count.to_string()),
+            os("--size"),
+            os(size),
+            os("--format"),
+            os("jpeg"),
+            os("--seed"),
+            os(&seed.to_string()),
+        ]);
+    }
+    ok(&[
+        os("load"),
+        dir.as_os_str(),
+        os("--name"),
+        os(name),
+        os("--labels"),
+        os("folder"),
+        os("-j"),
+        os("2"),
+        os("--quiet"),
+    ]);
+}
+
+/// Runs the Python file `script` under `python` with `args`; returns the JSON it printed last.
+fn python_file(python: &str, script: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", package_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("{python} runs: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{python}: {stderr}");
+    assert!(
+        !stderr.contains("leaked") && !stderr.contains("resource_tracker"),
+        "{python}: the resource tracker got involved: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("{python} printed JSON: {stdout} {stderr}"))
+}
+
+/// The data loader's batches, the other half of one copy for every worker: a worker's batch
+/// made by `shmpipe.collate` goes to the parent as the block's name and the images' indices, not
+/// as pixels (its pickle is under 1000 bytes; stacked and pickled, 8 images of 1200x1200 are
+/// 35 MB, and twice that in the worker's private memory). The parent gathers the images from
+/// its own mapping into fresh arrays: the same pixels and labels as the block's, under fork,
+/// spawn and forkserver, valid after every handle is closed; each worker's private memory stays
+/// under 50 MiB; the block is there afterwards; and once it is removed, a batch not yet gathered
+/// says so.
+#[test]
+fn collated_batches_travel_by_reference_under_fork_spawn_and_forkserver() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("pyc{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    // 2 x 8 images of 1200 x 1200 x 3: a batch of 8 is 35 MB.
+    load_labelled(
+        &tmp.path().join("in"),
+        &name,
+        &["cat", "dog"],
+        8,
+        "1200x1200",
+    );
+    let script = format!(
+        r#"
+import gc, json, multiprocessing as mp, pickle, sys
+import numpy as np, shmpipe
+
+BLOCK = "/dev/shm/shmpipe-{name}"
+{PRIVATE_MIB}
+def worker(args):
+    dataset, indices = args
+    batch = shmpipe.collate([dataset[i] for i in indices])
+    sent = pickle.dumps(batch)  # what goes through the pipe, held while the batch is
+    return batch, len(sent), private_mib_apart_from_block()
+
+if __name__ == "__main__":
+    handle = shmpipe.attach("{name}")
+    dataset = shmpipe.Dataset("{name}")
+    batches = [[3, 12, 0, 15, 7, 8, 1, 9], [14, 2, 11, 5, 6, 13, 10, 4]]
+    out = {{"python": sys.version.split()[0], "labels": handle.labels.tolist()}}
+    gathered = []
+    for method in ("fork", "spawn", "forkserver"):
+        with mp.get_context(method).Pool(8) as pool:
+            results = pool.map(worker, [(dataset, b) for b in batches] * 4, chunksize=1)
+        out[method] = []
+        for (batch, pickled, private), indices in zip(results, batches * 4):
+            images, labels = batch
+            gathered.append((images, indices))
+            out[method].append({{
+                "name": batch.name, "pickled": pickled,
+                "indices": None if batch.indices is None else batch.indices.tolist(),
+                "private_mib": private, "labels": labels.tolist(),
+                "equal": bool(np.array_equal(images, handle.array[indices])),
+                "shape": list(images.shape), "owndata": bool(images.flags.owndata),
+                "shares": bool(np.shares_memory(images, handle.array)),
+            }})
+    pending = shmpipe.collate([dataset[i] for i in batches[0]])
+    with open(sys.argv[1], "wb") as f:
+        pickle.dump(pending, f)
+    sums = [int(images.sum(dtype=np.uint64)) for images, _ in gathered]
+    handle.close()
+    dataset.close()
+    del handle, dataset
+    gc.collect()
+    # Every handle is gone and the block unmapped: the gathered arrays are the process's own.
+    out["unchanged_after_close"] = sums == [int(images.sum(dtype=np.uint64)) for images, _ in gathered]
+    print(json.dumps(out))
+"#
+    );
+    let file = tmp.path().join("collate.py");
+    std::fs::write(&file, &script).unwrap();
+    let pending = tmp.path().join("pending.pickle");
+    for py in pythons() {
+        let said = python_file(&py, &file, &[pending.to_str().unwrap()]);
+        let labels = said["labels"].as_array().unwrap().clone();
+        assert_eq!(labels.iter().filter(|l| **l == 0).count(), 8, "two classes");
+        for method in ["fork", "spawn", "forkserver"] {
+            let batches = said[method].as_array().unwrap();
+            assert_eq!(batches.len(), 8);
+            for (k, b) in batches.iter().enumerate() {
+                eprintln!(
+                    "{py} ({}) {method} #{k}: pickled {} bytes, worker private {:.1} MiB",
+                    said["python"], b["pickled"], b["private_mib"]
+                );
+                let private = b["private_mib"].as_f64().unwrap();
+                assert!(
+                    private < 50.0,
+                    "{py} {method}: {private:.1} MiB private in a worker besides the block"
+                );
+                assert!(
+                    b["pickled"].as_u64().unwrap() < 1000,
+                    "{py} {method}: a batch pickles as a reference: {b}"
+                );
+                assert_eq!(b["name"], format!("shmpipe-{name}"), "{b}");
+                assert_eq!(b["equal"], true, "{py} {method}: the block's pixels: {b}");
+                assert_eq!(b["shape"], serde_json::json!([8, 1200, 1200, 3]));
+                let indices = b["indices"].as_array().unwrap();
+                let want: Vec<_> = indices
+                    .iter()
+                    .map(|i| labels[i.as_u64().unwrap() as usize].clone())
+                    .collect();
+                assert_eq!(b["labels"], serde_json::json!(want), "{py} {method}");
+                assert_eq!(b["owndata"], true, "{py} {method}: a fresh array");
+                assert_eq!(b["shares"], false, "{py} {method}: not a view of the block");
+            }
+        }
+        assert_eq!(said["unchanged_after_close"], true, "{py}");
+        assert!(block_exists(&name), "{py}: the block outlives the loader");
+    }
+    // A batch made before the block was removed, used after: a clear error, no pixels.
+    ok(&[os("rm"), os(&name)]);
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"
+import json, pickle, shmpipe
+batch = pickle.load(open("{}", "rb"))
+try:
+    images, labels = batch
+    print(json.dumps("gathered"))
+except shmpipe.BlockError as e:
+    print(json.dumps(str(e)))
+"#,
+            pending.display()
+        ),
+    );
+    let said = said.as_str().unwrap();
+    assert!(
+        said.contains(&format!(
+            "cannot gather a batch of 8 images from shmpipe-{name}: no dataset named"
+        )),
+        "{said}"
+    );
+}
+
+/// A batch refers to one state of one block. Gathered in a process that holds no handle on it,
+/// it attaches (taking the shared lock, checking the state) and checks that the block is the
+/// one the batch was made from: after `apply` changed the pixels, after an interrupted `apply`
+/// damaged them, after `rm`, and after `rm` and a new `load` under the same name, each gather
+/// refuses, saying why; none gives pixels.
+#[test]
+fn a_batch_whose_block_changed_or_went_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("pycg{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    let input = tmp.path().join("in");
+    load(&input, &name, 4, "64x48");
+    let make = tmp.path().join("make.py");
+    std::fs::write(
+        &make,
+        format!(
+            r#"
+import json, pickle, sys
+import numpy as np, shmpipe
+dataset = shmpipe.Dataset("{name}")
+batch = shmpipe.collate([dataset[i] for i in (2, 0)])
+pickle.dump(batch, open(sys.argv[1], "wb"))
+print(json.dumps(dataset.block.take([2, 0]).tolist()))
+"#
+        ),
+    )
+    .unwrap();
+    let gather = tmp.path().join("gather.py");
+    std::fs::write(
+        &gather,
+        r#"
+import json, pickle, sys
+import shmpipe
+batch = pickle.load(open(sys.argv[1], "rb"))
+try:
+    images, labels = batch
+    print(json.dumps({"images": images.tolist(), "labels": labels.tolist()}))
+except shmpipe.BlockError as e:
+    print(json.dumps({"error": str(e)}))
+"#,
+    )
+    .unwrap();
+    let what = "cannot gather a batch of 2 images from shmpipe-";
+    for py in pythons() {
+        let reference = tmp.path().join("batch.pickle");
+        let reference = reference.to_str().unwrap();
+        let pixels = python_file(&py, &make, &[reference]);
+        // No handle anywhere: the gather attaches by itself, and gets the same pixels.
+        let said = python_file(&py, &gather, &[reference]);
+        assert_eq!(said["images"], pixels, "{py}");
+        assert_eq!(said["labels"], serde_json::json!([-1, -1]), "{py}");
+
+        ok(&[os("apply"), os(&name), os("--ops"), os("invert"), os("-q")]);
+        let said = python_file(&py, &gather, &[reference]);
+        let error = said["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{py}: {said}"));
+        assert!(
+            error.contains(what) && error.contains("`shmpipe apply` changed it"),
+            "{py}: {error}"
+        );
+
+        // A new batch, then an apply killed while it holds an image: damaged.
+        python_file(&py, &make, &[reference]);
+        let mut apply = Command::new(common::bin())
+            .args(["apply", &name, "--ops", "invert", "-j", "1", "-q"])
+            .env(shmpipe_worker::worker::STALL_ENV, "000001.jpg:30")
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !common::workers_of(apply.id()).iter().any(|w| {
+            std::fs::read_to_string(format!("/proc/{w}/wchan"))
+                .is_ok_and(|c| c.contains("nanosleep"))
+        }) {
+            assert!(Instant::now() < deadline, "apply reached its stall");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(apply.id() as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        apply.wait().unwrap();
+        common::assert_no_leaks(apply.id());
+        let said = python_file(&py, &gather, &[reference]);
+        let error = said["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{py}: {said}"));
+        assert!(
+            error.contains(what) && error.contains("is damaged"),
+            "{py}: {error}"
+        );
+
+        ok(&[os("rm"), os(&name)]);
+        let said = python_file(&py, &gather, &[reference]);
+        let error = said["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{py}: {said}"));
+        assert!(
+            error.contains(what) && error.contains("no dataset named"),
+            "{py}: {error}"
+        );
+
+        // The same name, the same folder, the same pixels even: another block.
+        ok(&[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(&name),
+            os("-q"),
+        ]);
+        let said = python_file(&py, &gather, &[reference]);
+        let error = said["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{py}: {said}"));
+        assert!(
+            error.contains(what) && error.contains("removed and made again"),
+            "{py}: {error}"
+        );
+    }
+}
+
+/// What `collate` does with anything but a block's own whole-image views: images that differ in
+/// shape come as a list; a transform's output, a crop of a view and a writable handle's views
+/// travel by value (copied into the batch, pickled with their pixels); something that is not a
+/// NumPy array is refused, naming the default collate_fn. Batches used in the process that made
+/// them (a loader without workers) gather from its handle.
+#[test]
+fn collate_with_transforms_mixed_shapes_and_writable_handles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    for (file, (w, h)) in [
+        ("a.png", (30u32, 20u32)),
+        ("b.png", (16, 48)),
+        ("c.png", (30, 20)),
+    ] {
+        std::fs::create_dir_all(&input).unwrap();
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]))
+            .save(input.join(file))
+            .unwrap();
+    }
+    let name = format!("pycm{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    for py in pythons() {
+        let said = python(
+            &py,
+            &format!(
+                r#"
+import json, pickle
+import numpy as np, shmpipe
+
+N = "{name}"
+out = {{}}
+plain = shmpipe.Dataset(N)
+views = [plain[i][0] for i in range(3)]
+mixed = shmpipe.collate([plain[i] for i in range(3)])
+images, labels = pickle.loads(pickle.dumps(mixed))
+out["mixed"] = [mixed.indices.tolist(), isinstance(images, list), [list(i.shape) for i in images],
+                all(np.array_equal(a, b) and a.flags.owndata for a, b in zip(images, views)),
+                labels.tolist(), len(pickle.dumps(mixed))]
+
+def half(view):
+    return view[::2, ::2].copy()
+
+halved = shmpipe.Dataset(N, transform=half)
+batch = shmpipe.collate([halved[i] for i in (0, 2)])
+out["transform"] = [batch.indices is None, list(batch.images.shape),
+                    bool(np.array_equal(batch.images[1], views[2][::2, ::2])),
+                    len(pickle.dumps(batch)) > batch.images.nbytes]
+crops = shmpipe.collate([(v[1:], 0) for v in (views[0], views[2])])
+out["crop"] = [crops.indices is None, list(crops.images.shape)]
+plain.close(); halved.close()
+del views, images
+with shmpipe.attach(N, writable=True) as writer:
+    written = shmpipe.collate([writer.images[0], writer.images[2]])
+    out["writable"] = [written.indices is None, written.labels is None,
+                       bool(np.array_equal(written.images[0], writer.images[0]))]
+try:
+    shmpipe.collate([([1, 2], 0)])
+    out["refused"] = ""
+except TypeError as e:
+    out["refused"] = str(e)
+print(json.dumps(out))
+"#
+            ),
+        );
+        let mixed = &said["mixed"];
+        assert_eq!(mixed[0], serde_json::json!([0, 1, 2]), "{py}: {said}");
+        assert_eq!(mixed[1], true, "{py}: shapes differ, a list");
+        assert_eq!(
+            mixed[2],
+            serde_json::json!([[20, 30, 3], [48, 16, 3], [20, 30, 3]])
+        );
+        assert_eq!(mixed[3], true, "{py}: the pixels, copied");
+        assert_eq!(mixed[4], serde_json::json!([-1, -1, -1]));
+        assert!(mixed[5].as_u64().unwrap() < 1000, "{py}: {said}");
+        assert_eq!(
+            said["transform"],
+            serde_json::json!([true, [2, 10, 15, 3], true, true]),
+            "{py}"
+        );
+        assert_eq!(
+            said["crop"],
+            serde_json::json!([true, [2, 19, 30, 3]]),
+            "{py}"
+        );
+        assert_eq!(
+            said["writable"],
+            serde_json::json!([true, true, true]),
+            "{py}"
+        );
+        let refused = said["refused"].as_str().unwrap();
+        assert!(
+            refused.contains("not a NumPy array") && refused.contains("default collate_fn"),
+            "{py}: {refused}"
+        );
+    }
+}

@@ -12,15 +12,20 @@ process by name as NumPy arrays, with no copy.
 
     train = shmpipe.Dataset("faces", transform=None)   # for torch.utils.data.DataLoader
     image, label = train[3]
+    loader = DataLoader(train, batch_size=64, num_workers=8, collate_fn=shmpipe.collate)
+    for images, labels in loader: ...  # (64, H, W, C) arrays gathered here, not sent by workers
 
 Views are read-only unless `attach(name, writable=True)`. A handle holds the block's lock
 (shared, or exclusive when writable) while it or any of its views lives, so `shmpipe apply` and
 `save` refuse rather than race it. Pickling a handle or a `Dataset` sends its name: the receiver
 attaches by name (fork, spawn or forkserver), no pixel is copied, and the block is never handed
 to Python's resource tracker, which would unlink it. Only `shmpipe rm NAME` removes a dataset.
+A batch made by `shmpipe.collate` pickles the same way: the block's name and the images' indices,
+and the process that uses it copies the images out of the block.
 """
+from ._batch import Batch, collate
 from ._block import LAYOUT_VERSION, Block, BlockError, attach
 from ._dataset import Dataset
 
-__all__ = ["attach", "Block", "BlockError", "Dataset", "LAYOUT_VERSION"]
-__version__ = "0.3.0"
+__all__ = ["attach", "Batch", "Block", "BlockError", "collate", "Dataset", "LAYOUT_VERSION"]
+__version__ = "0.4.0"

@@ -13,6 +13,7 @@ import os
 import stat
 import struct
 import time
+import weakref
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
@@ -39,7 +40,9 @@ _HEADER = {
     "pixels_offset": (96, "<Q"),
     "pixels_len": (104, "<Q"),
     "flags": (188, "<I"),
+    "created_unix_ns": (232, "<Q"),
     "dataset_state": (296, "<I"),
+    "history_count": (300, "<I"),
     "label_kind": (324, "<I"),
     "class_count": (328, "<I"),
     "class_names_offset": (336, "<Q"),
@@ -75,6 +78,12 @@ _NOT_READY = {
 }
 # `ls`, `clean` and a run's sweep probe a block's lock for a moment: wait that long before "busy".
 _LOCK_PATIENCE_S = 0.5
+
+
+# Every block attached in this process and not yet closed, by the address its mapping starts at:
+# how `collate` tells that an array is an image's own view of a block, and which. Weak, so that
+# it keeps no handle (nor its lock) alive.
+_MAPPED: "weakref.WeakValueDictionary[int, Block]" = weakref.WeakValueDictionary()
 
 
 class BlockError(Exception):
@@ -195,6 +204,7 @@ class Block:
 
     def _attach(self, fd: int) -> None:
         st = os.fstat(fd)
+        self._inode = st.st_ino
         # As shmpipe does: only a regular file of this user's, nothing placed there by another.
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             raise BlockError(f"{self.name} is not ours: not a regular file owned by uid {os.geteuid()}")
@@ -248,6 +258,9 @@ class Block:
         if state != _READY:
             why = _NOT_READY.get(state, "has an unknown dataset state")
             raise BlockError(f"{self.name} {why.format(short=self.name[len(NAME_PREFIX):])}")
+        # What a reference to images of this block must match when it is used: the same file,
+        # made at the same time, no step applied since (see `identity`).
+        self._made = (self._field("created_unix_ns"), self._field("history_count"))
         count = self._field("image_count")
         table = self._field("image_table_offset")
         self._strings, strings_len = self._field("strings_offset"), self._field("strings_len")
@@ -296,6 +309,8 @@ class Block:
                     self._whole[int(self._offsets[0]):], (count, h, w, c), (stride, w * c, c, 1),
                     writeable=self.writable)
         self._formats = records_formats
+        self._sorted_offsets: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self._base = int(self._whole.__array_interface__["data"][0])
         self.original_sizes: np.ndarray = original_sizes
         self.labels: Optional[np.ndarray] = None
         self.classes: Optional[List[str]] = None
@@ -307,6 +322,7 @@ class Block:
             if count and ((labels < 0) | (labels >= len(self.classes))).any():
                 raise BlockError(f"{self.name}: a label is out of range of its {len(self.classes)} classes")
             self.labels = labels
+        _MAPPED[self._base] = self
 
     def _class_names(self, strings_len: int) -> List[str]:
         offset, length = self._field("class_names_offset"), self._field("class_names_len")
@@ -323,6 +339,51 @@ class Block:
         """Image `i`'s source format: png, jpeg, webp, gif, bmp or tiff."""
         code = int(self._formats[range(self._count)[i]])
         return FORMATS[code % len(FORMATS)]
+
+    @property
+    def identity(self) -> Tuple[int, int, int]:
+        """(inode, creation time, steps applied) of the block as attached: a block removed and
+        loaded again under the same name, or changed by `shmpipe apply` since, has another."""
+        return (self._inode, *self._made)
+
+    def take(self, indices: Sequence[int]) -> Union[np.ndarray, List[np.ndarray]]:
+        """Copies images `indices` out of the block, with one gather: a fresh `(B, H, W, C)`
+        array when every image has one shape, else a list of fresh `(H, W, C)` arrays. Nothing
+        returned is a view: it stays valid whatever happens to the block or the handle later."""
+        self._live()
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        outside = (idx < -self._count) | (idx >= self._count)
+        if outside.any():
+            raise IndexError(f"{self.name}: image {int(idx[np.argmax(outside)])} of {self._count}")
+        idx = np.where(idx < 0, idx + self._count, idx)
+        if self.array is not None:
+            # Fancy indexing, not np.take: take copies a strided (padded) array whole first.
+            return self.array[idx]
+        return [np.array(self._image(int(i))) for i in idx]
+
+    def _indices_of(self, views: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+        """The index of each of `views` when each is one image's whole view of this handle (as
+        `images[i]` or `array[i]` give it), else None. Read from where each view's pixels start."""
+        if self._whole is None or self.writable or not self._count:
+            return None
+        if self._sorted_offsets is None:
+            order = np.argsort(self._offsets, kind="stable")
+            self._sorted_offsets = (self._offsets[order], order)
+        offsets, order = self._sorted_offsets
+        try:
+            starts = np.fromiter((v.__array_interface__["data"][0] for v in views), np.int64, len(views))
+        except (AttributeError, TypeError, KeyError):
+            return None
+        starts -= self._base
+        at = np.minimum(np.searchsorted(offsets, starts), len(offsets) - 1)
+        if not (offsets[at] == starts).all():
+            return None
+        indices = order[at]
+        for view, i in zip(views, indices):
+            if (not isinstance(view, np.ndarray) or view.dtype != np.uint8 or not view.flags.c_contiguous
+                    or view.shape != tuple(self._shapes[i])):
+                return None
+        return indices
 
     def _live(self) -> np.ndarray:
         if self._whole is None:
@@ -371,6 +432,9 @@ class Block:
         return self._whole is None
 
     def _release(self) -> None:
+        base = getattr(self, "_base", None)
+        if base is not None and _MAPPED.get(base) is self:
+            del _MAPPED[base]
         self._whole = None
         self.array = None
         mm, self._mm = self._mm, None
@@ -400,6 +464,28 @@ class Block:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self)} images"
         return f"<shmpipe.Block {self.name} {state}{' writable' if self.writable else ''}>"
+
+
+def owner_of(view: object) -> Optional[Block]:
+    """The open handle of this process whose mapping holds `view`'s pixels, if any."""
+    try:
+        start = view.__array_interface__["data"][0]  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, KeyError):
+        return None
+    for block in list(_MAPPED.values()):
+        whole = block._whole
+        if whole is not None and block._base <= start < block._base + len(whole):
+            return block
+    return None
+
+
+def open_handle(name: str, backing: Optional[str], identity: Tuple[int, int, int]) -> Optional[Block]:
+    """An open read-only handle of this process on that very block (same identity), if any."""
+    for block in list(_MAPPED.values()):
+        if (block.name == name and block.backing == backing and not block.writable
+                and block._whole is not None and block.identity == identity):
+            return block
+    return None
 
 
 def attach(name: str, writable: bool = False, partial: bool = False,

@@ -19,6 +19,11 @@ class Dataset:
     pixels, and the worker attaches by name.
 
     Views are read-only: a transform that changes pixels must copy first (`np.array(view)`).
+
+    Without a transform, give the loader `collate_fn=shmpipe.collate`: each batch then goes from
+    the worker to the training process as the block's name and the images' indices, and the
+    training process copies the images out of the block (see `shmpipe.collate`). A transform's
+    outputs are not in the block: they travel with their pixels, whichever collate_fn.
     """
 
     def __init__(self, name: str, transform: Optional[Callable[[np.ndarray], Any]] = None,
