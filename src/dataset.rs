@@ -98,7 +98,7 @@ pub fn save(args: SaveCli) -> i32 {
 /// pid, so that anyone can tell once we are gone that they are left over (`clean OUT`, the next
 /// `save` or `export` there). Never the dataset's name: a dataset outlives every save of it, and
 /// another save's, or `clean`'s, sweep would take a live save's temporaries.
-fn temporaries_owner() -> String {
+pub fn temporaries_owner() -> String {
     format!("{NAME_PREFIX}{}-w", std::process::id())
 }
 
