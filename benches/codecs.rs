@@ -139,6 +139,27 @@ fn codecs(c: &mut Criterion) {
                 out
             })
         });
+        let (pixel_format, subsamp) = if name == "RGB" {
+            (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::Sub2x2)
+        } else {
+            (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
+        };
+        group.bench_function(format!("encode JPEG q90 {name}, libjpeg-turbo"), |b| {
+            let mut compressor = turbojpeg::Compressor::new().unwrap();
+            compressor.set_quality(90).unwrap();
+            compressor.set_subsamp(subsamp).unwrap();
+            let channels = if name == "RGB" { 3 } else { 1 };
+            b.iter(|| {
+                let image = turbojpeg::Image {
+                    pixels: &data[..],
+                    width: w as usize,
+                    pitch: w as usize * channels,
+                    height: h as usize,
+                    format: pixel_format,
+                };
+                compressor.compress_to_vec(image).unwrap()
+            })
+        });
         for (level, compression) in [
             ("fast", CompressionType::Fast),
             ("default", CompressionType::Default),

@@ -4,14 +4,14 @@
 #
 #   benches/peers.sh PHOTO_DIR [RUNS]
 #
-# Needs: a release build (cargo build --release); libvips (apt-get install libvips42) and
+# Needs: a release build (cargo build --release; or SHMPIPE=BINARY to time another one); libvips (apt-get install libvips42) and
 # pip install pyvips numpy pillow scipy; the peer scripts in ../shared/reference (or PEERS=DIR).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 photos="$(cd "$1" && pwd)"
 runs="${2:-3}"
 peers="${PEERS:-$here/../shared/reference}"
-bin="$here/target/release/shmpipe"
+bin="${SHMPIPE:-$here/target/release/shmpipe}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # Only the JPEGs: the libvips script takes JPEG files.

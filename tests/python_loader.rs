@@ -315,18 +315,27 @@ impl Drop for Holder {
 
 /// What `attach` says, or "" when it attached.
 fn refusal(name: &str, writable: bool) -> String {
+    refusal_in(name, writable, None)
+}
+
+/// What `attach` says of a dataset in `backing` (None: /dev/shm), or "" when it attached.
+fn refusal_in(name: &str, writable: bool, backing: Option<&Path>) -> String {
     let said = python(
         &pythons()[0],
         &format!(
             r#"
 import json, shmpipe
 try:
-    shmpipe.attach("{name}", writable={w}).close()
+    shmpipe.attach("{name}", writable={w}, backing={b}).close()
     print(json.dumps(""))
 except shmpipe.BlockError as e:
     print(json.dumps(str(e)))
 "#,
-            w = if writable { "True" } else { "False" }
+            w = if writable { "True" } else { "False" },
+            b = backing.map_or("None".to_string(), |b| format!(
+                "{:?}",
+                b.display().to_string()
+            ))
         ),
     );
     said.as_str().unwrap().to_string()
@@ -443,9 +452,14 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
         os("png"),
     ]);
     let name = format!("pyld{}", std::process::id());
-    let _cleanup = Dataset(name.clone());
+    // A folder of its own: a killed load's block is stale, and any `run` or `load` starting
+    // meanwhile (another test's) would sweep it out of /dev/shm before it is looked at.
+    let backing = tmp.path().join("backing");
+    std::fs::create_dir(&backing).unwrap();
+    let block = backing.join(format!("shmpipe-{name}"));
     let mut load = Command::new(common::bin())
-        .args(["load", "--name", &name, "-j", "1", "-q"])
+        .args(["load", "--name", &name, "-j", "1", "-q", "--backing"])
+        .arg(&backing)
         .arg(&input)
         .env(shmpipe_worker::worker::STALL_ENV, "000003.png:60")
         .stdout(Stdio::null())
@@ -453,12 +467,12 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !block_exists(&name) || common::workers_of(load.id()).is_empty() {
+    while !block.exists() || common::workers_of(load.id()).is_empty() {
         assert!(Instant::now() < deadline, "load published its block");
         std::thread::sleep(Duration::from_millis(10));
     }
     for writable in [false, true] {
-        let said = refusal(&name, writable);
+        let said = refusal_in(&name, writable, Some(&backing));
         assert!(said.contains("busy: a writer holds it"), "{said}");
     }
     let pid = load.id();
@@ -470,7 +484,7 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
     load.wait().unwrap();
     common::assert_no_leaks(pid);
     for writable in [false, true] {
-        let said = refusal(&name, writable);
+        let said = refusal_in(&name, writable, Some(&backing));
         assert!(said.contains("is incomplete"), "{said}");
         assert!(said.contains(&format!("shmpipe repair {name}")), "{said}");
     }
@@ -801,9 +815,9 @@ except shmpipe.BlockError as e:
 
 /// A batch refers to one state of one block. Gathered in a process that holds no handle on it,
 /// it attaches (taking the shared lock, checking the state) and checks that the block is the
-/// one the batch was made from: after `apply` changed the pixels, after an interrupted `apply`
-/// damaged them, after `rm`, and after `rm` and a new `load` under the same name, each gather
-/// refuses, saying why; none gives pixels.
+/// one the batch was made from: after a writable Python handle attached, after `apply` changed
+/// the pixels, after an interrupted `apply` damaged them, after `rm`, and after `rm` and a new
+/// `load` under the same name, each gather refuses, saying why; none gives pixels.
 #[test]
 fn a_batch_whose_block_changed_or_went_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -851,11 +865,26 @@ except shmpipe.BlockError as e:
         assert_eq!(said["images"], pixels, "{py}");
         assert_eq!(said["labels"], serde_json::json!([-1, -1]), "{py}");
 
+        // A writable handle attached and closed: whatever it wrote is in no history step.
+        python(
+            &py,
+            &format!("import shmpipe\nshmpipe.attach('{name}', writable=True).close()\nprint(1)"),
+        );
+        let said = python_file(&py, &gather, &[reference]);
+        let error = said["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
+        assert!(
+            error.contains(what) && error.contains("a writable Python handle attached"),
+            "{py}: {error}"
+        );
+
+        python_file(&py, &make, &[reference]);
         ok(&[os("apply"), os(&name), os("--ops"), os("invert"), os("-q")]);
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("`shmpipe apply` changed it"),
             "{py}: {error}"
@@ -886,7 +915,7 @@ except shmpipe.BlockError as e:
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("is damaged"),
             "{py}: {error}"
@@ -896,7 +925,7 @@ except shmpipe.BlockError as e:
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("no dataset named"),
             "{py}: {error}"
@@ -913,7 +942,7 @@ except shmpipe.BlockError as e:
         let said = python_file(&py, &gather, &[reference]);
         let error = said["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{py}: {said}"));
+            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
         assert!(
             error.contains(what) && error.contains("removed and made again"),
             "{py}: {error}"

@@ -288,6 +288,40 @@ pub fn icc_fits(icc: &[u8], gray: bool) -> bool {
     space == Some(if gray { b"GRAY" } else { b"RGB " })
 }
 
+/// The APPn segments of `metadata` for a JPEG: EXIF in APP1 (`Exif\0\0` and the TIFF
+/// structure), then the ICC profile in numbered APP2 `ICC_PROFILE` chunks (ICC.1, B.4). To go
+/// after the encoder's JFIF APP0. EXIF larger than one segment and a profile of 255 chunks or
+/// more are left out: no reader could put them together again.
+pub fn jpeg_app_segments(metadata: &Metadata) -> Vec<u8> {
+    fn segment(out: &mut Vec<u8>, marker: u8, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        out.extend_from_slice(&[0xFF, marker]);
+        out.extend_from_slice(&(len as u16 + 2).to_be_bytes());
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    }
+    const MAX_DATA: usize = 65535 - 2;
+    let mut out = Vec::new();
+    if let Some(exif) = &metadata.exif {
+        const HEADER: &[u8] = b"Exif\0\0";
+        if HEADER.len() + exif.len() <= MAX_DATA {
+            segment(&mut out, 0xE1, &[HEADER, exif]);
+        }
+    }
+    if let Some(icc) = &metadata.icc {
+        const HEADER: &[u8] = b"ICC_PROFILE\0";
+        let chunk = MAX_DATA - HEADER.len() - 2;
+        let count = icc.len().div_ceil(chunk);
+        if count < 255 {
+            for (i, part) in icc.chunks(chunk).enumerate() {
+                segment(&mut out, 0xE2, &[HEADER, &[i as u8 + 1, count as u8], part]);
+            }
+        }
+    }
+    out
+}
+
 /// COM segments for `comments`, to go after a JPEG's APPn segments: a PNG text under another
 /// keyword than [`COMMENT`] keeps it as `keyword: text`.
 pub fn jpeg_comment_segments(comments: &[Comment]) -> Vec<u8> {

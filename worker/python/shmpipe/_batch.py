@@ -17,7 +17,7 @@ from ._block import BlockError, attach, open_handle, owner_of
 Images = Union[np.ndarray, List[np.ndarray]]
 # Where a reference batch's images are: (block name, backing folder, partial, block identity,
 # image indices).
-_Source = Tuple[str, Optional[str], bool, Tuple[int, int, int], np.ndarray]
+_Source = Tuple[str, Optional[str], bool, Tuple[int, int, int, int], np.ndarray]
 
 
 class Batch:
@@ -32,9 +32,8 @@ class Batch:
     images' indices, and pickles as them (a few hundred bytes whatever the images' size). Its
     images are copied out of the block when first asked for, in the process that asks; if the
     block is gone, not ready, or no longer the one the batch was made from (removed and loaded
-    again, or changed by `shmpipe apply`), that raises `BlockError` instead. A write through a
-    writable Python handle is not recorded in the block and goes unseen; it can only happen
-    while no other process holds the block.
+    again, changed by `shmpipe apply`, or attached by a writable handle), that raises
+    `BlockError` instead.
     """
 
     __slots__ = ("_images", "_labels", "_source")
@@ -86,7 +85,7 @@ class Batch:
         return f"<shmpipe.Batch of {len(self._images or [])} images>"
 
 
-def _reference(name: str, backing: Optional[str], partial: bool, identity: Tuple[int, int, int],
+def _reference(name: str, backing: Optional[str], partial: bool, identity: Tuple[int, int, int, int],
                indices: np.ndarray, labels: Optional[np.ndarray]) -> Batch:
     """A batch of images `indices` of the block `name`, to be gathered when first used."""
     batch = Batch.__new__(Batch)
@@ -113,9 +112,12 @@ def _gather(source: _Source) -> Images:
         if block.identity[:2] != identity[:2]:
             raise BlockError(f"{what}: it was removed and made again after the batch was made; "
                              "its images are not the batch's")
-        if block.identity != identity:
+        if block.identity[2] != identity[2]:
             raise BlockError(f"{what}: `shmpipe apply` changed it after the batch was made; its "
                              "images are not the batch's")
+        if block.identity != identity:
+            raise BlockError(f"{what}: a writable Python handle attached to it after the batch "
+                             "was made; its images may not be the batch's")
         return block.take(indices)
     finally:
         block.close()

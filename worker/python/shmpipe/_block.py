@@ -41,6 +41,7 @@ _HEADER = {
     "pixels_len": (104, "<Q"),
     "flags": (188, "<I"),
     "created_unix_ns": (232, "<Q"),
+    "python_writers": (248, "<Q"),
     "dataset_state": (296, "<I"),
     "history_count": (300, "<I"),
     "label_kind": (324, "<I"),
@@ -258,9 +259,6 @@ class Block:
         if state != _READY:
             why = _NOT_READY.get(state, "has an unknown dataset state")
             raise BlockError(f"{self.name} {why.format(short=self.name[len(NAME_PREFIX):])}")
-        # What a reference to images of this block must match when it is used: the same file,
-        # made at the same time, no step applied since (see `identity`).
-        self._made = (self._field("created_unix_ns"), self._field("history_count"))
         count = self._field("image_count")
         table = self._field("image_table_offset")
         self._strings, strings_len = self._field("strings_offset"), self._field("strings_len")
@@ -322,6 +320,15 @@ class Block:
             if count and ((labels < 0) | (labels >= len(self.classes))).any():
                 raise BlockError(f"{self.name}: a label is out of range of its {len(self.classes)} classes")
             self.labels = labels
+        if self.writable:
+            # Counted before any write can happen, under the exclusive lock: what this handle
+            # writes is in no history step, and a batch made before must not pass for after.
+            offset, fmt = _HEADER["python_writers"]
+            struct.pack_into(fmt, self._mm, offset, self._field("python_writers") + 1)
+        # What a reference to images of this block must match when it is used: the same file,
+        # made at the same time, with no step applied and no writable handle attached since.
+        self._made = (self._field("created_unix_ns"), self._field("history_count"),
+                      self._field("python_writers"))
         _MAPPED[self._base] = self
 
     def _class_names(self, strings_len: int) -> List[str]:
@@ -341,9 +348,10 @@ class Block:
         return FORMATS[code % len(FORMATS)]
 
     @property
-    def identity(self) -> Tuple[int, int, int]:
-        """(inode, creation time, steps applied) of the block as attached: a block removed and
-        loaded again under the same name, or changed by `shmpipe apply` since, has another."""
+    def identity(self) -> Tuple[int, int, int, int]:
+        """(inode, creation time, steps applied, writable handles attached) of the block as
+        attached: a block removed and loaded again under the same name, changed by `shmpipe
+        apply`, or attached by a writable handle since, has another."""
         return (self._inode, *self._made)
 
     def take(self, indices: Sequence[int]) -> Union[np.ndarray, List[np.ndarray]]:
@@ -479,7 +487,7 @@ def owner_of(view: object) -> Optional[Block]:
     return None
 
 
-def open_handle(name: str, backing: Optional[str], identity: Tuple[int, int, int]) -> Optional[Block]:
+def open_handle(name: str, backing: Optional[str], identity: Tuple[int, int, int, int]) -> Optional[Block]:
     """An open read-only handle of this process on that very block (same identity), if any."""
     for block in list(_MAPPED.values()):
         if (block.name == name and block.backing == backing and not block.writable

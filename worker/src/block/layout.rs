@@ -167,9 +167,14 @@ pub struct Header {
     /// Unix epoch: the one clock of its progress display and of `watch`'s; 0 until set, and in a
     /// block made before this field.
     pub run_started_unix_ns: AtomicU64,
+    /// Writable handles of the Python package (`shmpipe.attach(NAME, writable=True)`) that have
+    /// attached to this dataset: each raises it by one once it holds the exclusive lock, before
+    /// it can write. Such writes are in no history step; a batch made before one (see the
+    /// package's `collate`) is refused after it. 0 in a block made before this field.
+    pub python_writers: AtomicU64,
     /// Unused since layout 2 (a dataset-wide op's statistics live in its history step), and
     /// free for new fields: a block made before reads zeros there.
-    pub _reserved_stats: [u64; 6],
+    pub _reserved_stats: [u64; 5],
     /// A [`DatasetState`].
     pub dataset_state: AtomicU32,
     /// Entries of the history region in force (see [`HistoryEntry`]); each is written before
@@ -599,6 +604,9 @@ mod layout_tests {
         assert_eq!(offset_of!(Header, pixels_len), 104);
         assert_eq!(offset_of!(Header, flags), 188);
         assert_eq!(offset_of!(Header, dataset_state), 296);
+        assert_eq!(offset_of!(Header, created_unix_ns), 232);
+        assert_eq!(offset_of!(Header, python_writers), 248);
+        assert_eq!(offset_of!(Header, history_count), 300);
         assert_eq!(offset_of!(ImageRecord, status), 48);
         assert_eq!(offset_of!(ImageRecord, steps), 52);
         assert_eq!(offset_of!(ImageRecord, message_len), 60);

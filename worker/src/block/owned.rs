@@ -289,7 +289,8 @@ impl Mapping {
             pass: AtomicU32::new(0),
             created_unix_ns: unix_ns_now(),
             run_started_unix_ns: AtomicU64::new(0),
-            _reserved_stats: [0; 6],
+            python_writers: AtomicU64::new(0),
+            _reserved_stats: [0; 5],
             dataset_state: AtomicU32::new(if plan.kept {
                 DatasetState::Loading
             } else {

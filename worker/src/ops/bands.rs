@@ -12,6 +12,8 @@ pub struct Scratch<'b> {
     pub(super) padded: Vec<u8>,
     pub(super) acc: Vec<u32>,
     pub(super) column_acc: Vec<u32>,
+    /// Where each tap's source row starts, for [`super::blur`]'s weighted sums.
+    pub(super) starts: Vec<usize>,
     /// Threads a chain may split its steps over (0 and 1: this thread alone).
     threads: usize,
     /// When set, asked before each step instead of `threads`.

@@ -33,7 +33,7 @@ pub(super) fn point_lut(op: &Op) -> Option<[u8; 256]> {
 }
 
 /// Grayscale of a 3-channel image, packed: luma of pixel i goes to byte i. Forwards is safe:
-/// byte i belongs to pixel i / 3 <= i, already read. Chosen at run time as `multiply_add` is
+/// byte i belongs to pixel i / 3 <= i, already read. Chosen at run time as `weighted_sum` is
 /// (in `blur`).
 #[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 pub(super) fn grayscale_to_plane(px: &mut [u8]) {
@@ -76,7 +76,7 @@ pub(super) fn apply_lut(px: &mut [u8], channels: usize, lut: &[u8; 256]) {
 }
 
 /// Grayscale in place, written to R, G and B (alpha left alone). Chosen at run time as
-/// `multiply_add` is (in `blur`).
+/// `weighted_sum` is (in `blur`).
 #[multiversion(targets("x86_64+avx2", "x86_64+sse4.1"))]
 pub(super) fn grayscale(px: &mut [u8], channels: usize) {
     if channels < 3 {
