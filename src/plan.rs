@@ -181,6 +181,12 @@ pub fn plan(
         if !keep(relative.as_os_str().as_bytes()) {
             continue;
         }
+        // The temporary file of a save, export, run or gen, alive or killed: at most part of
+        // an image, never an input. Counted as skipped, as a non-image file.
+        if codec::temporary_owner(entry.file_name()).is_some() {
+            plan.skipped += 1;
+            continue;
+        }
         match codec::probe(path, max_pixels) {
             Ok(probe) => {
                 let (source_size, source_mtime_ns) = codec::source_identity(path);

@@ -375,3 +375,33 @@ fn a_killed_exports_temporary_is_removed_by_the_next_export() {
         header + 12 * 1200 * 1600 * 3
     );
 }
+
+/// A temporary file left in a folder that later serves as input (a killed gen's, or a save's
+/// into what becomes the next run's input) is part of an image at most: the run counts it as
+/// skipped, never as an image, failed or otherwise, and leaves it where it is.
+#[test]
+fn a_temporary_left_in_an_input_folder_is_not_an_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
+    image(&input.join("a.png"), 1);
+    image(&input.join("b.png"), 2);
+    let whole = std::fs::read(input.join("b.png")).unwrap();
+    let half = left_temporary(&input.join("c.png"), "shmpipe-999999999-w");
+    std::fs::write(&half, &whole[..whole.len() / 2]).unwrap();
+
+    let done = run(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--json"),
+    ]);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    let summary: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(summary["images_planned"], 2, "{summary}");
+    assert_eq!(summary["images_ok"], 2, "{summary}");
+    assert_eq!(summary["images_failed"], 0, "{summary}");
+    assert_eq!(summary["files_skipped"], 1, "{summary}");
+    assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
+    assert_eq!(std::fs::read(&half).unwrap(), &whole[..whole.len() / 2]);
+}
