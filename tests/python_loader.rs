@@ -1172,7 +1172,8 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
                 "{end:?}: {said}"
             );
         }
-        let entry: serde_json::Value = serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
+        let entry: serde_json::Value =
+            serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
         let still = entry
             .as_array()
             .unwrap()
@@ -1180,7 +1181,10 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
             .find(|b| b["name"] == format!("shmpipe-{name}"))
             .cloned()
             .unwrap();
-        assert_eq!(still["state"], "damaged", "{end:?}: repair left it as it was");
+        assert_eq!(
+            still["state"], "damaged",
+            "{end:?}: repair left it as it was"
+        );
     }
 
     // Orderly ends: close, `with`, garbage collection (the handle and then its last view), and
