@@ -73,6 +73,21 @@ fn codecs(c: &mut Criterion) {
             ))
         })
     });
+    // The same through libjpeg-turbo, asked for gray output (chroma decoded, never converted).
+    group.bench_function("decode JPEG luma plane (file), libjpeg-turbo", |b| {
+        let mut decompressor = turbojpeg::Decompressor::new().unwrap();
+        b.iter(|| {
+            let data = std::fs::read(&jpeg_path).unwrap();
+            let image = turbojpeg::Image {
+                pixels: &mut plane[..],
+                width: w as usize,
+                pitch: w as usize,
+                height: h as usize,
+                format: turbojpeg::PixelFormat::GRAY,
+            };
+            decompressor.decompress(&data, image).unwrap()
+        })
+    });
     group.bench_function("decode JPEG RGB (file)", |b| {
         let mut slot = vec![0u8; (w * h * 3) as usize];
         b.iter(|| {

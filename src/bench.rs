@@ -118,7 +118,9 @@ pub fn memory(args: BenchMemoryCli) -> i32 {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("shmpipe: error: {e:#}");
-            exit::USAGE
+            // A signal while generating the dataset: its exit code, as `gen`'s.
+            e.downcast_ref::<gen::Stopped>()
+                .map_or(exit::USAGE, |stopped| stopped.code)
         }
     }
 }

@@ -360,6 +360,10 @@ pub struct WatchCli {
     /// Look in DIR (a `--backing` folder) instead of /dev/shm.
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
+    /// One JSON object per line on stdout, twice a second and at the end: the counts, the
+    /// elapsed time since the job started and its MP/s, as the progress display shows them.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
+use ndarray_npy::npy::header::{Header, Layout};
+use ndarray_npy::WritableElement;
 use shmpipe_worker::block::{
     AttachedBlock, Backing, DatasetState, ImageStatus, Reader, HISTORY_FLOAT_STATS, NAME_PREFIX,
 };
@@ -96,7 +98,7 @@ pub fn save(args: SaveCli) -> i32 {
 /// pid, so that anyone can tell once we are gone that they are left over (`clean OUT`, the next
 /// `save` or `export` there). Never the dataset's name: a dataset outlives every save of it, and
 /// another save's, or `clean`'s, sweep would take a live save's temporaries.
-fn temporaries_owner() -> String {
+pub fn temporaries_owner() -> String {
     format!("{NAME_PREFIX}{}-w", std::process::id())
 }
 
@@ -262,21 +264,16 @@ pub fn export(args: ExportCli) -> i32 {
     export_inner(args).map_or_else(fail, |()| exit::OK)
 }
 
-/// The .npy (format 1.0) header for a C-order array of `shape` and dtype `descr` (`|u1`, `<f4`).
-pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut dict = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    // Magic (6) + version (2) + length (2) + dict + padding + '\n', a multiple of 64.
-    let unpadded = 10 + dict.len() + 1;
-    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-    dict.push('\n');
-    let mut header = b"\x93NUMPY\x01\x00".to_vec();
-    header.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    header.extend_from_slice(dict.as_bytes());
-    header
+/// The .npy header of a C-order array of `T` with `shape`, from ndarray-npy (format 1.0, or 2.0
+/// once the header outgrows 64 KiB).
+fn npy_header<T: WritableElement>(shape: &[usize]) -> anyhow::Result<Vec<u8>> {
+    Header {
+        type_descriptor: T::type_descriptor(),
+        layout: Layout::Standard,
+        shape: shape.to_vec(),
+    }
+    .to_bytes()
+    .context("cannot format the .npy header")
 }
 
 /// Removes what killed exports to `file` left beside it (only the temporaries of `file`: the
@@ -376,19 +373,22 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
             let (mean, std) = (stats.mean[ch], stats.std[ch]);
             *s = (mean, if std > 0.0 { 1.0 / std } else { 0.0 });
         }
-        out.write_all(&npy_header("<f4", &shape))?;
+        out.write_all(&npy_header::<f32>(&shape)?)?;
+        let mut values: Vec<f32> = Vec::new();
         for &i in &images {
-            for p in reader.pixels(i).chunks_exact(c) {
-                for (ch, &v) in p.iter().enumerate() {
-                    let (mean, inv) = scale[ch];
-                    out.write_all(&(((v as f64 - mean) * inv) as f32).to_le_bytes())?;
+            let pixels = reader.pixels(i);
+            values.resize(pixels.len(), 0.0);
+            for (to, from) in values.chunks_exact_mut(c).zip(pixels.chunks_exact(c)) {
+                for ((to, &v), &(mean, inv)) in to.iter_mut().zip(from).zip(&scale) {
+                    *to = ((v as f64 - mean) * inv) as f32;
                 }
             }
+            f32::write_slice(&values, &mut out)?;
         }
     } else {
-        out.write_all(&npy_header("|u1", &shape))?;
+        out.write_all(&npy_header::<u8>(&shape)?)?;
         for &i in &images {
-            out.write_all(reader.pixels(i))?;
+            u8::write_slice(reader.pixels(i), &mut out)?;
         }
     }
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
@@ -416,13 +416,18 @@ mod tests {
 
     #[test]
     fn npy_header_is_aligned_and_names_the_shape() {
-        let h = npy_header("|u1", &[3, 224, 224, 3]);
+        let h = npy_header::<u8>(&[3, 224, 224, 3]).unwrap();
         assert_eq!(h.len() % 64, 0);
         assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
         assert_eq!(u16::from_le_bytes([h[8], h[9]]) as usize, h.len() - 10);
         let text = std::str::from_utf8(&h[10..]).unwrap();
-        assert!(text
-            .starts_with("{'descr': '|u1', 'fortran_order': False, 'shape': (3, 224, 224, 3,), }"));
+        assert!(text.contains("'descr': '|u1'"), "{text}");
+        assert!(text.contains("'fortran_order': False"), "{text}");
+        assert!(text.contains("'shape': (3, 224, 224, 3)"), "{text}");
         assert!(text.ends_with('\n'));
+        let f = npy_header::<f32>(&[1, 2, 3, 4]).unwrap();
+        assert!(std::str::from_utf8(&f[10..])
+            .unwrap()
+            .contains("'descr': '<f4'"));
     }
 }

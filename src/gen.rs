@@ -1,10 +1,31 @@
 //! `shmpipe gen`: a deterministic synthetic image folder (gradients, noise and edges, so codecs
 //! and kernels do real work), for benchmarks and tests. Same seed, same files, byte for byte.
+//!
+//! Each image is encoded into a temporary file beside its target (named as `save`'s are, after
+//! this process) and renamed into place, so a killed `gen` never leaves half an image under an
+//! image's name; the next `gen` into the folder (or `shmpipe clean DIR`) removes what a dead one
+//! left. SIGINT, SIGTERM and SIGHUP stop it between images.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use image::{Rgb, RgbImage};
+use shmpipe_worker::block::Backing;
+use shmpipe_worker::codec;
+
+use crate::supervise::Signals;
+
+/// A stop signal ended `gen` between images: those written are whole, the rest not started.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {signal}: {written} of {count} images written, the rest not started")]
+pub struct Stopped {
+    /// The exit code that names the signal (130, 143, 129).
+    pub code: i32,
+    pub signal: &'static str,
+    pub written: u64,
+    pub count: u64,
+}
 
 /// xorshift64*: small, fast, reproducible.
 struct Rng(u64);
@@ -97,40 +118,47 @@ pub fn generate(
         other => bail!("invalid --format {other:?}: gen writes png or jpeg"),
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (path, e) in crate::blocks::remove_left_temporaries(dir, &Backing::Shm) {
+        eprintln!("shmpipe: warning: cannot remove left temporary {path}: {e}");
+    }
+    let signals = Signals::register()?;
+    let owner = crate::dataset::temporaries_owner();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    // Drawn on a terminal only (indicatif hides it elsewhere).
     let progress = indicatif::ProgressBar::new(count).with_style(
         indicatif::ProgressStyle::with_template(
             "generating [{elapsed_precise}] {wide_bar} {pos}/{len} images  ETA {eta}",
         )
         .expect("static template"),
     );
-    let progress = &progress;
+    // Counted apart from the bar, whose finish sets its position to the end.
+    let written_count = std::sync::atomic::AtomicU64::new(0);
+    let (progress, signals, owner, written_count) =
+        (&progress, &signals, owner.as_str(), &written_count);
     let written = std::thread::scope(|scope| -> anyhow::Result<()> {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || -> anyhow::Result<()> {
                     for index in (t..count).step_by(threads as usize) {
+                        if signals.received().is_some() {
+                            break;
+                        }
                         let img = synth(width, height, seed, index);
                         let path = dir.join(format!("img{index:06}.{ext}"));
-                        let file = std::io::BufWriter::new(
-                            std::fs::File::create(&path)
-                                .with_context(|| format!("cannot write {}", path.display()))?,
-                        );
-                        if ext == "jpg" {
-                            image::codecs::jpeg::JpegEncoder::new_with_quality(file, quality)
-                                .encode_image(&img)
-                                .with_context(|| format!("cannot encode {}", path.display()))?;
-                        } else {
-                            img.write_with_encoder(
-                                image::codecs::png::PngEncoder::new_with_quality(
-                                    file,
-                                    image::codecs::png::CompressionType::Fast,
-                                    image::codecs::png::FilterType::Adaptive,
-                                ),
-                            )
-                            .with_context(|| format!("cannot encode {}", path.display()))?;
-                        }
+                        write_through_rename(&path, owner, |file| {
+                            if ext == "jpg" {
+                                image::codecs::jpeg::JpegEncoder::new_with_quality(file, quality)
+                                    .encode_image(&img)
+                            } else {
+                                img.write_with_encoder(
+                                    image::codecs::png::PngEncoder::new_with_quality(
+                                        file,
+                                        image::codecs::png::CompressionType::Fast,
+                                        image::codecs::png::FilterType::Adaptive,
+                                    ),
+                                )
+                            }
+                        })?;
+                        written_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         progress.inc(1);
                     }
                     Ok(())
@@ -144,10 +172,42 @@ pub fn generate(
         Ok(())
     });
     progress.finish_and_clear();
-    written
+    written?;
+    match signals.received() {
+        Some((code, signal)) => Err(Stopped {
+            code,
+            signal,
+            written: written_count.load(std::sync::atomic::Ordering::Relaxed),
+            count,
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
-/// Parses a size such as `2GiB`, `512MiB`, `64MB`, `1e9` or `123456` into bytes.
+/// Encodes into a temporary file beside `path` and renames it into place: `path` is a whole
+/// image or absent. The temporary is removed on an error (and by the next `gen` if we are
+/// killed).
+fn write_through_rename(
+    path: &Path,
+    owner: &str,
+    encode: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> image::ImageResult<()>,
+) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(&codec::temp_prefix(path, owner))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = std::io::BufWriter::new(tmp.as_file());
+    encode(&mut file).with_context(|| format!("cannot encode {}", path.display()))?;
+    file.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    drop(file);
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());

@@ -48,7 +48,8 @@ fn main() {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("shmpipe: error: {e:#}");
-                exit::USAGE
+                e.downcast_ref::<gen::Stopped>()
+                    .map_or(exit::USAGE, |stopped| stopped.code)
             }
         },
         Command::Bench(cli::BenchCli::Memory(args)) => bench::memory(args),

@@ -12,6 +12,36 @@ use std::time::{Duration, SystemTime};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmpipe_worker::block::{Mapping, NO_IMAGE};
 
+/// What the display shows at one moment, from the block's counters and the job's clock: the
+/// overall bar, and `watch --json`'s records.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub images_done: u64,
+    pub images_failed: u64,
+    /// Pixels done, as in the block (after any resize), in millions.
+    pub megapixels: f64,
+    /// Since the job's start (`run_started_unix_ns`), not since this process began.
+    pub elapsed: Duration,
+    pub megapixels_per_s: f64,
+}
+
+impl Figures {
+    pub fn read(block: &Mapping, start: SystemTime) -> Figures {
+        let h = block.header();
+        let megapixels = h.pixels_done.load(Ordering::Acquire) as f64 / 1e6;
+        let elapsed = SystemTime::now()
+            .duration_since(start)
+            .unwrap_or(Duration::ZERO);
+        Figures {
+            images_done: h.images_done.load(Ordering::Acquire),
+            images_failed: h.images_failed.load(Ordering::Acquire),
+            megapixels,
+            elapsed,
+            megapixels_per_s: megapixels / elapsed.as_secs_f64().max(1e-3),
+        }
+    }
+}
+
 pub struct Display {
     multi: MultiProgress,
     overall: ProgressBar,
@@ -57,25 +87,16 @@ impl Display {
 
     /// Redraws from the block's counters.
     pub fn update(&self, block: &Mapping) {
-        let h = block.header();
-        let done = h.images_done.load(Ordering::Acquire);
-        let failed = h.images_failed.load(Ordering::Acquire);
-        let pixels = h.pixels_done.load(Ordering::Acquire);
-        let elapsed = SystemTime::now()
-            .duration_since(self.start)
-            .unwrap_or(Duration::ZERO);
-        let secs = elapsed.as_secs_f64().max(1e-3);
-        self.overall.set_elapsed(elapsed);
-        self.overall.set_position(done + failed);
-        let failed_note = if failed > 0 {
-            format!(", {failed} failed")
+        let f = Figures::read(block, self.start);
+        self.overall.set_elapsed(f.elapsed);
+        self.overall.set_position(f.images_done + f.images_failed);
+        let failed_note = if f.images_failed > 0 {
+            format!(", {} failed", f.images_failed)
         } else {
             String::new()
         };
-        self.overall.set_message(format!(
-            "{:.1} MP/s{failed_note}",
-            pixels as f64 / 1e6 / secs
-        ));
+        self.overall
+            .set_message(format!("{:.1} MP/s{failed_note}", f.megapixels_per_s));
         for (bar, rec) in self.workers.iter().zip(block.workers()) {
             let count =
                 rec.images_done.load(Ordering::Acquire) + rec.images_failed.load(Ordering::Acquire);

@@ -397,7 +397,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     };
     block.set_run_started(started_wall);
     if !args.quiet && !args.json {
-        eprintln!(
+        let line = format!(
             "shmpipe: block {name}: {}, {:.1} MiB, {}{}",
             crate::summary::count(block.image_count() as u64, "image"),
             block.len() as f64 / (1 << 20) as f64,
@@ -406,6 +406,8 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
                 .geometry
                 .map_or(String::new(), |g| format!(", {g}"))
         );
+        let width = crate::summary::width_of(&console::Term::stderr());
+        eprintln!("{}", crate::summary::fit(&line, width));
     }
 
     timings.create_s = creating.elapsed().as_secs_f64();
@@ -557,7 +559,13 @@ fn report(args: &RunCli, summary: &Summary, signal_code: Option<i32>) -> anyhow:
     if args.json {
         println!("{}", serde_json::to_string_pretty(summary)?);
     } else if !args.quiet {
-        print!("{}", summary.text());
+        print!(
+            "{}",
+            crate::summary::fit(
+                &summary.text(),
+                crate::summary::width_of(&console::Term::stdout())
+            )
+        );
     }
     Ok(match signal_code {
         Some(code) => code,

@@ -83,6 +83,91 @@ fn mib(bytes: u64) -> f64 {
 const RATIO_MIN_DATASET_BYTES: u64 = 64 << 20;
 
 /// `n` and its noun, which agree: "1 image", "3 images".
+/// The width that lines printed on `term` should fit: the terminal's own width, or `COLUMNS`
+/// when the terminal reports none; None off a terminal (a pipe or a file keeps whole lines for
+/// the scripts that read them; `--json` is the format for those).
+pub fn width_of(term: &console::Term) -> Option<usize> {
+    if !term.is_term() {
+        return None;
+    }
+    term.size_checked()
+        .map(|(_rows, columns)| usize::from(columns))
+        .or_else(|| std::env::var("COLUMNS").ok()?.trim().parse().ok())
+        .filter(|&w| w >= MIN_FIT_WIDTH)
+}
+
+/// Narrower than this, wrapping makes text harder to read, not easier.
+const MIN_FIT_WIDTH: usize = 20;
+
+/// `text` with each line longer than `width` broken at spaces into lines that fit. A
+/// continuation is indented two more than its line; a word longer than a line (a long path) is
+/// cut where it must be. `None` leaves the text as it is.
+pub fn fit(text: &str, width: Option<usize>) -> String {
+    let Some(width) = width else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(text.len() + text.len() / width.max(1));
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(&fit_line(body, width.max(MIN_FIT_WIDTH)).join("\n"));
+        out.push_str(newline);
+    }
+    out
+}
+
+fn fit_line(line: &str, width: usize) -> Vec<String> {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    let hang = (indent + 2).min(width / 2);
+    let mut lines = Vec::new();
+    let mut current = " ".repeat(indent.min(width / 2));
+    let mut len = current.len();
+    let mut empty = true;
+    for mut word in line.split_whitespace() {
+        loop {
+            let word_len = word.chars().count();
+            let needed = if empty { word_len } else { word_len + 1 };
+            if len + needed <= width {
+                if !empty {
+                    current.push(' ');
+                }
+                current.push_str(word);
+                len += needed;
+                empty = false;
+                break;
+            }
+            // A word that fits a fresh line starts one; a longer one (a path) is cut anyway,
+            // so it starts here, after its label.
+            if !empty && (word_len <= width - hang || len + 2 > width) {
+                lines.push(std::mem::replace(&mut current, " ".repeat(hang)));
+                len = hang;
+                empty = true;
+                continue;
+            }
+            if !empty {
+                current.push(' ');
+                len += 1;
+            }
+            // Too long for any line: cut it at the end of this one.
+            let cut = word
+                .char_indices()
+                .nth(width - len)
+                .map_or(word.len(), |(at, _)| at);
+            current.push_str(&word[..cut]);
+            lines.push(std::mem::replace(&mut current, " ".repeat(hang)));
+            len = hang;
+            empty = true;
+            word = &word[cut..];
+        }
+    }
+    if !empty || lines.is_empty() {
+        lines.push(current);
+    }
+    lines
+}
+
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
@@ -233,5 +318,49 @@ impl Summary {
             _ => out.push_str("peak memory: not measured (no /proc on this system)\n"),
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::fit;
+
+    #[test]
+    fn long_lines_break_at_spaces_and_keep_every_word() {
+        let text = "peak memory, all processes: Pss 48.9 MiB (1.23x the decoded dataset), Rss 120.0 MiB\nshort\n";
+        let fitted = fit(text, Some(40));
+        for line in fitted.lines() {
+            assert!(line.chars().count() <= 40, "{line:?}");
+        }
+        assert_eq!(
+            fitted.split_whitespace().collect::<Vec<_>>(),
+            text.split_whitespace().collect::<Vec<_>>()
+        );
+        assert!(fitted.ends_with("\nshort\n"), "{fitted:?}");
+        assert!(
+            fitted.lines().nth(1).unwrap().starts_with("  "),
+            "continuations are indented"
+        );
+    }
+
+    #[test]
+    fn a_word_longer_than_the_line_is_cut_and_nothing_is_lost() {
+        let path = "/tmp/".to_string() + &"x".repeat(70) + ".jpg";
+        let text = format!("  failed: {path}: not an image\n");
+        let fitted = fit(&text, Some(30));
+        for line in fitted.lines() {
+            assert!(line.chars().count() <= 30, "{line:?}");
+        }
+        assert_eq!(
+            fitted.split_whitespace().collect::<String>(),
+            text.split_whitespace().collect::<String>()
+        );
+    }
+
+    #[test]
+    fn no_width_and_short_lines_are_left_alone() {
+        let text = "10 of 10 images done, 0 failed\n";
+        assert_eq!(fit(text, None), text);
+        assert_eq!(fit(text, Some(60)), text);
     }
 }

@@ -12,7 +12,7 @@ use shmpipe_worker::registry::{self, Liveness};
 
 use crate::cli::WatchCli;
 use crate::exit;
-use crate::progress::Display;
+use crate::progress::{Display, Figures};
 
 pub fn watch(args: WatchCli) -> i32 {
     match watch_inner(args) {
@@ -52,9 +52,24 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
     };
     let total = block.image_count() as u64;
     // The run's own clock, as the block records it (a block from before that field: ours).
-    let run_started = match block.header().run_started_unix_ns.load(Ordering::Acquire) {
+    let run_started_ns = block.header().run_started_unix_ns.load(Ordering::Acquire);
+    let run_started = match run_started_ns {
         0 => SystemTime::now(),
         ns => UNIX_EPOCH + Duration::from_nanos(ns),
+    };
+    let record = |state: &str| {
+        let f = Figures::read(&block, run_started);
+        serde_json::json!({
+            "block": name,
+            "state": state,
+            "images_total": total,
+            "images_done": f.images_done,
+            "images_failed": f.images_failed,
+            "megapixels": f.megapixels,
+            "elapsed_s": f.elapsed.as_secs_f64(),
+            "megapixels_per_s": f.megapixels_per_s,
+            "run_started_unix_ns": run_started_ns,
+        })
     };
     let display = Display::new(
         total,
@@ -68,7 +83,10 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
     let end = loop {
         display.update(&block);
         let (done, failed, pixels) = counts(&block);
-        if plain && last_line.elapsed() >= Duration::from_secs(1) {
+        if args.json && last_line.elapsed() >= Duration::from_millis(500) {
+            println!("{}", record("running"));
+            last_line = Instant::now();
+        } else if plain && !args.json && last_line.elapsed() >= Duration::from_secs(1) {
             println!(
                 "{name}: {done} of {total} images done, {failed} failed, {:.1} MP",
                 pixels as f64 / 1e6
@@ -77,18 +95,23 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
         }
         let state = BlockState::from_u32(block.header().state.load(Ordering::Acquire));
         if state == Some(BlockState::Finished) {
-            break "finished";
+            break ("finished", "finished");
         }
         match registry::inspect(&backing, &name) {
-            Err(_) => break "ended (its block was removed)",
+            Err(_) => break ("removed", "ended (its block was removed)"),
             Ok(info) if info.liveness != Liveness::Live => {
-                break "ended without finishing (its owner is gone)"
+                break ("owner_gone", "ended without finishing (its owner is gone)")
             }
             Ok(_) => {}
         }
         std::thread::sleep(Duration::from_millis(66));
     };
     display.finish();
+    let (end_state, end) = end;
+    if args.json {
+        println!("{}", record(end_state));
+        return Ok(());
+    }
     let (done, failed, pixels) = counts(&block);
     println!(
         "{name}: {end}: {done} of {total} images done, {failed} failed, {:.1} MP, watched {:.1} s",

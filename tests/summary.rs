@@ -193,3 +193,75 @@ fn a_stopped_run_counts_what_it_did_not_start() {
     assert!(not_started >= 1, "{s}");
     assert_eq!(s["stopped_by_signal"], "SIGINT");
 }
+
+/// What a terminal shows, as lines: control sequences removed, split at every line feed and
+/// carriage return.
+fn screen_lines(raw: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then one final byte in '@'..='~'.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for f in chars.by_ref() {
+                    if ('@'..='~').contains(&f) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain.split(['\n', '\r']).map(str::to_string).collect()
+}
+
+#[test]
+fn on_a_60_column_terminal_no_line_is_wider() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for name in ["rocket.jpg", "coffee.png", "astronaut.png"] {
+        std::fs::copy(assets().join(name), input.join(name)).unwrap();
+    }
+    // A failure whose path alone is wider than the terminal.
+    let long = "a-file-with-a-long-name-that-only-looks-like-an-image-to-its-owner.jpg";
+    std::fs::write(input.join(long), b"not a picture").unwrap();
+    let out = tmp.path().join("out");
+    // `script` gives the run a terminal (a pty), made 60 columns wide, for its summary on
+    // stdout. Its stderr (the bars, which indicatif draws as full-width lines that the terminal
+    // wraps) goes to a file.
+    let command = format!(
+        "stty cols 60 rows 40; exec '{}' run '{}' -o '{}' -j 2 --ops blur:2 2>'{}'",
+        common::bin(),
+        input.display(),
+        out.display(),
+        tmp.path().join("stderr").display()
+    );
+    let shown = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    assert_eq!(
+        shown.status.code(),
+        Some(1),
+        "one image failed: {}{}",
+        String::from_utf8_lossy(&shown.stdout),
+        std::fs::read_to_string(tmp.path().join("stderr")).unwrap_or_default()
+    );
+    let lines = screen_lines(&shown.stdout);
+    let text = lines.join("\n");
+    for needed in ["1 failed", "failed:", "written to", "peak memory"] {
+        assert!(text.contains(needed), "{needed:?} in {text}");
+    }
+    for line in &lines {
+        assert!(
+            line.chars().count() <= 60,
+            "{} columns: {line:?}",
+            line.chars().count()
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{assert_no_leaks, assets, os};
 
@@ -84,4 +85,100 @@ fn watching_a_missing_block_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot watch shmpipe-no-such-run"), "{err}");
+}
+
+/// `watch` counts from the run's start as the block records it, not from its own attach, and
+/// its MP/s is run's: a watch that attaches a known pause after the run began shows at least
+/// that pause as elapsed time, and at the end the same elapsed time and MP/s as the run's own
+/// summary, within half that pause (a watch on its own clock would be short by all of it).
+#[test]
+fn watch_shows_the_runs_own_clock_and_mp_per_s() {
+    const PAUSE: Duration = Duration::from_secs(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let spawned = SystemTime::now();
+    // One worker that holds one image five seconds: the run is still going when watch attaches.
+    let run = Command::new(common::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("-j"),
+            os("1"),
+            os("--ops"),
+            os("invert"),
+            os("--no-fsync"),
+            os("--json"),
+        ])
+        .env("SHMPIPE_TEST_STALL", "rocket.jpg:5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let name = loop {
+        if let Some(name) = common::blocks_of(pid).pop() {
+            break name;
+        }
+        assert!(Instant::now() < deadline, "the run creates its block");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The run's clock started before its block existed, so before this moment.
+    let block_seen = SystemTime::now();
+    std::thread::sleep(PAUSE);
+    let watch = Command::new(common::bin())
+        .args(["watch", &name, "--json"])
+        .output()
+        .unwrap();
+    let watch_returned = SystemTime::now();
+    let run = run.wait_with_output().unwrap();
+    assert!(run.status.success());
+    assert_no_leaks(pid);
+    assert_eq!(watch.status.code(), Some(0), "{}", common::stderr(&watch));
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&watch.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let last = records.last().expect("watch prints records");
+    assert_eq!(last["state"], "finished", "{records:?}");
+    assert_eq!(last["images_done"], summary["images_ok"]);
+    let started_ns = last["run_started_unix_ns"].as_u64().unwrap();
+    let ns = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    assert!(
+        ns(spawned) <= started_ns && started_ns <= ns(block_seen),
+        "the recorded start is the run's own"
+    );
+    let pause = PAUSE.as_secs_f64();
+    for r in &records {
+        let elapsed = r["elapsed_s"].as_f64().unwrap();
+        assert!(
+            elapsed >= pause,
+            "elapsed counts from the run's start, {pause} s before watch attached: {r}"
+        );
+        assert!(
+            elapsed
+                <= watch_returned
+                    .duration_since(spawned)
+                    .unwrap()
+                    .as_secs_f64(),
+            "{r}"
+        );
+    }
+    let watch_elapsed = last["elapsed_s"].as_f64().unwrap();
+    let run_wall = summary["wall_s"].as_f64().unwrap();
+    assert!(
+        (watch_elapsed - run_wall).abs() < pause / 2.0,
+        "watch's elapsed {watch_elapsed} s is run's {run_wall} s"
+    );
+    let megapixels = last["megapixels"].as_f64().unwrap();
+    assert!((megapixels - summary["source_megapixels"].as_f64().unwrap()).abs() < 0.01);
+    let watch_rate = last["megapixels_per_s"].as_f64().unwrap();
+    let run_rate = summary["megapixels_per_s"].as_f64().unwrap();
+    assert!(
+        (watch_rate - run_rate).abs() / run_rate < pause / 2.0 / run_wall,
+        "watch's {watch_rate} MP/s is run's {run_rate} MP/s"
+    );
 }
