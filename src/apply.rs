@@ -66,6 +66,9 @@ pub fn not_ready(name: &str, state: Option<DatasetState>) -> String {
         Some(DatasetState::Repairing) => format!(
             "{name} is damaged: a repair was interrupted; run `shmpipe repair {short}` again"
         ),
+        Some(DatasetState::PythonWriting) => format!(
+            "{name} is damaged: a writable Python handle (shmpipe.attach(..., writable=True)) ended without closing (killed, or its interpreter died) while it could write, so its images may be half edited; `shmpipe repair` cannot restore them (Python edits are in no step of the dataset's history: a rebuild from the sources would drop every one of them), so run `shmpipe rm {short}` and load it again, then redo the edits"
+        ),
         None => format!("{name} has a dataset state this build does not know"),
     }
 }
@@ -146,6 +149,9 @@ fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
     let name = writer.name().to_string();
     if !writer.is_kept() {
         bail!("{}", not_ready(&name, Some(DatasetState::None)));
+    }
+    if writer.dataset_state() == Some(DatasetState::PythonWriting) {
+        bail!("{}", not_ready(&name, writer.dataset_state()));
     }
     let follow_up_due = writer.history().last().is_some_and(|e| e.then != 0);
     if writer.dataset_state() == Some(DatasetState::Ready)

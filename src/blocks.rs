@@ -48,8 +48,14 @@ fn state_word(b: &BlockInfo) -> String {
         (Some(DatasetState::Loading), true) => "loading".into(),
         (Some(DatasetState::Applying), true) => "applying".into(),
         (Some(DatasetState::Repairing), true) => "repairing".into(),
+        (Some(DatasetState::PythonWriting), true) => "editing".into(),
         (Some(DatasetState::Loading), false) => "incomplete".into(),
-        (Some(DatasetState::Applying) | Some(DatasetState::Repairing), false) => "damaged".into(),
+        (
+            Some(DatasetState::Applying)
+            | Some(DatasetState::Repairing)
+            | Some(DatasetState::PythonWriting),
+            false,
+        ) => "damaged".into(),
         // No header: its creator was stopped before writing one.
         _ if b.owner_pid.is_none() && b.foreign.is_none() && !live => "incomplete".into(),
         // A run's working block: its owner's phase while it lives, stale once it is gone.

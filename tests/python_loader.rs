@@ -393,12 +393,12 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
             assert!(said.contains("busy: a writer holds it"), "{said}");
         }
     }
-    // A handle's process killed (SIGKILL or SIGTERM) while attached, writable or not, takes
-    // its lock with it: nothing is left holding the dataset.
+    // A read-only handle's process killed (SIGKILL or SIGTERM) while attached takes its lock
+    // with it: nothing is left holding the dataset. (A killed writable handle leaves it damaged:
+    // `a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged`.)
     for (writable, signal) in [
-        (true, rustix::process::Signal::KILL),
         (false, rustix::process::Signal::KILL),
-        (true, rustix::process::Signal::TERM),
+        (false, rustix::process::Signal::TERM),
     ] {
         let holder = Holder::start(&name, writable);
         rustix::process::kill_process(
@@ -1052,4 +1052,184 @@ print(json.dumps(out))
             "{py}: {refused}"
         );
     }
+}
+
+/// How a writable handle's process ends in [`a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged`].
+#[derive(Clone, Copy, Debug)]
+enum WriterEnd {
+    /// Killed while the handle is open, half the images edited.
+    Signal(rustix::process::Signal),
+    /// The handle closed, but a view of it still alive (and writable) when killed.
+    KilledWithALiveView,
+    /// An exception leaves the `with` block in the middle of the edits.
+    ExceptionInWith,
+}
+
+/// A writable handle marks the dataset as being edited when it attaches, and only an orderly end
+/// (close, the `with` block, garbage collection, the interpreter's normal exit) clears the mark,
+/// once no view of it can write any more. A writer killed mid-write (SIGKILL, or SIGTERM with no
+/// handler), or whose `with` block ends by an exception, leaves the mark: `ls` calls the dataset
+/// damaged, and `save`, `export`, `apply`, `repair` and Python's `attach` refuse it, saying to
+/// remove and load it again; nothing is written. A clean close leaves it ready, with the edits.
+#[test]
+fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
+    use rustix::process::Signal;
+    let tmp = tempfile::tempdir().unwrap();
+    let endings = [
+        WriterEnd::Signal(Signal::KILL),
+        WriterEnd::Signal(Signal::TERM),
+        WriterEnd::KilledWithALiveView,
+        WriterEnd::ExceptionInWith,
+    ];
+    for (n, end) in endings.into_iter().enumerate() {
+        let name = format!("pyw{n}x{}", std::process::id());
+        let _cleanup = Dataset(name.clone());
+        load(&tmp.path().join(format!("in{n}")), &name, 6, "64x48");
+        // Inverts images 0 to 2 (the third only in its top half), then waits on stdin.
+        let edit = "for i in range(3):\n    v = ds.images[i]\n    rows = v.shape[0] if i < 2 else v.shape[0] // 2\n    v[:rows] = 255 - v[:rows]\n";
+        let script = match end {
+            WriterEnd::Signal(_) => format!(
+                "import sys, shmpipe\nds = shmpipe.attach('{name}', writable=True)\n{edit}print('editing', flush=True)\nsys.stdin.read()\n"
+            ),
+            WriterEnd::KilledWithALiveView => format!(
+                "import sys, shmpipe\nds = shmpipe.attach('{name}', writable=True)\nkept = ds.images[5]\n{edit}ds.close()\nprint('editing', flush=True)\nsys.stdin.read()\n"
+            ),
+            WriterEnd::ExceptionInWith => format!(
+                "import shmpipe\ntry:\n    with shmpipe.attach('{name}', writable=True) as ds:\n        {}\n        raise RuntimeError('stopped mid-edit')\nexcept RuntimeError:\n    pass\nprint('editing', flush=True)\n",
+                edit.replace('\n', "\n        ").trim_end()
+            ),
+        };
+        let mut child = Command::new(&pythons()[0])
+            .arg("-c")
+            .arg(&script)
+            .env("PYTHONPATH", package_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "editing", "{end:?}");
+        match end {
+            WriterEnd::Signal(signal) => kill(child.id(), signal),
+            WriterEnd::KilledWithALiveView => kill(child.id(), Signal::KILL),
+            WriterEnd::ExceptionInWith => drop(child.stdin.take()),
+        }
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.success(),
+            matches!(end, WriterEnd::ExceptionInWith),
+            "{end:?}: {status}"
+        );
+
+        let listed = ok(&[os("ls"), os("--json")]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let entry = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == format!("shmpipe-{name}"))
+            .unwrap_or_else(|| panic!("{end:?}: ls lists the dataset: {listed}"));
+        assert_eq!(entry["state"], "damaged", "{end:?}: {entry}");
+        let text = ok(&[os("ls")]);
+        assert!(text.contains("writable Python handle"), "{end:?}: {text}");
+
+        let out = tmp.path().join(format!("out{n}"));
+        let npy = tmp.path().join(format!("x{n}.npy"));
+        let npy_s = npy.to_str().unwrap();
+        let out_s = out.to_str().unwrap();
+        for args in [
+            vec!["save", &name, "-o", out_s],
+            vec!["export", &name, npy_s],
+            vec!["apply", &name, "--ops", "invert", "-q"],
+            vec!["repair", &name, "-q"],
+        ] {
+            let run = Command::new(common::bin()).args(&args).output().unwrap();
+            let said = common::stderr(&run);
+            assert!(!run.status.success(), "{end:?} {args:?}: {said}");
+            assert!(
+                said.contains("damaged")
+                    && said.contains("writable Python handle")
+                    && said.contains(&format!("shmpipe rm {name}")),
+                "{end:?} {args:?}: {said}"
+            );
+            assert!(
+                String::from_utf8_lossy(&run.stdout).trim().is_empty(),
+                "{end:?} {args:?}: no success reported"
+            );
+        }
+        assert!(
+            !out.exists() || common::files_under(&out).is_empty(),
+            "{end:?}: save wrote nothing"
+        );
+        assert!(!npy.exists(), "{end:?}: export wrote nothing");
+        for writable in [false, true] {
+            let said = refusal(&name, writable);
+            assert!(
+                said.contains("damaged") && said.contains(&format!("shmpipe rm {name}")),
+                "{end:?}: {said}"
+            );
+        }
+        let entry: serde_json::Value =
+            serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
+        let still = entry
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == format!("shmpipe-{name}"))
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            still["state"], "damaged",
+            "{end:?}: repair left it as it was"
+        );
+    }
+
+    // Orderly ends: close, `with`, garbage collection (the handle and then its last view), and
+    // the interpreter's normal exit with the handle open. Each leaves the dataset ready, with its
+    // edit, and the next reader sees it.
+    let name = format!("pywc{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    load(&tmp.path().join("inc"), &name, 6, "64x48");
+    let before = python(
+        &pythons()[0],
+        &format!(
+            "import json, shmpipe\nwith shmpipe.attach('{name}') as ds:\n    print(json.dumps([int(ds.images[i].sum()) for i in range(4)]))\n"
+        ),
+    );
+    let edits = [
+        "ds = shmpipe.attach(NAME, writable=True)\nds.images[0][:] = 255 - ds.images[0]\nds.close()",
+        "with shmpipe.attach(NAME, writable=True) as ds:\n    ds.images[1][:] = 255 - ds.images[1]",
+        "ds = shmpipe.attach(NAME, writable=True)\nv = ds.images[2]\ndel ds\nv[:] = 255 - v\ndel v",
+        "ds = shmpipe.attach(NAME, writable=True)\nds.images[3][:] = 255 - ds.images[3]",
+    ];
+    for edit in edits {
+        let script = format!("import shmpipe\nNAME = '{name}'\n{edit}\nprint('null')\n");
+        python(&pythons()[0], &script);
+    }
+    let after = python(
+        &pythons()[0],
+        &format!(
+            "import json, shmpipe\nwith shmpipe.attach('{name}') as ds:\n    print(json.dumps([int(ds.images[i].sum()) for i in range(4)]))\n"
+        ),
+    );
+    for i in 0..4 {
+        let was = before[i].as_u64().unwrap();
+        assert_eq!(
+            after[i].as_u64().unwrap(),
+            64 * 48 * 3 * 255 - was,
+            "image {i} holds its edit"
+        );
+    }
+    let out = tmp.path().join("outc");
+    let (code, said) = shmpipe(&["save", &name, "-o", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(common::files_under(&out).len(), 6);
+}
+
+fn kill(pid: u32, signal: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal)
+        .unwrap();
 }

@@ -76,7 +76,15 @@ _NOT_READY = {
     1: "is incomplete: its load was interrupted; run `shmpipe repair {short}` or load it again",
     3: "is damaged: an apply was interrupted while it changed the pixels; run `shmpipe repair {short}`",
     4: "is damaged: a repair was interrupted; run `shmpipe repair {short}` again",
+    5: ("is damaged: a writable Python handle (shmpipe.attach(..., writable=True)) ended without "
+        "closing (killed, or its interpreter died) while it could write, so its images may be half "
+        "edited; `shmpipe repair` cannot restore them (Python edits are in no step of the "
+        "dataset's history: a rebuild from the sources would drop every one of them), so run "
+        "`shmpipe rm {short}` and load it again, then redo the edits"),
 }
+# `DatasetState::PythonWriting`: a writable handle is attached. Found under the lock, its writer
+# is gone without letting go in order.
+_PYTHON_WRITING = 5
 # `ls`, `clean` and a run's sweep probe a block's lock for a moment: wait that long before "busy".
 _LOCK_PATIENCE_S = 0.5
 
@@ -85,6 +93,40 @@ _LOCK_PATIENCE_S = 0.5
 # how `collate` tells that an array is an image's own view of a block, and which. Weak, so that
 # it keeps no handle (nor its lock) alive.
 _MAPPED: "weakref.WeakValueDictionary[int, Block]" = weakref.WeakValueDictionary()
+
+
+class _EditMark:
+    """The dataset's "a writable Python handle is attached" state, and what clears it.
+
+    Set when a writable handle attaches (under its exclusive lock, before any write); cleared
+    (state back to ready) only when the handle lets go in order: its mapping is gone (closed,
+    or collected with no view left, so nothing of it can write any more), or the interpreter
+    exits normally. A writer killed, or whose interpreter dies, leaves the mark, and every later
+    reader refuses the dataset. The mark holds a descriptor of its own, which keeps the lock
+    from the mapping's end until the state is written back.
+    """
+
+    def __init__(self, fd: int):
+        self._fd = os.dup(fd)
+        self._pid = os.getpid()
+        # An exception out of the `with` block: the edits may be half done, so the mark stays.
+        self.abandoned = False
+
+    def set(self) -> None:
+        self._write(_PYTHON_WRITING)
+
+    def _write(self, state: int) -> None:
+        offset, fmt = _HEADER["dataset_state"]
+        os.pwrite(self._fd, struct.pack(fmt, state), offset)
+
+    def end(self) -> None:
+        """Runs once, when the mapping is gone or at the interpreter's normal exit."""
+        try:
+            # A forked child inherits the mark with the mapping; only the attaching process ends it.
+            if os.getpid() == self._pid and not self.abandoned:
+                self._write(_READY)
+        finally:
+            os.close(self._fd)
 
 
 class BlockError(Exception):
@@ -185,6 +227,7 @@ class Block:
         self.partial = bool(partial)
         self.backing = backing
         self._mm: Optional[mmap.mmap] = None
+        self._edit: Optional[_EditMark] = None
         self._whole: Optional[np.ndarray] = None
         path = os.path.join(backing or SHM_DIR, self.name)
         flags = (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -216,7 +259,7 @@ class Block:
         try:
             self._check_kind(st.st_size)
             self._lock(fd)
-            self._read(st.st_size)
+            self._read(fd, st.st_size)
         except BaseException:
             self._release()
             raise
@@ -253,7 +296,7 @@ class Block:
         if not flags & FLAG_KEPT:
             raise BlockError(f"{self.name} {_NOT_READY[0]}")
 
-    def _read(self, size: int) -> None:
+    def _read(self, fd: int, size: int) -> None:
         """The rest, under the lock: no shmpipe writer changes it meanwhile."""
         state = self._field("dataset_state")
         if state != _READY:
@@ -325,6 +368,9 @@ class Block:
             # writes is in no history step, and a batch made before must not pass for after.
             offset, fmt = _HEADER["python_writers"]
             struct.pack_into(fmt, self._mm, offset, self._field("python_writers") + 1)
+            self._edit = _EditMark(fd)
+            weakref.finalize(self._mm, self._edit.end)
+            self._edit.set()
         # What a reference to images of this block must match when it is used: the same file,
         # made at the same time, with no step applied and no writable handle attached since.
         self._made = (self._field("created_unix_ns"), self._field("history_count"),
@@ -462,7 +508,10 @@ class Block:
     def __enter__(self) -> "Block":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self._edit is not None:
+            # The edits may be half done: leave the dataset marked, as a killed writer does.
+            self._edit.abandoned = True
         self.close()
 
     def __reduce__(self):

@@ -61,6 +61,14 @@ pub enum DatasetState {
     Applying = 3,
     /// `repair` is rebuilding interrupted images and finishing an interrupted apply.
     Repairing = 4,
+    /// A writable handle of the Python package (`shmpipe.attach(NAME, writable=True)`) is
+    /// attached: set once it holds the lock exclusively, back to `Ready` only when it lets go in
+    /// order (closed, or collected, with no view of it left). Found with the lock free, it means
+    /// the writer was killed or its interpreter died, maybe in the middle of its edits. Those
+    /// edits are in no history step, so `repair` cannot rebuild them: the dataset is damaged for
+    /// good. A new value, not a new layout: a build that predates it reads an unknown state and
+    /// refuses the dataset, which is what it should do.
+    PythonWriting = 5,
 }
 
 impl DatasetState {
@@ -71,6 +79,7 @@ impl DatasetState {
             2 => Self::Ready,
             3 => Self::Applying,
             4 => Self::Repairing,
+            5 => Self::PythonWriting,
             _ => return None,
         })
     }
