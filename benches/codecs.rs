@@ -155,7 +155,8 @@ fn codecs(c: &mut Criterion) {
             })
         });
         let (pixel_format, subsamp) = if name == "RGB" {
-            (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::Sub2x2)
+            // 4:4:4 at q90, as jpeg-encoder above and the worker.
+            (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None)
         } else {
             (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
         };

@@ -6,7 +6,7 @@ PSNR against the pixels encoded, per image and in total, gray and RGB. Run by ha
     python3 benches/jpeg_parity.py ../shared/corpus/photos [--quality 90]
 
 For each chain (`grayscale,blur:2`, the standard job, and `blur:2`, RGB) shmpipe writes the
-exact pixels as PNG, then the same job as JPEG (both `--strip`: cjpeg writes no metadata); `cjpeg -quality Q` (4:2:0 for RGB, its default)
+exact pixels as PNG, then the same job as JPEG (both `--strip`: cjpeg writes no metadata); `cjpeg -quality Q` (with `-sample 1x1` at Q >= 90, 4:4:4 as shmpipe writes colour there)
 encodes the PNG's pixels. Both JPEGs are decoded with Pillow and compared with the PNG.
 Needs cjpeg (Debian: libjpeg-turbo-progs), NumPy and Pillow.
 """
@@ -57,7 +57,8 @@ def main():
                 Image.fromarray(source).save(pnm)
                 theirs = os.path.join(ref, stem + ".jpg")
                 with open(theirs, "wb") as f:
-                    subprocess.run(["cjpeg", "-quality", str(args.quality), pnm],
+                    sample = ["-sample", "1x1"] if args.quality >= 90 else []
+                    subprocess.run(["cjpeg", "-quality", str(args.quality), *sample, pnm],
                                    stdout=f, check=True)
                 mine = os.path.join(ours, stem + ".jpg")
                 for i, path in enumerate((mine, theirs)):
