@@ -100,18 +100,7 @@ import json, multiprocessing as mp, pickle, sys
 import numpy as np, shmpipe
 
 BLOCK = "/dev/shm/shmpipe-{name}"
-
-def private_mib_apart_from_block():
-    total, inside = 0, False
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            head = line.split()
-            if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
-                inside = len(head) >= 6 and head[5] == BLOCK
-            elif head and head[0] in ("Private_Clean:", "Private_Dirty:") and not inside:
-                total += int(head[1])
-    return total / 1024
-
+{PRIVATE_MIB}
 def child(obj):
     if isinstance(obj, shmpipe.Dataset):
         total = sum(int(obj[i][0].sum(dtype=np.uint64)) for i in range(len(obj)))
