@@ -853,31 +853,28 @@ except shmpipe.BlockError as e:
         let said = python_file(&py, &gather, &[reference]);
         assert_eq!(said["images"], pixels, "{py}");
         assert_eq!(said["labels"], serde_json::json!([-1, -1]), "{py}");
+        // The batch made before is refused, the error naming it and `reason`.
+        let refused = |reason: &str| {
+            let said = python_file(&py, &gather, &[reference]);
+            let error = said["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
+            assert!(
+                error.contains(what) && error.contains(reason),
+                "{py}: {error}"
+            );
+        };
 
         // A writable handle attached and closed: whatever it wrote is in no history step.
         python(
             &py,
             &format!("import shmpipe\nshmpipe.attach('{name}', writable=True).close()\nprint(1)"),
         );
-        let said = python_file(&py, &gather, &[reference]);
-        let error = said["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
-        assert!(
-            error.contains(what) && error.contains("a writable Python handle attached"),
-            "{py}: {error}"
-        );
+        refused("a writable Python handle attached");
 
         python_file(&py, &make, &[reference]);
         ok(&[os("apply"), os(&name), os("--ops"), os("invert"), os("-q")]);
-        let said = python_file(&py, &gather, &[reference]);
-        let error = said["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
-        assert!(
-            error.contains(what) && error.contains("`shmpipe apply` changed it"),
-            "{py}: {error}"
-        );
+        refused("`shmpipe apply` changed it");
 
         // A new batch, then an apply killed while it holds an image: damaged.
         python_file(&py, &make, &[reference]);
@@ -901,24 +898,10 @@ except shmpipe.BlockError as e:
         .unwrap();
         apply.wait().unwrap();
         common::assert_no_leaks(apply.id());
-        let said = python_file(&py, &gather, &[reference]);
-        let error = said["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
-        assert!(
-            error.contains(what) && error.contains("is damaged"),
-            "{py}: {error}"
-        );
+        refused("is damaged");
 
         ok(&[os("rm"), os(&name)]);
-        let said = python_file(&py, &gather, &[reference]);
-        let error = said["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
-        assert!(
-            error.contains(what) && error.contains("no dataset named"),
-            "{py}: {error}"
-        );
+        refused("no dataset named");
 
         // The same name, the same folder, the same pixels even: another block.
         ok(&[
@@ -928,14 +911,7 @@ except shmpipe.BlockError as e:
             os(&name),
             os("-q"),
         ]);
-        let said = python_file(&py, &gather, &[reference]);
-        let error = said["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{py}: gathered, not refused"));
-        assert!(
-            error.contains(what) && error.contains("removed and made again"),
-            "{py}: {error}"
-        );
+        refused("removed and made again");
     }
 }
 
