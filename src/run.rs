@@ -397,8 +397,17 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     };
     block.set_run_started(started_wall);
     if !args.quiet && !args.json {
+        // Files refused while planning have no slot: said here so that this line and the
+        // summary ("2 of 3 images done, 1 failed") count the same files.
+        let refused = match planned.rejected.len() {
+            0 => String::new(),
+            n => format!(
+                " ({} refused, named at the end)",
+                crate::summary::count(n as u64, "more file")
+            ),
+        };
         let line = format!(
-            "shmpipe: block {name}: {}, {:.1} MiB, {}{}",
+            "shmpipe: block {name}: {}{refused}, {:.1} MiB, {}{}",
             crate::summary::count(block.image_count() as u64, "image"),
             block.len() as f64 / (1 << 20) as f64,
             crate::summary::count(workers.into(), "worker"),

@@ -85,6 +85,35 @@ fn a_run_without_output_says_nothing_was_written() {
     );
 }
 
+/// A file refused while planning has no slot in the block: the start line says so, so that it
+/// and the summary count the same files (before, "2 images" at the start, "2 of 3" at the end).
+#[test]
+fn the_start_line_counts_files_refused_while_planning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    for name in ["rocket.jpg", "seeding.jpg"] {
+        std::fs::copy(assets().join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(dir.join("zz.jpg"), b"not a jpeg").unwrap();
+    let out = common::run(&[os("run"), dir.as_os_str(), os("-j"), os("1")]);
+    let said = common::stderr(&out);
+    let start = said
+        .lines()
+        .find(|l| l.starts_with("shmpipe: block "))
+        .unwrap_or_else(|| panic!("no start line: {said}"));
+    assert!(
+        start.contains(": 2 images (1 more file refused, named at the end), "),
+        "{start}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("2 of 3 images done, 1 failed\n"), "{text}");
+    assert!(
+        format!("{text}{said}").contains("zz.jpg: not an image"),
+        "{text}{said}"
+    );
+}
+
 #[test]
 fn a_run_with_every_output_present_has_nothing_to_do() {
     let images = asset_images();
