@@ -190,8 +190,8 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
             break;
         };
         record.hold_image(claim.index());
-        let slot = claim.slot();
-        let pixels = (slot.height * slot.width) as u64;
+        // The source's pixels, as the summary counts them: under --resize the slot is smaller.
+        let pixels = claim.source_pixels();
         match job.process(claim, &mut scratch, &mut decoded, private.as_deref_mut()) {
             true => {
                 count_done(&block, record, pixels);

@@ -94,6 +94,13 @@ impl<'a> Claim<'a> {
             .store(steps, Ordering::Release);
     }
 
+    /// The pixels of the source image as planned (its width times height, before any resize):
+    /// what a run's progress counts, as its summary does.
+    pub fn source_pixels(&self) -> u64 {
+        let rec = &self.mapping.images()[self.index];
+        u64::from(rec.original_width) * u64::from(rec.original_height)
+    }
+
     /// The source file's size and modification time recorded when it was planned.
     pub fn source_identity(&self) -> (u64, u64) {
         let rec = &self.mapping.images()[self.index];
