@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""One data-loader epoch over a kept dataset, three ways, under spawn and forkserver: memory (peak
+"""Data-loader epochs over a kept dataset, three ways, under spawn and forkserver: memory (peak
 total Pss of every process) and images/s. Run by hand, not a test.
 
     shmpipe gen /tmp/loader --count 7200 --size 224x224 --format jpeg    # 1.01 GiB decoded
     shmpipe load /tmp/loader --name loader
-    pip install ./worker/python pillow
+    pip install ./worker/python pillow [torch]
     python3 benches/loader.py loader /tmp/loader [--workers 8] [--batch 64] [--rounds 3]
+        [--epochs 2] [--persistent] [--loader auto|torch|pool]
 
 (a) shmpipe: `shmpipe.Dataset(NAME)`, pickled by name into each worker; batches stacked in the
-    worker and pickled to the parent with their pixels, as the default collate does.
+    worker and sent to the parent with their pixels, as the default collate does.
 (a') collate: the same dataset with `collate_fn=shmpipe.collate`: a worker sends the block's name
     and the batch's indices, and the parent gathers the images from its own mapping.
 (b) naive: a dataset object holding the decoded arrays in a list, pickled into each worker as a
@@ -16,20 +17,25 @@ total Pss of every process) and images/s. Run by hand, not a test.
 (c) pillow: each worker decodes its images from the files with Pillow.
 
 With torch installed it runs `torch.utils.data.DataLoader(ds, batch_size, shuffle=True,
-num_workers, multiprocessing_context=METHOD)`; without, a `multiprocessing` pool of the same start
-method does the same work: the dataset object is pickled once into each worker (its
-initializer), workers fetch shuffled batches of indices and return the stacked batch, with at
-most 2 batches per worker in flight (DataLoader's default prefetch). The epoch is timed from the
-loader's start (worker start-up included) to its last batch. Each (start method, way) runs in a
-fresh process of its own, so that no way inherits another's heap. With --rounds N every way runs
-N times, the ways taking turns, and the table gives medians.
+num_workers, multiprocessing_context=CTX)`; without (or with --loader pool), a `multiprocessing`
+pool of the same start method does the same work: the dataset object is pickled once into each
+worker (its initializer), workers fetch shuffled batches of indices and return the stacked
+batch, with at most 2 batches per worker in flight (DataLoader's default prefetch). Under
+forkserver the server preloads this script's imports (see `context`). Each run has --epochs
+epochs, timed from the loader's start (worker start-up included) to its last batch: each with
+workers of its own, as DataLoader does by default, or with --persistent the first epoch's
+workers for all (`persistent_workers=True`). The first epoch also pays for the fork server's
+start; the later ones are what each further epoch of a training costs. Each (start method, way)
+runs in a fresh process of its own, so that no way inherits another's heap. With --rounds N
+every way runs N times, the ways taking turns, and the table gives medians.
 
 Each way runs twice per round: once timed, once with the memory sampler (on 2 cores the sampler
 would take CPU from the job it times). Memory: /proc/PID/smaps_rollup of this process and every
-descendant, sampled every 50 ms and once more at the last batch (each sample reads 1 GiB mappings: it takes a while); the
-sum of Pss counts a page shared by N processes 1/N in each, so the total is the memory the job
-holds. The block's pages are counted as far as some process maps them; its size is printed too.
-The baseline is the Pss of one idle interpreter that has imported NumPy, started the same way.
+descendant, sampled every 50 ms and once more at each epoch's last batch (each sample reads 1 GiB
+mappings: it takes a while); the sum of Pss counts a page shared by N processes 1/N in each, so
+the total is the memory the job holds. The block's pages are counted as far as some process maps
+them; its size is printed too. The baseline is the Pss of one idle worker, started the same way
+(so with this script's imports: NumPy, and torch when installed).
 """
 import argparse
 import json
@@ -45,6 +51,11 @@ import time
 import numpy as np
 
 import shmpipe
+
+try:
+    import PIL.Image  # noqa: F401  (imported here so that the fork server preloads it)
+except ImportError:
+    pass
 
 try:
     import torch
@@ -174,47 +185,80 @@ class NoSampler:
         pass
 
 
-def epoch(dataset, collate, method, workers, batch, sampled):
-    """Images seen, seconds, seconds to the first batch, and peak total Pss (KiB; 0 unless
-    `sampled`) of one shuffled epoch."""
-    seen, first, finished = 0, None, None
+def context(method):
+    """The start method's context. Forkserver's server first imports this script's modules, as a
+    training script should ask: Python's forkserver means to preload the main module, but up to
+    3.13 it never does (`ForkServer.ensure_running` asks `spawn.get_preparation_data` for a
+    `main_path` key that it names `init_main_from_path`), so without this every worker imports
+    NumPy (and torch) again on its own."""
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload([m for m in PRELOAD if m in sys.modules])
+    return ctx
+
+
+# What a worker of this script uses, imported once by the fork server (those imported here).
+PRELOAD = ["numpy", "shmpipe", "PIL.Image", "torch", "torch.utils.data"]
+
+
+def epochs(dataset, collate, method, workers, batch, sampled, count, persistent):
+    """`count` shuffled epochs: [(images seen, seconds, seconds to the first batch)] per epoch,
+    and the peak total Pss (KiB; 0 unless `sampled`) over all of them. Each epoch starts workers
+    of its own, as a data loader does by default, unless `persistent` (DataLoader's
+    `persistent_workers=True`: the first epoch's workers serve them all)."""
+    figures = []
+    ctx = context(method)
+    loader = pool = None
     with PssSampler() if sampled else NoSampler() as sampler:
-        start = time.perf_counter()
+        try:
+            for _ in range(count):
+                seen, first, finished = 0, None, None
+                start = time.perf_counter()
 
-        def arrived(images):
-            nonlocal seen, first, finished
-            seen += len(images)
-            first = first or time.perf_counter()
-            if seen == len(dataset):
-                finished = time.perf_counter()
-                sampler.sample()  # the last batch: every worker still alive, its pages mapped
+                def arrived(images):
+                    nonlocal seen, first, finished
+                    seen += len(images)
+                    first = first or time.perf_counter()
+                    if seen == len(dataset):
+                        finished = time.perf_counter()
+                        sampler.sample()  # the last batch: every worker still alive, its pages mapped
 
-        if torch is not None:
-            loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                multiprocessing_context=method,
-                                collate_fn=None if collate is stack else collate)
-            for images, _labels in loader:
-                arrived(images)
-        else:
-            order = list(range(len(dataset)))
-            random.shuffle(order)
-            batches = [order[i : i + batch] for i in range(0, len(order), batch)]
-            ctx = mp.get_context(method)
-            with ctx.Pool(workers, initializer=_init, initargs=(dataset, collate)) as pool:
-                pending = [pool.apply_async(_batch, (b,)) for b in batches[: 2 * workers]]
-                for following in batches[2 * workers :] + [None] * len(pending):
-                    images, _labels = pending.pop(0).get()
-                    arrived(images)
-                    if following is not None:
-                        pending.append(pool.apply_async(_batch, (following,)))
-        seconds = (finished or time.perf_counter()) - start
-    return seen, seconds, (first or start) - start, sampler.peak
+                if torch is not None:
+                    if loader is None or not persistent:
+                        loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                            multiprocessing_context=ctx, persistent_workers=persistent,
+                                            collate_fn=None if collate is stack else collate)
+                    for images, _labels in loader:
+                        arrived(images)
+                else:
+                    if pool is None:
+                        pool = ctx.Pool(workers, initializer=_init, initargs=(dataset, collate))
+                    order = list(range(len(dataset)))
+                    random.shuffle(order)
+                    batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+                    pending = [pool.apply_async(_batch, (b,)) for b in batches[: 2 * workers]]
+                    for following in batches[2 * workers :] + [None] * len(pending):
+                        images, _labels = pending.pop(0).get()
+                        arrived(images)
+                        if following is not None:
+                            pending.append(pool.apply_async(_batch, (following,)))
+                    if not persistent:
+                        pool.terminate()
+                        pool.join()
+                        pool = None
+                seconds = (finished or time.perf_counter()) - start
+                figures.append((seen, seconds, (first or start) - start))
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            del loader
+    return figures, sampler.peak
 
 
 def idle_baseline(method):
     """Pss (KiB) of one idle interpreter with NumPy imported, started with `method`."""
-    ctx = mp.get_context(method)
-    with ctx.Pool(1) as pool:
+    with context(method).Pool(1) as pool:
         pool.apply(_idle)
         pid = pool._pool[0].pid
         return pss_kib(pid)
@@ -249,24 +293,32 @@ def one(args, method, way, sampled):
     else:
         sys.exit(f"unknown way {way!r}")
     block.close()
-    seen, seconds, first, peak = epoch(dataset, collate, method, args.workers, args.batch, sampled == "sampled")
-    assert seen == n, f"{way}: {seen} of {n} images"
-    print(json.dumps({"rate": seen / seconds, "seconds": seconds, "first": first, "peak_kib": peak}))
+    figures, peak = epochs(dataset, collate, method, args.workers, args.batch, sampled == "sampled",
+                           args.epochs, args.persistent)
+    for seen, _, _ in figures:
+        assert seen == n, f"{way}: {seen} of {n} images"
+    print(json.dumps({"seconds": [s for _, s, _ in figures], "first": [f for _, _, f in figures],
+                      "peak_kib": peak}))
 
 
 def plot(path, rows, dataset_bytes, workers):
-    """Two bar charts side by side: peak total Pss (with the dataset's size marked) and images/s."""
-    width, height, top, bottom, left = 1100, 300, 40, 60, 50
-    panel = (width - 3 * left) // 2
+    """Bar charts side by side: peak total Pss (with the dataset's size marked), images/s of the
+    first epoch, and of the later ones."""
+    panels = [("peak total Pss", lambda r: r["peak"] / 2**20, "GiB"),
+              ("images/s, first epoch", lambda r: r["first_rate"], "")]
+    if any(r["later_rate"] is not None for r in rows):
+        panels.append(("images/s, later epochs", lambda r: r["later_rate"] or 0, ""))
+    left, height, top, bottom = 50, 300, 40, 60
+    panel = 520
+    width = left + len(panels) * (panel + left)
     colours = {"shmpipe": "#7fbf7b", "collate": "#1b7837", "naive": "#b2182b", "pillow": "#5e3c99"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="11">',
-           f'<text x="{left}" y="18" font-size="13">One shuffled epoch, {workers} workers, '
+           f'<text x="{left}" y="18" font-size="13">Shuffled epochs, {workers} workers, '
            f'{dataset_bytes / 2**30:.2f} GiB dataset (dashed)</text>']
-    for k, (title, value, unit) in enumerate([("peak total Pss", lambda r: r[3] / 2**20, "GiB"),
-                                              ("images/s", lambda r: r[2], "")]):
+    for k, (title, value, unit) in enumerate(panels):
         x0 = left + k * (panel + left)
-        top_value = max(value(r) for r in rows) * 1.1
+        top_value = max(value(r) for r in rows) * 1.1 or 1
         scale = (height - top - bottom) / top_value
         bar = panel / len(rows)
         out.append(f'<text x="{x0}" y="{top - 8}">{title}</text>')
@@ -276,15 +328,15 @@ def plot(path, rows, dataset_bytes, workers):
             h = v * scale
             x = x0 + i * bar + 4
             out.append(f'<rect x="{x:.0f}" y="{height - bottom - h:.0f}" width="{bar - 8:.0f}" height="{h:.0f}" '
-                       f'fill="{colours.get(row[1], "grey")}"/>')
-            out.append(f'<text x="{x:.0f}" y="{height - bottom - h - 3:.0f}">{v:.2f} {unit}</text>' if unit else
-                       f'<text x="{x:.0f}" y="{height - bottom - h - 3:.0f}">{v:.0f}</text>')
-            out.append(f'<text x="{x:.0f}" y="{height - bottom + 14}">{row[1]}</text>')
-            out.append(f'<text x="{x:.0f}" y="{height - bottom + 28}">{row[0]}</text>')
+                       f'fill="{colours.get(row["way"], "grey")}"/>')
+            label = f"{v:.2f} {unit}" if unit else f"{v:.0f}"
+            out.append(f'<text x="{x:.0f}" y="{height - bottom - h - 3:.0f}">{label}</text>')
+            out.append(f'<text x="{x:.0f}" y="{height - bottom + 14}">{row["way"]}</text>')
+            out.append(f'<text x="{x:.0f}" y="{height - bottom + 28}">{row["method"]}</text>')
         if k == 0:
             y = height - bottom - dataset_bytes / 2**30 * scale
             out.append(f'<line x1="{x0}" y1="{y:.0f}" x2="{x0 + panel}" y2="{y:.0f}" stroke="black" stroke-dasharray="4"/>')
-            out.append(f'<text x="{x0 + panel + 3}" y="{y + 4:.0f}">dataset</text>')
+            out.append(f'<text x="{x0 - 46}" y="{y + 4:.0f}">dataset</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
@@ -300,8 +352,21 @@ def main():
     parser.add_argument("--ways", default="shmpipe,collate,naive,pillow")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every way, taking turns; medians")
     parser.add_argument("--plot", metavar="FILE.svg", help="bars of peak memory and images/s")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="epochs per run, each with workers of its own (default 2: the first "
+                             "pays for starting the fork server, the later ones are what each "
+                             "further epoch of a training costs)")
+    parser.add_argument("--persistent", action="store_true",
+                        help="workers that outlive an epoch (DataLoader's persistent_workers=True)")
+    parser.add_argument("--loader", choices=["auto", "torch", "pool"], default="auto",
+                        help="torch's DataLoader (auto: when torch is installed) or a multiprocessing pool")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global torch
+    if args.loader == "pool":
+        torch = None
+    elif args.loader == "torch" and torch is None:
+        sys.exit("--loader torch: torch is not installed")
     if args.one:
         return one(args, *args.one.split(":"))
 
@@ -321,67 +386,88 @@ def main():
     block.close()
     print(f"dataset {block.name}: {n} images, {dataset_bytes / 2**30:.2f} GiB decoded; "
           f"{args.workers} workers, batches of {args.batch}; "
-          f"loader: {'torch DataLoader' if torch else 'multiprocessing pool'}; Python {sys.version.split()[0]}")
+          f"loader: {'torch DataLoader' if torch else 'multiprocessing pool'}"
+          f"{', persistent workers' if args.persistent else ''}; {args.epochs} epoch(s) per run; "
+          f"Python {sys.version.split()[0]}")
 
     for way, rate in fetch.items():
         print(f"one process, no loader: {way} fetches and collates {rate:.0f} images/s")
     for way in ("shmpipe", "collate"):
         if way in fetch and "pillow" in fetch:
             print(f"one process, no loader: {way} / pillow {fetch[way] / fetch['pillow']:.1f}x")
-    runs = {}  # (method, way) -> [(images/s, seconds to the first batch, peak KiB)], one per round
+    runs = {}  # (method, way) -> [(first epoch images/s, later epochs images/s, first batch s, peak KiB)]
     idles = {}  # method -> [idle interpreter's Pss KiB], one per round
     ways = args.ways.split(",")
 
     def run_one(method, way, sampled):
         out = subprocess.run([sys.executable, os.path.abspath(__file__), args.name, args.folder,
                               "--workers", str(args.workers), "--batch", str(args.batch),
+                              "--epochs", str(args.epochs), "--loader", args.loader,
+                              *(["--persistent"] if args.persistent else []),
                               "--one", f"{method}:{way}:{sampled}"], check=True, capture_output=True, text=True)
         return json.loads(out.stdout.splitlines()[-1])
+
+    def rate_of(seconds):
+        return n / seconds
 
     for round_ in range(args.rounds):
         for method in args.methods.split(","):
             idle = idle_baseline(method)
             idles.setdefault(method, []).append(idle)
             tag = f"[round {round_ + 1}, {method}]"
-            print(f"{tag} idle interpreter with NumPy: {idle / 1024:.1f} MiB Pss")
+            print(f"{tag} idle worker (this script's imports): {idle / 1024:.1f} MiB Pss")
             by_way = {}
             for way in ways:
                 # Timed and sampled in two runs: on 2 cores the sampler, which reads every
                 # process's smaps_rollup 20 times a second, would take CPU from the job it times.
                 timed = run_one(method, way, "timed")
                 peak = run_one(method, way, "sampled")["peak_kib"]
-                rate = n / timed["seconds"]
-                runs.setdefault((method, way), []).append((rate, timed["first"], peak))
-                by_way[way] = rate
+                first_rate = rate_of(timed["seconds"][0])
+                later = [rate_of(s) for s in timed["seconds"][1:]]
+                later_rate = statistics.median(later) if later else None
+                runs.setdefault((method, way), []).append((first_rate, later_rate, timed["first"][0], peak))
+                by_way[way] = (first_rate, later_rate)
                 budget = dataset_bytes / 1024 + args.workers * idle
-                print(f"{tag} {way:8s} {rate:8.0f} images/s  {timed['seconds']:6.2f} s "
-                      f"(first batch at {timed['first']:.2f} s)  peak total Pss {peak / 2**20:6.2f} GiB = "
-                      f"{peak * 1024 / dataset_bytes:4.2f}x the dataset, {peak / budget:4.2f}x dataset + "
-                      f"{args.workers} idle", flush=True)
+                later_text = f", later epochs {later_rate:6.0f}" if later else ""
+                print(f"{tag} {way:8s} first epoch {first_rate:6.0f} images/s "
+                      f"(first batch at {timed['first'][0]:.2f} s){later_text}; peak total Pss "
+                      f"{peak / 2**20:5.2f} GiB = {peak * 1024 / dataset_bytes:4.2f}x the dataset, "
+                      f"{peak / budget:4.2f}x dataset + {args.workers} idle", flush=True)
             for way in ("shmpipe", "collate"):
                 if way in by_way and "pillow" in by_way:
-                    print(f"{tag} {way} / pillow images/s: {by_way[way] / by_way['pillow']:.1f}x")
+                    (f1, l1), (f2, l2) = by_way[way], by_way["pillow"]
+                    later_text = f", later epochs {l1 / l2:.1f}x" if l1 else ""
+                    print(f"{tag} {way} / pillow images/s: first epoch {f1 / f2:.1f}x{later_text}")
     rows = []
     for (method, way), figures in runs.items():
-        idle = statistics.median(idles[method])
-        rows.append((method, way, statistics.median(r for r, _, _ in figures),
-                     statistics.median(p for _, _, p in figures), idle,
-                     statistics.median(f for _, f, _ in figures)))
+        later = [l for _, l, _, _ in figures if l is not None]
+        rows.append({"method": method, "way": way, "idle": statistics.median(idles[method]),
+                     "first_rate": statistics.median(f for f, _, _, _ in figures),
+                     "later_rate": statistics.median(later) if later else None,
+                     "first_batch": statistics.median(b for _, _, b, _ in figures),
+                     "peak": statistics.median(p for _, _, _, p in figures)})
     print()
-    print(f"medians of {args.rounds} round(s):")
-    print("| start method | way | images/s | first batch | peak total Pss | x dataset | x (dataset + workers x idle) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for method, way, rate, peak, idle, first in rows:
-        budget = dataset_bytes / 1024 + args.workers * idle
-        print(f"| {method} | {way} | {rate:.0f} | {first:.2f} s | {peak / 2**20:.2f} GiB | "
-              f"{peak * 1024 / dataset_bytes:.2f} | {peak / budget:.2f} |")
+    print(f"medians of {args.rounds} round(s), {args.epochs} epoch(s) each:")
+    print("| start method | way | images/s, first epoch | first batch | images/s, later epochs | "
+          "peak total Pss | x dataset | x (dataset + workers x idle) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        budget = dataset_bytes / 1024 + args.workers * r["idle"]
+        later = "-" if r["later_rate"] is None else f"{r['later_rate']:.0f}"
+        print(f"| {r['method']} | {r['way']} | {r['first_rate']:.0f} | {r['first_batch']:.2f} s | {later} | "
+              f"{r['peak'] / 2**20:.2f} GiB | {r['peak'] * 1024 / dataset_bytes:.2f} | {r['peak'] / budget:.2f} |")
     if args.plot:
         plot(args.plot, rows, dataset_bytes, args.workers)
     for method in args.methods.split(","):
-        by_way = {way: rate for m, way, rate, *_ in rows if m == method}
+        by_way = {r["way"]: r for r in rows if r["method"] == method}
         for way in ("shmpipe", "collate"):
             if way in by_way and "pillow" in by_way:
-                print(f"[{method}] {way} / pillow images/s (medians): {by_way[way] / by_way['pillow']:.1f}x")
+                mine, theirs = by_way[way], by_way["pillow"]
+                later = (f", later epochs {mine['later_rate'] / theirs['later_rate']:.1f}x"
+                         if mine["later_rate"] else "")
+                print(f"[{method}] {way} / pillow images/s (medians): first epoch "
+                      f"{mine['first_rate'] / theirs['first_rate']:.1f}x{later}")
+
 
 if __name__ == "__main__":
     main()

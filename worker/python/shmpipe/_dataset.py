@@ -24,6 +24,13 @@ class Dataset:
     the worker to the training process as the block's name and the images' indices, and the
     training process copies the images out of the block (see `shmpipe.collate`). A transform's
     outputs are not in the block: they travel with their pixels, whichever collate_fn.
+
+    Once the pixels are shared, starting the workers is most of an epoch. Under forkserver, name
+    the modules the workers need (`ctx = multiprocessing.get_context("forkserver");
+    ctx.set_forkserver_preload(["torch", "shmpipe"])`, then `multiprocessing_context=ctx`):
+    Python 3.10 to 3.13 never preload the main module's imports as they mean to, so each worker
+    imports torch again, every epoch. `persistent_workers=True` keeps the workers, which hold
+    nothing but the block's name, from one epoch to the next.
     """
 
     def __init__(self, name: str, transform: Optional[Callable[[np.ndarray], Any]] = None,
