@@ -18,7 +18,8 @@ use shmpipe_worker::block::{Mapping, NO_IMAGE};
 pub struct Figures {
     pub images_done: u64,
     pub images_failed: u64,
-    /// Pixels done, as in the block (after any resize), in millions.
+    /// Pixels of the images done, in millions: a run counts its sources' pixels (before any
+    /// resize), as its summary does; an apply, the pixels of the images it transformed.
     pub megapixels: f64,
     /// Since the job's start (`run_started_unix_ns`), not since this process began.
     pub elapsed: Duration,
@@ -106,7 +107,8 @@ impl Display {
             } else {
                 String::from_utf8_lossy(block.source(current as usize)).into_owned()
             };
-            bar.set_message(format!("{count:>5} images  {file}"));
+            let noun = if count == 1 { "image " } else { "images" };
+            bar.set_message(format!("{count:>5} {noun}  {file}"));
         }
     }
 

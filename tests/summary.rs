@@ -223,8 +223,8 @@ fn a_stopped_run_counts_what_it_did_not_start() {
     assert_eq!(s["stopped_by_signal"], "SIGINT");
 }
 
-/// What a terminal shows, as lines: control sequences removed, split at every line feed and
-/// carriage return.
+/// What a terminal shows, as lines: control sequences removed, split at every line feed,
+/// carriage return and cursor move (the bars move between their lines with CSI sequences).
 fn screen_lines(raw: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(raw);
     let mut plain = String::new();
@@ -236,6 +236,9 @@ fn screen_lines(raw: &[u8]) -> Vec<String> {
                 chars.next();
                 for f in chars.by_ref() {
                     if ('@'..='~').contains(&f) {
+                        if "ABCDEFGHd".contains(f) {
+                            plain.push('\n');
+                        }
                         break;
                     }
                 }
@@ -293,4 +296,58 @@ fn on_a_60_column_terminal_no_line_is_wider() {
             line.chars().count()
         );
     }
+}
+
+/// The live bars, drawn on a 60-column terminal: the overall bar and each worker's line fit it,
+/// a file name wider than the terminal is cut rather than wrapped, and the bar shows MP/s.
+#[test]
+fn on_a_60_column_terminal_the_bars_fit_too() {
+    const COLUMNS: usize = 60;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let long = "a-photo-with-a-name-far-wider-than-the-sixty-columns-of-this-terminal.png";
+    std::fs::copy(assets().join("coffee.png"), input.join(long)).unwrap();
+    std::fs::copy(assets().join("rocket.jpg"), input.join("rocket.jpg")).unwrap();
+    // Both streams go to the pty; one worker holds the long-named image 2 s, so the bars are
+    // drawn (15 times a second) while its name is the worker's current file.
+    let command = format!(
+        "stty cols {COLUMNS} rows 40; exec '{}' run '{}' -j 1 --ops invert",
+        common::bin(),
+        input.display(),
+    );
+    let shown = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SHMPIPE_TEST_STALL", format!("{long}:2"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    // A line that fills the width exactly is followed by the next with no line feed (the
+    // terminal wraps): cut what is shown into the terminal's rows, as it does. A line that did
+    // not fit would go on in the next row.
+    let rows: Vec<String> = screen_lines(&shown.stdout)
+        .iter()
+        .flat_map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            chars
+                .chunks(COLUMNS)
+                .map(|row| row.iter().collect::<String>())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let text = rows.join("\n");
+    assert_eq!(shown.status.code(), Some(0), "{text}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("MP/s") && r.contains(" 1/2 ")),
+        "the overall bar, one row: {text}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("    worker 0     1 image   a-photo-with")),
+        "worker 0's row names its file, one image (singular): {text}"
+    );
+    // The name is cut at the row's end: none of its tail reaches another row.
+    assert!(!text.contains("terminal.png"), "{text}");
+    assert!(!text.contains("columns-of"), "{text}");
 }
