@@ -1028,12 +1028,15 @@ enum WriterEnd {
     KilledWithALiveView,
     /// An exception leaves the `with` block in the middle of the edits.
     ExceptionInWith,
+    /// The interpreter exits normally, the handle open, while a daemon thread writes through it.
+    ExitWhileAThreadWrites,
 }
 
 /// A writable handle marks the dataset as being edited when it attaches, and only an orderly end
 /// (close, the `with` block, garbage collection, the interpreter's normal exit) clears the mark,
 /// once no view of it can write any more. A writer killed mid-write (SIGKILL, or SIGTERM with no
-/// handler), or whose `with` block ends by an exception, leaves the mark: `ls` calls the dataset
+/// handler), whose `with` block ends by an exception, or whose interpreter exits while a daemon
+/// thread writes through the open handle, leaves the mark: `ls` calls the dataset
 /// damaged, and `save`, `export`, `apply`, `repair` and Python's `attach` refuse it, saying to
 /// remove and load it again; nothing is written. A clean close leaves it ready, with the edits.
 #[test]
@@ -1045,6 +1048,7 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
         WriterEnd::Signal(Signal::TERM),
         WriterEnd::KilledWithALiveView,
         WriterEnd::ExceptionInWith,
+        WriterEnd::ExitWhileAThreadWrites,
     ];
     for (n, end) in endings.into_iter().enumerate() {
         let name = format!("pyw{n}x{}", std::process::id());
@@ -1063,6 +1067,9 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
                 "import shmpipe\ntry:\n    with shmpipe.attach('{name}', writable=True) as ds:\n        {}\n        raise RuntimeError('stopped mid-edit')\nexcept RuntimeError:\n    pass\nprint('editing', flush=True)\n",
                 edit.replace('\n', "\n        ").trim_end()
             ),
+            WriterEnd::ExitWhileAThreadWrites => format!(
+                "import sys, threading, shmpipe\nds = shmpipe.attach('{name}', writable=True)\n{edit}def keep_writing(v):\n    while True:\n        v[:] = 255 - v\nthreading.Thread(target=keep_writing, args=(ds.images[4],), daemon=True).start()\nprint('editing', flush=True)\nsys.stdin.read()\n"
+            ),
         };
         let mut child = Command::new(&pythons()[0])
             .arg("-c")
@@ -1080,12 +1087,17 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
         match end {
             WriterEnd::Signal(signal) => kill(child.id(), signal),
             WriterEnd::KilledWithALiveView => kill(child.id(), Signal::KILL),
-            WriterEnd::ExceptionInWith => drop(child.stdin.take()),
+            WriterEnd::ExceptionInWith | WriterEnd::ExitWhileAThreadWrites => {
+                drop(child.stdin.take())
+            }
         }
         let status = child.wait().unwrap();
         assert_eq!(
             status.success(),
-            matches!(end, WriterEnd::ExceptionInWith),
+            matches!(
+                end,
+                WriterEnd::ExceptionInWith | WriterEnd::ExitWhileAThreadWrites
+            ),
             "{end:?}: {status}"
         );
 
@@ -1152,16 +1164,16 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
         );
     }
 
-    // Orderly ends: close, `with`, garbage collection (the handle and then its last view), and
-    // the interpreter's normal exit with the handle open. Each leaves the dataset ready, with its
-    // edit, and the next reader sees it.
+    // Orderly ends: close, `with`, garbage collection (the handle and then its last view), the
+    // interpreter's normal exit with the handle open, and a close while another thread lives on.
+    // Each leaves the dataset ready, with its edit, and the next reader sees it.
     let name = format!("pywc{}", std::process::id());
     let _cleanup = Dataset(name.clone());
     load(&tmp.path().join("inc"), &name, 6, "64x48");
     let before = python(
         &pythons()[0],
         &format!(
-            "import json, shmpipe\nwith shmpipe.attach('{name}') as ds:\n    print(json.dumps([int(ds.images[i].sum()) for i in range(4)]))\n"
+            "import json, shmpipe\nwith shmpipe.attach('{name}') as ds:\n    print(json.dumps([int(ds.images[i].sum()) for i in range(5)]))\n"
         ),
     );
     let edits = [
@@ -1169,6 +1181,7 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
         "with shmpipe.attach(NAME, writable=True) as ds:\n    ds.images[1][:] = 255 - ds.images[1]",
         "ds = shmpipe.attach(NAME, writable=True)\nv = ds.images[2]\ndel ds\nv[:] = 255 - v\ndel v",
         "ds = shmpipe.attach(NAME, writable=True)\nds.images[3][:] = 255 - ds.images[3]",
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\nds = shmpipe.attach(NAME, writable=True)\nds.images[4][:] = 255 - ds.images[4]\nds.close()",
     ];
     for edit in edits {
         let script = format!("import shmpipe\nNAME = '{name}'\n{edit}\nprint('null')\n");
@@ -1177,10 +1190,10 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
     let after = python(
         &pythons()[0],
         &format!(
-            "import json, shmpipe\nwith shmpipe.attach('{name}') as ds:\n    print(json.dumps([int(ds.images[i].sum()) for i in range(4)]))\n"
+            "import json, shmpipe\nwith shmpipe.attach('{name}') as ds:\n    print(json.dumps([int(ds.images[i].sum()) for i in range(5)]))\n"
         ),
     );
-    for i in 0..4 {
+    for i in 0..5 {
         let was = before[i].as_u64().unwrap();
         assert_eq!(
             after[i].as_u64().unwrap(),

@@ -12,6 +12,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 import time
 import weakref
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, overload
@@ -101,14 +102,17 @@ class _EditMark:
     Set when a writable handle attaches (under its exclusive lock, before any write); cleared
     (state back to ready) only when the handle lets go in order: its mapping is gone (closed,
     or collected with no view left, so nothing of it can write any more), or the interpreter
-    exits normally. A writer killed, or whose interpreter dies, leaves the mark, and every later
-    reader refuses the dataset. The mark holds a descriptor of its own, which keeps the lock
+    exits normally with no other thread alive (a daemon thread could be writing through a view).
+    A writer killed, or whose interpreter dies, leaves the mark, and every later reader refuses
+    the dataset. The mark holds a descriptor of its own, which keeps the lock
     from the mapping's end until the state is written back.
     """
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, mapping: mmap.mmap):
         self._fd = os.dup(fd)
         self._pid = os.getpid()
+        # Alive at `end` only when the interpreter exits with the mapping still there.
+        self._mapping = weakref.ref(mapping)
         # An exception out of the `with` block: the edits may be half done, so the mark stays.
         self.abandoned = False
 
@@ -123,10 +127,21 @@ class _EditMark:
         """Runs once, when the mapping is gone or at the interpreter's normal exit."""
         try:
             # A forked child inherits the mark with the mapping; only the attaching process ends it.
-            if os.getpid() == self._pid and not self.abandoned:
+            if os.getpid() == self._pid and not self.abandoned and not self._may_still_write():
                 self._write(_READY)
         finally:
             os.close(self._fd)
+
+    def _may_still_write(self) -> bool:
+        """Whether a write may be under way as the mark would be cleared: the interpreter is
+        exiting with the mapping still there and another thread alive. Such a (daemon) thread
+        may hold a view and be in the middle of a write, which NumPy does without the GIL, and
+        it runs on until the process ends: the edits may be half done, so the mark stays. Once
+        the mapping is gone, nothing of it can write."""
+        if self._mapping() is None:
+            return False
+        main = threading.main_thread()
+        return any(t is not main and t.is_alive() for t in threading.enumerate())
 
 
 class BlockError(Exception):
@@ -368,7 +383,7 @@ class Block:
             # writes is in no history step, and a batch made before must not pass for after.
             offset, fmt = _HEADER["python_writers"]
             struct.pack_into(fmt, self._mm, offset, self._field("python_writers") + 1)
-            self._edit = _EditMark(fd)
+            self._edit = _EditMark(fd, self._mm)
             weakref.finalize(self._mm, self._edit.end)
             self._edit.set()
         # What a reference to images of this block must match when it is used: the same file,
