@@ -267,9 +267,45 @@ fn save_args<'a>(name: &'a str, out: &'a Path) -> [&'a std::ffi::OsStr; 6] {
     ]
 }
 
-/// SIGKILLs `args` once it is writing under `folder`; gives the temporaries it left there.
+/// Starts `args` and stops it (SIGSTOP) at a moment it holds a temporary under `folder`; gives
+/// those temporaries. An image can be finished and renamed between seeing its temporary and the
+/// signal (a JPEG is written in milliseconds), so it stops the process, looks, and lets it go on
+/// until it catches one.
+fn stopped_while_writing(args: &[&std::ffi::OsStr], folder: &Path) -> (Child, u32, Vec<PathBuf>) {
+    let (child, pid) = started_writing(args, folder);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        signal(pid, Signal::STOP);
+        let stopped = loop {
+            match process_state(pid) {
+                Some('T') => break true,
+                Some('Z') | None => break false,
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        };
+        assert!(stopped, "it finished before it was caught writing");
+        let held = temporaries_under(folder);
+        if !held.is_empty() {
+            return (child, pid, held);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never caught holding a temporary"
+        );
+        signal(pid, Signal::CONT);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The state letter of /proc/PID/stat (R, S, T, Z, ...), None once the process is reaped.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// SIGKILLs `args` while it holds a temporary under `folder`; gives the temporaries it left.
 fn killed_while_writing(args: &[&std::ffi::OsStr], folder: &Path) -> Vec<PathBuf> {
-    let (mut child, pid) = started_writing(args, folder);
+    let (mut child, pid, _) = stopped_while_writing(args, folder);
     signal(pid, Signal::KILL);
     child.wait().unwrap();
     temporaries_under(folder)
@@ -337,9 +373,7 @@ fn clean_never_takes_a_live_saves_temporary() {
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let save = save_args(&name, &out);
-    let (child, pid) = started_writing(&save, &out);
-    signal(pid, Signal::STOP);
-    let held = temporaries_under(&out);
+    let (child, pid, held) = stopped_while_writing(&save, &out);
     let cleaned = run(&[os("clean"), out.as_os_str()]);
     let kept = temporaries_under(&out);
     signal(pid, Signal::CONT);
