@@ -171,14 +171,7 @@ if __name__ == "__main__":
             "{py}: the block survives every child and the parent"
         );
     }
-    let ls: serde_json::Value = serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
-    let entry = ls
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == format!("shmpipe-{name}"))
-        .cloned()
-        .expect("ls lists the dataset");
+    let entry = listed(&name).expect("ls lists the dataset");
     assert_eq!(entry["status"], "kept", "{entry}");
 }
 
@@ -266,28 +259,46 @@ print(json.dumps({{"means": means, "after_collect": after_collect, "after_with":
     }
 }
 
+/// `script` in the first Python, stdin and stdout piped, once it has printed the line `ready`.
+fn python_until(script: &str, ready: &str) -> Child {
+    let mut child = Command::new(&pythons()[0])
+        .arg("-c")
+        .arg(script)
+        .env("PYTHONPATH", package_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), ready, "{script}");
+    child
+}
+
+/// `ls --json`'s entry for the dataset `name`, if it lists it.
+fn listed(name: &str) -> Option<serde_json::Value> {
+    let ls: serde_json::Value = serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
+    ls.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == format!("shmpipe-{name}"))
+        .cloned()
+}
+
 /// A Python process holding a handle until its stdin closes.
 struct Holder(Child);
 
 impl Holder {
     fn start(name: &str, writable: bool) -> Holder {
-        let mut child = Command::new(&pythons()[0])
-            .arg("-c")
-            .arg(format!(
+        Holder(python_until(
+            &format!(
                 "import sys, shmpipe\nds = shmpipe.attach('{name}', writable={})\nv = ds.images[0]\nprint('attached', flush=True)\nsys.stdin.read()\n",
                 if writable { "True" } else { "False" }
-            ))
-            .env("PYTHONPATH", package_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "attached");
-        Holder(child)
+            ),
+            "attached",
+        ))
     }
 
     fn pid(&self) -> u32 {
@@ -542,14 +553,7 @@ print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "class
     );
     assert_eq!(said["formats"], serde_json::json!(["png", "jpeg", "png"]));
     assert_eq!(said["shape"], serde_json::json!([3, 8, 8, 3]));
-    let ls: serde_json::Value = serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
-    let entry = ls
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == format!("shmpipe-{name}"))
-        .cloned()
-        .unwrap();
+    let entry = listed(&name).unwrap();
     assert_eq!(entry["classes"], 2, "{entry}");
     let table = ok(&[os("ls")]);
     let row = table
@@ -1071,19 +1075,7 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
                 "import sys, threading, shmpipe\nds = shmpipe.attach('{name}', writable=True)\n{edit}def keep_writing(v):\n    while True:\n        v[:] = 255 - v\nthreading.Thread(target=keep_writing, args=(ds.images[4],), daemon=True).start()\nprint('editing', flush=True)\nsys.stdin.read()\n"
             ),
         };
-        let mut child = Command::new(&pythons()[0])
-            .arg("-c")
-            .arg(&script)
-            .env("PYTHONPATH", package_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "editing", "{end:?}");
+        let mut child = python_until(&script, "editing");
         match end {
             WriterEnd::Signal(signal) => kill(child.id(), signal),
             WriterEnd::KilledWithALiveView => kill(child.id(), Signal::KILL),
@@ -1101,14 +1093,7 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
             "{end:?}: {status}"
         );
 
-        let listed = ok(&[os("ls"), os("--json")]);
-        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        let entry = listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["name"] == format!("shmpipe-{name}"))
-            .unwrap_or_else(|| panic!("{end:?}: ls lists the dataset: {listed}"));
+        let entry = listed(&name).unwrap_or_else(|| panic!("{end:?}: ls lists the dataset"));
         assert_eq!(entry["state"], "damaged", "{end:?}: {entry}");
         let text = ok(&[os("ls")]);
         assert!(text.contains("writable Python handle"), "{end:?}: {text}");
@@ -1149,15 +1134,7 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
                 "{end:?}: {said}"
             );
         }
-        let entry: serde_json::Value =
-            serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
-        let still = entry
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["name"] == format!("shmpipe-{name}"))
-            .cloned()
-            .unwrap();
+        let still = listed(&name).unwrap();
         assert_eq!(
             still["state"], "damaged",
             "{end:?}: repair left it as it was"
