@@ -39,9 +39,9 @@ need() {
     fi
 }
 
-# The build compiles libjpeg-turbo from source (worker/Cargo.toml: turbojpeg).
-need cmake "cmake --version" "apt_install cmake"
-need nasm "nasm -v" "apt_install nasm"
+# The JPEG verdict tests (tests/damaged.rs) hold every decode path to libjpeg-turbo's own djpeg,
+# and make their corpus with its cjpeg. (The build itself needs only cargo and a C compiler.)
+need "djpeg and cjpeg" "djpeg -version && cjpeg -version" "apt_install libjpeg-turbo-progs"
 # The Python interop tests (tests/python.rs) attach to blocks with real NumPy.
 need python3 "python3 --version" "apt_install python3 python3-pip"
 need "NumPy for python3" "python3 -c 'import numpy'" \

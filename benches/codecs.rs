@@ -73,21 +73,6 @@ fn codecs(c: &mut Criterion) {
             ))
         })
     });
-    // The same through libjpeg-turbo, asked for gray output (chroma decoded, never converted).
-    group.bench_function("decode JPEG luma plane (file), libjpeg-turbo", |b| {
-        let mut decompressor = turbojpeg::Decompressor::new().unwrap();
-        b.iter(|| {
-            let data = std::fs::read(&jpeg_path).unwrap();
-            let image = turbojpeg::Image {
-                pixels: &mut plane[..],
-                width: w as usize,
-                pitch: w as usize,
-                height: h as usize,
-                format: turbojpeg::PixelFormat::GRAY,
-            };
-            decompressor.decompress(&data, image).unwrap()
-        })
-    });
     group.bench_function("decode JPEG RGB (file)", |b| {
         let mut slot = vec![0u8; (w * h * 3) as usize];
         b.iter(|| {
@@ -154,26 +139,15 @@ fn codecs(c: &mut Criterion) {
                 out
             })
         });
-        let (pixel_format, subsamp) = if name == "RGB" {
-            // 4:4:4 at q90, as jpeg-encoder above and the worker.
-            (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None)
-        } else {
-            (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
-        };
+        // 4:4:4 at q90, as jpeg-encoder above and the worker.
         group.bench_function(format!("encode JPEG q90 {name}, libjpeg-turbo"), |b| {
-            let mut compressor = turbojpeg::Compressor::new().unwrap();
-            compressor.set_quality(90).unwrap();
-            compressor.set_subsamp(subsamp).unwrap();
             let channels = if name == "RGB" { 3 } else { 1 };
+            let encoding = shmpipe_worker::jpeg::libjpeg::Encoding {
+                quality: 90,
+                subsample: false,
+            };
             b.iter(|| {
-                let image = turbojpeg::Image {
-                    pixels: &data[..],
-                    width: w as usize,
-                    pitch: w as usize * channels,
-                    height: h as usize,
-                    format: pixel_format,
-                };
-                compressor.compress_to_vec(image).unwrap()
+                shmpipe_worker::jpeg::libjpeg::compress(data, (w, h), channels, encoding).unwrap()
             })
         });
         for (level, compression) in [

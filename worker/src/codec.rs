@@ -276,18 +276,18 @@ fn decode_once(
 /// Decodes only the luma plane of a colour JPEG into `plane`, `height x width` bytes.
 ///
 /// A colour JPEG stores Y = 0.299 R + 0.587 G + 0.114 B (JFIF), the Rec.601 weights `grayscale`
-/// uses, so its Y plane is the grayscale image without the chroma: those blocks are only
-/// entropy-skipped (no IDCT, no upsampling, no colour conversion), as libjpeg does when asked
-/// for gray output. It differs from `grayscale` of the decoded RGB only by that round trip's
-/// rounding, and by clamping where the decoded RGB falls out of gamut.
+/// uses, so its Y plane is the grayscale image without the chroma: libjpeg-turbo asked for gray
+/// output only entropy-decodes the chroma (no IDCT, no upsampling, no colour conversion). It
+/// differs from `grayscale` of the decoded RGB only by that round trip's rounding, and by
+/// clamping where the decoded RGB falls out of gamut.
 ///
 /// An EXIF orientation is applied as on the general path: the plane is decoded upright into
 /// `stored` (reused across calls), then turned into `plane`.
 ///
-/// Returns false when the file is not a YCbCr JPEG that shows as `width x height`, or does not
-/// decode cleanly (truncated or corrupt: the same checks as [`crate::jpeg`] makes on the general
-/// path): the caller then takes the general path, which words the error (or keeps the image,
-/// under `--allow-truncated`).
+/// Returns false when the file is not a YCbCr JPEG that shows as `width x height`, or when
+/// libjpeg-turbo warns or fails on it: the caller then takes the general path, whose decode by
+/// the same library gives the same verdict and words it (or keeps the image, under
+/// `--allow-truncated`).
 pub fn decode_jpeg_luma(
     path: &Path,
     plane: &mut [u8],
@@ -295,48 +295,27 @@ pub fn decode_jpeg_luma(
     width: u32,
     stored: &mut Vec<u8>,
 ) -> bool {
-    use image::metadata::Orientation;
-    use zune_core::colorspace::ColorSpace;
-    use zune_core::options::DecoderOptions;
+    use crate::jpeg::{Jpeg, Output, Stored};
     let Ok(data) = std::fs::read(path) else {
         return false;
     };
     if !data.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return false;
     }
-    let side = width.max(height) as usize;
-    let options = DecoderOptions::default()
-        .set_max_width(side)
-        .set_max_height(side)
-        .jpeg_set_out_colorspace(ColorSpace::Luma);
-    // The strict decoder arms its own copy of the bytes; libjpeg-turbo reads these.
-    let whole = crate::jpeg::ends_with_eoi(&data).then(|| data.clone());
-    let Ok(mut scan) = crate::jpeg::ScanDecoder::new(data, Strictness::Strict, options) else {
+    let Ok(jpeg) = Jpeg::new(data) else {
         return false;
     };
-    let decoder = &scan.decoder;
-    if decoder.input_colorspace() != Some(ColorSpace::YCbCr) {
-        return false;
-    }
-    let orientation = decoder
-        .exif()
-        .and_then(|exif| Orientation::from_exif_chunk(exif))
-        .unwrap_or(Orientation::NoTransforms);
+    let orientation = jpeg.orientation();
     // The stored image is the shown one turned back: a quarter turn swaps its sides.
-    let quarter_turn = matches!(
-        orientation,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
-    );
+    let quarter_turn = swaps_axes(orientation);
     let (stored_w, stored_h) = if quarter_turn {
         (height, width)
     } else {
         (width, height)
     };
-    if decoder.dimensions() != Some((stored_w as usize, stored_h as usize))
-        || decoder.output_buffer_size() != Some(plane.len())
+    if jpeg.stored() != Stored::YCbCr
+        || jpeg.stored_size() != (stored_w, stored_h)
+        || plane.len() != stored_w as usize * stored_h as usize
     {
         return false;
     }
@@ -348,33 +327,8 @@ pub fn decode_jpeg_luma(
     } else {
         &mut plane[..]
     };
-    let fast = whole.is_some_and(|data| turbo_gray(&data, target, (stored_w, stored_h)));
-    let decoded = fast || scan.decode_into(target).is_ok();
-    decoded && turn_plane(orientation, (stored, stored_w, stored_h), plane, width).is_some()
-}
-
-/// The luma plane of a whole YCbCr JPEG (`width x height` as stored) through libjpeg-turbo's
-/// gray output: 503 against 408 MP/s for the strict decoder's (`cargo bench --bench codecs`).
-/// False on any doubt: another size or colour space, or any error or warning (a premature end,
-/// a bad Huffman code, bytes before a marker: all errors through the TurboJPEG API); the strict
-/// decoder then decodes the file and gives the verdict, as for shrink-on-load.
-fn turbo_gray(data: &[u8], out: &mut [u8], (width, height): (u32, u32)) -> bool {
-    let Ok(mut decompressor) = turbojpeg::Decompressor::new() else {
-        return false;
-    };
-    let fits = decompressor.read_header(data).is_ok_and(|header| {
-        (header.width, header.height) == (width as usize, height as usize)
-            && header.colorspace == turbojpeg::Colorspace::YCbCr
-            && !header.is_lossless
-    });
-    let image = turbojpeg::Image {
-        pixels: out,
-        width: width as usize,
-        pitch: width as usize,
-        height: height as usize,
-        format: turbojpeg::PixelFormat::GRAY,
-    };
-    fits && decompressor.decompress(data, image).is_ok()
+    let clean = matches!(jpeg.decode(Output::Gray, 1, target), Ok(None));
+    clean && turn_plane(orientation, (stored, stored_w, stored_h), plane, width).is_some()
 }
 
 /// Turns a decoded luma plane as `DynamicImage::apply_orientation` turns an image on the general
@@ -518,11 +472,11 @@ pub fn output_path(out_root: &Path, relative: &Path, output: ImageFormat) -> Pat
     }
 }
 
-/// JPEG through libjpeg-turbo (the `turbojpeg` crate, linked statically): 251 against 89 MP/s
-/// for jpeg-encoder with SIMD on RGB (`cargo bench --bench codecs`). Colour keeps its chroma
-/// whole (4:4:4) at quality 90 and above and halves it both ways (4:2:0) below, as libvips,
-/// ImageMagick and jpeg-encoder do: at q90 4:2:0 costs 2.5 dB on thumbnails. EXIF goes in APP1 and the ICC profile in APP2 segments after
-/// the JFIF header ([`crate::metadata::jpeg_app_segments`]), comments in COM segments after them.
+/// JPEG through libjpeg-turbo ([`crate::jpeg::libjpeg`]), with its defaults: what its `cjpeg`
+/// writes. Colour keeps its chroma whole (4:4:4) at quality 90 and above and halves it both ways
+/// (4:2:0) below, as libvips, ImageMagick and jpeg-encoder do: at q90 4:2:0 costs 2.5 dB on
+/// thumbnails. EXIF goes in APP1 and the ICC profile in APP2 segments after the JFIF header
+/// ([`crate::metadata::jpeg_app_segments`]), comments in COM segments after them.
 fn encode_jpeg(
     out: &mut impl Write,
     data: &[u8],
@@ -537,28 +491,16 @@ fn encode_jpeg(
             image::error::LimitError::from_kind(image::error::LimitErrorKind::DimensionError),
         ));
     }
-    let (format, subsamp, channels) = match color {
-        ExtendedColorType::L8 => (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray, 1),
-        _ if quality >= 90 => (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None, 3),
-        _ => (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::Sub2x2, 3),
+    let channels = if color == ExtendedColorType::L8 { 1 } else { 3 };
+    let encoding = crate::jpeg::libjpeg::Encoding {
+        quality: quality.clamp(1, 100),
+        subsample: quality < 90,
     };
-    let image = turbojpeg::Image {
-        pixels: data,
-        width: width as usize,
-        pitch: width as usize * channels,
-        height: height as usize,
-        format,
-    };
-    let jpeg = turbojpeg::Compressor::new()
-        .and_then(|mut compressor| {
-            compressor.set_quality(quality.clamp(1, 100) as i32)?;
-            compressor.set_subsamp(subsamp)?;
-            compressor.compress_to_owned(image)
-        })
-        .map_err(|e| {
+    let jpeg =
+        crate::jpeg::libjpeg::compress(data, (width, height), channels, encoding).map_err(|e| {
             image::ImageError::Encoding(image::error::EncodingError::new(
                 image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
-                e,
+                e.0,
             ))
         })?;
     let at = crate::metadata::jpeg_comment_offset(&jpeg);

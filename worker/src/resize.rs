@@ -12,7 +12,7 @@ use std::path::Path;
 use image::ImageFormat;
 
 use crate::codec::{decode_into, probe, CodecError, Decoded, Probe, FORMATS};
-use crate::jpeg::Strictness;
+use crate::jpeg::{Output, Stored, Strictness};
 
 /// How `--resize` maps an image onto its slot. Stored in the block's header as its u32 code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,11 +258,10 @@ fn needed(fit: Fit, (sw, sh): (u32, u32), (tw, th): (u32, u32)) -> (u32, u32) {
 /// to smooth it. Decoded down to the size needed itself, a 640 x 427 photo resized to 80 x 53
 /// is 31.6 dB from the full decode's result (PSNR); with a factor of two left, 40 dB and more.
 ///
-/// None whenever it cannot vouch for the pixels: not a JPEG, not four times the size needed, no EOI
-/// after the scan, or any error or warning from libjpeg-turbo (a premature end of data, a
-/// corrupt Huffman code, bytes left before a marker: its warnings are errors through the
-/// TurboJPEG API). The caller then decodes at full size through [`crate::jpeg`], whose strict
-/// checks decide whether the file is damaged: corrupt data never becomes a small picture here.
+/// None whenever it cannot vouch for the pixels: not a JPEG, not four times the size needed,
+/// or any error or warning from libjpeg-turbo. The caller then decodes at full size with the
+/// same library, which gives the same verdict and words it: corrupt data never becomes a small
+/// picture here.
 fn shrink_on_load(
     path: &Path,
     probe: &Probe,
@@ -284,39 +283,26 @@ fn shrink_on_load(
     let denom = [8u32, 4, 2]
         .into_iter()
         .find(|d| stored_w.div_ceil(*d) >= 2 * nw && stored_h.div_ceil(*d) >= 2 * nh)?;
-    let data = std::fs::read(path).ok()?;
-    if !crate::jpeg::ends_with_eoi(&data) {
-        return None;
-    }
-    let mut decompressor = turbojpeg::Decompressor::new().ok()?;
-    let header = decompressor.read_header(&data).ok()?;
-    if (header.width, header.height) != (stored_w as usize, stored_h as usize) {
-        return None;
-    }
-    let factor = turbojpeg::ScalingFactor::new(1, denom as usize);
-    decompressor.set_scaling_factor(factor).ok()?;
-    let scaled = header.scaled(factor);
-    let (w, h, c) = (scaled.width, scaled.height, channels as usize);
-    scratch.clear();
-    scratch.resize(w * h * c, 0);
-    let image = turbojpeg::Image {
-        pixels: &mut scratch[..],
-        width: w,
-        pitch: w * c,
-        height: h,
-        format: if c == 1 {
-            turbojpeg::PixelFormat::GRAY
-        } else {
-            turbojpeg::PixelFormat::RGB
-        },
+    let mut jpeg = crate::jpeg::Jpeg::new(std::fs::read(path).ok()?).ok()?;
+    let output = match (channels, jpeg.stored()) {
+        (1, Stored::YCbCr | Stored::Gray) => Output::Gray,
+        (3, Stored::YCbCr | Stored::Rgb) => Output::Rgb,
+        _ => return None,
     };
-    decompressor.decompress(&data, image).ok()?;
-    let (w, h) = (w as u32, h as u32);
+    if jpeg.stored_size() != (stored_w, stored_h) {
+        return None;
+    }
+    let (w, h) = jpeg.scaled_size(output, denom).ok()?;
+    scratch.clear();
+    scratch.resize(w as usize * h as usize * channels as usize, 0);
+    if jpeg.decode(output, denom, scratch) != Ok(None) {
+        return None;
+    }
     if probe.orientation == Orientation::NoTransforms {
         return Some((w, h));
     }
     let pixels = std::mem::take(scratch);
-    let mut image = if c == 1 {
+    let mut image = if channels == 1 {
         image::DynamicImage::ImageLuma8(image::ImageBuffer::from_raw(w, h, pixels)?)
     } else {
         image::DynamicImage::ImageRgb8(image::ImageBuffer::from_raw(w, h, pixels)?)
