@@ -337,6 +337,8 @@ pub struct Encoding {
 struct VecDest {
     mgr: ffi::jpeg_destination_mgr,
     out: Vec<u8>,
+    /// The length of the spare capacity last handed to libjpeg.
+    offered: usize,
 }
 
 impl VecDest {
@@ -353,18 +355,20 @@ impl VecDest {
     fn offer(&mut self) {
         self.out.reserve(64 << 10);
         let spare = self.out.spare_capacity_mut();
+        self.offered = spare.len();
         self.mgr.free_in_buffer = spare.len();
         self.mgr.next_output_byte = spare.as_mut_ptr().cast();
     }
 
-    /// Counts what libjpeg wrote into the spare capacity as part of the vector.
-    fn keep_written(&mut self) {
-        let written = self.out.capacity() - self.out.len() - self.mgr.free_in_buffer;
-        // SAFETY: libjpeg wrote `written` bytes from the start of the spare capacity handed to
-        // it by `offer` (it decrements `free_in_buffer` by what it writes), so they are
-        // initialised.
+    /// Counts the first `written` bytes of the spare capacity offered as part of the vector.
+    ///
+    /// # Safety
+    /// libjpeg must have written those bytes.
+    unsafe fn keep(&mut self, written: usize) {
+        debug_assert!(written <= self.offered);
+        // SAFETY: the caller's precondition; `written` is within the spare capacity offered.
         unsafe { self.out.set_len(self.out.len() + written) };
-        self.mgr.free_in_buffer = 0;
+        self.offered = 0;
     }
 }
 
@@ -373,22 +377,35 @@ unsafe extern "C-unwind" fn init_destination(cinfo: &mut ffi::jpeg_compress_stru
     unsafe { VecDest::of(cinfo) }.offer();
 }
 
+/// Called when libjpeg has filled the whole buffer offered: libjpeg's contract is that the
+/// whole buffer counts, whatever `free_in_buffer` says (its Huffman encoder keeps its position
+/// in locals and does not update the field before this call).
 unsafe extern "C-unwind" fn empty_output_buffer(cinfo: &mut ffi::jpeg_compress_struct) -> c_int {
-    // SAFETY: as in init_destination. libjpeg calls this with the whole buffer written.
+    // SAFETY: as in init_destination.
     let dest = unsafe { VecDest::of(cinfo) };
-    dest.keep_written();
+    let offered = dest.offered;
+    // SAFETY: libjpeg calls this with the whole buffer offered written.
+    unsafe { dest.keep(offered) };
     dest.offer();
     1
 }
 
+/// Called once at the end: here `free_in_buffer` is up to date.
 unsafe extern "C-unwind" fn term_destination(cinfo: &mut ffi::jpeg_compress_struct) {
     // SAFETY: as in init_destination.
-    unsafe { VecDest::of(cinfo) }.keep_written();
+    let dest = unsafe { VecDest::of(cinfo) };
+    let written = dest.offered - dest.mgr.free_in_buffer;
+    // SAFETY: libjpeg wrote all but the last `free_in_buffer` bytes of what was offered.
+    unsafe { dest.keep(written) };
 }
 
 /// Encodes `samples` (`width x height`, 1 channel gray or 3 RGB) as a baseline JPEG with
-/// libjpeg-turbo's defaults (JFIF header, standard tables scaled to `quality`, accurate DCT):
-/// what libjpeg-turbo's `cjpeg` and TurboJPEG write.
+/// libjpeg-turbo's defaults (JFIF header, standard tables scaled to `quality`, Huffman tables
+/// not optimised) but its floating-point forward DCT: what `cjpeg -dct float` writes. The float
+/// DCT is libjpeg's most accurate, and built without SIMD (no nasm) it is also the fastest, as
+/// its quantisation is a multiply the C compiler vectorises where the integer one branches on
+/// every coefficient's sign: the standard job (`grayscale,blur:2`, JPEG q90) took 0.64 s of CPU
+/// against 1.04 with the default integer DCT, on 30 photos of 1920x1080 (`/usr/bin/time`).
 pub fn compress(
     samples: &[u8],
     (width, height): (u32, u32),
@@ -407,6 +424,7 @@ pub fn compress(
         // SAFETY: a C struct of a pointer, a size and optional fn pointers: zero is valid.
         mgr: unsafe { std::mem::zeroed() },
         out: Vec::new(),
+        offered: 0,
     });
     dest.mgr.init_destination = Some(init_destination);
     dest.mgr.empty_output_buffer = Some(empty_output_buffer);
@@ -439,6 +457,7 @@ pub fn compress(
             );
             ffi::jpeg_set_defaults(cinfo_ref);
             ffi::jpeg_set_quality(cinfo_ref, encoding.quality.clamp(1, 100) as c_int, 1);
+            cinfo_ref.dct_method = ffi::J_DCT_METHOD::JDCT_FLOAT;
             if channels == 3 {
                 let factor = if encoding.subsample { 2 } else { 1 };
                 let luma = &mut *cinfo_ref.comp_info;
@@ -462,4 +481,46 @@ pub fn compress(
     // SAFETY: destroying is allowed in any state, after an error included.
     let _ = guarded(|| unsafe { ffi::jpeg_destroy_compress(cinfo_ref) });
     encoded.map(|()| std::mem::take(&mut dest.out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn psnr(a: &[u8], b: &[u8]) -> f64 {
+        let mse: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum::<f64>()
+            / a.len() as f64;
+        10.0 * (255.0f64.powi(2) / mse).log10()
+    }
+
+    /// What the encoder writes decodes back to the pixels it was given, within what the quality
+    /// allows, with no warning: a photo, colour 4:4:4 and 4:2:0 and gray, at qualities whose
+    /// output overflows the first buffer offered (libjpeg's Huffman encoder reports a full
+    /// buffer without updating `free_in_buffer`: counting that field there lost data).
+    #[test]
+    fn an_encoded_photo_decodes_back_close_to_its_pixels() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/coffee.png");
+        let photo = image::open(path).unwrap().to_rgb8();
+        let (w, h) = photo.dimensions();
+        let gray = image::DynamicImage::ImageRgb8(photo.clone()).to_luma8();
+        for (samples, channels, output, quality, subsample, floor) in [
+            (gray.as_raw(), 1, Output::Gray, 95, false, 40.0),
+            (gray.as_raw(), 1, Output::Gray, 100, false, 48.0),
+            (photo.as_raw(), 3, Output::Rgb, 95, false, 38.0),
+            (photo.as_raw(), 3, Output::Rgb, 75, true, 30.0),
+        ] {
+            let encoding = Encoding { quality, subsample };
+            let jpeg = compress(samples, (w, h), channels, encoding).unwrap();
+            let mut back = vec![0u8; samples.len()];
+            let decoder = Decompressor::new(jpeg).unwrap();
+            let decoder = decoder.decode(output, 1, &mut back).unwrap();
+            assert_eq!(decoder.warning(), None);
+            let db = psnr(samples, &back);
+            assert!(db > floor, "{channels} channels q{quality}: {db:.1} dB");
+        }
+    }
 }
