@@ -1,8 +1,10 @@
 //! What runs inside a shmpipe worker process, and the block layout both sides share.
 //!
-//! - [`block`]: the shared-memory block: layout, create, attach, claims. All `unsafe` is there.
+//! - [`block`]: the shared-memory block: layout, create, attach, claims. Its `unsafe` is there;
+//!   the only other `unsafe` of the crate is the C codec's, in [`jpeg::libjpeg`].
 //! - [`codec`]: header probing, decoding straight into a slot, encoding through a rename.
-//! - [`jpeg`]: JPEG decoding that refuses truncated and corrupt files (or keeps them, asked to).
+//! - [`jpeg`]: every JPEG decode and encode, through libjpeg-turbo, whose warnings are the
+//!   verdict on a damaged file (refused, or kept when asked to).
 //! - [`metadata`]: what an output carries from its source: ICC profile, EXIF, comments.
 //! - [`resize`]: what `--resize` and `--fit` mean, and decoding an image resized into its slot.
 //! - [`ops`]: the op chain and its in-place kernels on `ndarray` views.

@@ -1,8 +1,10 @@
 //! The block: one named shared-memory region holding a whole image dataset, and the only
 //! definition of its layout. Both the coordinator and the workers use this module.
 //!
-//! All of shmpipe's `unsafe` lives in this module. Everything outside sees safe views that borrow
-//! the mapping: `&Header`, `&[ImageRecord]`, and the `&mut [u8]` of a slot held through a
+//! The block's `unsafe` code lives in this module; its `unsafe fn`s are called from two places
+//! of the coordinator (`apply`, `supervise`), each with its `// SAFETY:` line. (The worker
+//! crate's other `unsafe` is the C codec's, in `crate::jpeg::libjpeg`.) Everything outside sees
+//! safe views that borrow the mapping: `&Header`, `&[ImageRecord]`, and the `&mut [u8]` of a slot held through a
 //! [`Claim`].
 //!
 //! Layout (little-endian, every region 64-byte aligned, offsets from the start of the block):
