@@ -1,6 +1,8 @@
 //! Named datasets: `load` (decode a folder once into a block that stays), `save` (encode what is
 //! in the block) and `export` (the pixels as one `(N, H, W, C)` .npy file). The block is attached
-//! by name like any other process would; nothing here can unlink it (`rm` does).
+//! by name like any other process would; nothing here can unlink it (`rm` does). No output is
+//! written onto or among the dataset's source files, and no two images of a save share one
+//! output: both are decided before anything is written.
 
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -118,14 +120,13 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
         Some(f) => Some(codec::parse_format(f).with_context(|| format!("invalid --format {f:?}"))?),
         None => None,
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
-    // Absolute, so that flushing walks every folder up from it (`-o out` names no parent).
-    let root = args
-        .out
-        .canonicalize()
-        .with_context(|| format!("cannot resolve output folder {}", args.out.display()))?;
-    // Each image's output path and format; none for a failed image.
+    // Absolute, so that flushing walks every folder up from it (`-o out` names no parent), and
+    // with the links above it resolved; nothing is created before the checks below.
+    let root = crate::plan::real_folder(&args.out);
+    // Each image's output path and format; none for a failed image, nor for one whose output
+    // an earlier image (in sorted order) already takes, as in `run`: that one is listed.
+    let mut claims = crate::plan::OutputClaims::default();
+    let mut clashes = Vec::new();
     let targets: Vec<Option<(PathBuf, image::ImageFormat)>> = (0..block.image_count())
         .map(|i| {
             if failed.iter().any(|(f, _)| *f == i) {
@@ -134,13 +135,20 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
             let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
             let input_format = FORMATS[block.slot(i).format as usize % FORMATS.len()];
             let output_format = format.unwrap_or(input_format);
-            Some((
-                codec::output_path(&root, relative, output_format),
-                output_format,
-            ))
+            let target = codec::output_path(&root, relative, output_format);
+            // By where it lands: two names of one folder (a symbolic link in OUT) are one path.
+            match claims.claim(&crate::plan::real_location(&target), relative) {
+                Ok(()) => Some((target, output_format)),
+                Err(reason) => {
+                    clashes.push(format!("{}: {reason}", relative.display()));
+                    None
+                }
+            }
         })
         .collect();
-    refuse_to_overwrite_sources(&block, &targets)?;
+    refuse_to_write_among_sources(&block, &targets)?;
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     sweep_temporaries(&root, &backing);
     let owner = temporaries_owner();
@@ -151,7 +159,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
         .max(1) as usize;
     let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
+    let failures = Mutex::new(clashes);
     let written = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -227,34 +235,116 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
     })
 }
 
-/// Refuses, before anything is written, a save whose output would land on one of the dataset's
-/// source files (same file by device and inode: `save` into the folder the dataset was loaded
-/// from, say). A source is what a repair rebuilds from, and the user's own file.
-fn refuse_to_overwrite_sources(
+/// A dataset's source files, known as `run` knows its inputs (by path and by device and
+/// inode), with the folder it was loaded from and every folder that holds a source, resolved.
+struct Sources {
+    root: PathBuf,
+    files: crate::plan::Inputs,
+    folders: std::collections::HashSet<PathBuf>,
+}
+
+fn sources(block: &AttachedBlock) -> Sources {
+    let root = Path::new(std::ffi::OsStr::from_bytes(
+        block.string(block.header().input_root),
+    ))
+    .to_path_buf();
+    let mut files = crate::plan::Inputs::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut folders = std::collections::HashSet::new();
+    for i in 0..block.image_count() {
+        let source = root.join(std::ffi::OsStr::from_bytes(block.source(i)));
+        files.add(&source);
+        // A symbolic link inside the input folder may lead elsewhere: where the files are.
+        if let Some(folder) = source.parent() {
+            if seen.insert(folder.to_path_buf()) {
+                folders.insert(crate::plan::real_folder(folder));
+            }
+        }
+    }
+    Sources {
+        root,
+        files,
+        folders,
+    }
+}
+
+/// Refuses, before anything is written, a save with an output that would replace one of the
+/// dataset's source files (`plan::Clash`, as `run` refuses) or land among them: inside the
+/// folder the dataset was loaded from, or in a folder of sources, by name or through a symbolic
+/// link in OUT. A source is what a repair rebuilds from, and the user's own file.
+fn refuse_to_write_among_sources(
     block: &AttachedBlock,
     targets: &[Option<(PathBuf, image::ImageFormat)>],
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let input_root = Path::new(std::ffi::OsStr::from_bytes(
-        block.string(block.header().input_root),
-    ));
-    let sources: std::collections::HashSet<(u64, u64)> = (0..block.image_count())
-        .filter_map(|i| {
-            let source = input_root.join(std::ffi::OsStr::from_bytes(block.source(i)));
-            std::fs::metadata(source).ok()
-        })
-        .map(|m| (m.dev(), m.ino()))
-        .collect();
+    let sources = sources(block);
     for (target, _) in targets.iter().flatten() {
-        if let Ok(m) = std::fs::metadata(target) {
-            if sources.contains(&(m.dev(), m.ino())) {
-                bail!(
-                    "{} is a source file of {}: refusing to overwrite an input; save to another folder",
-                    target.display(),
-                    block.name()
-                );
+        let real = crate::plan::real_location(target);
+        if let Some(input) = sources.files.clash(&real) {
+            return Err(crate::plan::Clash {
+                target: target.clone(),
+                input,
             }
+            .into());
         }
+        let through = if real == *target {
+            String::new()
+        } else {
+            format!(" (it is {}, through a symbolic link)", real.display())
+        };
+        if real.starts_with(&sources.root) {
+            bail!(
+                "output {}{through} would be written inside the input folder {} of {}: refusing to write among the inputs; save to a folder apart from them",
+                target.display(),
+                sources.root.display(),
+                block.name()
+            );
+        }
+        if let Some(folder) = real.parent().filter(|f| sources.folders.contains(*f)) {
+            bail!(
+                "output {}{through} would be written into {}, a folder of source files of {}: refusing to write among the inputs; save to a folder apart from them",
+                target.display(),
+                folder.display(),
+                block.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an export onto one of the dataset's source files, by path or by device and inode (a
+/// hard link, a symbolic link to it), before anything is written.
+fn refuse_to_replace_a_source(block: &AttachedBlock, file: &Path) -> anyhow::Result<()> {
+    let real = crate::plan::real_location(file);
+    if let Some(input) = sources(block).files.clash(&real) {
+        let named = if input == real {
+            String::new()
+        } else {
+            format!(" under another name ({})", input.display())
+        };
+        bail!(
+            "{} is a source file of {}{named}: refusing to overwrite an input; export to another file",
+            file.display(),
+            block.name()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an export onto a block (this dataset's or another's, in /dev/shm or the --backing
+/// folder): renamed over it, the .npy would take the place of a dataset, which then neither
+/// attaches nor can be removed with `rm`.
+fn refuse_to_replace_a_block(file: &Path, backing: &Backing) -> anyhow::Result<()> {
+    let real = crate::plan::real_location(file);
+    let blocks = crate::plan::real_folder(&backing.dir());
+    let named_as_block = real
+        .file_name()
+        .is_some_and(|n| n.as_bytes().starts_with(NAME_PREFIX.as_bytes()));
+    if named_as_block && real.parent() == Some(blocks.as_path()) {
+        bail!(
+            "{} is where shmpipe keeps the block {}: refusing to replace a dataset; export to another folder",
+            file.display(),
+            real.file_name().unwrap_or_default().to_string_lossy()
+        );
     }
     Ok(())
 }
@@ -307,6 +397,9 @@ fn remove_left_exports(file: &Path, dir: &Path, backing: &Backing) {
 fn export_inner(args: ExportCli) -> anyhow::Result<()> {
     let block = attach(&args.name, args.backing.clone())?;
     let reader = read_ready(&block)?;
+    refuse_to_replace_a_source(&block, &args.file)?;
+    let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
+    refuse_to_replace_a_block(&args.file, &backing)?;
     let failed = failed_images(&block);
     if let Some((i, reason)) = failed.first().filter(|_| !args.partial) {
         bail!(
@@ -349,7 +442,6 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     remove_left_exports(&args.file, dir, &backing);
     let tmp = tempfile::Builder::new()
         .prefix(&codec::temp_prefix(&args.file, &temporaries_owner()))

@@ -3,8 +3,9 @@
 //! recorded with their reason; they never stop the others.
 //!
 //! It also records every file the walk met, by path and by (device, inode), so that no output
-//! can land on an input ([`check_outputs`]), and leaves the output folder out of the walk when it
-//! lies inside the input folder.
+//! can land on an input ([`check_outputs`]), gives each output path to one image only
+//! ([`OutputClaims`], for `save` too), and leaves the output folder out of the walk when it lies
+//! inside the input folder.
 //!
 //! This module reads headers only: it must never decode pixels nor reserve memory for them.
 
@@ -54,6 +55,11 @@ impl Inputs {
                 .entry((meta.dev(), meta.ino()))
                 .or_insert_with(|| path.to_path_buf());
         }
+    }
+
+    /// Records `path` (a kept dataset's source, say) by its path and by what it leads to now.
+    pub fn add(&mut self, path: &Path) {
+        self.insert(path, std::fs::metadata(path).ok());
     }
 
     /// The input that writing `target` would replace: the same path, or an existing file that
@@ -213,6 +219,72 @@ pub fn plan(
     plan
 }
 
+/// The output paths given out so far. The first image (in sorted order) to claim a path keeps
+/// it; a later one is refused with the reason, never written over the first's output. `run`
+/// claims at planning ([`assign_outputs`]), `save` before it writes anything.
+#[derive(Debug, Default)]
+pub struct OutputClaims {
+    taken: HashMap<PathBuf, PathBuf>,
+}
+
+impl OutputClaims {
+    /// Claims `target` for the image whose source is `relative`; when an earlier image holds
+    /// it, the reason this one gets no output.
+    pub fn claim(&mut self, target: &Path, relative: &Path) -> Result<(), String> {
+        match self.taken.get(target) {
+            Some(first) => Err(format!(
+                "output {} would overwrite the output of {}",
+                target.display(),
+                first.display()
+            )),
+            None => {
+                self.taken
+                    .insert(target.to_path_buf(), relative.to_path_buf());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where the folder `folder` lies once every symbolic link in it is resolved: the longest part
+/// that exists, canonicalized, then the rest as named (`..` taken lexically: what is missing
+/// will be created as plain folders).
+pub fn real_folder(folder: &Path) -> PathBuf {
+    use std::path::Component;
+    let parts: Vec<Component> = folder.components().collect();
+    for existing in (0..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..existing].iter().collect();
+        let prefix = if prefix.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            prefix
+        };
+        let Ok(mut real) = prefix.canonicalize() else {
+            continue;
+        };
+        for part in &parts[existing..] {
+            match part {
+                Component::ParentDir => {
+                    real.pop();
+                }
+                Component::CurDir => {}
+                other => real.push(other),
+            }
+        }
+        return real;
+    }
+    folder.to_path_buf()
+}
+
+/// Where writing the file `path` lands: its folder resolved ([`real_folder`]), its own name
+/// kept, as an output replaces a symbolic link by a rename rather than writing through it.
+pub fn real_location(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(folder), Some(name)) => real_folder(folder).join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Decides each image's output path. Two inputs whose outputs would land on the same path
 /// (`a.bmp` and `a.tiff` with `--format png`): the first in sorted order keeps it, the others are
 /// rejected, never silently overwritten. With `skip_existing`, images whose output already exists
@@ -224,29 +296,21 @@ pub fn assign_outputs(
     format: Option<image::ImageFormat>,
     skip_existing: bool,
 ) {
-    let mut taken: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut claims = OutputClaims::default();
     let images = std::mem::take(&mut plan.images);
     for image in images {
-        let relative = Path::new(OsStr::from_bytes(&image.source)).to_path_buf();
+        let relative = Path::new(OsStr::from_bytes(&image.source));
         let input_format = codec::FORMATS[image.format as usize];
-        let target = codec::output_path(out, &relative, format.unwrap_or(input_format));
-        match taken.get(&target) {
-            Some(first) => plan.rejected.push(Rejected {
-                path: input.join(&relative),
-                reason: format!(
-                    "output {} would overwrite the output of {}",
-                    target.display(),
-                    first.display()
-                ),
-            }),
-            None if skip_existing && target.exists() => {
-                taken.insert(target, relative);
-                plan.existing += 1;
-            }
-            None => {
-                taken.insert(target, relative);
-                plan.images.push(image);
-            }
+        let target = codec::output_path(out, relative, format.unwrap_or(input_format));
+        if let Err(reason) = claims.claim(&target, relative) {
+            plan.rejected.push(Rejected {
+                path: input.join(relative),
+                reason,
+            });
+        } else if skip_existing && target.exists() {
+            plan.existing += 1;
+        } else {
+            plan.images.push(image);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! No input is ever written: an output that would land on an input file (by path, through a hard
 //! link or a symlinked folder) stops the run before anything is written, and an output folder
 //! inside the input folder is left out of the walk, so reruns never take outputs as inputs.
+//! A dataset's `save` writes nothing onto or among its sources, and `export` never replaces a
+//! source or a block.
 
 mod common;
 
@@ -186,7 +188,7 @@ fn save_refuses_to_write_over_the_datasets_sources() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
-    assert!(common::stderr(&out).contains("refusing to overwrite an input"));
+    assert!(common::stderr(&out).contains("would overwrite the input"));
     let after: Vec<(std::path::PathBuf, Vec<u8>)> = common::files_under(&input)
         .into_iter()
         .map(|f| {
@@ -198,4 +200,109 @@ fn save_refuses_to_write_over_the_datasets_sources() {
         before == after,
         "save changed or added files in the input folder"
     );
+}
+
+/// Loads `input` as a dataset in one shape (so it can be exported); removed when dropped.
+fn loaded(input: &Path, tag: &str) -> common::Dataset {
+    let name = format!("{tag}{}", std::process::id());
+    let dataset = common::Dataset(name.clone());
+    common::ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--resize"),
+        os("32x24"),
+        os("-q"),
+    ]);
+    dataset
+}
+
+/// Issue 22, item 5: `export NAME FILE` onto one of the dataset's sources (by its path, or a
+/// hard link to it) is refused naming the file, and writes nothing; before, the photo became a
+/// .npy, exit 0.
+#[test]
+fn export_refuses_to_replace_a_source_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::copy(assets().join("rocket.jpg"), input.join("photo.jpg")).unwrap();
+    std::fs::copy(assets().join("coffee.png"), input.join("sub/cup.png")).unwrap();
+    let linked = tmp.path().join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::fs::hard_link(input.join("sub/cup.png"), linked.join("cup.npy")).unwrap();
+    let before = snapshot(&input);
+    let dataset = loaded(&input, "srcexport");
+    for (file, names) in [
+        (input.join("photo.jpg"), "photo.jpg"),
+        (input.join("sub/../photo.jpg"), "photo.jpg"),
+        (linked.join("cup.npy"), "cup.png"),
+    ] {
+        let out = run(&[os("export"), os(&dataset.0), file.as_os_str()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", file.display());
+        assert!(
+            err.contains("is a source file of") && err.contains(names),
+            "{}: {err}",
+            file.display()
+        );
+    }
+    assert_eq!(snapshot(&input), before, "inputs unchanged, nothing added");
+    assert_eq!(files_under(&linked), [PathBuf::from("cup.npy")]);
+    // Nor onto the dataset's own block, which it would have replaced (and `rm` then refused it).
+    let block = Path::new("/dev/shm").join(format!("shmpipe-{}", dataset.0));
+    let out = run(&[os("export"), os(&dataset.0), block.as_os_str()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("refusing to replace a dataset"), "{err}");
+    // The same export elsewhere works: the dataset is whole.
+    let elsewhere = tmp.path().join("x.npy");
+    let out = run(&[os("export"), os(&dataset.0), elsewhere.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Issue 22, item 5: `save --format png -o OUT` where OUT/sub is a symbolic link to the input's
+/// sub folder would have written `in/sub/seeding.png` beside its source. Any output whose real
+/// location lies in the dataset's input folder is refused before anything is written.
+#[test]
+fn save_refuses_outputs_that_land_in_the_input_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::copy(assets().join("rocket.jpg"), input.join("rocket.jpg")).unwrap();
+    std::fs::copy(assets().join("seeding.jpg"), input.join("sub/seeding.jpg")).unwrap();
+    let before = snapshot(&input);
+    let dataset = loaded(&input, "srcsavelink");
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::os::unix::fs::symlink(input.join("sub"), out_dir.join("sub")).unwrap();
+    let save = |out: &Path| {
+        run(&[
+            os("save"),
+            os(&dataset.0),
+            os("-o"),
+            out.as_os_str(),
+            os("--format"),
+            os("png"),
+        ])
+    };
+    let out = save(&out_dir);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sub/seeding.png") && err.contains("inside the input folder"),
+        "{err}"
+    );
+    assert!(
+        !out_dir.join("rocket.png").exists(),
+        "nothing written, not even the outputs that were fine"
+    );
+    // A folder inside the input folder, named as it is: refused too, and not even created.
+    let inside = input.join("saved");
+    let out = save(&inside);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("inside the input folder"), "{err}");
+    assert_eq!(snapshot(&input), before, "inputs unchanged, nothing added");
+    assert!(!inside.exists());
 }

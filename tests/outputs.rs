@@ -1,6 +1,7 @@
 //! What comes out matches what went in: an output's extension matches its content, special files
-//! are listed rather than read or silently dropped, a flag that changes nothing says so, and a
-//! run aborted after writing outputs does not claim that nothing was created.
+//! are listed rather than read or silently dropped, a flag that changes nothing says so, a run
+//! aborted after writing outputs does not claim that nothing was created, and no two images of a
+//! `save` are written to one file.
 
 mod common;
 
@@ -130,4 +131,81 @@ fn a_run_aborted_after_writing_outputs_exits_1_not_2() {
     assert!(!files_under(&out).is_empty(), "outputs were written first");
     assert_eq!(child.status.code(), Some(1), "{}", common::stderr(&child));
     assert!(common::stderr(&child).contains("run aborted"));
+}
+
+/// Issue 22, item 4: `save` gives each output path to the first image (in sorted order) that
+/// maps to it, as `run` does, and lists the others with the reason; before, `a.bmp` and `a.tiff`
+/// both went to `a.png` (and `b.jpg` holding PNG data and `b.png` both to `b.png`) under
+/// "saved 4 of 4", exit 0.
+#[test]
+fn save_writes_no_two_images_to_one_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let picture = |seed: u8| {
+        image::RgbImage::from_fn(16, 12, |x, y| {
+            image::Rgb([x as u8 * 9 + seed, y as u8 * 7, seed.wrapping_mul(3)])
+        })
+    };
+    picture(1).save(input.join("a.bmp")).unwrap();
+    picture(2).save(input.join("a.tiff")).unwrap();
+    picture(3)
+        .save_with_format(input.join("b.jpg"), image::ImageFormat::Png)
+        .unwrap();
+    picture(4).save(input.join("b.png")).unwrap();
+    let name = format!("saveclash{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    common::ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    let save = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![os("save"), os(&name), os("-o"), out.as_os_str()];
+        args.extend(extra.iter().map(|a| os(a)));
+        common::run(&args)
+    };
+    let saved_as = |path: std::path::PathBuf| image::open(path).unwrap().to_rgb8();
+
+    let png = tmp.path().join("png");
+    let output = save(&png, &["--format", "png"]);
+    let said = common::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("failed: a.tiff: output ")
+            && said.contains("a.png would overwrite the output of a.bmp"),
+        "{said}"
+    );
+    assert!(
+        said.contains("failed: b.png: output ")
+            && said.contains("b.png would overwrite the output of b.jpg"),
+        "{said}"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("saved 2 of 4 images"));
+    assert_eq!(
+        files_under(&png),
+        ["a.png", "b.png"].map(Into::<std::path::PathBuf>::into)
+    );
+    assert!(saved_as(png.join("a.png")) == picture(1), "a.bmp's pixels");
+    assert!(saved_as(png.join("b.png")) == picture(3), "b.jpg's pixels");
+
+    // Each image in its own format: b.jpg holds a PNG, so its output is b.png too.
+    let own = tmp.path().join("own");
+    let output = save(&own, &[]);
+    let said = common::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("failed: b.png: output ")
+            && said.contains("b.png would overwrite the output of b.jpg"),
+        "{said}"
+    );
+    assert!(!said.contains("a.tiff"), "{said}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("saved 3 of 4 images"));
+    assert_eq!(
+        files_under(&own),
+        ["a.bmp", "a.tiff", "b.png"].map(Into::<std::path::PathBuf>::into)
+    );
+    assert!(saved_as(own.join("b.png")) == picture(3), "b.jpg's pixels");
 }
