@@ -228,10 +228,23 @@ impl Summary {
         for f in &self.failures {
             out.push_str(&format!("  failed: {}: {}\n", f.path, f.reason));
         }
-        if !self.warnings.is_empty() {
+        // A warning is a damaged JPEG kept, or metadata of a source left out of its output.
+        let left_out = self
+            .warnings
+            .iter()
+            .filter(|w| w.reason.starts_with(shmpipe_worker::metadata::LEFT_OUT))
+            .count();
+        let damaged = self.warnings.len() - left_out;
+        if damaged > 0 {
             out.push_str(&format!(
                 "{} kept with damage (--allow-truncated)\n",
-                count(self.warnings.len() as u64, "image")
+                count(damaged as u64, "image")
+            ));
+        }
+        if left_out > 0 {
+            out.push_str(&format!(
+                "{} written without metadata over its limit or malformed\n",
+                count(left_out as u64, "image")
             ));
         }
         for w in &self.warnings {

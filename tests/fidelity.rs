@@ -351,3 +351,102 @@ fn a_lossy_webp_output_keeps_alpha_profile_and_exif() {
     assert_eq!(decode(&photo).dimensions(), (32, 48));
     assert_eq!(decode(&out.join("gray.webp")).width(), 64);
 }
+
+/// The JSON summary of `shmpipe run ARGS --json`, with its exit code.
+fn run_json(args: &[&std::ffi::OsStr]) -> (Option<i32>, serde_json::Value) {
+    let mut args = args.to_vec();
+    args.push(os("--json"));
+    let out = run(&args);
+    let summary =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    (out.status.code(), summary)
+}
+
+/// Metadata bombs cost no memory and never reach an output (issue 22, item 9): a 64x64 PNG
+/// whose iCCP chunk inflates to 384 MiB, and a JPEG whose 300 APP2 ICC chunks (each "1 of 1")
+/// would glue into a 19 MB profile. Both images are written, without the profile, each with a
+/// warning naming what was left out; the peak memory of all processes stays far below the bomb,
+/// with and without outputs (the decoder read the iCCP in full before).
+#[test]
+fn metadata_bombs_are_left_out_with_a_warning_and_cost_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (w, h) = (64u32, 64u32);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let bomb_len: u32 = 384 << 20;
+    let mut bomb = vec![0u8; bomb_len as usize];
+    bomb[..4].copy_from_slice(&bomb_len.to_be_bytes());
+    bomb[16..20].copy_from_slice(b"RGB ");
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = png::ColorType::Rgb;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = Some(bomb.into());
+    let file = std::fs::File::create(input.join("iccp-bomb.png")).unwrap();
+    let mut writer = png::Encoder::with_info(file, info)
+        .unwrap()
+        .write_header()
+        .unwrap();
+    writer.write_image_data(&rgb).unwrap();
+    writer.finish().unwrap();
+    assert!(
+        std::fs::metadata(input.join("iccp-bomb.png"))
+            .unwrap()
+            .len()
+            < 4 << 20
+    );
+
+    let mut jpeg = Vec::new();
+    jpeg_encoder::Encoder::new(&mut jpeg, 90)
+        .encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    let mut segments = Vec::new();
+    for _ in 0..300 {
+        let piece = [b"ICC_PROFILE\0".as_slice(), &[1, 1], &[0x5A; 65_000]].concat();
+        segments.extend_from_slice(&[0xFF, 0xE2]);
+        segments.extend_from_slice(&(piece.len() as u16 + 2).to_be_bytes());
+        segments.extend_from_slice(&piece);
+    }
+    jpeg.splice(2..2, segments);
+    std::fs::write(input.join("app2-bomb.jpg"), &jpeg).unwrap();
+
+    let out = dir.path().join("out");
+    let (code, summary) = run_json(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--format"),
+        os("png"),
+    ]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["images_ok"], 2);
+    let mut warned: Vec<(String, String)> = summary["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let path = w["path"].as_str().unwrap();
+            (
+                path.rsplit('/').next().unwrap().to_string(),
+                w["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    warned.sort();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].0 == "app2-bomb.jpg" && warned[0].1.contains("malformed ICC profile"));
+    assert!(warned[1].0 == "iccp-bomb.png" && warned[1].1.contains("ICC profile"));
+    for name in ["iccp-bomb.png", "app2-bomb.png"] {
+        let written = out.join(name);
+        assert_eq!(decoder(&written).icc_profile().unwrap(), None, "{name}");
+        assert_eq!(decode(&written).dimensions(), (w, h));
+    }
+    let peak = summary["peak_total_pss_bytes"].as_u64().unwrap();
+    assert!(peak < 128 << 20, "peak Pss {peak} bytes");
+    // Decoding alone (no output, no metadata read) does not inflate the profile either.
+    let (code, summary) = run_json(&[os("run"), input.as_os_str(), os("--ops"), os("invert")]);
+    assert_eq!(code, Some(0), "{summary}");
+    let peak = summary["peak_total_pss_bytes"].as_u64().unwrap();
+    assert!(peak < 128 << 20, "peak Pss {peak} bytes without -o");
+}

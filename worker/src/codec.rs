@@ -128,6 +128,15 @@ fn open_decoder(
     // Read the header without limits, check its size ourselves (so a bomb gets a clear reason
     // before any memory is reserved), then hand the decoder image's own allocation limits.
     reader.no_limits();
+    if format == ImageFormat::Png {
+        // The PNG decoder reads every chunk before the pixels (inflating an iCCP profile in
+        // full) under one byte budget, which nothing can raise later; the pixels go to the slot,
+        // outside it. So the budget is for metadata and a few rows: an iCCP bomb is dropped by
+        // the decoder at that size instead of inflated to gigabytes.
+        let mut limits = Limits::no_limits();
+        limits.max_alloc = Some(png_header_budget(path));
+        reader.limits(limits);
+    }
     let mut decoder: Box<dyn ImageDecoder> = if format == ImageFormat::Jpeg {
         Box::new(crate::jpeg::JpegDecoder::open(path, strictness).map_err(decode_err)?)
     } else {
@@ -149,6 +158,19 @@ fn open_decoder(
     limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
     decoder.set_limits(limits).map_err(decode_err)?;
     Ok((decoder, index))
+}
+
+/// What a PNG's decoder may hold besides the pixels: the metadata a source may carry
+/// ([`crate::metadata::MAX_ICC`] and comments) and a few rows of the widest pixel kind (16-bit
+/// RGBA), the width read from the IHDR chunk.
+fn png_header_budget(path: &Path) -> u64 {
+    let mut head = [0u8; 24];
+    let width = File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map_or(0, |()| {
+            u32::from_be_bytes([head[16], head[17], head[18], head[19]])
+        });
+    (64 << 20) + width as u64 * 8 * 4
 }
 
 pub(crate) fn swaps_axes(o: image::metadata::Orientation) -> bool {
@@ -919,6 +941,7 @@ mod tests {
             icc: Some(icc.clone()),
             exif: Some(exif.clone()),
             comments: Vec::new(),
+            dropped: Vec::new(),
         };
         let (h, w) = (24u32, 40u32);
         let slot: Vec<u8> = (0..h * w * 3).map(|i| (i % 256) as u8).collect();

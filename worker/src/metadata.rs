@@ -5,7 +5,11 @@
 //!
 //! Headers only: JPEG markers up to the scan, WebP chunks, PNG chunks up to the image data (text
 //! chunks after it are not seen); other formats through `image`'s decoder. Reading never fails an
-//! image: what cannot be read is left out. This module must never touch pixels.
+//! image: what cannot be read is left out. Every piece has a size limit checked before anything
+//! of that size is allocated or inflated ([`MAX_ICC`], [`MAX_EXIF`], [`MAX_COMMENTS`]): a piece
+//! over it, or malformed, is dropped and named in [`Metadata::dropped`], so a metadata bomb
+//! costs no memory and no output carries what other readers refuse. This module must never
+//! touch pixels.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -24,6 +28,17 @@ pub struct Comment {
 /// The PNG keyword of a plain comment, and what a JPEG COM segment becomes in a PNG.
 pub const COMMENT: &str = "Comment";
 
+/// How an image's warning starts when metadata of its source was left out of its output.
+pub const LEFT_OUT: &str = "metadata left out";
+
+/// The largest ICC profile carried: 1 MiB, the most Pillow inflates from a PNG's iCCP chunk
+/// (`PngImagePlugin.MAX_TEXT_CHUNK`); real RGB and gray profiles are a few KiB.
+pub const MAX_ICC: usize = 1 << 20;
+/// The largest EXIF carried: what one JPEG APP1 segment holds, where nearly all EXIF comes from.
+pub const MAX_EXIF: usize = 65_533 - 6;
+/// The most comment text carried, all comments together.
+pub const MAX_COMMENTS: usize = 1 << 20;
+
 /// What a source holds besides its pixels.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metadata {
@@ -32,11 +47,51 @@ pub struct Metadata {
     /// EXIF as a TIFF structure (no `Exif\0\0` prefix), orientation set to 1.
     pub exif: Option<Vec<u8>>,
     pub comments: Vec<Comment>,
+    /// What the source held and is left out, each with why: "ICC profile of 19.6 MiB, over the
+    /// limit of 1 MiB".
+    pub dropped: Vec<String>,
 }
 
 impl Metadata {
     pub fn is_empty(&self) -> bool {
         self.icc.is_none() && self.exif.is_none() && self.comments.is_empty()
+    }
+
+    /// Drops what is over its limit or malformed, saying so in `dropped`.
+    fn enforce_limits(&mut self) {
+        fn mib(n: usize) -> String {
+            format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+        }
+        if let Some(icc) = &self.icc {
+            // An ICC profile is a 128-byte header, which starts with the profile's own size
+            // (ICC.1, 7.2.2), then its tags: one that holds less than it says is cut short.
+            let declared = icc
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let whole = icc.len() >= 128 && declared.is_some_and(|d| d as usize <= icc.len());
+            if icc.len() > MAX_ICC {
+                let text = format!("ICC profile of {}, over the limit of 1 MiB", mib(icc.len()));
+                self.dropped.push(text);
+                self.icc = None;
+            } else if !whole {
+                let text = format!("malformed ICC profile ({} bytes)", icc.len());
+                self.dropped.push(text);
+                self.icc = None;
+            }
+        }
+        if self.exif.as_ref().is_some_and(|e| e.len() > MAX_EXIF) {
+            let len = self.exif.take().map_or(0, |e| e.len());
+            self.dropped
+                .push(format!("EXIF of {len} bytes, over the limit of {MAX_EXIF}"));
+        }
+        let text: usize = self.comments.iter().map(|c| c.text.len()).sum();
+        if text > MAX_COMMENTS {
+            self.comments.clear();
+            self.dropped.push(format!(
+                "comments of {}, over the limit of 1 MiB",
+                mib(text)
+            ));
+        }
     }
 }
 
@@ -44,7 +99,7 @@ impl Metadata {
 pub fn read(path: &Path, format: ImageFormat) -> Metadata {
     let mut metadata = match format {
         ImageFormat::Jpeg => open(path).and_then(read_jpeg),
-        ImageFormat::Png => open(path).and_then(read_png),
+        ImageFormat::Png => open(path).and_then(|r| read_png(r, path)),
         ImageFormat::WebP => open(path).and_then(read_webp).map(|(m, _)| m),
         _ => read_with_image(path),
     }
@@ -56,6 +111,7 @@ pub fn read(path: &Path, format: ImageFormat) -> Metadata {
         // The pixels were turned upright on decode: an output must not be turned again.
         let _ = image::metadata::Orientation::remove_from_exif_chunk(exif);
     }
+    metadata.enforce_limits();
     metadata
 }
 
@@ -84,6 +140,7 @@ fn read_with_image(path: &Path) -> io::Result<Metadata> {
         icc: decoder.icc_profile().map_err(other)?,
         exif: decoder.exif_metadata().map_err(other)?,
         comments: Vec::new(),
+        dropped: Vec::new(),
     })
 }
 
@@ -106,7 +163,8 @@ fn read_jpeg(mut r: BufReader<File>) -> io::Result<Metadata> {
     if read_u16_be(&mut r)? != 0xFFD8 {
         return Ok(metadata);
     }
-    let mut icc_pieces: Vec<(u8, Vec<u8>)> = Vec::new();
+    // (sequence number, count, piece) of each APP2 ICC_PROFILE chunk.
+    let mut icc_pieces: Vec<(u8, u8, Vec<u8>)> = Vec::new();
     loop {
         let mut byte = [0u8];
         r.read_exact(&mut byte)?;
@@ -133,7 +191,7 @@ fn read_jpeg(mut r: BufReader<File>) -> io::Result<Metadata> {
                         metadata.exif = Some(payload);
                     }
                     0xE2 if payload.starts_with(ICC_PREFIX) && payload.len() >= 14 => {
-                        icc_pieces.push((payload[12], payload[14..].to_vec()));
+                        icc_pieces.push((payload[12], payload[13], payload[14..].to_vec()));
                     }
                     0xFE => metadata.comments.push(Comment {
                         keyword: COMMENT.into(),
@@ -146,16 +204,45 @@ fn read_jpeg(mut r: BufReader<File>) -> io::Result<Metadata> {
         }
     }
     if !icc_pieces.is_empty() {
-        icc_pieces.sort_by_key(|(sequence, _)| *sequence);
-        metadata.icc = Some(icc_pieces.into_iter().flat_map(|(_, p)| p).collect());
+        // ICC.1 B.4: chunks numbered 1..=count, each once, all saying the same count.
+        icc_pieces.sort_by_key(|(sequence, _, _)| *sequence);
+        let count = icc_pieces.len();
+        let whole = icc_pieces
+            .iter()
+            .enumerate()
+            .all(|(i, (sequence, of, _))| *sequence as usize == i + 1 && *of as usize == count);
+        let total: usize = icc_pieces.iter().map(|(_, _, p)| p.len()).sum();
+        if !whole {
+            metadata.dropped.push(format!(
+                "malformed ICC profile ({count} APP2 chunks, numbered out of order)"
+            ));
+        } else if total > MAX_ICC {
+            metadata.dropped.push(format!(
+                "ICC profile of {:.1} MiB, over the limit of 1 MiB",
+                total as f64 / (1 << 20) as f64
+            ));
+        } else {
+            metadata.icc = Some(icc_pieces.into_iter().flat_map(|(_, _, p)| p).collect());
+        }
     }
     Ok(metadata)
 }
 
 /// The iCCP and eXIf chunks and the text chunks before the image data.
-fn read_png(r: BufReader<File>) -> io::Result<Metadata> {
-    let reader = png::Decoder::new(r).read_info().map_err(io::Error::other)?;
+fn read_png(r: BufReader<File>, path: &Path) -> io::Result<Metadata> {
+    // The png crate inflates iCCP up to its byte limit and drops a profile that goes over it;
+    // the rest of the budget is for the chunks it holds before the image data.
+    let limits = png::Limits {
+        bytes: MAX_ICC + 1 + 4 * MAX_COMMENTS,
+    };
+    let reader = png::Decoder::new_with_limits(r, limits)
+        .read_info()
+        .map_err(io::Error::other)?;
     let info = reader.info();
+    let mut dropped = Vec::new();
+    if info.icc_profile.is_none() && png_has_chunk(path, b"iCCP") {
+        dropped.push("ICC profile over the limit of 1 MiB, or malformed".to_string());
+    }
     let mut comments: Vec<Comment> = info
         .uncompressed_latin1_text
         .iter()
@@ -182,11 +269,34 @@ fn read_png(r: BufReader<File>) -> io::Result<Metadata> {
         icc: info.icc_profile.as_ref().map(|p| p.to_vec()),
         exif: info.exif_metadata.as_ref().map(|e| e.to_vec()),
         comments,
+        dropped,
     })
+}
+
+/// Whether the PNG at `path` has a chunk of this type before its image data (chunk headers
+/// only: nothing is inflated or held).
+fn png_has_chunk(path: &Path, kind: &[u8; 4]) -> bool {
+    let walk = || -> io::Result<bool> {
+        let mut r = open(path)?;
+        r.seek_relative(8)?;
+        loop {
+            let mut header = [0u8; 8];
+            r.read_exact(&mut header)?;
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            match &header[4..] {
+                found if found == kind => return Ok(true),
+                b"IDAT" | b"IEND" => return Ok(false),
+                _ => r.seek_relative(len as i64 + 4)?,
+            }
+        }
+    };
+    walk().unwrap_or(false)
 }
 
 /// The ICCP and EXIF chunks of a WebP, and whether its image is lossless (VP8L).
 fn read_webp(mut r: BufReader<File>) -> io::Result<(Metadata, bool)> {
+    use std::io::Seek;
+    let file_len = r.get_ref().metadata()?.len();
     let mut metadata = Metadata::default();
     let header = read_vec(&mut r, 12)?;
     if &header[..4] != b"RIFF" || &header[8..] != b"WEBP" {
@@ -200,6 +310,32 @@ fn read_webp(mut r: BufReader<File>) -> io::Result<(Metadata, bool)> {
             done => done?,
         }
         let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
+        // A length is read only when it is under its limit and the file holds it: a chunk's
+        // claim is never allocated as given.
+        let left = file_len.saturating_sub(r.stream_position()?) as usize;
+        let limit = match &chunk[..4] {
+            b"ICCP" => MAX_ICC,
+            b"EXIF" => MAX_EXIF,
+            _ => 0,
+        };
+        if limit > 0 && (len > limit || len > left) {
+            let what = if &chunk[..4] == b"ICCP" {
+                "ICC profile"
+            } else {
+                "EXIF"
+            };
+            metadata.dropped.push(if len > left {
+                format!("{what} chunk claims {len} bytes, more than the file holds")
+            } else {
+                format!("{what} of {len} bytes, over the limit of {limit}")
+            });
+            if len > left {
+                break;
+            }
+            r.seek_relative(len as i64)?;
+            r.seek_relative((len & 1) as i64)?;
+            continue;
+        }
         match &chunk[..4] {
             b"ICCP" => metadata.icc = Some(read_vec(&mut r, len)?),
             b"EXIF" => metadata.exif = Some(read_vec(&mut r, len)?),

@@ -332,7 +332,8 @@ impl Job<'_> {
 
     /// After the chain: encodes the result (a gray plane as one channel unless `--rgb`), and
     /// leaves a kept block's slot in `(H, W, C)`. `pixels` is the whole slot when
-    /// [`Job::needs_whole_slot`] says so, else at least the gray plane.
+    /// [`Job::needs_whole_slot`] says so, else at least the gray plane. Gives the image's
+    /// warning when metadata of its source was left out (over its limit or malformed).
     fn write_out(
         &self,
         pixels: &mut [u8],
@@ -340,8 +341,9 @@ impl Job<'_> {
         (h, w, c): (usize, usize, usize),
         relative: &Path,
         input_format: image::ImageFormat,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         debug_assert!(!self.needs_whole_slot(layout) || pixels.len() == h * w * c);
+        let mut warning = None;
         let expand = |pixels: &mut [u8]| {
             let view = ArrayViewMut3::from_shape((h, w, c), pixels).expect("the whole slot");
             ops::expand_gray_plane(view);
@@ -377,6 +379,10 @@ impl Job<'_> {
             } else {
                 metadata::read(&source, input_format)
             };
+            if !metadata.dropped.is_empty() {
+                let dropped = metadata.dropped.join("; ");
+                warning = Some(format!("{}: {dropped}", metadata::LEFT_OUT));
+            }
             codec::encode_with(data, shape, opts, &metadata, &target, self.block.name())
                 .map_err(|e| e.to_string())?;
         }
@@ -385,7 +391,7 @@ impl Job<'_> {
             // unlinked when the run ends and its pixels are never read again.
             expand(pixels);
         }
-        Ok(())
+        Ok(warning)
     }
 
     /// Copy mode: this worker's private copy of the whole dataset, as the naive approach keeps
@@ -451,8 +457,9 @@ impl Job<'_> {
         self.test_hooks(index, &relative);
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         let input_format = FORMATS[slot.format as usize % FORMATS.len()];
-        // The warning of a damaged JPEG kept under `--allow-truncated`.
+        // The warning of a damaged JPEG kept under `--allow-truncated`, or of metadata left out.
         let mut warning = None;
+        // A damaged JPEG's warning comes first; metadata left out is said when there is none.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             if let Some(copies) = private {
                 let (pixels, kept) = copies[index].as_mut().map_err(|reason| reason.clone())?;
@@ -460,7 +467,10 @@ impl Job<'_> {
                 let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
                     .map_err(|e| e.to_string())?;
                 let layout = self.chain.run(view, scratch);
-                return self.write_out(pixels, layout, (h, w, c), &relative, input_format);
+                let left_out =
+                    self.write_out(pixels, layout, (h, w, c), &relative, input_format)?;
+                warning = warning.take().or(left_out);
+                return Ok(());
             }
             let (layout, damage) = self.decode_and_run(&mut claim, scratch, decoded)?;
             warning = damage;
@@ -472,7 +482,9 @@ impl Job<'_> {
                 claim.reserve(h * w)
             }
             .map_err(|e| e.to_string())?;
-            self.write_out(pixels, layout, (h, w, c), &relative, input_format)
+            let left_out = self.write_out(pixels, layout, (h, w, c), &relative, input_format)?;
+            warning = warning.take().or(left_out);
+            Ok(())
         }));
         match outcome {
             Ok(Ok(())) => {
