@@ -254,7 +254,8 @@ except shmpipe.BlockError as e:
 }
 
 /// Python refuses what `save` refuses: a dataset whose apply was interrupted (until `repair`),
-/// and one holding an image that failed at load (unless `partial=True`, which lists it); it
+/// and one holding an image that failed at load (unless `partial=True`, which leaves it out and
+/// lists it); it
 /// takes the lock shared, so an `apply` refuses to change the pixels under an attached reader.
 #[test]
 fn python_refuses_damaged_datasets_and_failed_images_and_holds_off_writers() {
@@ -303,7 +304,9 @@ except shmpipe.BlockError as e:
     );
     let said = attach("True");
     assert_eq!(said["refused"], false, "{said}");
-    assert_eq!(said["failed"], serde_json::json!([3]));
+    // Keyed by path: with partial=True the handle's indices cover only the images that loaded.
+    assert_eq!(said["failed"], serde_json::json!(["z_cut.png"]));
+    assert_eq!(said["count"], 3, "{said}");
 
     // While Python holds the dataset, apply refuses rather than change pixels under it.
     let mut reader = Command::new("python3")
@@ -397,4 +400,165 @@ except shmpipe.BlockError as e:
     ));
     assert_eq!(said["refused"], true, "{said}");
     assert!(said["why"].as_str().unwrap().contains("not ours"), "{said}");
+}
+
+/// A crafted block (a real dataset whose only record is patched): its slot offset is
+/// 2**64 - pixels_offset - 64, so offset + length wraps in uint64 to less than the pixels'
+/// length. Attach used to check that sum in NumPy uint64, let the record pass, and
+/// `ds.array.sum()` read past the mapping's end (rc 139); a writable handle would have written
+/// there. Now attach refuses it, read-only or writable, naming the image and the reason, with
+/// no crash, and a writable attempt leaves the block as it was (still ready, no writer counted).
+#[test]
+fn python_refuses_a_record_whose_slot_offset_wraps_past_2_pow_64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    ok(&[
+        os("gen"),
+        input.as_os_str(),
+        os("--count"),
+        os("1"),
+        os("--size"),
+        os("256x256"),
+        os("--format"),
+        os("png"),
+    ]);
+    let name = format!("pywrap{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    // Also removed when `rm` refuses the damaged block.
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let block = Path::new("/dev/shm").join(format!("shmpipe-{name}"));
+    let _gone = Gone(block.clone());
+    let patched = python(&format!(
+        r#"
+import json, struct
+with open({block:?}, "r+b") as f:
+    head = f.read(512)
+    table, pixels, pixels_len = (struct.unpack_from("<Q", head, at)[0] for at in (48, 96, 104))
+    f.seek(table + 8)
+    slot_len = struct.unpack("<Q", f.read(8))[0]
+    offset = 2**64 - pixels - 64
+    f.seek(table)
+    f.write(struct.pack("<Q", offset))
+print(json.dumps({{"offset": offset, "wrapped": (offset + slot_len) % 2**64, "pixels_len": pixels_len, "state": struct.unpack_from("<I", head, 296)[0], "writers": struct.unpack_from("<Q", head, 248)[0]}}))
+"#,
+        block = block.display().to_string()
+    ));
+    let wrapped = patched["wrapped"].as_u64().unwrap();
+    assert!(
+        wrapped <= patched["pixels_len"].as_u64().unwrap(),
+        "the sum wraps into bounds: {patched}"
+    );
+    for writable in ["False", "True"] {
+        // A process of its own: a crash is an exit status, not this test's.
+        let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                r#"
+import json, struct, numpy as np, shmpipe
+try:
+    ds = shmpipe.attach("{name}", writable={writable})
+    said = {{"refused": False, "sum": int(ds.array.sum(dtype=np.uint64))}}
+    if ds.writable:
+        ds.array[:] = 1
+    ds.close()
+except shmpipe.BlockError as e:
+    said = {{"refused": True, "why": str(e)}}
+with open({block:?}, "rb") as f:
+    head = f.read(512)
+said["state"] = struct.unpack_from("<I", head, 296)[0]
+said["writers"] = struct.unpack_from("<Q", head, 248)[0]
+print(json.dumps(said))
+"#,
+                block = block.display().to_string()
+            ))
+            .env("PYTHONPATH", &module_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "writable={writable}: attach crashed ({}): {}",
+            out.status,
+            common::stderr(&out)
+        );
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(said["refused"], true, "writable={writable}: {said}");
+        let why = said["why"].as_str().unwrap();
+        assert!(
+            why.contains(&format!("shmpipe-{name}"))
+                && why.contains("image 0")
+                && why.contains("out of bounds")
+                && why.contains(&format!("slot offset {}", patched["offset"])),
+            "writable={writable}: {why}"
+        );
+        assert_eq!(
+            said["state"], patched["state"],
+            "writable={writable}: {said}"
+        );
+        assert_eq!(
+            said["writers"], patched["writers"],
+            "writable={writable}: {said}"
+        );
+    }
+}
+
+/// The arithmetic of attach's record check against Python integers, on the values where uint64
+/// arithmetic wraps: offsets and lengths near 2**64, shapes whose height * width * channels
+/// wraps to the slot's length, sources past the strings, misaligned and overlapping slots.
+/// Every verdict is the one exact integer arithmetic gives.
+#[test]
+fn the_record_check_agrees_with_python_integers_where_uint64_wraps() {
+    let said = python(
+        r#"
+import itertools, json
+import numpy as np
+from shmpipe._block import _bad_records
+
+PLEN, SLEN, CH = 1 << 20, 4096, 3
+def exact(off, ln, h, w, c, so, sl):
+    return not (off + ln <= PLEN and off % 64 == 0 and so + sl <= SLEN and c == CH and h * w * c == ln)
+
+big = [0, 64, PLEN - 64, PLEN, PLEN + 64, 2**63, 2**64 - 64, 2**64 - 1, 2**64 - PLEN]
+wrap = ((2**32 - 1) ** 2 * 3) % 2**64
+shapes = [(16, 16, 3), (2**32 - 1, 2**32 - 1, 3), (0, 5, 3), (16, 16, 4), (16, 16, 0)]
+lens = big + [768, wrap]
+sources = [(0, 10), (SLEN, 0), (SLEN, 1), (2**64 - 1, 2), (2, 2**64 - 1)]
+checked = disagree = 0
+for off, ln, (h, w, c), (so, sl) in itertools.product(big, lens, shapes, sources):
+    u64 = lambda v: np.array([v], np.uint64)
+    u32 = lambda v: np.array([v], np.uint32)
+    with np.errstate(all="raise"):
+        got = bool(_bad_records(u64(off), u64(ln), u32(h), u32(w), u32(c), u64(so), u64(sl), PLEN, SLEN, CH)[0])
+    checked += 1
+    disagree += got != exact(off, ln, h, w, c, so, sl)
+# Two slots: in order, overlapping, out of order.
+pairs = {}
+for name, offs in {"ordered": [0, 768], "overlapping": [0, 704], "reversed": [768, 0]}.items():
+    n = len(offs)
+    bad = _bad_records(np.array(offs, np.uint64), np.full(n, 768, np.uint64), np.full(n, 16, np.uint32),
+                       np.full(n, 16, np.uint32), np.full(n, 3, np.uint32), np.zeros(n, np.uint64),
+                       np.zeros(n, np.uint64), PLEN, SLEN, CH)
+    pairs[name] = bad.tolist()
+print(json.dumps({"checked": checked, "disagree": disagree, "pairs": pairs}))
+"#,
+    );
+    assert!(said["checked"].as_u64().unwrap() > 2000, "{said}");
+    assert_eq!(said["disagree"], 0, "{said}");
+    assert_eq!(
+        said["pairs"],
+        serde_json::json!({"ordered": [false, false], "overlapping": [false, true], "reversed": [false, true]}),
+        "{said}"
+    );
 }

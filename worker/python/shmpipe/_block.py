@@ -6,6 +6,7 @@ hands it to Python's resource tracker (it does not use `multiprocessing.shared_m
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -25,6 +26,8 @@ NAME_PREFIX = "shmpipe-"
 SHM_DIR = "/dev/shm"
 HEADER_SIZE = 512
 IMAGE_RECORD_SIZE = 256
+# Every slot starts at a multiple of this past the pixels region (`ALIGN` in block/layout.rs).
+_ALIGN = 64
 
 # Header: (offset, struct format) of the fields read here.
 _HEADER = {
@@ -106,15 +109,48 @@ class _EditMark:
     A writer killed, or whose interpreter dies, leaves the mark, and every later reader refuses
     the dataset. The mark holds a descriptor of its own, which keeps the lock
     from the mapping's end until the state is written back.
+
+    Only the attaching process ever writes through the mapping. A process forked from it (a
+    fork-start `multiprocessing.Pool`, `os.fork`) inherits the mapping, and with it every view
+    made before the fork; the attaching process alone clears the mark, so a child that died
+    half-way through a write would leave a half-edited image in a dataset called ready. So the
+    child's copy of the mapping is made read-only the moment it exists (`mprotect`, in an
+    at-fork hook, before any code of the child runs): a write through an inherited view faults
+    before a byte lands (the child dies of SIGSEGV), and the handle itself refuses to give the
+    child any view (`BlockError`). Nothing a child does can change the pixels, whatever way it
+    ends, so the parent's orderly end truthfully sets the dataset ready. The other design,
+    keeping the mark until every process holding the mapping has ended cleanly, needs a count
+    shared between processes, and marks the dataset damaged whenever a fork pool's idle workers
+    are terminated (as `Pool.__exit__` does), though they never wrote.
     """
 
-    def __init__(self, fd: int, mapping: mmap.mmap):
+    def __init__(self, fd: int, mapping: mmap.mmap, address: int, length: int):
         self._fd = os.dup(fd)
         self._pid = os.getpid()
         # Alive at `end` only when the interpreter exits with the mapping still there.
         self._mapping = weakref.ref(mapping)
+        self._address = address
+        self._length = length
         # An exception out of the `with` block: the edits may be half done, so the mark stays.
         self.abandoned = False
+        _EDIT_MARKS.add(self)
+
+    def inherited(self) -> bool:
+        """Whether this process is not the one that attached (a fork child of it)."""
+        return os.getpid() != self._pid
+
+    def _after_fork_in_child(self) -> None:
+        """Makes the child's copy of the mapping read-only (see the class)."""
+        mapping = self._mapping()
+        if mapping is None or mapping.closed:
+            return
+        if _mprotect_read_only(self._address, self._length) != 0:
+            # Never seen: the range is this live mapping. A child that might write must not run.
+            message = (f"shmpipe: cannot make an inherited writable mapping read-only in the fork "
+                       f"child {os.getpid()} ({os.strerror(ctypes.get_errno())}); the child exits "
+                       "rather than risk writing half an image\n")
+            os.write(2, message.encode())
+            os._exit(70)
 
     def set(self) -> None:
         self._write(_PYTHON_WRITING)
@@ -142,6 +178,60 @@ class _EditMark:
             return False
         main = threading.main_thread()
         return any(t is not main and t.is_alive() for t in threading.enumerate())
+
+
+def _bad_records(slot_offset: np.ndarray, slot_len: np.ndarray, height: np.ndarray,
+                 width: np.ndarray, channels: np.ndarray, source_offset: np.ndarray,
+                 source_len: np.ndarray, pixels_len: int, strings_len: int,
+                 block_channels: int) -> np.ndarray:
+    """Which image records a block may not be attached with (True where bad), as
+    worker/src/block/validate.rs checks them: each slot inside the pixels, 64-byte aligned, at or
+    after the end of the slot before, `height * width * channels` bytes long, with the block's
+    channels; each source path inside the strings.
+
+    `pixels_len` and `strings_len` are Python integers already checked to lie inside the block
+    (below 2**63). No sum of two record fields is ever formed: a field is first compared with
+    those bounds, and a length only with the room left after its offset (`bound - min(offset,
+    bound)`, never negative). So no uint64 can wrap, whatever the record holds, and the verdict
+    is the one Python integers give (`offset + length > bound`). Vectorised: nothing per image."""
+    plen, slen = np.uint64(pixels_len), np.uint64(strings_len)
+    ok = (slot_offset <= plen) & (slot_len <= plen - np.minimum(slot_offset, plen))
+    ok &= slot_offset % np.uint64(_ALIGN) == 0
+    ok &= (source_offset <= slen) & (source_len <= slen - np.minimum(source_offset, slen))
+    # height * width of two uint32 is below 2**64; times channels could wrap, so the length is
+    # divided instead (channels is the block's, 1, 3 or 4, once the first term holds).
+    ok &= channels == block_channels
+    c = np.uint64(block_channels)
+    pixels = height.astype(np.uint64) * width.astype(np.uint64)
+    ok &= (slot_len % c == 0) & (slot_len // c == pixels)
+    if len(ok) > 1 and ok.all():
+        # In order and disjoint: each slot starts at or after the end of the one before (every
+        # offset + length is now at most pixels_len, so the sums are exact).
+        ends = slot_offset + slot_len
+        ok[1:] &= slot_offset[1:] >= ends[:-1]
+    return ~ok
+
+
+# Every writable handle's mark whose mapping is not yet gone: what a fork child makes read-only.
+_EDIT_MARKS: "weakref.WeakSet[_EditMark]" = weakref.WeakSet()
+_PROT_READ = 1
+# Loaded at import, never in a fork child: dlopen there could wait forever on a lock that another
+# thread of the parent held at the fork.
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.mprotect.restype = ctypes.c_int
+
+
+def _mprotect_read_only(address: int, length: int) -> int:
+    return _libc.mprotect(address, length, _PROT_READ)
+
+
+def _after_fork_in_child() -> None:
+    for mark in list(_EDIT_MARKS):
+        mark._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class BlockError(Exception):
@@ -244,6 +334,8 @@ class Block:
         self._mm: Optional[mmap.mmap] = None
         self._edit: Optional[_EditMark] = None
         self._whole: Optional[np.ndarray] = None
+        self._array: Optional[np.ndarray] = None
+        self._uniform: Optional[Tuple[int, int, int]] = None
         path = os.path.join(backing or SHM_DIR, self.name)
         flags = (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -312,7 +404,11 @@ class Block:
             raise BlockError(f"{self.name} {_NOT_READY[0]}")
 
     def _read(self, fd: int, size: int) -> None:
-        """The rest, under the lock: no shmpipe writer changes it meanwhile."""
+        """The rest, under the lock: no shmpipe writer changes it meanwhile.
+
+        Every bound is checked before anything is read through it, as worker/src/block/
+        validate.rs does: the header's fields are Python integers (no wrap), and the records'
+        columns go through `_bad_records`, whose arithmetic cannot wrap either."""
         state = self._field("dataset_state")
         if state != _READY:
             why = _NOT_READY.get(state, "has an unknown dataset state")
@@ -321,69 +417,94 @@ class Block:
         table = self._field("image_table_offset")
         self._strings, strings_len = self._field("strings_offset"), self._field("strings_len")
         pixels, pixels_len = self._field("pixels_offset"), self._field("pixels_len")
+        channels = self._field("channels")
         if (table + count * IMAGE_RECORD_SIZE > size or self._strings + strings_len > size
-                or pixels + pixels_len > size):
-            raise BlockError(f"{self.name}: a region runs past the end of the block")
+                or pixels + pixels_len > size or pixels % _ALIGN):
+            raise BlockError(f"{self.name}: a region runs past the end of the block or is misaligned")
+        if channels not in (1, 3, 4):
+            raise BlockError(f"{self.name}: {channels} channels per pixel (a dataset has 1, 3 or 4)")
         # One NumPy array over the whole table, its columns copied once: what was checked is what
         # is used, and nothing is built per image.
         records = np.frombuffer(self._mm, _RECORD, count=count, offset=table)
-        self._offsets = records["slot_offset"].astype(np.int64) + pixels
-        self._shapes = np.stack([records["height"], records["width"], records["channels"]], axis=1).astype(np.int64)
-        self._source = np.stack([records["source_offset"], records["source_len"]], axis=1).astype(np.int64)
-        lengths = records["slot_len"].astype(np.uint64)
-        status = records["status"] & 0xFF
-        bad = ((lengths != self._shapes.prod(axis=1).astype(np.uint64))
-               | (records["slot_offset"] + lengths > pixels_len)
-               | (records["source_offset"] + records["source_len"] > strings_len))
+        slot_offsets = records["slot_offset"].copy()
+        slot_lens = records["slot_len"].copy()
+        heights, widths = records["height"].copy(), records["width"].copy()
+        source = np.stack([records["source_offset"], records["source_len"]], axis=1)
+        bad = _bad_records(slot_offsets, slot_lens, heights, widths, records["channels"],
+                           source[:, 0], source[:, 1], pixels_len, strings_len, channels)
         if bad.any():
-            raise BlockError(f"{self.name}: image {int(np.argmax(bad))}'s record is out of bounds")
+            i = int(np.argmax(bad))
+            why = (f"{self.name}: image {i}'s record is out of bounds, misaligned, overlaps another "
+                   f"or does not match its shape (slot offset {int(slot_offsets[i])}, "
+                   f"{int(slot_lens[i])} bytes, {int(heights[i])}x{int(widths[i])}x"
+                   f"{int(records['channels'][i])}, in {pixels_len} bytes of pixels; source path "
+                   f"at {int(source[i, 0])}, {int(source[i, 1])} bytes, in {strings_len}); the "
+                   "block is damaged: `shmpipe rm` it and load it again")
+            del records  # its buffer export would keep the mapping, and the lock, after the error
+            raise BlockError(why)
+        # Checked: every offset and length is at most the block's size, below 2**63.
+        status = records["status"] & 0xFF
         failed = np.nonzero(status != _DONE)[0]
-        self.failed: Dict[int, str] = {
-            int(i): bytes(records["message"][i][: min(int(records["message_len"][i]), _MESSAGE_LEN)]).decode("utf-8", "replace")
+        failed_messages = [
+            bytes(records["message"][i][: min(int(records["message_len"][i]), _MESSAGE_LEN)]).decode("utf-8", "replace")
             for i in failed
-        }
+        ]
         records_formats = records["format"].copy()
         # (width, height) of each source as decoded, EXIF orientation applied, before any resize.
         original_sizes = np.stack([records["original_width"], records["original_height"]], axis=1).astype(np.int64)
         del records  # its buffer export would keep close() from unmapping
-        self._count = count
         self._whole = np.frombuffer(self._mm, np.uint8)
         self._whole.flags.writeable = self.writable
-        if self.failed and not self.partial:
-            first = int(failed[0])
-            raise BlockError(f"{self.name} holds {len(self.failed)} image(s) that failed at load, with no "
-                             f"pixels (the first: {self._path(first)}: {self.failed[first]}); "
+        source = source.astype(np.int64)
+        # Source paths of the failed images, read by their (checked) place in the strings.
+        failed_paths = [self._text(int(source[i, 0]), int(source[i, 1])) for i in failed]
+        if len(failed) and not self.partial:
+            raise BlockError(f"{self.name} holds {len(failed)} image(s) that failed at load, with no "
+                             f"pixels (the first: {failed_paths[0]}: {failed_messages[0]}); "
                              "attach(name, partial=True) gives the others, `failed` lists them")
-        self.array: Optional[np.ndarray] = None
-        if count and (self._shapes == self._shapes[0]).all():
+        # The images this handle gives, by their index in the block: all of them, or with
+        # `partial` those that loaded (a failed image's slot holds no picture). Every index of this
+        # handle (images, paths, labels, formats, sizes, `take`, a collated batch) is an index
+        # into this list, as `shmpipe export --partial` numbers the images it writes.
+        kept = np.nonzero(status == _DONE)[0] if len(failed) else np.arange(count)
+        self.failed: Dict[str, str] = dict(zip(failed_paths, failed_messages))
+        self._count = len(kept)
+        self._offsets = slot_offsets.astype(np.int64)[kept] + pixels
+        self._shapes = np.stack([heights, widths, np.full(count, channels, np.uint32)],
+                                axis=1).astype(np.int64)[kept]
+        self._source = source[kept]
+        if self._count and (self._shapes == self._shapes[0]).all():
             h, w, c = (int(v) for v in self._shapes[0])
+            self._uniform = (h, w, c)
             steps = np.diff(self._offsets)
-            stride = int(steps[0]) if count > 1 else h * w * c
-            if count == 1 or (steps == stride).all():
+            stride = int(steps[0]) if self._count > 1 else h * w * c
+            if self._count == 1 or (steps == stride).all():
                 # Slots are 64-byte aligned: a strided view covers them all without a copy.
-                self.array = np.lib.stride_tricks.as_strided(
-                    self._whole[int(self._offsets[0]):], (count, h, w, c), (stride, w * c, c, 1),
+                self._array = np.lib.stride_tricks.as_strided(
+                    self._whole[int(self._offsets[0]):], (self._count, h, w, c), (stride, w * c, c, 1),
                     writeable=self.writable)
-        self._formats = records_formats
+        self._formats = records_formats[kept]
         self._sorted_offsets: Optional[Tuple[np.ndarray, np.ndarray]] = None
         self._base = int(self._whole.__array_interface__["data"][0])
-        self.original_sizes: np.ndarray = original_sizes
+        self.original_sizes: np.ndarray = original_sizes[kept]
         self.labels: Optional[np.ndarray] = None
         self.classes: Optional[List[str]] = None
         if self._field("label_kind") != 0:
             self.classes = self._class_names(strings_len)
             labels = np.frombuffer(self._mm, np.int64, count=(count - 1) * (IMAGE_RECORD_SIZE // 8) + 1,
                                    offset=table + _LABEL_AT)[:: IMAGE_RECORD_SIZE // 8] if count else np.empty(0, np.int64)
-            labels.flags.writeable = False
             if count and ((labels < 0) | (labels >= len(self.classes))).any():
                 raise BlockError(f"{self.name}: a label is out of range of its {len(self.classes)} classes")
+            if len(kept) != count:
+                labels = labels[kept]
+            labels.flags.writeable = False
             self.labels = labels
         if self.writable:
             # Counted before any write can happen, under the exclusive lock: what this handle
             # writes is in no history step, and a batch made before must not pass for after.
             offset, fmt = _HEADER["python_writers"]
             struct.pack_into(fmt, self._mm, offset, self._field("python_writers") + 1)
-            self._edit = _EditMark(fd, self._mm)
+            self._edit = _EditMark(fd, self._mm, self._base, size)
             weakref.finalize(self._mm, self._edit.end)
             self._edit.set()
         # What a reference to images of this block must match when it is used: the same file,
@@ -405,7 +526,7 @@ class Block:
 
     def format(self, i: int) -> str:
         """Image `i`'s source format: png, jpeg, webp, gif, bmp or tiff."""
-        code = int(self._formats[range(self._count)[i]])
+        code = int(self._formats[self._index(i)])
         return FORMATS[code % len(FORMATS)]
 
     @property
@@ -425,9 +546,15 @@ class Block:
         if outside.any():
             raise IndexError(f"{self.name}: image {int(idx[np.argmax(outside)])} of {self._count}")
         idx = np.where(idx < 0, idx + self._count, idx)
-        if self.array is not None:
+        if self._array is not None:
             # Fancy indexing, not np.take: take copies a strided (padded) array whole first.
-            return self.array[idx]
+            return self._array[idx]
+        if self._uniform is not None:
+            # One shape, slots not evenly spaced (a partial handle's failed images between).
+            out = np.empty((len(idx), *self._uniform), np.uint8)
+            for k, i in enumerate(idx):
+                out[k] = self._image(int(i))
+            return out
         return [np.array(self._image(int(i))) for i in idx]
 
     def _indices_of(self, views: Sequence[np.ndarray]) -> Optional[np.ndarray]:
@@ -457,20 +584,40 @@ class Block:
     def _live(self) -> np.ndarray:
         if self._whole is None:
             raise ValueError(f"{self.name}: this handle is closed (views taken before stay valid)")
+        if self._edit is not None and self._edit.inherited():
+            raise BlockError(
+                f"{self.name}: this writable handle was attached by process {self._edit._pid} and "
+                f"inherited by process {os.getpid()} across fork; only the process that attached "
+                "may use it (its mapping is read-only here: a write through a view taken before "
+                "the fork faults). Attach in the child once the parent has closed its handle")
         return self._whole
 
     def _image(self, i: int) -> np.ndarray:
         whole = self._live()
-        i = range(self._count)[i]  # negative indices, and IndexError past the end
+        i = self._index(i)
         h, w, c = (int(v) for v in self._shapes[i])
         start = int(self._offsets[i])
         return whole[start : start + h * w * c].reshape(h, w, c)
 
     def _path(self, i: int) -> str:
-        whole = self._live()
-        i = range(self._count)[i]
-        start = self._strings + int(self._source[i, 0])
-        return bytes(whole[start : start + int(self._source[i, 1])]).decode("utf-8", "surrogateescape")
+        self._live()
+        i = self._index(i)
+        return self._text(int(self._source[i, 0]), int(self._source[i, 1]))
+
+    def _index(self, i: int) -> int:
+        """`i` as an index of this handle's images (negative from the end); IndexError outside."""
+        try:
+            return range(self._count)[i]
+        except IndexError:
+            left_out = f" (and {len(self.failed)} that failed, left out)" if self.failed else ""
+            raise IndexError(f"{self.name}: no image {i}: this handle gives {self._count} "
+                             f"images{left_out}") from None
+
+    def _text(self, offset: int, length: int) -> str:
+        """`length` bytes at `offset` in the strings (a checked source path), decoded."""
+        assert self._whole is not None
+        start = self._strings + offset
+        return bytes(self._whole[start : start + length]).decode("utf-8", "surrogateescape")
 
     def __len__(self) -> int:
         return self._count
@@ -488,9 +635,18 @@ class Block:
         return _Paths(self)
 
     @property
+    def array(self) -> Optional[np.ndarray]:
+        """The whole dataset as one `(N, H, W, C)` view, when every image has one shape and their
+        slots are evenly spaced; else None (a ragged dataset, or a partial handle whose failed
+        images lie between others: `take` copies any of its images into one array)."""
+        if self._array is not None:
+            self._live()
+        return self._array
+
+    @property
     def shape(self) -> Optional[Tuple[int, int, int, int]]:
         """(N, H, W, C) when every image has one shape, else None."""
-        return None if self.array is None else tuple(self.array.shape)
+        return None if self._uniform is None or self.closed else (self._count, *self._uniform)
 
     @property
     def dtype(self) -> np.dtype:
@@ -505,7 +661,7 @@ class Block:
         if base is not None and _MAPPED.get(base) is self:
             del _MAPPED[base]
         self._whole = None
-        self.array = None
+        self._array = None
         mm, self._mm = self._mm, None
         if mm is not None:
             try:
@@ -566,8 +722,16 @@ def attach(name: str, writable: bool = False, partial: bool = False,
 
     Read-only views unless `writable`. A read-only handle holds the block's lock shared, a
     writable one exclusively, for as long as the handle or any view of it lives: `shmpipe apply`
-    and `save` refuse meanwhile, and so does a second writer. With `partial`, a dataset holding
-    images that failed at load attaches too (`failed` maps their indices to the reasons; their
-    views hold no picture). `backing` is the folder of a `--backing DIR` dataset.
+    and `save` refuse meanwhile, and so does a second writer. A writable handle is for the
+    process that attached it: a process forked from it gets a read-only mapping and a handle
+    that refuses to give views (see `_EditMark`).
+
+    A dataset holding images that failed at load is refused unless `partial`. With `partial`,
+    the handle leaves those images out, as `shmpipe export --partial` does: `len()`, `images`,
+    `array`, `paths`, `labels`, `original_sizes`, `format()`, `take()` and collated batches all
+    number only the images that loaded, in the dataset's order (index i is the i-th image that
+    loaded, the i-th image of the exported array), and `failed` maps each left-out image's
+    source path to its reason. No failed image is ever given. `backing` is the folder of a
+    `--backing DIR` dataset.
     """
     return Block(name, writable, partial, None if backing is None else os.fspath(backing))

@@ -20,6 +20,11 @@ class Dataset:
 
     Views are read-only: a transform that changes pixels must copy first (`np.array(view)`).
 
+    A dataset holding images that failed at load is refused unless `partial=True`; then it
+    holds only the images that loaded, as `shmpipe export --partial` writes them: `len(ds)`
+    counts them, `ds[i]` is the i-th of them with its own label, and a failed image is never
+    given (`ds.block.failed` maps each one's source path to its reason).
+
     Without a transform, give the loader `collate_fn=shmpipe.collate`: each batch then goes from
     the worker to the training process as the block's name and the images' indices, and the
     training process copies the images out of the block (see `shmpipe.collate`). A transform's
