@@ -96,7 +96,7 @@ fn chain_text(chain: &OpChain) -> String {
 fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
     let stages = ops::parse_apply(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
     let block = crate::dataset::attach(&args.name, args.backing.clone())?;
-    let writer = block.lock_exclusive()?;
+    let mut writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {
         bail!("{}", not_ready(&name, Some(DatasetState::None)));
@@ -134,7 +134,7 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
         .append_history(&entry)
         .ok_or_else(|| anyhow!("{name}: its history is full"))?;
     let job = Job {
-        writer: &writer,
+        writer: &mut writer,
         workers: args.workers,
         backing: args.backing,
         quiet: args.quiet,
@@ -145,7 +145,7 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
 
 fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
     let block = crate::dataset::attach(&args.name, args.backing.clone())?;
-    let writer = block.lock_exclusive()?;
+    let mut writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {
         bail!("{}", not_ready(&name, Some(DatasetState::None)));
@@ -163,7 +163,7 @@ fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
     }
     writer.set_dataset_state(DatasetState::Repairing);
     let job = Job {
-        writer: &writer,
+        writer: &mut writer,
         workers: args.workers,
         backing: args.backing,
         quiet: args.quiet,
@@ -173,7 +173,7 @@ fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
 }
 
 struct Job<'a, 'b> {
-    writer: &'a Writer<'b>,
+    writer: &'a mut Writer<'b>,
     workers: Option<u32>,
     backing: Option<std::path::PathBuf>,
     quiet: bool,
@@ -184,7 +184,7 @@ struct Job<'a, 'b> {
 impl Job<'_, '_> {
     /// Runs passes until every image is at the latest step of the history (appending the step
     /// of a dataset-wide op once its statistics are known), then marks the dataset ready.
-    fn drive(&self, verb: &str) -> anyhow::Result<i32> {
+    fn drive(self, verb: &str) -> anyhow::Result<i32> {
         let writer = self.writer;
         let name = writer.name().to_string();
         let failed_before = failed_images(writer);
@@ -226,7 +226,11 @@ impl Job<'_, '_> {
         let mut stats: Vec<(f64, f64)> = Vec::new();
         let mut retried = 0;
         loop {
-            let generation = writer.begin_pass();
+            // SAFETY: before the first pass no worker exists (the pool starts them in
+            // `supervise`); after one, `supervise` returned without a signal, so every live
+            // worker has parked at the pass that ended (`pass_settled`) or ended and was reaped.
+            #[allow(unsafe_code)]
+            let generation = unsafe { writer.begin_pass() };
             passes += 1;
             let settled = |pool: &Pool| pass_settled(writer, pool, generation);
             let outcome = supervise::supervise(
@@ -256,6 +260,7 @@ impl Job<'_, '_> {
             // SAFETY: `supervise` returned without a signal, so either every worker ended and
             // was reaped, or `pass_settled` saw every live worker parked at `generation` with no
             // image pending or claimed; parked workers claim nothing before `begin_pass`.
+            #[allow(unsafe_code)]
             let hist = unsafe { histograms(writer, workers as usize) };
             let colour = (writer.header().channels as usize).min(3);
             let mut step = HistoryEntry::new(&last.after(), 0, "")
@@ -365,6 +370,7 @@ fn pass_settled(block: &AttachedBlock, pool: &Pool, generation: u32) -> bool {
 /// # Safety
 ///
 /// As [`Writer::pixels_between_passes`]: no worker may be writing any slot.
+#[allow(unsafe_code)]
 unsafe fn histograms(writer: &Writer<'_>, threads: usize) -> [[u64; 256]; 4] {
     let channels = writer.header().channels as usize;
     let done: Vec<usize> = (0..writer.image_count())

@@ -3,6 +3,12 @@
 //!
 //! `main` only parses, dispatches and maps the outcome to an exit code (see [`exit`]).
 
+// The binary's code is safe Rust. Two modules call the block's `unsafe fn`s, whose preconditions
+// only the coordinator can know (every worker parked or reaped): `apply` (opening a pass,
+// reading pixels between passes) and `supervise` (taking over a dead worker's claim). Each call
+// is allowed where it stands, with its `// SAFETY:` line; nothing else may be unsafe.
+#![deny(unsafe_code)]
+
 mod apply;
 mod bench;
 mod blocks;

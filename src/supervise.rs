@@ -418,10 +418,13 @@ pub fn supervise(
             return Ok(outcome);
         }
         for (id, end) in pool.reap() {
+            // Whatever its end, this process is gone: a later worker with its id is a new one,
+            // to be killed for a timeout of its own (a worker that exited 0 just as it was
+            // marked timed out left its id here, and shielded every later holder of it).
+            let timed_out = timed_out.remove(&id);
             if !end.is_abnormal() {
                 continue;
             }
-            let timed_out = timed_out.remove(&id);
             let (retried, quarantined) = release(block, id, Some(timed_out), rules, on_release);
             outcome.retried += retried;
             if retried == 0 && quarantined == 0 {
@@ -504,6 +507,7 @@ fn release(
         // SAFETY: worker `id`'s process has ended and been reaped: `Pool::reap` and
         // `Pool::stop`, the only sources of the ids passed here, report an id only after
         // `wait` returned its status, and no new process takes the id before this returns.
+        #[allow(unsafe_code)]
         let Some(claim) = (unsafe { block.take_over(index, id) }) else {
             continue;
         };

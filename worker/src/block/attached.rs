@@ -207,7 +207,8 @@ impl<'a> Writer<'a> {
     }
 
     /// Appends a step to the history; returns the new count, or None when the history is full.
-    pub fn append_history(&self, entry: &HistoryEntry) -> Option<u32> {
+    /// `&mut self`: two appends at once would write one entry twice.
+    pub fn append_history(&mut self, entry: &HistoryEntry) -> Option<u32> {
         let h = self.header();
         let count = h.history_count.load(Ordering::Acquire) as usize;
         if count >= self.mapping.layout.history_capacity {
@@ -233,7 +234,15 @@ impl<'a> Writer<'a> {
     /// Opens a pass that brings every image to the latest step of the history: images done at
     /// an older step, and claims left by a writer that died, go back to Pending; failed ones stay
     /// failed. Counters restart; every waiting worker is woken. Returns the pass's generation.
-    pub fn begin_pass(&self) -> u32 {
+    /// `&mut self`: no slice from [`Writer::pixels_between_passes`] outlives the pass it was
+    /// read in.
+    ///
+    /// # Safety
+    ///
+    /// No worker may be working on a claim: every worker this process started has parked after
+    /// the previous pass (or not yet claimed anything) or has ended and been reaped. A claim
+    /// reset to Pending under a live worker would let a second worker write the same slot.
+    pub unsafe fn begin_pass(&mut self) -> u32 {
         let h = self.header();
         let target = h.history_count.load(Ordering::Acquire);
         for rec in self.images() {
@@ -259,7 +268,10 @@ impl<'a> Writer<'a> {
         h.images_failed.store(0, Ordering::Release);
         h.pixels_done.store(0, Ordering::Release);
         h.state.store(BlockState::Ready as u32, Ordering::Release);
-        let generation = h.pass.load(Ordering::Acquire).wrapping_add(1).max(1);
+        // Generations count in the low 31 bits: the top one is the stop request's.
+        let last = h.pass.load(Ordering::Acquire) & !super::doorbell::STOP_BIT;
+        let generation = (last + 1) & !super::doorbell::STOP_BIT;
+        let generation = generation.max(1);
         self.mapping.open_pass(generation);
         generation
     }
@@ -273,7 +285,7 @@ impl<'a> Writer<'a> {
     /// been reaped. Only the coordinator that started them can know this.
     ///
     /// [`WorkerRecord::parked`]: super::WorkerRecord::parked
-    pub unsafe fn pixels_between_passes(&self, index: usize) -> &'a [u8] {
+    pub unsafe fn pixels_between_passes(&self, index: usize) -> &[u8] {
         self.block.slot_bytes(index)
     }
 }

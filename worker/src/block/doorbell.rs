@@ -8,16 +8,23 @@ use std::sync::atomic::Ordering;
 
 use super::{BlockState, Mapping};
 
+/// The pass word's top bit: a stop was requested. A stop changes the word, so a worker that
+/// checked its stop flag just before the stop and then waits for the word to leave the
+/// generation it saw returns at once (the futex compares the word before it sleeps), instead
+/// of sleeping its whole park timeout.
+pub(super) const STOP_BIT: u32 = 1 << 31;
+
 impl Mapping {
     /// Asks every worker to stop after its current image, and wakes those parked between passes.
     pub fn request_stop(&self) {
         let h = self.header();
         h.state
             .store(BlockState::Stopping as u32, Ordering::Release);
-        self.open_pass(h.pass.load(Ordering::Acquire));
+        self.open_pass(h.pass.load(Ordering::Acquire) | STOP_BIT);
     }
 
-    /// Opens pass `generation` of a job and wakes every worker waiting for it.
+    /// Sets the pass word to `generation` (a pass's, or the last one's with [`STOP_BIT`]) and
+    /// wakes every worker waiting on it.
     pub(super) fn open_pass(&self, generation: u32) {
         let word = &self.header().pass;
         word.store(generation, Ordering::Release);

@@ -499,8 +499,15 @@ pub struct PlannedImage {
     pub label: i64,
 }
 
+/// `v` rounded up to [`ALIGN`]. Only for values already checked to fit (under a total that
+/// [`BlockPlan::regions`] computed with [`checked_align_up`]).
 pub(super) fn align_up(v: u64) -> u64 {
     v.div_ceil(ALIGN) * ALIGN
+}
+
+/// `v` rounded up to [`ALIGN`], or None when that passes `u64::MAX`.
+fn checked_align_up(v: u64) -> Option<u64> {
+    Some(v.checked_add(ALIGN - 1)? / ALIGN * ALIGN)
 }
 
 /// Offsets of each region, computed once from a plan.
@@ -525,50 +532,65 @@ impl BlockPlan {
         }
     }
 
-    /// Bytes of an image's decoded pixels.
-    fn image_len(&self, img: &PlannedImage) -> u64 {
-        img.height as u64 * img.width as u64 * self.channels_of(img) as u64
+    /// Bytes of an image's decoded pixels, or None past `u64::MAX`.
+    fn image_len(&self, img: &PlannedImage) -> Option<u64> {
+        (img.height as u64 * img.width as u64).checked_mul(self.channels_of(img) as u64)
     }
 
-    /// Bytes of an image's slot in the block: its pixels, or none in copy mode.
+    /// Bytes of an image's slot in the block: its pixels, or none in copy mode. Only for a plan
+    /// whose [`BlockPlan::regions`] is Some (then every slot fits).
     pub(super) fn slot_len(&self, img: &PlannedImage) -> u64 {
         if self.copy_mode {
             0
         } else {
-            self.image_len(img)
+            self.image_len(img).unwrap_or(u64::MAX)
         }
     }
 
-    pub(super) fn regions(&self) -> Regions {
-        let image_table = align_up(size_of::<Header>() as u64);
-        let worker_table =
-            align_up(image_table + self.images.len() as u64 * size_of::<ImageRecord>() as u64);
-        let history =
-            align_up(worker_table + self.worker_count as u64 * size_of::<WorkerRecord>() as u64);
-        let history_len = if self.kept {
-            (HISTORY_CAPACITY * size_of::<HistoryEntry>()) as u64
-        } else {
-            0
+    /// Every region's offset and length, or None when the plan's sizes do not fit in 64 bits
+    /// (every sum and product here is checked: the plan comes from file headers).
+    pub(super) fn regions(&self) -> Option<Regions> {
+        let after = |start: u64, count: usize, size: usize| -> Option<u64> {
+            checked_align_up(start.checked_add((count as u64).checked_mul(size as u64)?)?)
         };
-        let strings = align_up(history + history_len);
-        let strings_len = self.input_root.len()
-            + self.output_root.len()
-            + self.op_chain.len()
-            + self.output_format.len()
-            + self.class_names_len()
-            + self.images.iter().map(|i| i.source.len()).sum::<usize>();
-        let pixels = align_up(strings + strings_len as u64);
-        let pixels_len: u64 = self.images.iter().map(|i| align_up(self.slot_len(i))).sum();
-        Regions {
+        let image_table = checked_align_up(size_of::<Header>() as u64)?;
+        let worker_table = after(image_table, self.images.len(), size_of::<ImageRecord>())?;
+        let history = after(
+            worker_table,
+            self.worker_count as usize,
+            size_of::<WorkerRecord>(),
+        )?;
+        let history_entries = if self.kept { HISTORY_CAPACITY } else { 0 };
+        let strings = after(history, history_entries, size_of::<HistoryEntry>())?;
+        let strings_len = [
+            self.input_root.len(),
+            self.output_root.len(),
+            self.op_chain.len(),
+            self.output_format.len(),
+            self.class_names_len(),
+        ]
+        .into_iter()
+        .chain(self.images.iter().map(|i| i.source.len()))
+        .try_fold(0u64, |sum, len| sum.checked_add(len as u64))?;
+        let pixels = after(strings, 1, strings_len as usize)?;
+        let pixels_len = self.images.iter().try_fold(0u64, |sum, img| {
+            let slot = if self.copy_mode {
+                0
+            } else {
+                self.image_len(img)?
+            };
+            sum.checked_add(checked_align_up(slot)?)
+        })?;
+        Some(Regions {
             image_table,
             worker_table,
             history,
             strings,
-            strings_len: strings_len as u64,
+            strings_len,
             pixels,
             pixels_len,
-            total: pixels + pixels_len,
-        }
+            total: pixels.checked_add(pixels_len)?,
+        })
     }
 
     /// Bytes of the class names in the strings region: each name and a NUL.
@@ -580,14 +602,17 @@ impl BlockPlan {
             .sum()
     }
 
-    /// Bytes the block will take.
-    pub fn total_size(&self) -> u64 {
-        self.regions().total
+    /// Bytes the block will take, or None when the plan's sizes pass 64 bits.
+    pub fn total_size(&self) -> Option<u64> {
+        Some(self.regions()?.total)
     }
 
-    /// Bytes of pixels alone: the decoded dataset.
+    /// Bytes of pixels alone: the decoded dataset (saturating: for reports).
     pub fn pixel_bytes(&self) -> u64 {
-        self.images.iter().map(|i| self.image_len(i)).sum()
+        self.images
+            .iter()
+            .map(|i| self.image_len(i).unwrap_or(u64::MAX))
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -595,6 +620,103 @@ impl BlockPlan {
 mod layout_tests {
     use super::*;
     use std::mem::offset_of;
+
+    fn plan(images: Vec<PlannedImage>, channels: u32) -> BlockPlan {
+        BlockPlan {
+            worker_count: 2,
+            channels,
+            images,
+            input_root: b"/in".to_vec(),
+            output_root: Vec::new(),
+            op_chain: String::new(),
+            output_format: String::new(),
+            quality: 90,
+            png_compression: 0,
+            strict: false,
+            copy_mode: false,
+            rgb_output: false,
+            kept: true,
+            no_fsync: false,
+            allow_truncated: false,
+            strip: false,
+            lossless: false,
+            resize_fit: 0,
+            max_pixels: u64::MAX,
+            classes: None,
+        }
+    }
+
+    fn image(width: u32, height: u32) -> PlannedImage {
+        PlannedImage {
+            width,
+            height,
+            channels: 3,
+            source: b"a.png".to_vec(),
+            ..PlannedImage::default()
+        }
+    }
+
+    /// A plan whose sizes pass 64 bits (headers can declare anything) has no regions, and the
+    /// block is refused with a reason, instead of wrapping to a small block whose slots overlap.
+    #[test]
+    fn a_plan_past_64_bits_has_no_regions() {
+        let huge = vec![image(u32::MAX, u32::MAX); 2];
+        assert!(plan(huge.clone(), 3).regions().is_none());
+        assert!(plan(huge, 3).total_size().is_none());
+        // One image near the edge: its slot alone overflows when rounded up to ALIGN.
+        let mut edge = plan(vec![image(1, 1)], 3);
+        edge.channels = CHANNELS_PER_IMAGE;
+        edge.images[0].channels = 4;
+        edge.images[0].width = u32::MAX;
+        edge.images[0].height = u32::MAX;
+        assert!(edge.regions().is_none());
+        let prefix = crate::block::backing::NAME_PREFIX;
+        let name = format!("{prefix}{}-layout-test", std::process::id());
+        let err = crate::block::OwnedBlock::create(&name, crate::block::Backing::Shm, &edge)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("does not fit in 64 bits"), "{err}");
+        assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+    }
+
+    /// A stop changes the pass word, so a worker about to wait for the word to leave the
+    /// generation it saw (having checked its stop flag just before the stop) returns at once:
+    /// the futex compares the word before sleeping. Before, a stop stored the same generation
+    /// and such a worker slept its whole park timeout. The next pass clears the stop bit.
+    #[test]
+    fn a_stop_changes_the_pass_word() {
+        use std::sync::atomic::Ordering;
+        let prefix = crate::block::backing::NAME_PREFIX;
+        let name = format!("{prefix}{}-doorbell-test", std::process::id());
+        let mut p = plan(vec![image(4, 4)], 3);
+        p.kept = false;
+        let block =
+            crate::block::OwnedBlock::create(&name, crate::block::Backing::Shm, &p).unwrap();
+        let seen = block.header().pass.load(Ordering::Acquire);
+        block.request_stop();
+        let now = block.header().pass.load(Ordering::Acquire);
+        assert_ne!(now, seen);
+        assert_eq!(now & !crate::block::doorbell::STOP_BIT, seen);
+    }
+
+    /// An ordinary plan: regions in order, aligned, and the total the sum of its parts.
+    #[test]
+    fn an_ordinary_plan_has_aligned_regions_in_order() {
+        let p = plan(vec![image(640, 427), image(3, 5)], 3);
+        let r = p.regions().unwrap();
+        let order = [
+            r.image_table,
+            r.worker_table,
+            r.history,
+            r.strings,
+            r.pixels,
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert!(order.iter().all(|o| o % ALIGN == 0));
+        assert_eq!(r.pixels_len, align_up(640 * 427 * 3) + align_up(3 * 5 * 3));
+        assert_eq!(r.total, r.pixels + r.pixels_len);
+    }
 
     /// worker/python/shmpipe/_block.py reads these offsets: change them together.
     #[test]

@@ -73,7 +73,10 @@ impl OwnedBlock {
         plan: &BlockPlan,
     ) -> Result<OwnedBlock, BlockError> {
         validate_name(name)?;
-        let regions = plan.regions();
+        let regions = plan.regions().ok_or_else(|| BlockError::Invalid {
+            name: name.to_string(),
+            reason: "its planned size does not fit in 64 bits".into(),
+        })?;
         let dir = backing.dir();
         let free = free_bytes(&dir).map_err(io_err("check free space for", name))?;
         if free < regions.total {

@@ -12,6 +12,7 @@
 //! [`Strictness::Lenient`] keeps a damaged file's pixels as far as libjpeg-turbo decoded them,
 //! for `--allow-truncated`.
 
+#[allow(unsafe_code)]
 pub mod libjpeg;
 
 use std::path::Path;
