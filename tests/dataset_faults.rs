@@ -540,6 +540,48 @@ fn the_next_pass_opens_only_when_every_worker_has_parked() {
     assert_eq!(after, expected, "a pass ran twice or was skipped");
 }
 
+/// A source rewritten with its size and modification time kept (`cp -p`, `rsync -a`, `touch -r`)
+/// is a changed source too: repair compares the bytes' hash recorded at load, and fails that
+/// image with the reason instead of rebuilding it from other pixels.
+#[test]
+fn repair_refuses_a_source_rewritten_with_its_size_and_time_kept() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    // BMP: the same size for every image of one shape, whatever its pixels.
+    std::fs::create_dir_all(&input).unwrap();
+    for k in 0..4u32 {
+        image::RgbImage::from_fn(640, 480, |x, y| {
+            image::Rgb([(x * (k + 1)) as u8, (y * (k + 3)) as u8, (x ^ y ^ k) as u8])
+        })
+        .save(input.join(format!("img{k:06}.bmp")))
+        .unwrap();
+    }
+    let name = format!("cpp{}", std::process::id());
+    let _guard = Dataset(name.clone());
+    load(&input, &name);
+    kill_apply_mid_image(&name, "blur:2", "img000002.bmp");
+    let changed = input.join("img000002.bmp");
+    let other = std::fs::read(input.join("img000001.bmp")).unwrap();
+    let before = std::fs::metadata(&changed).unwrap();
+    assert_eq!(before.len(), other.len() as u64);
+    std::fs::write(&changed, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    let out = shmpipe(&[os("repair"), os(&name)]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("img000002.bmp") && said.contains("changed since the load"),
+        "{said}"
+    );
+    assert_eq!(listed(&name).unwrap()["state"], "ready");
+}
+
 /// Repair rebuilds from the sources; a source that changed since the load cannot be used: that
 /// image is failed with the reason, and the rest of the dataset is repaired and readable.
 #[test]

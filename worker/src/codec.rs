@@ -533,6 +533,23 @@ fn encode_jpeg(
     Ok(())
 }
 
+/// The XXH3-64 hash of a file's bytes, read in 64 KiB pieces: what a kept dataset records of
+/// each source at load, and what a rebuild compares before it decodes the source again.
+pub fn source_hash(path: &Path) -> io::Result<u64> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut piece = vec![0u8; 64 << 10];
+    loop {
+        match file.read(&mut piece) {
+            Ok(0) => return Ok(hasher.digest()),
+            Ok(n) => hasher.update(&piece[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A source file's size and modification time (ns since the epoch), as planning records them and
 /// a rebuild compares them: (0, 0) when they cannot be read.
 pub fn source_identity(path: &Path) -> (u64, u64) {

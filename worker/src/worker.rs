@@ -472,6 +472,12 @@ impl Job<'_> {
                 warning = warning.take().or(left_out);
                 return Ok(());
             }
+            if self.kept {
+                // What a rebuild will hold the source to (see `bring_up_to_date`).
+                let hash = codec::source_hash(&self.source(index))
+                    .map_err(|e| format!("cannot read file: {e}"))?;
+                claim.set_source_hash(hash);
+            }
             let (layout, damage) = self.decode_and_run(&mut claim, scratch, decoded)?;
             warning = damage;
             // The gray plane is the slot's first H x W bytes, so either way `pixels` starts
@@ -695,6 +701,7 @@ impl Job<'_> {
             return Ok(());
         }
         let (recorded_size, recorded_mtime) = claim.source_identity();
+        let recorded_hash = claim.source_hash();
         claim.set_steps(STEPS_UNKNOWN);
         // A fault here leaves the image as one whose transform was cut short.
         self.test_hooks(index, &relative);
@@ -707,7 +714,11 @@ impl Job<'_> {
                     source.display()
                 ));
             }
-            if codec::source_identity(&source) != (recorded_size, recorded_mtime) {
+            // Size and time first (cheap); then the bytes: a source rewritten with its size and
+            // time kept (cp -p, rsync -a, touch -r) must not pass for the one loaded.
+            let changed = codec::source_identity(&source) != (recorded_size, recorded_mtime)
+                || codec::source_hash(&source).ok() != Some(recorded_hash);
+            if changed {
                 return Err(format!(
                     "cannot rebuild it: its source {} changed since the load",
                     source.display()

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, overl
 import numpy as np
 
 MAGIC = b"SHMPIPE\0"
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 NAME_PREFIX = "shmpipe-"
 SHM_DIR = "/dev/shm"
 HEADER_SIZE = 512

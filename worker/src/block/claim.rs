@@ -107,6 +107,20 @@ impl<'a> Claim<'a> {
         (rec.source_size, rec.source_mtime_ns)
     }
 
+    /// The hash of the source's bytes recorded when it was loaded (0 before).
+    pub fn source_hash(&self) -> u64 {
+        self.mapping.images()[self.index]
+            .source_hash
+            .load(Ordering::Acquire)
+    }
+
+    /// Records the hash of the source's bytes this load decodes.
+    pub fn set_source_hash(&self, hash: u64) {
+        self.mapping.images()[self.index]
+            .source_hash
+            .store(hash, Ordering::Release);
+    }
+
     /// The slot's pixels, `height * width * channels` bytes, row-major, reserved first (see
     /// [`Claim::reserve`]).
     pub fn pixels(&mut self) -> Result<&mut [u8], BlockError> {

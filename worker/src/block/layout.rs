@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// First eight bytes of every block.
 pub const MAGIC: [u8; 8] = *b"SHMPIPE\0";
 /// Bumped whenever the layout changes; `attach` refuses any other.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Alignment of every region and every slot.
 pub const ALIGN: u64 = 64;
 /// Bytes of an image's error message kept in its record.
@@ -332,7 +332,10 @@ pub struct ImageRecord {
     pub original_height: u32,
     /// The image's class (see [`Header::label_kind`]), -1 for none.
     pub label: i64,
-    pub _reserved: [u8; 56],
+    /// A kept dataset's image: the XXH3-64 of its source file's bytes, recorded by the worker
+    /// that loaded it; a rebuild refuses a source whose bytes hash otherwise. 0 until loaded.
+    pub source_hash: AtomicU64,
+    pub _reserved: [u8; 48],
 }
 
 // SAFETY: `message` is the only non-atomic field written after the block is published; it is
@@ -744,13 +747,14 @@ mod layout_tests {
         assert_eq!(offset_of!(ImageRecord, message), 80);
         assert_eq!(MESSAGE_LEN, 104);
         assert_eq!(size_of::<ImageRecord>(), 256);
-        assert_eq!(LAYOUT_VERSION, 3);
+        assert_eq!(LAYOUT_VERSION, 4);
         assert_eq!(offset_of!(Header, label_kind), 324);
         assert_eq!(offset_of!(Header, class_count), 328);
         assert_eq!(offset_of!(Header, class_names), 336);
         assert_eq!(offset_of!(ImageRecord, original_width), 184);
         assert_eq!(offset_of!(ImageRecord, original_height), 188);
         assert_eq!(offset_of!(ImageRecord, label), 192);
+        assert_eq!(offset_of!(ImageRecord, source_hash), 200);
         assert_eq!(offset_of!(ImageRecord, source_size), 64);
         assert_eq!(offset_of!(ImageRecord, source_mtime_ns), 72);
         assert_eq!(offset_of!(ImageRecord, slot_offset), 0);

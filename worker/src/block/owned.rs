@@ -348,7 +348,8 @@ impl Mapping {
                     } else {
                         -1
                     },
-                    _reserved: [0; 56],
+                    source_hash: AtomicU64::new(0),
+                    _reserved: [0; 48],
                 };
                 std::ptr::write(
                     base.add((r.image_table + i as u64 * size_of::<ImageRecord>() as u64) as usize)
