@@ -3,7 +3,8 @@
 //! recorded with their reason; they never stop the others.
 //!
 //! It also records every file the walk met, by path and by (device, inode), so that no output
-//! can land on an input ([`check_outputs`]), gives each output path to one image only
+//! can land on an input nor, once the links above it are resolved, among them
+//! ([`check_outputs`]), gives each output path to one image only
 //! ([`OutputClaims`], for `save` too), and leaves the output folder out of the walk when it lies
 //! inside the input folder.
 //!
@@ -60,6 +61,13 @@ impl Inputs {
     /// Records `path` (a kept dataset's source, say) by its path and by what it leads to now.
     pub fn add(&mut self, path: &Path) {
         self.insert(path, std::fs::metadata(path).ok());
+    }
+
+    /// Every folder that holds an input file, with the links in it resolved ([`real_folder`]):
+    /// where a walk that follows links found files.
+    fn real_folders(&self) -> HashSet<PathBuf> {
+        let lexical: HashSet<&Path> = self.paths.iter().filter_map(|p| p.parent()).collect();
+        lexical.into_iter().map(real_folder).collect()
     }
 
     /// The input that writing `target` would replace: the same path, or an existing file that
@@ -315,20 +323,76 @@ pub fn assign_outputs(
     }
 }
 
+/// Why an output of a run is refused before anything is written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// It would replace an input file.
+    #[error(transparent)]
+    Clash(#[from] Clash),
+    /// Once the links above it are resolved, it lands among the inputs without replacing one:
+    /// inside the input folder, or in a folder that holds input files (reached through a link).
+    #[error("output {}{} would be written {where_}: refusing to write among the inputs (choose an -o folder apart from them)", target.display(), through(target, real))]
+    AmongInputs {
+        target: PathBuf,
+        real: PathBuf,
+        where_: String,
+    },
+}
+
+/// ` (it is REAL, through a symbolic link)` when `real` is not `target`.
+fn through(target: &Path, real: &Path) -> String {
+    if real == target {
+        String::new()
+    } else {
+        format!(" (it is {}, through a symbolic link)", real.display())
+    }
+}
+
 /// The first planned image (in sorted order) whose output would replace an input file, by path
-/// or by (device, inode). Run before any block exists; nothing is written when it finds one.
+/// or by (device, inode), or whose real location (every link above it resolved,
+/// [`real_location`]) lies inside `input` or in a folder holding input files. Run before any
+/// block exists; nothing is written when it finds one. `input` and `out` are canonical; an `out`
+/// inside `input` is the one place there where outputs may go (it is either left out of the walk
+/// or its files are inputs that the clash check protects).
 pub fn check_outputs(
     plan: &Plan,
+    input: &Path,
     out: &Path,
     format: Option<image::ImageFormat>,
-) -> Result<(), Clash> {
+) -> Result<(), Refusal> {
+    let inside_out = |real: &Path| out.starts_with(input) && real.starts_with(out);
+    let input_folders = plan.inputs.real_folders();
+    // Resolved once per folder: a hundred thousand images lie in far fewer folders.
+    let mut resolved: HashMap<PathBuf, PathBuf> = HashMap::new();
     for image in &plan.images {
         let relative = Path::new(OsStr::from_bytes(&image.source));
         let input_format = codec::FORMATS[image.format as usize];
         let target = codec::output_path(out, relative, format.unwrap_or(input_format));
         if let Some(input) = plan.inputs.clash(&target) {
-            return Err(Clash { target, input });
+            return Err(Clash { target, input }.into());
         }
+        let (Some(folder), Some(name)) = (target.parent(), target.file_name()) else {
+            continue;
+        };
+        let real_folder = resolved
+            .entry(folder.to_path_buf())
+            .or_insert_with(|| real_folder(folder));
+        let real = real_folder.join(name);
+        if inside_out(&real) {
+            continue;
+        }
+        let where_ = if real.starts_with(input) {
+            format!("inside the input folder {}", input.display())
+        } else if input_folders.contains(real_folder.as_path()) {
+            format!("into {}, a folder of input files", real_folder.display())
+        } else {
+            continue;
+        };
+        return Err(Refusal::AmongInputs {
+            target,
+            real,
+            where_,
+        });
     }
     Ok(())
 }

@@ -244,7 +244,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             settings.format,
             args.skip_existing,
         );
-        plan::check_outputs(&planned, out, settings.format)?;
+        plan::check_outputs(&planned, &settings.input, out, settings.format)?;
         if !args.quiet {
             warn_unused_settings(args, &planned, settings.format);
         }

@@ -99,6 +99,75 @@ fn a_hard_link_or_a_symlinked_folder_to_an_input_is_refused() {
     assert_eq!(files_under(&linked), [PathBuf::from("rocket.jpg")]);
 }
 
+/// `run --format png -o OUT` where OUT/sub is a symbolic link to the input's sub folder: no
+/// output replaces an input, but `sub/seeding.png` would be written into the input folder. Every
+/// output's real location is checked before any worker starts: exit 2 naming it, nothing written.
+#[test]
+fn an_output_that_lands_in_the_input_folder_through_a_link_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::copy(assets().join("rocket.jpg"), input.join("rocket.jpg")).unwrap();
+    std::fs::copy(assets().join("seeding.jpg"), input.join("sub/seeding.jpg")).unwrap();
+    let before = snapshot(&input);
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::os::unix::fs::symlink(input.join("sub"), out_dir.join("sub")).unwrap();
+    let out = run(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out_dir.as_os_str(),
+        os("--format"),
+        os("png"),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("out/sub/seeding.png")
+            && err.contains("through a symbolic link")
+            && err.contains("inside the input folder"),
+        "names the output and why: {err}"
+    );
+    assert_eq!(snapshot(&input), before, "inputs unchanged, nothing added");
+    assert!(
+        !out_dir.join("rocket.png").exists(),
+        "nothing written, not even the outputs that were fine"
+    );
+
+    // Through a link inside the input too: in/link leads to a folder of inputs elsewhere, and
+    // out/link to the same folder.
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(assets().join("coffee.png"), photos.join("cup.png")).unwrap();
+    let input2 = tmp.path().join("in2");
+    std::fs::create_dir_all(&input2).unwrap();
+    std::os::unix::fs::symlink(&photos, input2.join("link")).unwrap();
+    let out2 = tmp.path().join("out2");
+    std::fs::create_dir_all(&out2).unwrap();
+    std::os::unix::fs::symlink(&photos, out2.join("link")).unwrap();
+    let photos_before = snapshot(&photos);
+    let out = run(&[
+        os("run"),
+        input2.as_os_str(),
+        os("-o"),
+        out2.as_os_str(),
+        os("--format"),
+        os("jpeg"),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("link/cup.jpg") && err.contains("a folder of input files"),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&photos),
+        photos_before,
+        "nothing added among the inputs"
+    );
+}
+
 #[test]
 fn an_output_folder_inside_the_input_is_left_out_of_the_walk_run_after_run() {
     let tmp = tempfile::tempdir().unwrap();
