@@ -218,9 +218,10 @@ pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<registry::Cleaned
             if owner != block.name {
                 continue;
             }
-            match std::fs::remove_file(&path) {
-                Ok(()) if !quiet => println!("removed {}", path.display()),
-                Ok(()) => {}
+            // A block of that name elsewhere (another --backing folder) may be writing it.
+            match codec::remove_temporary_unless_held(&path) {
+                Ok(true) if !quiet => println!("removed {}", path.display()),
+                Ok(_) => {}
                 Err(e) => cleaned.failed.push((path.display().to_string(), e)),
             }
         }
@@ -242,8 +243,10 @@ pub fn sweep(backing: &Backing, quiet: bool) -> anyhow::Result<registry::Cleaned
 }
 
 /// Removes the temporary outputs under `out` of runs that are over: their block is gone or stale
-/// (looked for in `backing` and in /dev/shm) and their creator's pid is gone. Gives what it
-/// could not remove.
+/// (looked for in `backing` and in /dev/shm), their creator's pid is gone, and no writer holds
+/// the file's lock (`codec::held_temporary`). The block may live where we do not look (a run
+/// with another `--backing` folder, whose dataset's name holds no pid): the writer's lock is
+/// what says so then. Gives what it could not remove.
 pub fn remove_left_temporaries(out: &Path, backing: &Backing) -> Vec<(String, std::io::Error)> {
     let mut failed = Vec::new();
     for (path, owner) in codec::temporaries(out) {
@@ -252,10 +255,8 @@ pub fn remove_left_temporaries(out: &Path, backing: &Backing) -> Vec<(String, st
         {
             continue;
         }
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => failed.push((path.display().to_string(), e)),
+        if let Err(e) = codec::remove_temporary_unless_held(&path) {
+            failed.push((path.display().to_string(), e));
         }
     }
     failed

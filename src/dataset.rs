@@ -383,13 +383,11 @@ fn remove_left_exports(file: &Path, dir: &Path, backing: &Backing) {
         {
             continue;
         }
-        if let Err(e) = std::fs::remove_file(entry.path()) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!(
-                    "shmpipe: warning: cannot remove left temporary {}: {e}",
-                    entry.path().display()
-                );
-            }
+        if let Err(e) = codec::remove_temporary_unless_held(&entry.path()) {
+            eprintln!(
+                "shmpipe: warning: cannot remove left temporary {}: {e}",
+                entry.path().display()
+            );
         }
     }
 }
@@ -443,10 +441,12 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     remove_left_exports(&args.file, dir, &backing);
-    let tmp = tempfile::Builder::new()
-        .prefix(&codec::temp_prefix(&args.file, &temporaries_owner()))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let tmp = codec::held_temporary(|| {
+        tempfile::Builder::new()
+            .prefix(&codec::temp_prefix(&args.file, &temporaries_owner()))
+            .tempfile_in(dir)
+    })
+    .with_context(|| format!("cannot write in {}", dir.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp);
     let shape = [count, first.height, first.width, first.channels];
     // The last step of the history is `normalize:float`'s statistics when no apply came after.

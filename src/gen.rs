@@ -194,10 +194,12 @@ fn write_through_rename(
     encode: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> image::ImageResult<()>,
 ) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(&codec::temp_prefix(path, owner))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let tmp = codec::held_temporary(|| {
+        tempfile::Builder::new()
+            .prefix(&codec::temp_prefix(path, owner))
+            .tempfile_in(dir)
+    })
+    .with_context(|| format!("cannot write {}", path.display()))?;
     let mut file = std::io::BufWriter::new(tmp.as_file());
     encode(&mut file).with_context(|| format!("cannot encode {}", path.display()))?;
     file.flush()

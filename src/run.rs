@@ -633,7 +633,9 @@ fn remove_partial_output(block: &OwnedBlock, index: usize, settings: &Settings) 
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
-                let _ = std::fs::remove_file(entry.path());
+                // The dead worker's lock went with it; a run of the same block name in another
+                // --backing folder holds its own.
+                let _ = codec::remove_temporary_unless_held(&entry.path());
             }
         }
     }

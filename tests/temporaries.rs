@@ -439,3 +439,106 @@ fn a_temporary_left_in_an_input_folder_is_not_an_input() {
     assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
     assert_eq!(std::fs::read(&half).unwrap(), &whole[..whole.len() / 2]);
 }
+
+/// Issue item 11: a `run --keep NAME --backing DIR -o OUT` names its temporaries after its block,
+/// `shmpipe-NAME`, which has no pid and lives in DIR, not in /dev/shm. A plain run into the same
+/// OUT looked for that block in /dev/shm only, found nothing and took the live run's temporaries
+/// for left-overs (6 of 90 images of the first run failed). Here the first run's worker is
+/// stopped while it holds a temporary; the second run leaves it, and the first fails no image.
+#[test]
+fn a_live_kept_runs_temporaries_in_a_backing_folder_survive_another_run() {
+    let mut cleanup = Cleanup::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let gen = run(&[
+        os("gen"),
+        input.as_os_str(),
+        os("--count"),
+        os("12"),
+        os("--size"),
+        os("1600x1200"),
+    ]);
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let backing = tmp.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    let out = tmp.path().join("out");
+    let name = format!("tkeepbk{}", std::process::id());
+    let child = Command::new(common::bin())
+        .args([
+            os("run"),
+            input.as_os_str(),
+            os("--keep"),
+            os(&name),
+            os("--backing"),
+            backing.as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("-j"),
+            os("1"),
+            os("--json"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    cleanup.runs.push(child);
+    // Its worker stopped (SIGSTOP) at a moment it holds a temporary: look, and let it go on
+    // until one is caught (a JPEG is finished and renamed in milliseconds).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (worker, held) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "never caught holding a temporary"
+        );
+        let Some(&worker) = workers_of(pid).first() else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        if kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::STOP).is_err() {
+            continue;
+        }
+        let stopped = loop {
+            match process_state(worker) {
+                Some('T') => break true,
+                Some('Z') | None => break false,
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        };
+        let held = temporaries_under(&out);
+        if stopped && !held.is_empty() {
+            break (worker, held);
+        }
+        let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::CONT);
+        std::thread::sleep(Duration::from_millis(2));
+    };
+
+    // A plain run into the same folder, meanwhile.
+    let other = tmp.path().join("other");
+    image(&other.join("x.png"), 9);
+    let second = run(&[
+        os("run"),
+        other.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("-q"),
+    ]);
+    let kept = temporaries_under(&out);
+    let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::CONT);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(
+        held.iter().all(|h| kept.contains(h)),
+        "the second run took the live run's temporaries {held:?}: {kept:?} left"
+    );
+
+    let first = cleanup.runs.pop().unwrap().wait_with_output().unwrap();
+    common::assert_no_leaks(pid);
+    let rm = run(&[os("rm"), os(&name), os("--backing"), backing.as_os_str()]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let summary: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(summary["images_failed"], 0, "{summary}");
+    assert_eq!(summary["images_ok"], 12, "{summary}");
+    assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
+}

@@ -591,6 +591,62 @@ pub fn temporary_owner(file_name: &std::ffi::OsStr) -> Option<&str> {
     (crate::block::validate_name(block).is_ok() && !random.is_empty()).then_some(block)
 }
 
+/// Creates a temporary output with `create` and takes its writer's lock (`flock`, exclusive),
+/// held for as long as the file stays open: through the writing and the rename, until the
+/// writer closes it or dies. That lock is what tells a live writer's temporary from a left-over
+/// one wherever its run's block lives ([`remove_temporary_unless_held`]); a sweep that took the
+/// lock between the creation and ours has removed the file, and another is made.
+pub fn held_temporary(
+    mut create: impl FnMut() -> io::Result<tempfile::NamedTempFile>,
+) -> io::Result<tempfile::NamedTempFile> {
+    loop {
+        let tmp = create()?;
+        rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive)?;
+        if rustix::fs::fstat(tmp.as_file())?.st_nlink > 0 {
+            return Ok(tmp);
+        }
+    }
+}
+
+/// Removes the temporary output `path` unless its writer still holds it ([`held_temporary`]):
+/// its lock is taken first, and the file is removed only while it is still the one at `path`.
+/// Gives whether it was removed. What cannot be opened to be locked (not a regular file, say) is
+/// removed as it is: no writer of ours holds such a file.
+pub fn remove_temporary_unless_held(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let gone = |e: io::Error| match e.kind() {
+        io::ErrorKind::NotFound => Ok(false),
+        _ => Err(e),
+    };
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    let file = match opened {
+        Ok(file) if file.metadata()?.is_file() => file,
+        Ok(_) | Err(_) if std::fs::symlink_metadata(path).is_ok() => {
+            return std::fs::remove_file(path).map(|()| true).or_else(gone)
+        }
+        Ok(_) => return Ok(false),
+        Err(e) => return gone(e),
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // Renamed into place meanwhile (the name is then another file's, or none).
+    let (locked, named) = match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(locked), Ok(named)) => (locked, named),
+        (Err(e), _) | (_, Err(e)) => return gone(e),
+    };
+    if (locked.dev(), locked.ino()) != (named.dev(), named.ino()) {
+        return Ok(false);
+    }
+    // Our lock is held across the unlink: no writer can have taken the file meanwhile.
+    std::fs::remove_file(path).map(|()| true).or_else(gone)
+}
+
 /// Every temporary output under `root` (symbolic links not followed), with the block name of
 /// the run it belongs to.
 pub fn temporaries(root: &Path) -> Vec<(PathBuf, String)> {
@@ -818,12 +874,14 @@ pub fn encode_with(
     };
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(write_err)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(target, run))
-        // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(write_err)?;
+    let mut tmp = held_temporary(|| {
+        tempfile::Builder::new()
+            .prefix(&temp_prefix(target, run))
+            // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+    })
+    .map_err(write_err)?;
     // Written through the File itself, whose errors are the OS's reason alone (the temporary
     // file's own Write adds its path to each).
     let mut out = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
