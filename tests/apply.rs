@@ -1,6 +1,7 @@
 //! `apply` on a kept dataset: dataset-wide `normalize` gives the per-channel mean and deviation
 //! computed here independently; two applies at once on one block: one runs, the other refuses,
-//! and the result equals a single apply.
+//! and the result equals a single apply. A dataset is live only while its lock is held,
+//! whatever its name looks like.
 
 mod common;
 
@@ -335,4 +336,97 @@ print(json.dumps(out))
     ok(&[os("apply"), os(&name), os("--ops"), os("invert,invert")]);
     ok(&[os("export"), os(&name), again.as_os_str()]);
     assert!(std::fs::read(&again).unwrap() == std::fs::read(&before).unwrap());
+}
+
+/// Issue 22: a dataset named like a live pid ("1", "2024-train") counted as live for 10 s after
+/// each change, as if its name held its creator's pid: `rm` refused it right after a load, and a
+/// killed load was listed as "live loading". Liveness comes from the block's lock alone. The
+/// names here start with this test's own pid, a live one.
+#[test]
+fn a_dataset_named_like_a_live_pid_is_judged_by_its_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for (file, seed) in [("a.png", 1u8), ("held.png", 2)] {
+        image::RgbImage::from_pixel(16, 16, image::Rgb([seed, 99, 199]))
+            .save(input.join(file))
+            .unwrap();
+    }
+    let pid = std::process::id().to_string();
+    for name in [pid.clone(), format!("{pid}-train")] {
+        let _dataset = common::Dataset(name.clone());
+        common::ok(&[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(&name),
+            os("-q"),
+        ]);
+        let rm = shmpipe(&[os("rm"), os(&name)]);
+        assert_eq!(
+            rm.status.code(),
+            Some(0),
+            "rm {name} right after its load: {}",
+            String::from_utf8_lossy(&rm.stderr)
+        );
+        assert!(!Path::new("/dev/shm")
+            .join(format!("shmpipe-{name}"))
+            .exists());
+    }
+
+    // A load killed while its worker holds an image: incomplete, not live.
+    let name = format!("{pid}-killed");
+    let _dataset = common::Dataset(name.clone());
+    let mut load = Command::new(common::bin())
+        .args([
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(&name),
+            os("-j"),
+            os("1"),
+            os("-q"),
+        ])
+        .env(shmpipe_worker::worker::STALL_ENV, "held.png:60")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let load_pid = load.id();
+    let block = Path::new("/dev/shm").join(format!("shmpipe-{name}"));
+    wait_for("the load's worker", || {
+        block.exists() && workers_of(load_pid).len() == 1
+    });
+    load.kill().unwrap();
+    load.wait().unwrap();
+    wait_for("the worker to follow", || workers_of(load_pid).is_empty());
+    let ls = shmpipe(&[os("ls"), os("--json")]);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == format!("shmpipe-{name}"))
+        .cloned()
+        .expect("ls shows the killed load");
+    assert_eq!(entry["live"], false, "{entry}");
+    assert_eq!(entry["state"], "incomplete", "{entry}");
+    let rm = shmpipe(&[os("rm"), os(&name)]);
+    assert_eq!(
+        rm.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

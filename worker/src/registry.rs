@@ -2,9 +2,13 @@
 //!
 //! The owner of a block holds an exclusive `flock` on it for its whole life, so a block whose
 //! lock can be taken has no live owner; a reused pid cannot fool that test. The one window it
-//! does not cover is the instant between a block's creation and its owner taking the lock, so a
-//! block also counts as live while the pid in its name exists and it is younger than
-//! [`CREATION_GRACE`]. A block whose lock is held is never touched.
+//! does not cover is the instant between a block's creation and its owner taking the lock. The
+//! header is written only once the lock is held (a dataset's block is published whole, lock
+//! held), so only a block without a whole header can be in that window: such a block counts as
+//! live while it is younger than [`CREATION_GRACE`] and the creator's pid in its fresh name
+//! (`shmpipe-<pid>-<random>`) exists. A block with a header is judged by its lock alone, whatever
+//! its name looks like (a dataset named `1` or `2024-train` names no pid). A block whose lock is
+//! held is never touched.
 //!
 //! Headers are read with plain `pread`, not mapped: nothing here trusts or maps a block. Files
 //! are opened only through [`Backing::open`] (no symbolic link followed, a regular file of this
@@ -74,13 +78,17 @@ fn read_u64(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// The pid a block's name was made with (`shmpipe-<pid>-<random>`), if it has one.
+/// The pid a block's name was made with, if it is a name of our making: a fresh block name
+/// (`shmpipe-<pid>-<8 hex digits>`, `block::fresh_name`) or the owner name of a save's or an
+/// export's temporaries (`shmpipe-<pid>-w`). A dataset's name holds no pid, whatever it looks
+/// like.
 fn creator_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(NAME_PREFIX)?
-        .split('-')
-        .next()?
-        .parse()
-        .ok()
+    let (pid, rest) = name.strip_prefix(NAME_PREFIX)?.split_once('-')?;
+    let fresh = rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(fresh || rest == "w") || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 fn pid_exists(pid: u32) -> bool {
@@ -96,10 +104,11 @@ fn age_of(meta: &std::fs::Metadata) -> Duration {
         .unwrap_or_default()
 }
 
-/// True while a block may still be between its creation and its owner's lock. Checked before
-/// we touch the lock ourselves, so that our probe never makes a creator's `flock` fail.
+/// True while a block without a whole header may still be between its creation and its owner's
+/// lock: young, and its creator (when its name says who) exists. Checked before we touch the
+/// lock ourselves, so that our probe never makes a creator's `flock` fail.
 fn in_creation_window(name: &str, meta: &std::fs::Metadata) -> bool {
-    age_of(meta) < CREATION_GRACE && creator_pid(name).is_some_and(pid_exists)
+    age_of(meta) < CREATION_GRACE && creator_pid(name).is_none_or(pid_exists)
 }
 
 /// Takes the exclusive lock without waiting; false when someone holds it.
@@ -126,13 +135,11 @@ fn try_lock_shared(file: &File) -> io::Result<bool> {
 pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
     let file = File::from(backing.open(name, false)?);
     let meta = file.metadata()?;
-    // Our probe's lock, if we take it, goes with `file` at the end of this function.
-    let mut live = in_creation_window(name, &meta) || !try_lock_shared(&file)?;
     let mut header = vec![0u8; std::mem::size_of::<Header>()];
     let whole = file.read_exact_at(&mut header, 0).is_ok() && header[..8] == MAGIC;
-    // A young block without a header yet may be between its creation and its creator's lock,
-    // unless its name says who made it and that process is gone.
-    live |= !whole && age_of(&meta) < CREATION_GRACE && creator_pid(name).is_none_or(pid_exists);
+    // A whole header was written with the owner's lock held: the lock alone says whether the
+    // owner lives. Our probe's lock, if we take it, goes with `file` at the end of this function.
+    let live = (!whole && in_creation_window(name, &meta)) || !try_lock_shared(&file)?;
     let dataset = whole
         .then(|| DatasetState::from_u32(read_u32(&header, offset_of!(Header, dataset_state))))
         .flatten();
