@@ -182,3 +182,42 @@ fn another_users_file_does_not_stop_clean_from_removing_a_stale_block() {
     assert_eq!(text(&out.stderr), "");
     assert!(foreign.exists());
 }
+
+/// Issue 22: `ls` run by another user printed "Permission denied" for each of our blocks (mode
+/// 0600: it cannot even open them), then "no shmpipe blocks", exit 1. It lists them as another
+/// user's, as it lists any file not ours, and says nothing is wrong.
+#[test]
+fn ls_by_another_user_lists_blocks_it_cannot_open_as_theirs() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: running as another user needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+        .save(tmp.path().join("a.png"))
+        .unwrap();
+    let name = format!("lsother{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    common::ok(&[
+        os("load"),
+        tmp.path().as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    let ls = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::bin())
+        .arg("ls")
+        .output()
+        .expect("setpriv is installed (util-linux)");
+    let (out, err) = (text(&ls.stdout), text(&ls.stderr));
+    assert_eq!(ls.status.code(), Some(0), "{out}{err}");
+    assert!(!err.contains("Permission denied"), "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("shmpipe-{name} ")))
+        .unwrap_or_else(|| panic!("lists shmpipe-{name}: {out}"));
+    assert!(row.contains("foreign: not ours: owned by uid 0"), "{row}");
+    assert!(!out.contains("no shmpipe blocks"), "{out}");
+}

@@ -219,6 +219,19 @@ fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
     }
 }
 
+/// Why a file we may not even open (another user's block, mode 0600: `open` fails before
+/// [`Backing::open`] can look at it) is not ours, from `lstat`; None when it is ours after all.
+fn unopened_owner(backing: &Backing, name: &str, e: &io::Error) -> Option<NotOurs> {
+    if e.kind() != io::ErrorKind::PermissionDenied {
+        return None;
+    }
+    let owner = std::fs::symlink_metadata(backing.dir().join(name))
+        .ok()?
+        .uid();
+    let us = rustix::process::geteuid().as_raw();
+    (owner != us).then_some(NotOurs::Owner { owner, us })
+}
+
 /// Every file with one of our names in the backing's directory, sorted by name: our blocks, and
 /// [`Liveness::Foreign`] files. A file that vanished meanwhile is left out; one that could not
 /// be inspected for another reason is in `Err`, with its name.
@@ -236,7 +249,10 @@ pub fn list(backing: &Backing) -> io::Result<Vec<Result<BlockInfo, (String, io::
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => match NotOurs::of(&e) {
                 Some(why) => Some(Ok(foreign(backing, &name, why))),
-                None => Some(Err((name, e))),
+                None => match unopened_owner(backing, &name, &e) {
+                    Some(why) => Some(Ok(foreign(backing, &name, &why))),
+                    None => Some(Err((name, e))),
+                },
             },
         })
         .collect())
