@@ -284,6 +284,26 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         failures.truncate(1);
         planned.images.clear();
     }
+    if let (true, Some(dataset), None, []) = (
+        planned.images.is_empty(),
+        &args.keep,
+        signal,
+        failures.as_slice(),
+    ) {
+        // A dataset of no images would be nothing anyone could use; none is created, and
+        // `save`, `apply` or Python would only say later that the name does not exist.
+        bail!(
+            "no images in {} ({}): dataset {dataset} not created",
+            settings.input.display(),
+            match planned.skipped {
+                0 => "it holds no files".to_string(),
+                n => format!(
+                    "{} without image content skipped",
+                    crate::summary::count(n as u64, "file")
+                ),
+            }
+        );
+    }
     if planned.images.is_empty() {
         // The text summary says so itself.
         if args.json && failures.is_empty() && planned.existing == 0 && signal.is_none() {

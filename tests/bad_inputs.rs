@@ -371,6 +371,31 @@ fn an_empty_folder_says_so_and_exits_0() {
     );
 }
 
+/// Issue 22: `load` of a folder without an image exited 0 and created nothing, so the next
+/// `save` or `apply` said the dataset did not exist. It fails, saying so, and creates nothing.
+#[test]
+fn load_of_a_folder_without_images_fails_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("emptyload{}", std::process::id());
+    let _dataset = common::Dataset(name.clone());
+    let with_readme = tmp.path().join("notes");
+    std::fs::create_dir_all(&with_readme).unwrap();
+    std::fs::write(with_readme.join("README.txt"), "no pictures here").unwrap();
+    for folder in [tmp.path().to_path_buf(), with_readme] {
+        let out = run(&[os("load"), folder.as_os_str(), os("--name"), os(&name)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", folder.display());
+        assert!(
+            err.contains("no images") && err.contains(&*folder.to_string_lossy()),
+            "says why, naming the folder: {err}"
+        );
+        assert!(err.contains(&name), "names the dataset not created: {err}");
+        assert!(!std::path::Path::new("/dev/shm")
+            .join(format!("shmpipe-{name}"))
+            .exists());
+    }
+}
+
 #[test]
 fn skip_existing_does_only_what_is_missing() {
     let tmp = tempfile::tempdir().unwrap();
