@@ -89,8 +89,12 @@ pub enum Command {
     /// Benchmarks anyone can repeat.
     #[command(subcommand)]
     Bench(BenchCli),
-    /// Print a shell completion script on stdout (for example `shmpipe completions bash >
-    /// ~/.local/share/bash-completion/completions/shmpipe`).
+    /// Print a shell completion script on stdout (hidden commands and flags left out).
+    #[command(after_help = "Examples (the folders may not exist yet):
+  mkdir -p ~/.local/share/bash-completion/completions
+  shmpipe completions bash > ~/.local/share/bash-completion/completions/shmpipe
+  mkdir -p ~/.config/fish/completions
+  shmpipe completions fish > ~/.config/fish/completions/shmpipe.fish")]
     Completions {
         /// The shell to complete for.
         #[arg(value_name = "SHELL")]
@@ -99,7 +103,7 @@ pub enum Command {
     /// Print the man page on stdout, or write one page per command into DIR (shmpipe.1,
     /// shmpipe-run.1, ...).
     #[command(
-        after_help = "Example:\n  shmpipe man | man -l -\n  shmpipe man ~/.local/share/man/man1"
+        after_help = "Examples:\n  shmpipe man | man -l -\n  shmpipe man ~/.local/share/man/man1      # creates the folder\n  export MANPATH=\"$HOME/.local/share/man:$MANPATH\"   # then `man shmpipe` finds it"
     )]
     Man {
         /// Folder to write every page into, created if missing.

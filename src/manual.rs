@@ -14,11 +14,33 @@ use crate::exit;
 pub fn completions(shell: clap_complete::Shell) -> i32 {
     clap_complete::generate(
         shell,
-        &mut Cli::command(),
+        &mut visible(&Cli::command()),
         "shmpipe",
         &mut std::io::stdout(),
     );
     exit::OK
+}
+
+/// `cmd` as a user sees it: without its hidden subcommands (`worker`) and hidden arguments,
+/// which clap_complete would otherwise offer (it skips only hidden values). clap cannot remove
+/// a subcommand or an argument, so the tree is rebuilt from the visible parts. (clap without its
+/// `string` feature takes names as `&'static str`: the few bytes are leaked, once, by a process
+/// that prints one script and exits.)
+fn visible(cmd: &clap::Command) -> clap::Command {
+    let mut pruned = clap::Command::new(&*cmd.get_name().to_owned().leak());
+    if let Some(about) = cmd.get_about() {
+        pruned = pruned.about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        pruned = pruned.version(&*version.to_owned().leak());
+    }
+    pruned
+        .args(cmd.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(
+            cmd.get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .map(visible),
+        )
 }
 
 /// `shmpipe man [DIR]`: the top page on stdout, or every command's page written into `dir`.
@@ -47,6 +69,27 @@ pub fn man_pages(dir: Option<&Path>) -> i32 {
         Err(e) => {
             eprintln!("shmpipe: error: {e:#}");
             exit::USAGE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use crate::cli::Cli;
+
+    /// The pruned tree is a valid command (no argument refers to one left out) and holds every
+    /// visible subcommand.
+    #[test]
+    fn the_completion_tree_is_consistent_and_complete() {
+        let pruned = super::visible(&Cli::command());
+        pruned.clone().debug_assert();
+        let names: Vec<_> = pruned.get_subcommands().map(|s| s.get_name()).collect();
+        assert!(!names.contains(&"worker"), "{names:?}");
+        let full = Cli::command();
+        for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+            assert!(names.contains(&sub.get_name()), "{} kept", sub.get_name());
         }
     }
 }
