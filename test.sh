@@ -46,6 +46,8 @@ need "djpeg and cjpeg" "djpeg -version && cjpeg -version" "apt_install libjpeg-t
 need python3 "python3 --version" "apt_install python3 python3-pip"
 need "NumPy for python3" "python3 -c 'import numpy'" \
     "python3 -m pip install --quiet numpy || python3 -m pip install --quiet --break-system-packages numpy || apt_install python3-numpy"
+# tests/cli.rs runs README's install commands in a fresh HOME, then `man -w shmpipe`.
+need "man (man-db)" "command -v man" "apt_install man-db"
 # tests/durable.rs watches the binary's fdatasync/fsync/rename calls under strace.
 need strace "strace -V" "apt_install strace"
 # tests/small_shm.rs and tests/disk_full.rs mount a small tmpfs in a private mount namespace:

@@ -1,6 +1,6 @@
 //! The memory mechanism at small scale: with one shared block the total Pss of all processes
 //! stays near the decoded dataset; with a private copy per worker it is several times larger.
-//! This checks the mechanism, not speed; the full-size figures are in the README.
+//! This checks the mechanism, not speed; the full-size figures are in docs/benchmarks.md.
 
 mod common;
 
