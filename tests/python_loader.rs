@@ -1462,3 +1462,86 @@ print(json.dumps(out))
         );
     }
 }
+
+/// The programs the docs show are files under examples/, run here under every Python:
+/// numpy_view.py, and train.py's loop under forkserver and spawn, whose workers import the
+/// script again (its `__main__` guard keeps each from starting a training of its own), on a
+/// labelled dataset. torch is not installed for the tests, so train.py takes its
+/// `multiprocessing` pool; the torch `DataLoader` way (shmpipe.Dataset, collate_fn=
+/// shmpipe.collate, forkserver, persistent workers) is the one benches/loader.py runs.
+#[test]
+fn the_examples_run_under_every_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("pyex{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    load_labelled(&tmp.path().join("in"), &name, &["a", "b"], 6, "64x48");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let run = |py: &str, script: &str, args: &[&str]| -> String {
+        let out = Command::new(py)
+            .arg(examples.join(script))
+            .args(args)
+            .env("PYTHONPATH", package_dir())
+            .output()
+            .unwrap_or_else(|e| panic!("{py} runs: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{py} {script} {args:?}: {stderr}");
+        assert!(
+            !stderr.contains("leaked") && !stderr.contains("resource_tracker"),
+            "{py} {script}: the resource tracker got involved: {stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for py in pythons() {
+        let said = run(&py, "numpy_view.py", &[&name]);
+        assert!(
+            said.contains(&format!(
+                "shmpipe-{name}: 12 images, shape (12, 48, 64, 3), uint8"
+            )),
+            "{py}: {said}"
+        );
+        assert!(
+            said.contains("[0] a/img000000.jpg: jpeg 64x48 -> (48, 64, 3)"),
+            "{py}: {said}"
+        );
+        for method in ["forkserver", "spawn"] {
+            let said = run(
+                &py,
+                "train.py",
+                &[
+                    &name,
+                    "--workers",
+                    "2",
+                    "--epochs",
+                    "2",
+                    "--batch",
+                    "4",
+                    "--start-method",
+                    method,
+                ],
+            );
+            assert!(
+                said.contains(&format!(
+                    "classes ['a', 'b'], multiprocessing pool ({method}, 2 workers)"
+                )),
+                "{py} {method}: {said}"
+            );
+            // One training: the header once, each epoch once, every image once an epoch.
+            assert_eq!(
+                said.matches("classes [").count(),
+                1,
+                "{py} {method}: {said}"
+            );
+            for epoch in [1, 2] {
+                assert_eq!(
+                    said.matches(&format!("epoch {epoch}: 12 images")).count(),
+                    1,
+                    "{py} {method}: {said}"
+                );
+            }
+        }
+        assert!(
+            block_exists(&name),
+            "{py}: the examples never remove the dataset"
+        );
+    }
+}
