@@ -250,7 +250,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         }
     }
     // The pixels each planned image's source decodes to, before any --resize: the work.
-    let source_pixels: Vec<u64> = planned
+    let mut source_pixels: Vec<u64> = planned
         .images
         .iter()
         .map(|i| u64::from(i.width) * u64::from(i.height))
@@ -329,6 +329,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
             megapixels_per_s: 0.0,
             workers: 0,
             block_bytes: 0,
+            window_slot_bytes: None,
             dataset_bytes: 0,
             memory_measured: false,
             peak_total_pss_bytes: None,
@@ -348,7 +349,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         });
     }
     let workers = settings.workers.min(planned.images.len().max(1) as u32);
-    let block_plan = BlockPlan {
+    let mut block_plan = BlockPlan {
         worker_count: workers,
         // A kept dataset holds one layout (one (N, H, W, C) array): RGB unless told.
         channels: match (args.channels, &args.keep) {
@@ -386,6 +387,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         lossless: args.lossless,
         resize_fit: settings.geometry.map_or(0, |g| g.fit as u32),
         classes,
+        window_slot: None,
     };
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     // Blocks left by killed runs hold memory until removed: sweep them first (never a live one).
@@ -397,6 +399,20 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
                 eprintln!("shmpipe: warning: cannot remove left-over {path}: {e}");
             }
         }
+    }
+    // A plain run holds a window of the folder, a kept dataset all of it.
+    let mut window_refused = 0;
+    if args.keep.is_none() && !block_plan.copy_mode {
+        let free = block::free_bytes(&backing.dir()).unwrap_or(u64::MAX);
+        let before = failures.len();
+        plan_window(
+            &mut block_plan,
+            &mut source_pixels,
+            free,
+            &settings.input,
+            &mut failures,
+        );
+        window_refused = failures.len() - before;
     }
     let name = match &args.keep {
         Some(dataset) => crate::blocks::dataset_name(dataset)?,
@@ -419,15 +435,23 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
     if !args.quiet && !args.json {
         // Files refused while planning have no slot: said here so that this line and the
         // summary ("2 of 3 images done, 1 failed") count the same files.
-        let refused = match planned.rejected.len() {
+        let refused = match planned.rejected.len() + window_refused {
             0 => String::new(),
             n => format!(
                 " ({} refused, named at the end)",
                 crate::summary::count(n as u64, "more file")
             ),
         };
+        let held = match block_plan.window_slot {
+            Some(slot) => format!(
+                "a window of {} of {:.1} MiB",
+                crate::summary::count(workers.into(), "slot"),
+                slot as f64 / (1 << 20) as f64
+            ),
+            None => "the whole dataset".to_string(),
+        };
         let line = format!(
-            "shmpipe: block {name}: {}{refused}, {:.1} MiB, {}{}",
+            "shmpipe: block {name}: {}{refused}, {:.1} MiB ({held}), {}{}",
             crate::summary::count(block.image_count() as u64, "image"),
             block.len() as f64 / (1 << 20) as f64,
             crate::summary::count(workers.into(), "worker"),
@@ -556,6 +580,7 @@ pub fn run_job(args: &RunCli) -> anyhow::Result<JobResult> {
         megapixels_per_s: source_megapixels / wall_s.max(1e-9),
         workers,
         block_bytes: block.len(),
+        window_slot_bytes: block_plan.window_slot,
         dataset_bytes: block_plan.pixel_bytes(),
         memory_measured: memory.available,
         peak_total_pss_bytes: memory.available.then_some(memory.peak_pss),
@@ -630,6 +655,54 @@ fn warn_unused_settings(args: &RunCli, planned: &plan::Plan, format: Option<imag
             "shmpipe: warning: --png-compression has no effect: no output of this run is a PNG"
         );
     }
+}
+
+/// Sizes a plain run's window ([`block::FLAG_WINDOW`]): one slot per worker, reused image after
+/// image, each as large as the largest planned image, unless the `free` bytes of the block's
+/// filesystem hold less. Then each slot is one worker's share of them, and every image larger
+/// fails alone, with its reason, before the block exists: a few files declaring huge sizes
+/// never refuse the whole run.
+fn plan_window(
+    plan: &mut BlockPlan,
+    source_pixels: &mut Vec<u64>,
+    free: u64,
+    input: &Path,
+    failures: &mut Vec<Failure>,
+) {
+    let workers = u64::from(plan.worker_count.max(1));
+    let tables = plan.tables_size().unwrap_or(u64::MAX);
+    let share = free.saturating_sub(tables) / workers / block::ALIGN * block::ALIGN;
+    let bytes = |plan: &BlockPlan, img: &block::PlannedImage| plan.image_bytes(img);
+    let slot = plan
+        .images
+        .iter()
+        .filter_map(|img| bytes(plan, img))
+        .filter(|&b| b <= share)
+        .max()
+        .unwrap_or(0);
+    let images = std::mem::take(&mut plan.images);
+    let mut pixels = Vec::with_capacity(images.len());
+    for (img, source) in images.into_iter().zip(source_pixels.drain(..)) {
+        match bytes(plan, &img) {
+            Some(b) if b <= slot => {
+                plan.images.push(img);
+                pixels.push(source);
+            }
+            b => failures.push(Failure {
+                path: input
+                    .join(Path::new(std::ffi::OsStr::from_bytes(&img.source)))
+                    .display()
+                    .to_string(),
+                reason: format!(
+                    "its {:.1} MiB of pixels do not fit one worker's share ({:.1} MiB) of the free shared memory: use fewer workers (-j), give it more room, or --backing DIR",
+                    b.unwrap_or(u64::MAX) as f64 / (1 << 20) as f64,
+                    share as f64 / (1 << 20) as f64
+                ),
+            }),
+        }
+    }
+    *source_pixels = pixels;
+    plan.window_slot = Some(slot);
 }
 
 /// Where image `index`'s output goes, when the run writes outputs.

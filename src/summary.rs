@@ -41,6 +41,9 @@ pub struct Summary {
     pub megapixels_per_s: f64,
     pub workers: u32,
     pub block_bytes: u64,
+    /// A plain run's window: the bytes of each worker's slot (the block holds one per worker);
+    /// null when the block holds the whole dataset (a kept dataset, copy mode).
+    pub window_slot_bytes: Option<u64>,
     pub dataset_bytes: u64,
     /// False where /proc is missing: then the peaks below are null, not zero.
     pub memory_measured: bool,
@@ -307,11 +310,20 @@ impl Summary {
                 "kept as {block}: attach to it by name; remove it with `shmpipe rm {block}`\n"
             ));
         }
-        out.push_str(&format!(
-            "block {block}: {:.1} MiB ({:.1} MiB of pixels)\n",
-            mib(self.block_bytes),
-            mib(self.dataset_bytes)
-        ));
+        match self.window_slot_bytes {
+            Some(slot) => out.push_str(&format!(
+                "block {block}: {:.1} MiB, a window of {} of {:.1} MiB ({:.1} MiB of pixels decoded in all)\n",
+                mib(self.block_bytes),
+                count(self.workers.into(), "slot"),
+                mib(slot),
+                mib(self.dataset_bytes)
+            )),
+            None => out.push_str(&format!(
+                "block {block}: {:.1} MiB ({:.1} MiB of pixels)\n",
+                mib(self.block_bytes),
+                mib(self.dataset_bytes)
+            )),
+        }
         match (self.peak_total_pss_bytes, self.peak_total_rss_bytes) {
             (Some(pss), Some(rss)) => {
                 let ratio = if self.dataset_bytes >= RATIO_MIN_DATASET_BYTES {

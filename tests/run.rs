@@ -178,7 +178,25 @@ fn json_summary_counts_pixels_and_measures_shared_memory() {
     }
     assert_eq!(s["images_failed"], 0);
     assert_eq!(s["dataset_bytes"].as_u64().unwrap(), bytes);
-    assert!(s["block_bytes"].as_u64().unwrap() >= bytes);
+    // A plain run holds a window: one slot per worker, each as large as the largest image.
+    let largest = inputs
+        .iter()
+        .map(|p| {
+            let (w, h) = image::image_dimensions(assets().join(p)).unwrap();
+            w as u64 * h as u64 * channels_of(&assets().join(p))
+        })
+        .max()
+        .unwrap();
+    assert_eq!(s["window_slot_bytes"].as_u64().unwrap(), largest);
+    let block = s["block_bytes"].as_u64().unwrap();
+    assert!(
+        block >= 2 * largest && block < 2 * largest + (1 << 20),
+        "block of {block} bytes for 2 slots of {largest}"
+    );
+    assert!(
+        block < bytes,
+        "the window is smaller than the {bytes}-byte folder"
+    );
     assert!((s["megapixels"].as_f64().unwrap() - pixels as f64 / 1e6).abs() < 1e-6);
     let pss = s["peak_total_pss_bytes"].as_u64().unwrap();
     let rss = s["peak_total_rss_bytes"].as_u64().unwrap();
@@ -188,13 +206,17 @@ fn json_summary_counts_pixels_and_measures_shared_memory() {
     );
     assert!(s["block"].as_str().unwrap().starts_with("shmpipe-"));
 
-    // An RGB job writes every byte of every slot: however seldom the sampler read, the peak
-    // covers the whole dataset (the last reading counts the block's pages in memory).
+    // A kept dataset holds every image: an RGB job writes every byte of every slot, and however
+    // seldom the sampler read, the peak covers the whole dataset (the last reading counts the
+    // block's pages in memory).
+    let name = format!("pss{}", std::process::id());
     let s = run_ok(
         &assets(),
         &tmp.path().join("rgb"),
-        &["--ops", "invert", "-j", "2"],
+        &["--ops", "invert", "-j", "2", "--keep", &name],
     );
+    let _ = run(&[os("rm"), os(&name)]);
+    assert!(s["window_slot_bytes"].is_null(), "{s}");
     let pss = s["peak_total_pss_bytes"].as_u64().unwrap();
     let dataset = s["dataset_bytes"].as_u64().unwrap();
     assert!(
@@ -202,6 +224,51 @@ fn json_summary_counts_pixels_and_measures_shared_memory() {
         "peak Pss {pss} covers the {dataset}-byte dataset"
     );
     assert!(pss < dataset + (256 << 20), "and not much more: {pss}");
+}
+
+/// A plain run's window gives the outputs a kept dataset's slots give, byte for byte, at any
+/// number of workers (each worker reuses its one slot image after image). `--channels 3`: a
+/// kept dataset is one RGB layout unless told otherwise.
+#[test]
+fn a_window_gives_the_bytes_of_a_whole_dataset_at_any_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("win{}", std::process::id());
+    let whole = tmp.path().join("whole");
+    let s = run_ok(
+        &assets(),
+        &whole,
+        &[
+            "--ops",
+            "blur:1.5,sharpen",
+            "-j",
+            "2",
+            "--channels",
+            "3",
+            "--keep",
+            &name,
+        ],
+    );
+    let _ = run(&[os("rm"), os(&name)]);
+    assert!(s["window_slot_bytes"].is_null());
+    for j in ["1", "3"] {
+        let window = tmp.path().join(format!("window{j}"));
+        let ops = ["--ops", "blur:1.5,sharpen", "-j", j, "--channels", "3"];
+        let s = run_ok(&assets(), &window, &ops);
+        assert!(s["window_slot_bytes"].as_u64().is_some());
+        let files = files_under(&whole);
+        assert_eq!(files, files_under(&window), "-j {j}");
+        for f in files {
+            let (a, b) = (
+                std::fs::read(whole.join(&f)),
+                std::fs::read(window.join(&f)),
+            );
+            assert!(
+                a.unwrap() == b.unwrap(),
+                "{} differs at -j {j}",
+                f.display()
+            );
+        }
+    }
 }
 
 fn write_rgb(path: &Path, w: u32, h: u32, seed: u32) {

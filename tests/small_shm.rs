@@ -1,6 +1,8 @@
 //! A /dev/shm too small for the block (Docker's default is 64 MiB): in a private mount namespace
-//! with an 8 MiB tmpfs on /dev/shm, a run that needs more is refused up front with exit 2 and a
-//! message naming the bytes, never a SIGBUS; `--backing DIR` runs the same job.
+//! with an 8 MiB tmpfs on /dev/shm, a dataset that needs more is refused up front with exit 2 and
+//! a message naming the bytes, never a SIGBUS; `--backing DIR` loads it. A plain run holds a
+//! window of one slot per worker, so the folder runs there; an image too large for a worker's
+//! share fails alone, with its reason.
 //!
 //! Needs root and `unshare` (CI runs as root). Set SHMPIPE_SKIP_NAMESPACE_TESTS=1 to skip
 //! elsewhere; without it a missing `unshare` fails the test rather than passing silently.
@@ -16,16 +18,14 @@ fn in_small_shm(script: &str) -> Option<std::process::Output> {
 }
 
 #[test]
-fn too_little_shared_memory_is_refused_up_front_and_backing_works() {
+fn a_dataset_too_large_is_refused_up_front_and_backing_works() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
     let backing = tmp.path().join("backing");
     std::fs::create_dir_all(&backing).unwrap();
     let a = assets();
     let script = format!(
-        r#""$SHMPIPE" run '{a}' -o '{o}' --ops invert -j 2 --quiet; echo "exit=$?"; ls -A /dev/shm | sed 's/^/left=/'"#,
+        r#""$SHMPIPE" load '{a}' --name small-shm -j 2 --quiet; echo "exit=$?"; ls -A /dev/shm | sed 's/^/left=/'"#,
         a = a.display(),
-        o = out.display()
     );
     let Some(refused) = in_small_shm(&script) else {
         return;
@@ -46,15 +46,10 @@ fn too_little_shared_memory_is_refused_up_front_and_backing_works() {
         "{stderr}"
     );
     assert!(stderr.contains("--backing"), "suggests --backing: {stderr}");
-    assert!(
-        !out.exists() || files_under(&out).is_empty(),
-        "no output written"
-    );
 
     let script = format!(
-        r#""$SHMPIPE" run '{a}' -o '{o}' --ops invert -j 2 --quiet --backing '{b}'; echo "exit=$?"; ls -A /dev/shm '{b}' | grep shmpipe | sed 's/^/left=/'"#,
+        r#""$SHMPIPE" load '{a}' --name small-shm -j 2 --quiet --backing '{b}'; echo "exit=$?"; "$SHMPIPE" rm small-shm --backing '{b}' >/dev/null; ls -A /dev/shm '{b}' | grep shmpipe | sed 's/^/left=/'"#,
         a = a.display(),
-        o = out.display(),
         b = backing.display()
     );
     let backed = in_small_shm(&script).unwrap();
@@ -64,15 +59,68 @@ fn too_little_shared_memory_is_refused_up_front_and_backing_works() {
         "{stdout} {}",
         String::from_utf8_lossy(&backed.stderr)
     );
-    assert!(
-        !stdout.contains("left="),
-        "block removed from the backing folder: {stdout}"
+    assert!(!stdout.contains("left="), "dataset removed: {stdout}");
+}
+
+/// A plain run needs only its window: the bundled photos run in 8 MiB with one worker. Three
+/// small JPEGs whose headers declare 11000 x 11000 (363 MB each) fail alone, each with its
+/// reason, and every other image is written: before the window, the block was sized for the
+/// declared folder and the whole run refused, exit 2, no output.
+#[test]
+fn a_run_holds_a_window_and_an_image_too_large_for_it_fails_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let out = tmp.path().join("out");
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(assets())
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let rocket = std::fs::read(assets().join("rocket.jpg")).unwrap();
+    let sof = (2..rocket.len() - 1)
+        .find(|&i| rocket[i] == 0xFF && rocket[i + 1] == 0xC0)
+        .unwrap();
+    // Every header and the start of the scan: a file of a few hundred bytes.
+    let sos = (sof..rocket.len() - 1)
+        .find(|&i| rocket[i] == 0xFF && rocket[i + 1] == 0xDA)
+        .unwrap();
+    let mut bomb = rocket[..sos + 200].to_vec();
+    bomb[sof + 5..sof + 7].copy_from_slice(&11000u16.to_be_bytes());
+    bomb[sof + 7..sof + 9].copy_from_slice(&11000u16.to_be_bytes());
+    for k in 0..3 {
+        std::fs::write(input.join(format!("declared-huge-{k}.jpg")), &bomb).unwrap();
+    }
+    let script = format!(
+        r#""$SHMPIPE" run '{i}' -o '{o}' --ops invert -j 1 --json > '{t}/summary.json'; echo "exit=$?"; ls -A /dev/shm | sed 's/^/left=/'"#,
+        i = input.display(),
+        o = out.display(),
+        t = tmp.path().display()
     );
-    let inputs = files_under(&a)
+    let Some(result) = in_small_shm(&script) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stdout.contains("exit=1"), "{stdout} {stderr}");
+    assert!(!stdout.contains("left="), "nothing left: {stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("summary.json")).unwrap()).unwrap();
+    let failures = summary["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3, "{summary}");
+    for f in failures {
+        let (path, reason) = (f["path"].as_str().unwrap(), f["reason"].as_str().unwrap());
+        assert!(path.contains("declared-huge-"), "{path}");
+        assert!(reason.contains("do not fit one worker's share"), "{reason}");
+    }
+    let images = files_under(&assets())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e != "md"))
         .count();
-    assert_eq!(files_under(&out).len(), inputs);
+    assert_eq!(summary["images_ok"], images, "{summary}");
+    assert_eq!(files_under(&out).len(), images);
+    assert!(summary["window_slot_bytes"].as_u64().unwrap() < 8 << 20);
 }
 
 /// Slots are reserved when a worker claims them. If another process fills /dev/shm after the

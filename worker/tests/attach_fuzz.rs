@@ -17,6 +17,16 @@ fn next(state: &mut u64) -> u64 {
 
 #[test]
 fn attach_never_panics_on_mutated_blocks() {
+    mutate_and_attach(None);
+}
+
+/// The same for a window block (a plain run's: one slot per worker).
+#[test]
+fn attach_never_panics_on_mutated_window_blocks() {
+    mutate_and_attach(Some(7 * 7 * 3));
+}
+
+fn mutate_and_attach(window_slot: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let backing = Backing::Dir(dir.path().to_path_buf());
     let name = fresh_name();
@@ -49,6 +59,7 @@ fn attach_never_panics_on_mutated_blocks() {
         strip: false,
         lossless: false,
         classes: None,
+        window_slot,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

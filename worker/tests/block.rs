@@ -41,6 +41,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         strip: false,
         lossless: false,
         classes: None,
+        window_slot: None,
     }
 }
 

@@ -30,6 +30,7 @@ impl Mapping {
             mapping: self,
             index,
             word,
+            worker: worker_id,
             finished: false,
             reserved: 0,
         })
@@ -50,6 +51,7 @@ impl Mapping {
             mapping: self,
             index,
             word: claimed_word(worker_id),
+            worker: worker_id,
             finished: false,
             reserved: 0,
         })
@@ -62,6 +64,8 @@ pub struct Claim<'a> {
     index: usize,
     /// The status word this claim put in the record: the only word it ever replaces.
     word: u32,
+    /// The worker id holding it: in a window block, whose slot the pixels go to.
+    worker: u32,
     finished: bool,
     /// Leading bytes of the slot this claim has reserved (see [`Claim::reserve`]).
     reserved: usize,
@@ -72,8 +76,24 @@ impl<'a> Claim<'a> {
         self.index
     }
 
+    /// The image's place and shape. In a window block the place is the holder's own slot,
+    /// `worker` slots into the pixels region (validated to hold one per worker record): a
+    /// worker holds one claim at a time, and a replacement takes a dead worker's id (and slot)
+    /// only after it was reaped.
     pub fn slot(&self) -> SlotInfo {
-        self.mapping.slots[self.index]
+        let slot = self.mapping.slots[self.index];
+        match self.mapping.layout.window {
+            Some((pixels, slot_len))
+                if (self.worker as usize) < self.mapping.layout.worker_count =>
+            {
+                SlotInfo {
+                    offset: pixels + self.worker as usize * slot_len,
+                    in_block: true,
+                    ..slot
+                }
+            }
+            _ => slot,
+        }
     }
 
     /// The history steps this image's pixels have been through ([`STEPS_UNKNOWN`] if none known).

@@ -181,9 +181,11 @@ pub struct Header {
     /// it can write. Such writes are in no history step; a batch made before one (see the
     /// package's `collate`) is refused after it. 0 in a block made before this field.
     pub python_writers: AtomicU64,
-    /// Unused since layout 2 (a dataset-wide op's statistics live in its history step), and
-    /// free for new fields: a block made before reads zeros there.
-    pub _reserved_stats: [u64; 5],
+    /// A window block ([`FLAG_WINDOW`]): the bytes of each worker's one slot; worker `w` decodes
+    /// every image it claims into `[pixels + w * window_slot_len, + window_slot_len)`. 0 else.
+    pub window_slot_len: u64,
+    /// Unused since layout 2, and free for new fields: a block made before reads zeros there.
+    pub _reserved_stats: [u64; 4],
     /// A [`DatasetState`].
     pub dataset_state: AtomicU32,
     /// Entries of the history region in force (see [`HistoryEntry`]); each is written before
@@ -418,6 +420,11 @@ pub const FLAG_ALLOW_TRUNCATED: u32 = 128;
 pub const FLAG_STRIP: u32 = 256;
 /// `Header::flags`: WebP outputs are lossless whatever their input (`--lossless`).
 pub const FLAG_LOSSLESS: u32 = 512;
+/// `Header::flags`: a window block (a plain `run`): the pixels region is one slot per worker,
+/// [`Header::window_slot_len`] bytes each, reused image after image, instead of one slot per
+/// image. Its memory grows with the workers, not with the folder. No image's pixels outlive
+/// its claim: nothing reads a window block's pixels but the worker holding the claim.
+pub const FLAG_WINDOW: u32 = 1024;
 /// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
 /// 0 for fast. Read it with [`png_level`].
 pub const PNG_LEVEL_SHIFT: u32 = 4;
@@ -482,6 +489,9 @@ pub struct BlockPlan {
     pub max_pixels: u64,
     /// Class names, in class order, when images are labelled by folder ([`LABELS_FOLDER`]).
     pub classes: Option<Vec<Vec<u8>>>,
+    /// A window block ([`FLAG_WINDOW`]): the bytes of each worker's slot, which every image
+    /// must fit. None: one slot per image.
+    pub window_slot: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -553,6 +563,39 @@ impl BlockPlan {
     /// Every region's offset and length, or None when the plan's sizes do not fit in 64 bits
     /// (every sum and product here is checked: the plan comes from file headers).
     pub(super) fn regions(&self) -> Option<Regions> {
+        let front = self.front()?;
+        let pixels = front.pixels;
+        if let Some(slot) = self.window_slot {
+            let slot = checked_align_up(slot)?;
+            let fits = self
+                .images
+                .iter()
+                .all(|img| self.image_len(img).is_some_and(|l| l <= slot));
+            let pixels_len = slot.checked_mul(self.worker_count as u64)?;
+            return fits.then_some(Regions {
+                pixels_len,
+                total: pixels.checked_add(pixels_len)?,
+                ..front
+            });
+        }
+        let pixels_len = self.images.iter().try_fold(0u64, |sum, img| {
+            let slot = if self.copy_mode {
+                0
+            } else {
+                self.image_len(img)?
+            };
+            sum.checked_add(checked_align_up(slot)?)
+        })?;
+        Some(Regions {
+            pixels_len,
+            total: pixels.checked_add(pixels_len)?,
+            ..front
+        })
+    }
+
+    /// The regions before the pixels, with the pixels' offset (their length and the total
+    /// left 0).
+    fn front(&self) -> Option<Regions> {
         let after = |start: u64, count: usize, size: usize| -> Option<u64> {
             checked_align_up(start.checked_add((count as u64).checked_mul(size as u64)?)?)
         };
@@ -576,14 +619,6 @@ impl BlockPlan {
         .chain(self.images.iter().map(|i| i.source.len()))
         .try_fold(0u64, |sum, len| sum.checked_add(len as u64))?;
         let pixels = after(strings, 1, strings_len as usize)?;
-        let pixels_len = self.images.iter().try_fold(0u64, |sum, img| {
-            let slot = if self.copy_mode {
-                0
-            } else {
-                self.image_len(img)?
-            };
-            sum.checked_add(checked_align_up(slot)?)
-        })?;
         Some(Regions {
             image_table,
             worker_table,
@@ -591,8 +626,8 @@ impl BlockPlan {
             strings,
             strings_len,
             pixels,
-            pixels_len,
-            total: pixels.checked_add(pixels_len)?,
+            pixels_len: 0,
+            total: 0,
         })
     }
 
@@ -608,6 +643,16 @@ impl BlockPlan {
     /// Bytes the block will take, or None when the plan's sizes pass 64 bits.
     pub fn total_size(&self) -> Option<u64> {
         Some(self.regions()?.total)
+    }
+
+    /// Bytes before the pixels region (header, tables, history, strings), or None past 64 bits.
+    pub fn tables_size(&self) -> Option<u64> {
+        Some(self.front()?.pixels)
+    }
+
+    /// Bytes of an image's decoded pixels in this plan's layout (its slot's length).
+    pub fn image_bytes(&self, img: &PlannedImage) -> Option<u64> {
+        self.image_len(img)
     }
 
     /// Bytes of pixels alone: the decoded dataset (saturating: for reports).
@@ -646,6 +691,7 @@ mod layout_tests {
             resize_fit: 0,
             max_pixels: u64::MAX,
             classes: None,
+            window_slot: None,
         }
     }
 
@@ -701,6 +747,54 @@ mod layout_tests {
         let now = block.header().pass.load(Ordering::Acquire);
         assert_ne!(now, seen);
         assert_eq!(now & !crate::block::doorbell::STOP_BIT, seen);
+    }
+
+    /// A window block (one slot per worker): attach accepts it as written, gives each claim its
+    /// worker's slot, and refuses it once its header claims a window larger than its pixels
+    /// region or an image larger than a slot (a damaged or forged block).
+    #[test]
+    fn a_window_block_is_validated_and_a_forged_window_refused() {
+        use std::os::unix::fs::FileExt;
+        let prefix = crate::block::backing::NAME_PREFIX;
+        let name = format!("{prefix}{}-window-test", std::process::id());
+        let mut p = plan(vec![image(40, 30), image(20, 10), image(8, 8)], 3);
+        p.kept = false;
+        p.window_slot = Some(40 * 30 * 3);
+        let block =
+            crate::block::OwnedBlock::create(&name, crate::block::Backing::Shm, &p).unwrap();
+        let attached = crate::block::AttachedBlock::attach(&name, crate::block::Backing::Shm)
+            .expect("a window block as written is valid");
+        let slot_len = align_up(40 * 30 * 3) as usize;
+        for (worker, index) in [(0u32, 2usize), (1, 0)] {
+            let claim = attached.try_claim(index, worker).unwrap();
+            let slot = claim.slot();
+            assert!(slot.in_block);
+            let base = attached.slot(index).offset;
+            assert_eq!(slot.offset, base + worker as usize * slot_len);
+            assert_eq!(slot.len(), attached.slot(index).len());
+        }
+        // Outside a claim an image of a window block has no bytes of its own.
+        assert!(!attached.slot(1).in_block);
+        drop(attached);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(std::path::Path::new("/dev/shm").join(&name))
+            .unwrap();
+        let at = offset_of!(Header, window_slot_len) as u64;
+        file.write_all_at(&(1u64 << 40).to_le_bytes(), at).unwrap();
+        let err = crate::block::AttachedBlock::attach(&name, crate::block::Backing::Shm)
+            .err()
+            .expect("a window past its pixels is refused")
+            .to_string();
+        assert!(err.contains("window"), "{err}");
+        // A slot of 64 bytes, smaller than the images recorded.
+        file.write_all_at(&64u64.to_le_bytes(), at).unwrap();
+        let err = crate::block::AttachedBlock::attach(&name, crate::block::Backing::Shm)
+            .err()
+            .expect("an image larger than a slot is refused")
+            .to_string();
+        assert!(err.contains("does not fit its window"), "{err}");
+        drop(block);
     }
 
     /// An ordinary plan: regions in order, aligned, and the total the sum of its parts.

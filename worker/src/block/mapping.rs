@@ -43,6 +43,8 @@ pub(super) struct Layout {
     pub(super) history_capacity: usize,
     pub(super) strings: usize,
     pub(super) strings_len: usize,
+    /// A window block's pixels offset and per-worker slot length (see [`super::FLAG_WINDOW`]).
+    pub(super) window: Option<(usize, usize)>,
 }
 
 /// Where one image's pixels are and their shape, as validated at attach.
@@ -55,7 +57,8 @@ pub struct SlotInfo {
     pub channels: usize,
     pub format: u32,
     pub source: StrRef,
-    /// False in copy mode: the image has a shape but no bytes in the block.
+    /// False in copy mode (the image has a shape but no bytes in the block), and in a window
+    /// block outside a claim (the image's bytes are its claimer's slot: see `Claim::slot`).
     pub in_block: bool,
 }
 

@@ -23,8 +23,8 @@ use super::{
     fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
     HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
     FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
-    HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE, LAYOUT_VERSION,
-    MAGIC, MESSAGE_LEN, NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    FLAG_WINDOW, HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE,
+    LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -54,7 +54,8 @@ pub(super) fn reserve_error(e: io::Error, name: &str, dir: &Path, needed: u64) -
     }
 }
 
-fn free_bytes(dir: &Path) -> io::Result<u64> {
+/// Bytes free for an unprivileged user in the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> io::Result<u64> {
     let st = rustix::fs::statvfs(dir)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
@@ -277,6 +278,7 @@ impl Mapping {
                 (plan.allow_truncated, FLAG_ALLOW_TRUNCATED),
                 (plan.strip, FLAG_STRIP),
                 (plan.lossless, FLAG_LOSSLESS),
+                (plan.window_slot.is_some(), FLAG_WINDOW),
             ]
             .iter()
             .filter(|(on, _)| *on)
@@ -293,7 +295,8 @@ impl Mapping {
             created_unix_ns: unix_ns_now(),
             run_started_unix_ns: AtomicU64::new(0),
             python_writers: AtomicU64::new(0),
-            _reserved_stats: [0; 5],
+            window_slot_len: plan.window_slot.map_or(0, align_up),
+            _reserved_stats: [0; 4],
             dataset_state: AtomicU32::new(if plan.kept {
                 DatasetState::Loading
             } else {
@@ -327,7 +330,13 @@ impl Mapping {
             for (i, img) in plan.images.iter().enumerate() {
                 let len = plan.slot_len(img);
                 let rec = ImageRecord {
-                    slot_offset,
+                    // A window block's images have no place of their own: each is decoded into
+                    // its claimer's slot.
+                    slot_offset: if plan.window_slot.is_some() {
+                        0
+                    } else {
+                        slot_offset
+                    },
                     slot_len: len,
                     height: img.height,
                     width: img.width,

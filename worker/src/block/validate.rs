@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use super::mapping::Layout;
 use super::{
     BlockError, BlockState, Header, HistoryEntry, ImageRecord, Mapping, SlotInfo, WorkerRecord,
-    ALIGN, CHANNELS_PER_IMAGE, FLAG_COPY, FLAG_KEPT, HISTORY_CAPACITY, LAYOUT_VERSION, MAGIC,
+    ALIGN, CHANNELS_PER_IMAGE, FLAG_COPY, FLAG_KEPT, FLAG_WINDOW, HISTORY_CAPACITY, LAYOUT_VERSION,
+    MAGIC,
 };
 
 impl Mapping {
@@ -131,9 +132,27 @@ impl Mapping {
             history_capacity: h.history_capacity as usize,
             strings: h.strings_offset as usize,
             strings_len: h.strings_len as usize,
+            window: None,
         };
         let (channels, pixels_offset) = (h.channels, h.pixels_offset);
         let copy_mode = h.flags & FLAG_COPY != 0;
+        // A window block: one slot per worker, which must lie inside the pixels region; each
+        // image then has no place of its own (offset 0) and must fit a slot.
+        let window = if h.flags & FLAG_WINDOW != 0 {
+            let slot_len = h.window_slot_len;
+            let fits = slot_len
+                .checked_mul(h.worker_count as u64)
+                .is_some_and(|all| all <= h.pixels_len);
+            if kept || copy_mode || !slot_len.is_multiple_of(ALIGN) || !fits {
+                return Err(invalid(format!(
+                    "window of {} slots of {slot_len} bytes does not fit its pixels region of {} bytes, or is misaligned, or the block is kept or in copy mode",
+                    h.worker_count, h.pixels_len
+                )));
+            }
+            Some((pixels_offset as usize, slot_len as usize))
+        } else {
+            None
+        };
         let mut slots =
             Vec::with_capacity(image_count.min(len / size_of::<ImageRecord>() as u64) as usize);
         let mut next_free = pixels_offset;
@@ -176,6 +195,29 @@ impl Mapping {
             if copy_mode && (slot_len != 0 || offset != 0) {
                 return Err(bad("a copy-mode block holds no pixels"));
             }
+            if let Some((_, window_slot)) = window {
+                if offset != 0 || slot_len > window_slot as u64 {
+                    return Err(bad("image does not fit its window's slots"));
+                }
+                if source
+                    .offset
+                    .checked_add(source.len)
+                    .is_none_or(|e| e > layout.strings_len as u64)
+                {
+                    return Err(bad("source path is out of bounds"));
+                }
+                // No place of its own: only a claim holds the pixels (see `Claim::slot`).
+                slots.push(SlotInfo {
+                    offset: pixels_offset as usize,
+                    height: height as usize,
+                    width: width as usize,
+                    channels: ch as usize,
+                    format,
+                    source,
+                    in_block: false,
+                });
+                continue;
+            }
             // Slots must be aligned, in order, and disjoint: each starts at or after the end of
             // the one before, so no two claims can ever cover the same byte.
             let start = pixels_offset.checked_add(offset);
@@ -209,7 +251,7 @@ impl Mapping {
                 in_block: !copy_mode,
             });
         }
-        self.layout = layout;
+        self.layout = Layout { window, ..layout };
         self.slots = slots;
         // Source paths must stay inside the input and output folders: plain relative names.
         for i in 0..self.slots.len() {
