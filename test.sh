@@ -65,6 +65,10 @@ fi
 need "PyYAML for python3" "python3 -c 'import yaml'" \
     "python3 -m pip install --quiet pyyaml || python3 -m pip install --quiet --break-system-packages pyyaml || apt_install python3-yaml"
 
+# tests/wheel.sh builds the wheel (the program and the package together) with maturin.
+need maturin "python3 -m maturin --version" \
+    "python3 -m pip install --quiet maturin || python3 -m pip install --quiet --break-system-packages maturin"
+
 # The Python package, installed as the README says (pip install ./worker/python), into python3
 # and every pyenv Python 3.11+ found here: the package's tests run under each (their resource
 # trackers differ), named in SHMPIPE_PYTHONS. The tests import the package from this checkout.
@@ -84,6 +88,8 @@ export SHMPIPE_PYTHONS
 # With arguments, only what they select (`./test.sh --test run`).
 [ $# -gt 0 ] && exec cargo test --workspace "$@"
 cargo test --workspace
+# The wheel, built and installed as a user installs it: a fresh venv, no cargo on PATH.
+tests/wheel.sh
 # docs/scale-out.md against what runs, with the debug binary just built: its Kubernetes manifest,
 # and its Slurm script under a real single-node Slurm (root; it installs Slurm if missing, and
 # fails if Slurm cannot run here, unless SHMPIPE_SKIP_SLURM_TEST=1 skips it on purpose).

@@ -540,3 +540,29 @@ fn readme_commands_run_in_a_fresh_home() {
         "{stdout}"
     );
 }
+
+/// One version for the program and the Python package (the wheel carries both): Cargo.toml's,
+/// in the package's pyproject.toml and its `__version__`.
+#[test]
+fn the_program_and_the_python_package_have_one_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pyproject = std::fs::read_to_string(root.join("worker/python/pyproject.toml")).unwrap();
+    assert!(
+        pyproject.contains(&format!("version = \"{version}\"")),
+        "worker/python/pyproject.toml is not version {version}"
+    );
+    let init = std::fs::read_to_string(root.join("worker/python/shmpipe/__init__.py")).unwrap();
+    assert!(
+        init.contains(&format!("__version__ = \"{version}\"")),
+        "shmpipe.__version__ is not {version}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shmpipe"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("shmpipe {version}")
+    );
+}

@@ -2,6 +2,7 @@
 process by name as NumPy arrays, with no copy.
 
     import shmpipe
+    ds = shmpipe.load("photos/", name="faces", resize="224x224")   # runs `shmpipe load`
     ds = shmpipe.attach("faces")     # the dataset made by `shmpipe load DIR --name faces`
     ds.array.shape                   # (N, H, W, C) uint8, when every image has one shape
     ds.images[3]                     # (H, W, C) view of image 3, made when asked for
@@ -25,7 +26,10 @@ and the process that uses it copies the images out of the block.
 """
 from ._batch import Batch, collate
 from ._block import LAYOUT_VERSION, Block, BlockError, attach
+from ._cli import load, program
 from ._dataset import Dataset
 
-__all__ = ["attach", "Batch", "Block", "BlockError", "collate", "Dataset", "LAYOUT_VERSION"]
-__version__ = "0.4.0"
+__all__ = ["attach", "Batch", "Block", "BlockError", "collate", "Dataset", "LAYOUT_VERSION",
+           "load", "program"]
+# One version for the package and the program (Cargo.toml's; tests/cli.rs holds them together).
+__version__ = "0.5.0"
