@@ -21,8 +21,19 @@ python3 -m maturin build --release --quiet --out "$work/dist" >/dev/null 2>"$wor
 wheel=$(ls "$work"/dist/shmpipe-*.whl)
 python3 -m venv "$work/venv"
 # A user's shell: the venv, then the system's folders; no cargo, no ~/.cargo/bin, a fresh HOME.
+# The machine's ways to reach the package registry (a proxy, its certificates, an index or a
+# local wheel folder) are kept: pip fetches NumPy.
 mkdir -p "$work/home"
-user() { env -i HOME="$work/home" PIP_DISABLE_PIP_VERSION_CHECK=1 PATH="$work/venv/bin:/usr/local/bin:/usr/bin:/bin" "$@"; }
+keep=()
+for var in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_CERT PIP_DEFAULT_TIMEOUT \
+    SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE HTTP_PROXY HTTPS_PROXY NO_PROXY \
+    http_proxy https_proxy no_proxy; do
+    [ -n "${!var:-}" ] && keep+=("$var=${!var}")
+done
+user() {
+    env -i "${keep[@]}" HOME="$work/home" PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        PATH="$work/venv/bin:/usr/local/bin:/usr/bin:/bin" "$@"
+}
 user sh -c 'command -v cargo' >/dev/null && fail "cargo is on the test PATH"
 user python -c 'import numpy' 2>/dev/null && fail "the fresh venv already has NumPy"
 user pip install --quiet "$wheel" || fail "pip install $wheel"
