@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
 use shmpipe_worker::block::{Backing, BlockState};
 use shmpipe_worker::codec;
 use shmpipe_worker::registry::{self, BlockInfo, Liveness};
@@ -315,14 +315,26 @@ pub fn rm(name: &str, dir: Option<PathBuf>) -> i32 {
         let name = &dataset_name(name)?;
         let info = registry::inspect(&backing, name)
             .with_context(|| format!("no block {name} in {}", backing.dir().display()))?;
-        if info.liveness == Liveness::Live {
-            bail!(
-                "block {name} is in use (owner pid {}); stop its run instead",
-                info.owner_pid.map_or("unknown".into(), |p| p.to_string())
-            );
-        }
-        if !registry::remove_unheld(&backing, name, true)? {
-            bail!("block {name} became live; not removed");
+        // Who holds its lock, as the kernel says: the header's owner pid is the creator's,
+        // long gone for a dataset that a later apply or a Python handle holds.
+        let in_use = || {
+            let holders = registry::lock_holders(&backing, name);
+            let by = match holders.as_slice() {
+                [] => String::new(),
+                list => format!(
+                    " by {}",
+                    list.iter()
+                        .map(|h| h.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            anyhow!(
+                "block {name} is in use{by}: not removed. Close what holds it (a Python handle's .close(), or end that process), or wait for its job to end"
+            )
+        };
+        if info.liveness == Liveness::Live || !registry::remove_unheld(&backing, name, true)? {
+            return Err(in_use());
         }
         println!("removed block {name}");
         Ok(())

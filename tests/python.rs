@@ -562,3 +562,57 @@ print(json.dumps({"checked": checked, "disagree": disagree, "pairs": pairs}))
         "{said}"
     );
 }
+
+/// `rm` of a dataset a Python handle holds says who holds it, as the kernel lists its lock (the
+/// reader's pid and command), instead of "became live"; once the handle is closed, `rm` works.
+#[test]
+fn rm_names_the_python_process_that_holds_a_dataset() {
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 9]))
+        .save(input.join("a.png"))
+        .unwrap();
+    let name = format!("held{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
+    let mut reader = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import os, sys, shmpipe\nds = shmpipe.attach({name:?})\nprint(os.getpid(), flush=True)\nsys.stdin.readline()\nds.close()\n"
+        ))
+        .env("PYTHONPATH", module_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(reader.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line.trim().parse().expect("the reader printed its pid");
+    let out = Command::new(common::bin())
+        .args(["rm", name.as_str()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!("pid {pid} (python")) && said.contains("reading"),
+        "{said}"
+    );
+    assert!(!said.contains("became live"), "{said}");
+    assert!(block_exists(&name));
+    reader.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(reader.wait().unwrap().success());
+    ok(&[os("rm"), os(&name)]);
+    assert!(!block_exists(&name));
+}

@@ -284,6 +284,63 @@ pub fn remove_unheld(backing: &Backing, name: &str, kept_too: bool) -> io::Resul
     Ok(true)
 }
 
+/// A process holding a block's lock, as the kernel lists it (`/proc/locks`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`): `shmpipe`, `python3`, ...
+    pub command: String,
+    /// An exclusive lock (a writer: a run, load, apply, or a writable Python handle) or a
+    /// shared one (a reader).
+    pub exclusive: bool,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.exclusive { "writing" } else { "reading" };
+        write!(f, "pid {} ({}, {how})", self.pid, self.command)
+    }
+}
+
+/// The processes holding the lock of block `name`: from `/proc/locks`, whose `FLOCK` lines name
+/// the holder's pid and the file as `MAJOR:MINOR:INODE`. Empty where that is not known (no
+/// `/proc`, another system) or nobody holds it. The pid is the process that took the lock, so a
+/// child that inherited the descriptor is not named.
+pub fn lock_holders(backing: &Backing, name: &str) -> Vec<Holder> {
+    let Ok(meta) = std::fs::symlink_metadata(backing.dir().join(name)) else {
+        return Vec::new();
+    };
+    let dev = meta.dev();
+    let file = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut holders: Vec<Holder> = locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // "1: FLOCK  ADVISORY  WRITE 15423 fe:00:10060277 0 EOF"; blocked waiters add "->".
+            if fields.get(1) != Some(&"FLOCK") || fields.get(5) != Some(&file.as_str()) {
+                return None;
+            }
+            let pid: u32 = fields.get(4)?.parse().ok()?;
+            let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map_or_else(|_| "?".to_string(), |c| c.trim().to_string());
+            Some(Holder {
+                pid,
+                command,
+                exclusive: fields.get(3) == Some(&"WRITE"),
+            })
+        })
+        .collect();
+    holders.sort_by_key(|h| h.pid);
+    holders.dedup();
+    holders
+}
+
 /// What [`clean`] did.
 #[derive(Debug, Default)]
 pub struct Cleaned {
