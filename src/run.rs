@@ -181,9 +181,8 @@ pub const PAUSE_AFTER_JOB_ENV: &str = "SHMPIPE_TEST_PAUSE_AFTER_JOB";
 
 fn execute(args: RunCli) -> anyhow::Result<i32> {
     let job = run_job(&args)?;
-    if let Some(secs) = std::env::var(PAUSE_AFTER_JOB_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
+    if let Some(secs) =
+        shmpipe_worker::worker::test_hook(PAUSE_AFTER_JOB_ENV).and_then(|s| s.parse().ok())
     {
         eprintln!("shmpipe: test: pausing {secs} s after the job");
         std::thread::sleep(Duration::from_secs(secs));

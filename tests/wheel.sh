@@ -50,6 +50,11 @@ user python -c 'import importlib.metadata as m; print(m.version("shmpipe"))' | g
 user shmpipe run "$here/assets" -o "$work/out" --ops grayscale,blur:2 -j 2 --quiet ||
     fail "shmpipe run assets"
 [ "$(find "$work/out" -type f | wc -l)" -ge 10 ] || fail "outputs of shmpipe run"
+# A release build has no fault hooks: the variable that crashes a test build's worker is ignored.
+user env SHMPIPE_TEST_CRASH=rocket.jpg:9 shmpipe run "$here/assets" --json -j 2 >"$work/hooked.json" ||
+    fail "a release run under SHMPIPE_TEST_CRASH"
+user python -c 'import json, sys; s = json.load(open(sys.argv[1])); assert s["worker_restarts"] == 0 and s["images_failed"] == 0, s' \
+    "$work/hooked.json" || fail "SHMPIPE_TEST_CRASH reached a release build's worker"
 [ "$(user python -c 'import shmpipe; print(shmpipe.program())')" = "$work/venv/bin/shmpipe" ] ||
     fail "shmpipe.program() is not the wheel's program"
 

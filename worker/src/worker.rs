@@ -24,6 +24,17 @@ use crate::metadata::{self, Metadata};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
 use crate::resize;
 
+/// The value of test hook `name` (one of the `SHMPIPE_TEST_*` variables below), in builds with
+/// debug assertions (what `cargo test` runs) only: a release binary has no fault hooks, so no
+/// environment variable can make a shipped worker crash, stall or stop.
+pub fn test_hook(name: &str) -> Option<String> {
+    if cfg!(debug_assertions) {
+        std::env::var(name).ok()
+    } else {
+        None
+    }
+}
+
 /// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
 /// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
 /// (default 1). Fault tests use it to kill a worker at a chosen image, deterministically.
@@ -108,10 +119,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     let block = AttachedBlock::attach(&args.block, args.backing.clone())?;
     let header = block.header();
     let record = enlist(&block, args.id)?;
-    if let Some(after) = std::env::var(FAIL_START_ENV)
-        .ok()
-        .and_then(|n| n.parse::<u64>().ok())
-    {
+    if let Some(after) = test_hook(FAIL_START_ENV).and_then(|n| n.parse::<u64>().ok()) {
         if header.images_done.load(Ordering::Acquire) >= after {
             return Err(WorkerError::Orphaned(args.parent));
         }
@@ -127,9 +135,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     let output_root = block.string(header.output_root);
     let output_root =
         (!output_root.is_empty()).then(|| PathBuf::from(path_from_bytes(output_root)));
-    let crash_on = std::env::var(CRASH_ENV)
-        .ok()
-        .map(|spec| name_and_count(&spec, 1));
+    let crash_on = test_hook(CRASH_ENV).map(|spec| name_and_count(&spec, 1));
 
     let job = Job {
         block: &block,
@@ -146,10 +152,8 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
             args.max_pixels
         },
         crash_on: crash_on.map(|(name, n)| (name, n.min(u32::MAX as u64) as u32)),
-        stall_on: std::env::var(STALL_ENV)
-            .ok()
-            .map(|spec| name_and_count(&spec, 60)),
-        sigstop_on: std::env::var(SIGSTOP_ENV).ok(),
+        stall_on: test_hook(STALL_ENV).map(|spec| name_and_count(&spec, 60)),
+        sigstop_on: test_hook(SIGSTOP_ENV),
         fit: resize::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
@@ -615,13 +619,11 @@ fn run_apply(
     // How long a parked worker sleeps before it looks at its parent and the stop flag again; a
     // new pass wakes it at once.
     let park_timeout = std::time::Duration::from_secs(
-        std::env::var(PARK_TIMEOUT_ENV)
-            .ok()
+        test_hook(PARK_TIMEOUT_ENV)
             .and_then(|s| s.parse().ok())
             .unwrap_or(1),
     );
-    let delay_after_done = std::env::var(DELAY_AFTER_DONE_ENV)
-        .ok()
+    let delay_after_done = test_hook(DELAY_AFTER_DONE_ENV)
         .and_then(|ms| ms.parse().ok())
         .map(std::time::Duration::from_millis);
     loop {
