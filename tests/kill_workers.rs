@@ -105,3 +105,83 @@ fn twenty_random_worker_kills_change_no_output() {
     );
     assert!(retried_total >= 1, "the summaries counted the retries");
 }
+
+/// A folder whose decoded size is twenty times the run's window (one slot per worker): workers
+/// SIGKILLed at random moments, each replacement reuses its predecessor's slot, and every output
+/// equals a clean run's, byte for byte.
+#[test]
+fn random_kills_in_a_window_twenty_times_smaller_than_the_folder_change_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for k in 0..40u32 {
+        image::RgbImage::from_fn(400, 300, |x, y| {
+            image::Rgb([(x * 3 + k) as u8, (y * 5 + k * 7) as u8, (x ^ y ^ k) as u8])
+        })
+        .save(input.join(format!("img{k:02}.png")))
+        .unwrap();
+    }
+    let run = |dir: &std::path::Path| {
+        Command::new(common::bin())
+            .args([
+                os("run"),
+                input.as_os_str(),
+                os("-o"),
+                dir.as_os_str(),
+                os("--ops"),
+                os(OPS),
+                os("-j"),
+                os("2"),
+                os("--json"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let clean = tmp.path().join("clean");
+    let output = run(&clean).wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (slot, folder) = (
+        s["window_slot_bytes"].as_u64().unwrap(),
+        s["dataset_bytes"].as_u64().unwrap(),
+    );
+    assert_eq!(slot, 400 * 300 * 3);
+    assert!(
+        folder >= 20 * 2 * slot,
+        "the folder is 20x the window of 2 slots"
+    );
+    let expected: Vec<_> = files_under(&clean)
+        .into_iter()
+        .map(|f| (std::fs::read(clean.join(&f)).unwrap(), f))
+        .collect();
+    let mut rng = 0x51ed_2701u32;
+    let mut landed = 0;
+    for round in 0..6 {
+        let dir = tmp.path().join(format!("round{round}"));
+        let child = run(&dir);
+        let pid = child.id();
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(20 + (next(&mut rng) % 120) as u64));
+            let workers = workers_of(pid);
+            if let Some(&victim) = workers.get(next(&mut rng) as usize % workers.len().max(1)) {
+                landed += u32::from(
+                    kill_process(Pid::from_raw(victim as i32).unwrap(), Signal::KILL).is_ok(),
+                );
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_no_leaks(pid);
+        assert_eq!(output.status.code(), Some(0), "round {round}");
+        for (bytes, f) in &expected {
+            assert!(
+                std::fs::read(dir.join(f)).unwrap() == *bytes,
+                "round {round}: {} differs from the clean run",
+                f.display()
+            );
+        }
+        assert_eq!(files_under(&dir).len(), expected.len(), "round {round}");
+    }
+    assert!(landed >= 6, "kills landed on live workers ({landed})");
+}
