@@ -717,14 +717,21 @@ impl Job<'_> {
                 ));
             }
             // Size and time first (cheap); then the bytes: a source rewritten with its size and
-            // time kept (cp -p, rsync -a, touch -r) must not pass for the one loaded.
+            // time kept (cp -p, rsync -a, touch -r) must not pass for the one loaded. A hash of 0
+            // was never recorded: the load died before it reached this image, so this is its
+            // first decode, and records the hash as the load would have.
+            let hash = codec::source_hash(&source).ok();
             let changed = codec::source_identity(&source) != (recorded_size, recorded_mtime)
-                || codec::source_hash(&source).ok() != Some(recorded_hash);
+                || (recorded_hash != 0 && hash != Some(recorded_hash));
             if changed {
                 return Err(format!(
                     "cannot rebuild it: its source {} changed since the load",
                     source.display()
                 ));
+            }
+            if recorded_hash == 0 {
+                let hash = hash.ok_or_else(|| format!("cannot read file {}", source.display()))?;
+                claim.set_source_hash(hash);
             }
             // As the load made it, its own op chain included (`run --keep`), byte for byte.
             if self.decode_and_run(claim, scratch, decoded)?.0 == Layout::GrayPlane {
