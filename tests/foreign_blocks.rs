@@ -23,6 +23,16 @@ impl Drop for Remove {
     }
 }
 
+/// The tests of this file take turns: a `load` or `run` sweeps every stale block of ours at its
+/// start, and `clean` removes them, so one test's stale block is another's to sweep.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn shm(name: &str) -> PathBuf {
     Path::new("/dev/shm").join(name)
 }
@@ -45,6 +55,7 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_symlink_with_a_block_name_is_never_followed() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("precious");
     std::fs::write(&target, b"not a block, and not to be touched").unwrap();
@@ -135,6 +146,7 @@ fn start_stalled_run(input: &Path) -> Child {
 
 #[test]
 fn another_users_file_does_not_stop_clean_from_removing_a_stale_block() {
+    let _serial = serial();
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: making a file owned by another user needs root");
         return;
@@ -188,6 +200,7 @@ fn another_users_file_does_not_stop_clean_from_removing_a_stale_block() {
 /// user's, as it lists any file not ours, and says nothing is wrong.
 #[test]
 fn ls_by_another_user_lists_blocks_it_cannot_open_as_theirs() {
+    let _serial = serial();
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: running as another user needs root");
         return;
