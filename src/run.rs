@@ -671,18 +671,17 @@ fn plan_window(
     let workers = u64::from(plan.worker_count.max(1));
     let tables = plan.tables_size().unwrap_or(u64::MAX);
     let share = free.saturating_sub(tables) / workers / block::ALIGN * block::ALIGN;
-    let bytes = |plan: &BlockPlan, img: &block::PlannedImage| plan.image_bytes(img);
     let slot = plan
         .images
         .iter()
-        .filter_map(|img| bytes(plan, img))
+        .filter_map(|img| plan.image_bytes(img))
         .filter(|&b| b <= share)
         .max()
         .unwrap_or(0);
     let images = std::mem::take(&mut plan.images);
     let mut pixels = Vec::with_capacity(images.len());
     for (img, source) in images.into_iter().zip(source_pixels.drain(..)) {
-        match bytes(plan, &img) {
+        match plan.image_bytes(&img) {
             Some(b) if b <= slot => {
                 plan.images.push(img);
                 pixels.push(source);
