@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test of the workspace and the
 # scale-out checks of tests/scale-out/.
-# Arguments go to `cargo test` (`./test.sh --test run`).
+# Arguments go to `cargo test` (`./test.sh --test integration run::`).
 #
 # Each need is one `need` line: a name, a check, and how to install it. A need that is missing
 # and cannot be installed stops here with its name; no test is left to skip for want of it.
@@ -39,23 +39,23 @@ need() {
     fi
 }
 
-# The JPEG verdict tests (tests/damaged.rs) hold every decode path to libjpeg-turbo's own djpeg,
+# The JPEG verdict tests (tests/integration/damaged.rs) hold every decode path to libjpeg-turbo's own djpeg,
 # and make their corpus with its cjpeg. (The build itself needs only cargo and a C compiler.)
 need "djpeg and cjpeg" "djpeg -version && cjpeg -version" "apt_install libjpeg-turbo-progs"
-# The Python interop tests (tests/python.rs) attach to blocks with real NumPy.
+# The Python interop tests (tests/integration/python.rs) attach to blocks with real NumPy.
 need python3 "python3 --version" "apt_install python3 python3-pip"
 need "NumPy for python3" "python3 -c 'import numpy'" \
     "python3 -m pip install --quiet numpy || python3 -m pip install --quiet --break-system-packages numpy || apt_install python3-numpy"
-# tests/cli.rs runs README's install commands in a fresh HOME, then `man -w shmpipe`.
+# tests/integration/cli.rs runs README's install commands in a fresh HOME, then `man -w shmpipe`.
 need "man (man-db)" "command -v man" "apt_install man-db"
-# tests/durable.rs watches the binary's fdatasync/fsync/rename calls under strace.
+# tests/integration/durable.rs watches the binary's fdatasync/fsync/rename calls under strace.
 need strace "strace -V" "apt_install strace"
-# tests/small_shm.rs and tests/disk_full.rs mount a small tmpfs in a private mount namespace:
+# tests/integration/small_shm.rs and tests/integration/disk_full.rs mount a small tmpfs in a private mount namespace:
 # root and unshare, unless SHMPIPE_SKIP_NAMESPACE_TESTS=1 says to skip those two on purpose.
 if [ -z "${SHMPIPE_SKIP_NAMESPACE_TESTS:-}" ]; then
     need unshare "unshare --version" "apt_install util-linux"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "test.sh: error: tests/small_shm.rs and tests/disk_full.rs need root (unshare -m);" \
+        echo "test.sh: error: tests/integration/small_shm.rs and tests/integration/disk_full.rs need root (unshare -m);" \
             "run as root, or set SHMPIPE_SKIP_NAMESPACE_TESTS=1 to skip those two" >&2
         exit 1
     fi
@@ -85,7 +85,7 @@ for py in "$HOME"/.pyenv/versions/3.1[1-9].*/bin/python; do
 done
 export SHMPIPE_PYTHONS
 
-# With arguments, only what they select (`./test.sh --test run`).
+# With arguments, only what they select (`./test.sh --test integration run::`).
 [ $# -gt 0 ] && exec cargo test --workspace "$@"
 cargo test --workspace
 # The wheel, built and installed as a user installs it: a fresh venv, no cargo on PATH.

@@ -23,7 +23,7 @@ learn: accuracy stays near 0.5. Point it at a real `--labels folder` dataset.
 
 The `if __name__ == "__main__":` guard is required: forkserver and spawn workers import this file
 again (as `__mp_main__`), and without the guard each would start a training of its own.
-Tested by tests/python_loader.rs (the pool; the DataLoader way is what benches/loader.py runs).
+Tested by tests/integration/python_loader.rs (the pool; the DataLoader way is what benches/loader.py runs).
 """
 import argparse
 import multiprocessing

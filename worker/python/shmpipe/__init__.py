@@ -31,5 +31,5 @@ from ._dataset import Dataset
 
 __all__ = ["attach", "Batch", "Block", "BlockError", "collate", "Dataset", "LAYOUT_VERSION",
            "load", "program"]
-# One version for the package and the program (Cargo.toml's; tests/cli.rs holds them together).
+# One version for the package and the program (Cargo.toml's; tests/integration/cli.rs holds them together).
 __version__ = "0.5.0"

@@ -1,52 +1,36 @@
 //! A coordinator killed with SIGKILL: its workers follow it, its block is left stale, `ls` says
 //! so, `clean` removes it, and a live run's block beside it is never touched.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assets, blocks_of, os, workers_of};
-use rustix::process::{kill_process, Pid, Signal};
+use crate::util::{
+    assets, blocks_dir, blocks_of, os, own_backing, shmpipe, signal, wait_for, workers_of,
+};
+use rustix::process::Signal;
 
 /// Starts a run that stays alive: one worker stalls on camera.png.
 fn start_stalled_run(out: &Path) -> Child {
-    Command::new(common::bin())
-        .args([
-            os("run"),
-            assets().as_os_str(),
-            os("-o"),
-            out.as_os_str(),
-            os("-j"),
-            os("2"),
-            os("--quiet"),
-        ])
-        .env(shmpipe_worker::worker::STALL_ENV, "camera.png")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn shmpipe(args: &[&str]) -> std::process::Output {
-    Command::new(common::bin()).args(args).output().unwrap()
-}
-
-fn signal(pid: u32, sig: Signal) {
-    kill_process(Pid::from_raw(pid as i32).unwrap(), sig).unwrap();
+    crate::util::command(&[
+        os("run"),
+        assets().as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("-j"),
+        os("2"),
+        os("--quiet"),
+    ])
+    .env(shmpipe_worker::worker::STALL_ENV, "camera.png")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
 }
 
 #[test]
 fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let mut victim = start_stalled_run(&tmp.path().join("a"));
     let mut live = start_stalled_run(&tmp.path().join("b"));
@@ -111,9 +95,9 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
 
     let clean = shmpipe(&["clean"]);
     let said = String::from_utf8_lossy(&clean.stdout).into_owned();
-    let removed = !Path::new("/dev/shm").join(&victim_block).exists();
+    let removed = !blocks_dir().join(&victim_block).exists();
     if !removed {
-        let _ = std::fs::remove_file(Path::new("/dev/shm").join(&victim_block));
+        let _ = std::fs::remove_file(blocks_dir().join(&victim_block));
     }
     assert!(removed, "clean removed the stale block; it said {said:?}");
     assert!(
@@ -121,7 +105,7 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
         "clean names what it removed: {said:?}"
     );
     assert!(
-        Path::new("/dev/shm").join(&live_block).exists(),
+        blocks_dir().join(&live_block).exists(),
         "the live block is untouched"
     );
 
@@ -132,15 +116,16 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
 
     signal(live_pid, Signal::TERM);
     assert_eq!(live.wait().unwrap().code(), Some(143));
-    common::assert_no_leaks(live_pid);
+    crate::util::assert_no_leaks(live_pid);
 }
 
 #[test]
 fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
+    let _backing = own_backing();
     let name = format!("ls-sizes-{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
+    let _dataset = crate::util::Dataset(name.clone());
     let assets = assets();
-    common::ok(&[
+    crate::util::ok(&[
         os("load"),
         assets.as_os_str(),
         os("--name"),
@@ -150,9 +135,7 @@ fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
         os("--quiet"),
     ]);
     let block = format!("shmpipe-{name}");
-    let bytes = std::fs::metadata(Path::new("/dev/shm").join(&block))
-        .unwrap()
-        .len();
+    let bytes = std::fs::metadata(blocks_dir().join(&block)).unwrap().len();
     let row = |args: &[&str]| {
         let out = shmpipe(args);
         assert_eq!(out.status.code(), Some(0));

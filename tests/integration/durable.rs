@@ -5,13 +5,11 @@
 //!
 //! Needs strace (.ci/run installs it).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assets, bin, files_under};
+use crate::util::{assets, bin, files_under};
 
 /// One traced call: its process, time, name and the text inside its parentheses.
 #[derive(Debug)]
@@ -179,7 +177,7 @@ fn no_fsync_flushes_nothing_and_writes_the_same_outputs() {
 fn save_flushes_its_outputs_too() {
     // `save` writes a kept dataset's images with the same encoder path.
     let name = format!("durable-{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
+    let _dataset = crate::util::Dataset(name.clone());
     let load = Command::new(bin())
         .args([
             "load".as_ref(),
@@ -190,7 +188,7 @@ fn save_flushes_its_outputs_too() {
         .arg("--quiet")
         .output()
         .unwrap();
-    assert!(load.status.success(), "{}", common::stderr(&load));
+    assert!(load.status.success(), "{}", crate::util::stderr(&load));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("saved");
     let traces = dir.path().join("traces");

@@ -1,10 +1,7 @@
 //! `--image-timeout`: a worker that holds one image too long is killed, the image is retried by
 //! its replacement, and the run finishes with the outputs a clean run gives.
 
-mod common;
-
-use common::{assets, files_under, os};
-use std::process::{Command, Stdio};
+use crate::util::{assets, files_under, os, run_env};
 
 fn run_with(out: &std::path::Path, env: Option<(&str, &str)>) -> std::process::Output {
     let input = assets();
@@ -21,7 +18,7 @@ fn run_with(out: &std::path::Path, env: Option<(&str, &str)>) -> std::process::O
         os("2"),
         os("--json"),
     ];
-    shmpipe(&args, env.as_slice())
+    run_env(&args, env.as_slice())
 }
 
 #[test]
@@ -40,7 +37,7 @@ fn a_stopped_worker_is_killed_its_image_retried_and_the_run_succeeds() {
         output.status.code(),
         Some(0),
         "stderr: {}",
-        common::stderr(&output)
+        crate::util::stderr(&output)
     );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["images_failed"], 0);
@@ -69,7 +66,12 @@ fn an_image_that_always_hangs_is_reported_and_the_others_finish() {
         &out,
         Some((shmpipe_worker::worker::STALL_ENV, "camera.png")),
     );
-    assert_eq!(output.status.code(), Some(1), "{}", common::stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        crate::util::stderr(&output)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["images_failed"], 1, "{summary}");
     let reason = summary["failures"][0]["reason"].as_str().unwrap();
@@ -79,24 +81,6 @@ fn an_image_that_always_hangs_is_reported_and_the_others_finish() {
         .unwrap()
         .ends_with("camera.png"));
     assert_eq!(summary["images_ok"], 9, "{summary}");
-}
-
-/// Runs shmpipe with `args` (and test hooks in `env`), checking that it leaves no process and no
-/// block of its own behind.
-fn shmpipe(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(common::bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let output = child.wait_with_output().unwrap();
-    common::assert_no_leaks(pid);
-    output
 }
 
 /// A dataset `name` loaded from 6 generated JPEGs in `tmp`, with `blur:2` applied by two
@@ -109,7 +93,7 @@ fn applied(
 ) -> (std::process::Output, std::path::PathBuf) {
     let input = tmp.join("in");
     if !input.exists() {
-        let gen = shmpipe(
+        let gen = run_env(
             &[
                 os("gen"),
                 input.as_os_str(),
@@ -120,9 +104,9 @@ fn applied(
             ],
             &[],
         );
-        assert!(gen.status.success(), "{}", common::stderr(&gen));
+        assert!(gen.status.success(), "{}", crate::util::stderr(&gen));
     }
-    let load = shmpipe(
+    let load = run_env(
         &[
             os("load"),
             input.as_os_str(),
@@ -132,7 +116,7 @@ fn applied(
         ],
         &[],
     );
-    assert!(load.status.success(), "{}", common::stderr(&load));
+    assert!(load.status.success(), "{}", crate::util::stderr(&load));
     let args = [
         os("apply"),
         os(name),
@@ -143,9 +127,9 @@ fn applied(
         os("--image-timeout"),
         os("1"),
     ];
-    let apply = shmpipe(&args, env);
+    let apply = run_env(&args, env);
     let out = tmp.join(format!("saved-{name}"));
-    shmpipe(&[os("save"), os(name), os("-o"), out.as_os_str()], &[]);
+    run_env(&[os("save"), os(name), os("-o"), out.as_os_str()], &[]);
     (apply, out)
 }
 
@@ -158,9 +142,14 @@ fn apply_kills_a_stuck_worker_rebuilds_its_image_and_fails_one_that_always_hangs
         format!("tstop{pid}"),
         format!("thang{pid}"),
     ];
-    let _datasets: Vec<common::Dataset> = names.iter().cloned().map(common::Dataset).collect();
+    let _datasets: Vec<crate::util::Dataset> =
+        names.iter().cloned().map(crate::util::Dataset).collect();
     let (reference, expected) = applied(tmp.path(), &names[0], &[]);
-    assert!(reference.status.success(), "{}", common::stderr(&reference));
+    assert!(
+        reference.status.success(),
+        "{}",
+        crate::util::stderr(&reference)
+    );
 
     // Stopped once, in the middle of the image: killed, the image rebuilt from its source.
     let (stopped, out) = applied(
@@ -168,11 +157,15 @@ fn apply_kills_a_stuck_worker_rebuilds_its_image_and_fails_one_that_always_hangs
         &names[1],
         &[(shmpipe_worker::worker::SIGSTOP_ENV, "img000002.jpg")],
     );
-    assert!(stopped.status.success(), "{}", common::stderr(&stopped));
     assert!(
-        common::stderr(&stopped).contains("Signaled(9)"),
+        stopped.status.success(),
+        "{}",
+        crate::util::stderr(&stopped)
+    );
+    assert!(
+        crate::util::stderr(&stopped).contains("Signaled(9)"),
         "the stopped worker was not killed: {}",
-        common::stderr(&stopped)
+        crate::util::stderr(&stopped)
     );
     let files = files_under(&expected);
     assert_eq!(files.len(), 6);
@@ -192,7 +185,12 @@ fn apply_kills_a_stuck_worker_rebuilds_its_image_and_fails_one_that_always_hangs
         &names[2],
         &[(shmpipe_worker::worker::STALL_ENV, "img000002.jpg:30")],
     );
-    assert_eq!(hung.status.code(), Some(1), "{}", common::stderr(&hung));
+    assert_eq!(
+        hung.status.code(),
+        Some(1),
+        "{}",
+        crate::util::stderr(&hung)
+    );
     let said = String::from_utf8_lossy(&hung.stdout);
     assert!(
         said.contains("img000002.jpg: no result within 1 s, 3 times (--image-timeout)"),

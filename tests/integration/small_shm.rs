@@ -7,12 +7,10 @@
 //! Needs root and `unshare` (CI runs as root). Set SHMPIPE_SKIP_NAMESPACE_TESTS=1 to skip
 //! elsewhere; without it a missing `unshare` fails the test rather than passing silently.
 
-mod common;
-
-use common::{assets, files_under};
+use crate::util::{assets, files_under};
 
 fn in_small_shm(script: &str) -> Option<std::process::Output> {
-    common::in_mount_namespace(&format!(
+    crate::util::in_mount_namespace(&format!(
         "mount -t tmpfs -o size=8m tmpfs /dev/shm && {script}"
     ))
 }

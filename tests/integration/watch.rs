@@ -1,20 +1,18 @@
 //! `shmpipe watch NAME` follows a run started elsewhere, from the counters in its block, and
 //! ends with it; a missing name is a clear error.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{assert_no_leaks, assets, os};
+use crate::util::{assert_no_leaks, assets, os};
 
 #[test]
 fn watch_follows_a_live_run_to_its_end() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     // Heavy enough (a wide blur, one worker) to last several seconds.
-    let mut run = Command::new(common::bin())
+    let mut run = Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -39,7 +37,7 @@ fn watch_follows_a_live_run_to_its_end() {
         .find(|w| w.starts_with("shmpipe-"))
         .map(|w| w.trim_end_matches(':').to_string())
         .unwrap_or_else(|| panic!("run prints its block's name at start: {first:?}"));
-    let watch = Command::new(common::bin())
+    let watch = Command::new(crate::util::bin())
         .args(["watch", &name])
         .output()
         .unwrap();
@@ -78,7 +76,7 @@ fn watch_follows_a_live_run_to_its_end() {
 
 #[test]
 fn watching_a_missing_block_exits_2() {
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::util::bin())
         .args(["watch", "shmpipe-no-such-run"])
         .output()
         .unwrap();
@@ -99,7 +97,7 @@ fn watch_shows_the_runs_own_clock_and_mp_per_s() {
     let out = tmp.path().join("out");
     let spawned = SystemTime::now();
     // One worker that holds one image five seconds: the run is still going when watch attaches.
-    let run = Command::new(common::bin())
+    let run = Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -122,7 +120,7 @@ fn watch_shows_the_runs_own_clock_and_mp_per_s() {
     let pid = run.id();
     let deadline = Instant::now() + Duration::from_secs(60);
     let name = loop {
-        if let Some(name) = common::blocks_of(pid).pop() {
+        if let Some(name) = crate::util::blocks_of(pid).pop() {
             break name;
         }
         assert!(Instant::now() < deadline, "the run creates its block");
@@ -131,7 +129,7 @@ fn watch_shows_the_runs_own_clock_and_mp_per_s() {
     // The run's clock started before its block existed, so before this moment.
     let block_seen = SystemTime::now();
     std::thread::sleep(PAUSE);
-    let watch = Command::new(common::bin())
+    let watch = Command::new(crate::util::bin())
         .args(["watch", &name, "--json"])
         .output()
         .unwrap();
@@ -139,7 +137,12 @@ fn watch_shows_the_runs_own_clock_and_mp_per_s() {
     let run = run.wait_with_output().unwrap();
     assert!(run.status.success());
     assert_no_leaks(pid);
-    assert_eq!(watch.status.code(), Some(0), "{}", common::stderr(&watch));
+    assert_eq!(
+        watch.status.code(),
+        Some(0),
+        "{}",
+        crate::util::stderr(&watch)
+    );
     let records: Vec<serde_json::Value> = String::from_utf8_lossy(&watch.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))

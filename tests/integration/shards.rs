@@ -1,19 +1,16 @@
 //! Shards across hosts: disjoint, covering the folder, equal byte for byte to one unsharded run;
 //! chosen by flag, Slurm array or Kubernetes Indexed Job; invalid ones refused; re-runs idempotent.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_no_leaks, files_under, os};
+use crate::util::{files_under, os};
 
-fn shmpipe(
+fn run_shard(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
 ) -> (Option<i32>, serde_json::Value, String) {
-    let mut cmd = Command::new(common::bin());
-    cmd.args(args);
+    let mut cmd = crate::util::command(args);
     for var in [
         "SLURM_ARRAY_TASK_ID",
         "SLURM_ARRAY_TASK_COUNT",
@@ -25,14 +22,7 @@ fn shmpipe(
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert_no_leaks(pid);
+    let out = crate::util::finish_clean(cmd);
     let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (
         out.status.code(),
@@ -42,7 +32,7 @@ fn shmpipe(
 }
 
 fn dataset(dir: &Path) {
-    let status = Command::new(common::bin())
+    let status = Command::new(crate::util::bin())
         .args([
             os("gen"),
             dir.join("a").as_os_str(),
@@ -54,7 +44,7 @@ fn dataset(dir: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
-    let status = Command::new(common::bin())
+    let status = Command::new(crate::util::bin())
         .args([
             os("gen"),
             dir.join("b/c").as_os_str(),
@@ -85,7 +75,7 @@ fn shards_are_disjoint_cover_the_folder_and_match_one_run() {
     let input = tmp.path().join("in");
     dataset(&input);
     let whole = tmp.path().join("whole");
-    let (code, _, err) = shmpipe(
+    let (code, _, err) = run_shard(
         &[
             os("run"),
             input.as_os_str(),
@@ -106,7 +96,7 @@ fn shards_are_disjoint_cover_the_folder_and_match_one_run() {
     for k in 0..3 {
         let own = tmp.path().join(format!("shard{k}"));
         let shard = format!("{k}/3");
-        let (code, s, err) = shmpipe(
+        let (code, s, err) = run_shard(
             &[
                 os("run"),
                 input.as_os_str(),
@@ -155,7 +145,7 @@ fn schedulers_pick_the_shard_and_bad_shards_are_refused() {
     let run = |env: &[(&str, &str)], extra: &[&str]| {
         let mut args = vec![os("run"), input.as_os_str(), os("--json")];
         args.extend(extra.iter().map(|s| os(s)));
-        shmpipe(&args, env)
+        run_shard(&args, env)
     };
     // Task 3 of `sbatch --array=3` resubmitted from a 4-task array: Slurm says the array has
     // one task starting at 3; the shard is still 3 of 4.
@@ -239,12 +229,12 @@ fn a_retried_shard_with_skip_existing_does_only_what_is_missing() {
         }
         a
     };
-    let (_, first, _) = shmpipe(&args(false), &[]);
+    let (_, first, _) = run_shard(&args(false), &[]);
     let done = first["images_ok"].as_u64().unwrap();
     assert!(done >= 2);
     let victim = outputs(&out).pop().unwrap();
     std::fs::remove_file(out.join(&victim)).unwrap();
-    let (code, again, err) = shmpipe(&args(true), &[]);
+    let (code, again, err) = run_shard(&args(true), &[]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(again["images_ok"], 1, "only the missing file");
     assert_eq!(again["files_existing"].as_u64().unwrap(), done - 1);

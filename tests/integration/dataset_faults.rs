@@ -4,73 +4,26 @@
 //! After each: no command reports success on damaged data, nothing hangs, and `repair` gives the
 //! pixels of an uninterrupted load + apply, byte for byte.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{os, Dataset};
-use rustix::process::{kill_process, Pid, Signal};
+use crate::util::{blocks_dir, finish, ok, os, own_backing, shmpipe, signal, Dataset, HANG};
+use rustix::process::Signal;
 
-/// How long any one command may take before the test calls it hung. A guard against hangs, far
-/// above what the commands need; no test passes or fails on timing otherwise.
-const HANG: Duration = Duration::from_secs(60);
-
-/// The tests of this file run one at a time: `clean` and the sweep at the start of every `load`
-/// remove stale blocks, which would take another test's interrupted load from under it.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
+/// Starts `shmpipe ARGS` with `env` added to its environment (in this test's own `--backing`
+/// folder, as every command here).
 fn spawn(args: &[&OsStr], env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(common::bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = crate::util::command(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn shmpipe")
 }
 
-/// Waits for `child`, failing the test (after killing it) if it outlives [`HANG`].
-fn finish(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + HANG;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{what} hung: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn shmpipe(args: &[&OsStr]) -> Output {
-    let what = format!("shmpipe {:?}", args);
-    finish(spawn(args, &[]), &what)
-}
-
-fn succeeds(args: &[&OsStr]) -> String {
-    let out = shmpipe(args);
-    assert!(
-        out.status.success(),
-        "shmpipe {args:?} failed: {}",
-        common::stderr(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn generate(dir: &Path, count: u32, size: &str, format: &str) {
-    succeeds(&[
+    ok(&[
         os("gen"),
         dir.as_os_str(),
         os("--count"),
@@ -83,7 +36,7 @@ fn generate(dir: &Path, count: u32, size: &str, format: &str) {
 }
 
 fn load(dir: &Path, name: &str) {
-    succeeds(&[
+    ok(&[
         os("load"),
         dir.as_os_str(),
         os("--name"),
@@ -106,7 +59,7 @@ fn export(name: &str, dir: &Path) -> Option<Vec<u8>> {
 
 /// `ls --json`'s entry for a dataset, if the block exists.
 fn listed(name: &str) -> Option<serde_json::Value> {
-    let out = succeeds(&[os("ls"), os("--json")]);
+    let out = ok(&[os("ls"), os("--json")]);
     let all: serde_json::Value = serde_json::from_str(&out).unwrap();
     all.as_array()
         .unwrap()
@@ -117,13 +70,7 @@ fn listed(name: &str) -> Option<serde_json::Value> {
 
 /// Every process started as a worker of the coordinator `pid`.
 fn workers(pid: u32) -> Vec<u32> {
-    common::workers_of(pid)
-}
-
-fn kill(pid: u32, signal: Signal) {
-    if let Some(pid) = Pid::from_raw(pid as i32) {
-        let _ = kill_process(pid, signal);
-    }
+    crate::util::workers_of(pid)
 }
 
 /// A deterministic sequence of numbers in [0, 1), so a failing trial can be replayed.
@@ -174,15 +121,15 @@ fn check_after_kill(name: &str, tmp: &Path, expected: &[&[u8]], trial: &str) -> 
         saved.status.code(),
         Some(2),
         "{trial}: save of a {state} dataset: {}",
-        common::stderr(&saved)
+        crate::util::stderr(&saved)
     );
     assert!(
-        common::stderr(&saved).contains("shmpipe repair"),
+        crate::util::stderr(&saved).contains("shmpipe repair"),
         "{trial}: {}",
-        common::stderr(&saved)
+        crate::util::stderr(&saved)
     );
     assert!(
-        !out_dir.exists() || common::files_under(&out_dir).is_empty(),
+        !out_dir.exists() || crate::util::files_under(&out_dir).is_empty(),
         "{trial}: save wrote files from a {state} dataset"
     );
     assert!(exported.is_none(), "{trial}: export of a {state} dataset");
@@ -192,7 +139,7 @@ fn check_after_kill(name: &str, tmp: &Path, expected: &[&[u8]], trial: &str) -> 
     assert!(
         repaired.status.success(),
         "{trial}: repair: {}",
-        common::stderr(&repaired)
+        crate::util::stderr(&repaired)
     );
     assert_eq!(listed(name).unwrap()["state"], "ready", "{trial}");
     assert!(
@@ -231,9 +178,9 @@ fn stalled_on(command: &str, name: &str, ops: &str, image: &str) -> (Child, u32)
 /// dataset is then damaged.
 fn kill_apply_mid_image(name: &str, ops: &str, image: &str) {
     let (child, pid) = stalled_on("apply", name, ops, image);
-    kill(pid, Signal::KILL);
+    signal(pid, Signal::KILL);
     finish(child, "killed apply");
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
     assert_eq!(listed(name).unwrap()["state"], "damaged");
 }
 
@@ -241,12 +188,12 @@ fn kill_apply_mid_image(name: &str, ops: &str, image: &str) {
 /// pid), never under the dataset's name: `ls` must call it stale and incomplete, and `rm` takes
 /// it. Any later `load` or `run` would sweep it as well.
 fn remove_staged(pid: u32, trial: &str) {
-    for staged in common::blocks_of(pid) {
+    for staged in crate::util::blocks_of(pid) {
         let short = staged.strip_prefix("shmpipe-").unwrap();
         let entry = listed(short).unwrap_or_else(|| panic!("{trial}: {staged} not listed"));
         assert_eq!(entry["status"], "stale", "{trial}: {staged}: {entry}");
         assert_eq!(entry["state"], "incomplete", "{trial}: {staged}: {entry}");
-        succeeds(&[os("rm"), os(&staged)]);
+        ok(&[os("rm"), os(&staged)]);
     }
 }
 
@@ -256,7 +203,7 @@ fn remove_staged(pid: u32, trial: &str) {
 /// removable; and the same `load` then succeeds.
 #[test]
 fn a_load_killed_while_creating_its_block_leaves_no_headless_dataset() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     // Big pixels, so that reserving the block's pages takes a while.
@@ -284,10 +231,10 @@ fn a_load_killed_while_creating_its_block_leaves_no_headless_dataset() {
                 Instant::now() < deadline,
                 "trial {trial}: no block appeared"
             );
-            for entry in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+            for entry in std::fs::read_dir(blocks_dir()).unwrap().flatten() {
                 let file = entry.file_name().to_string_lossy().into_owned();
                 if file == dataset || file.starts_with(&ours) {
-                    kill(pid, Signal::KILL);
+                    signal(pid, Signal::KILL);
                     staged_seen += usize::from(file != dataset);
                     break 'watch;
                 }
@@ -296,11 +243,11 @@ fn a_load_killed_while_creating_its_block_leaves_no_headless_dataset() {
         finish(child, "killed load");
         let label = format!("trial {trial}");
         remove_staged(pid, &label);
-        common::assert_no_leaks(pid);
+        crate::util::assert_no_leaks(pid);
         if let Some(entry) = listed(&name) {
             assert_eq!(entry["state"], "incomplete", "{label}: {entry}");
             assert!(entry["owner_pid"].is_number(), "{label}: headless: {entry}");
-            succeeds(&[os("rm"), os(&name)]);
+            ok(&[os("rm"), os(&name)]);
         }
     }
     assert!(
@@ -317,14 +264,14 @@ fn reference(input: &Path, tmp: &Path, ops: &[&str]) -> Vec<u8> {
     let _guard = Dataset(name.clone());
     load(input, &name);
     for list in ops {
-        succeeds(&[os("apply"), os(&name), os("--ops"), os(list), os("-q")]);
+        ok(&[os("apply"), os(&name), os("--ops"), os(list), os("-q")]);
     }
     export(&name, tmp).expect("reference export")
 }
 
 fn timed(args: &[&OsStr]) -> Duration {
     let started = Instant::now();
-    succeeds(args);
+    ok(args);
     started.elapsed()
 }
 
@@ -332,7 +279,7 @@ fn timed(args: &[&OsStr]) -> Duration {
 /// worker with SIGKILL. 24 trials of each command.
 #[test]
 fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 10, "800x600", "jpeg");
@@ -347,7 +294,7 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
     // How long each job takes here, to spread the kills over it (and a little past its end).
     load(&input, &name);
     let apply_time = timed(&[os("apply"), os(&name), os("--ops"), os(chains[0]), os("-q")]);
-    succeeds(&[os("rm"), os(&name)]);
+    ok(&[os("rm"), os(&name)]);
     let load_time = timed(&[
         os("load"),
         input.as_os_str(),
@@ -357,7 +304,7 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
         os("160x120"),
         os("-q"),
     ]);
-    succeeds(&[os("rm"), os(&name)]);
+    ok(&[os("rm"), os(&name)]);
 
     let mut random = Lcg(7);
     let mut repaired = [0, 0];
@@ -371,21 +318,25 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
         let pid = child.id();
         std::thread::sleep(delay);
         match how {
-            0 => kill(pid, Signal::KILL),
-            1 => kill(pid, Signal::TERM),
+            0 => signal(pid, Signal::KILL),
+            1 => signal(pid, Signal::TERM),
             _ => {
                 if let Some(&w) = workers(pid).first() {
-                    kill(w, Signal::KILL);
+                    signal(w, Signal::KILL);
                     worker_kills += 1;
                 }
             }
         }
         let out = finish(child, &label);
         remove_staged(pid, &label);
-        common::assert_no_leaks(pid);
+        crate::util::assert_no_leaks(pid);
         if how == 2 {
             // A dead worker's image is decoded again, or rebuilt, by its replacement.
-            assert!(out.status.success(), "{label}: {}", common::stderr(&out));
+            assert!(
+                out.status.success(),
+                "{label}: {}",
+                crate::util::stderr(&out)
+            );
         }
         check_after_kill(&name, tmp.path(), expected, &label)
     };
@@ -403,12 +354,12 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
         if trial_run(trial, &load_args, delay, &[&loaded]) {
             repaired[0] += 1;
         }
-        let _ = Command::new(common::bin()).args(["rm", &name]).output();
+        let _ = shmpipe(&["rm", &name]);
     }
     for trial in 0..24 {
         let (chain, expected) = (chains[trial / 3 % 2], &applied[trial / 3 % 2]);
         // Each trial starts from a freshly loaded dataset.
-        let _ = Command::new(common::bin()).args(["rm", &name]).output();
+        let _ = shmpipe(&["rm", &name]);
         load(&input, &name);
         let delay = apply_time.mul_f64(1.2 * random.next());
         let args = [
@@ -443,7 +394,7 @@ fn killed_loads_and_applies_never_pass_for_good_data_and_repair_restores_them() 
 /// broadcast after one such death.)
 #[test]
 fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 6, "64x48", "png");
@@ -475,7 +426,7 @@ fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
             for w in workers(pid) {
                 let wchan = std::fs::read_to_string(format!("/proc/{w}/wchan")).unwrap_or_default();
                 if wchan.contains("futex") {
-                    kill(w, Signal::KILL);
+                    signal(w, Signal::KILL);
                     parked_kills += 1;
                     break 'find;
                 }
@@ -486,9 +437,9 @@ fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
         assert!(
             out.status.success(),
             "trial {trial}: {}",
-            common::stderr(&out)
+            crate::util::stderr(&out)
         );
-        common::assert_no_leaks(pid);
+        crate::util::assert_no_leaks(pid);
     }
     assert!(
         parked_kills >= 15,
@@ -497,8 +448,8 @@ fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
     // Every later command works, and the pixels are those of 20 uninterrupted applies.
     let expected = reference(&input, tmp.path(), &["normalize"; 20]);
     assert_eq!(export(&name, tmp.path()).as_deref(), Some(&expected[..]));
-    succeeds(&[os("apply"), os(&name), os("--ops"), os("invert")]);
-    succeeds(&[
+    ok(&[os("apply"), os(&name), os("--ops"), os("invert")]);
+    ok(&[
         os("save"),
         os(&name),
         os("-o"),
@@ -510,7 +461,7 @@ fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
 /// opened under it: the coordinator waits until every worker has parked.
 #[test]
 fn the_next_pass_opens_only_when_every_worker_has_parked() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 8, "64x48", "png");
@@ -534,7 +485,7 @@ fn the_next_pass_opens_only_when_every_worker_has_parked() {
         )],
     );
     let out = finish(child, "apply with a dawdling worker");
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
     let after = export(&name, tmp.path()).unwrap();
     assert_ne!(after, before, "the apply changed nothing");
     assert_eq!(after, expected, "a pass ran twice or was skipped");
@@ -545,7 +496,7 @@ fn the_next_pass_opens_only_when_every_worker_has_parked() {
 /// image with the reason instead of rebuilding it from other pixels.
 #[test]
 fn repair_refuses_a_source_rewritten_with_its_size_and_time_kept() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     // BMP: the same size for every image of one shape, whatever its pixels.
@@ -573,7 +524,7 @@ fn repair_refuses_a_source_rewritten_with_its_size_and_time_kept() {
         .set_modified(before.modified().unwrap())
         .unwrap();
     let out = shmpipe(&[os("repair"), os(&name)]);
-    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", crate::util::stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("img000002.bmp") && said.contains("changed since the load"),
@@ -586,7 +537,7 @@ fn repair_refuses_a_source_rewritten_with_its_size_and_time_kept() {
 /// image is failed with the reason, and the rest of the dataset is repaired and readable.
 #[test]
 fn repair_refuses_a_changed_source_and_saves_the_rest() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 4, "640x480", "png");
@@ -601,7 +552,7 @@ fn repair_refuses_a_changed_source_and_saves_the_rest() {
     bytes.extend_from_slice(b"trailing");
     std::fs::write(&changed, bytes).unwrap();
     let out = shmpipe(&[os("repair"), os(&name)]);
-    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", crate::util::stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("img000002.png") && said.contains("changed since the load"),
@@ -612,9 +563,9 @@ fn repair_refuses_a_changed_source_and_saves_the_rest() {
     let saved = tmp.path().join("saved");
     let out = shmpipe(&[os("save"), os(&name), os("-o"), saved.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(common::stderr(&out).contains("img000002.png"));
+    assert!(crate::util::stderr(&out).contains("img000002.png"));
     assert_eq!(
-        common::files_under(&saved),
+        crate::util::files_under(&saved),
         ["img000000.png", "img000001.png", "img000003.png"]
             .iter()
             .map(PathBuf::from)
@@ -623,7 +574,7 @@ fn repair_refuses_a_changed_source_and_saves_the_rest() {
     assert!(export(&name, tmp.path()).is_none());
     let file = tmp.path().join("partial.npy");
     let out = shmpipe(&[os("export"), os(&name), file.as_os_str(), os("--partial")]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
     // Three 640x480x3 images after a 128-byte .npy header.
     assert_eq!(
         std::fs::metadata(&file).unwrap().len(),
@@ -635,7 +586,7 @@ fn repair_refuses_a_changed_source_and_saves_the_rest() {
 /// `clean` removes (nothing in it was ever ready).
 #[test]
 fn a_killed_load_is_incomplete_and_clean_removes_it() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 3, "320x240", "png");
@@ -662,9 +613,9 @@ fn a_killed_load_is_incomplete_and_clean_removes_it() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(500));
-    kill(pid, Signal::KILL);
+    signal(pid, Signal::KILL);
     finish(child, "killed load");
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
     assert_eq!(listed(&name).unwrap()["state"], "incomplete");
     assert_eq!(listed(&name).unwrap()["status"], "stale");
     let out = shmpipe(&[
@@ -674,8 +625,8 @@ fn a_killed_load_is_incomplete_and_clean_removes_it() {
         tmp.path().join("o").as_os_str(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(common::stderr(&out).contains("incomplete"));
-    succeeds(&[os("clean")]);
+    assert!(crate::util::stderr(&out).contains("incomplete"));
+    ok(&[os("clean")]);
     assert!(listed(&name).is_none(), "clean removes an interrupted load");
 }
 
@@ -684,12 +635,12 @@ fn a_killed_load_is_incomplete_and_clean_removes_it() {
 /// goes through it exactly as the run did.
 #[test]
 fn a_dataset_kept_by_run_with_ops_is_rebuilt_through_its_chain() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 4, "640x480", "jpeg");
     let keep = |name: &str| {
-        succeeds(&[
+        ok(&[
             os("run"),
             input.as_os_str(),
             os("--keep"),
@@ -702,7 +653,7 @@ fn a_dataset_kept_by_run_with_ops_is_rebuilt_through_its_chain() {
     let reference = format!("rref{}", std::process::id());
     let _reference_guard = Dataset(reference.clone());
     keep(&reference);
-    succeeds(&[
+    ok(&[
         os("apply"),
         os(&reference),
         os("--ops"),
@@ -715,7 +666,7 @@ fn a_dataset_kept_by_run_with_ops_is_rebuilt_through_its_chain() {
     let _guard = Dataset(name.clone());
     keep(&name);
     kill_apply_mid_image(&name, "invert", "img000001.jpg");
-    succeeds(&[os("repair"), os(&name), os("-q")]);
+    ok(&[os("repair"), os(&name), os("-q")]);
     assert!(
         export(&name, tmp.path()).as_deref() == Some(&expected[..]),
         "the rebuilt image differs from the run's"
@@ -726,7 +677,7 @@ fn a_dataset_kept_by_run_with_ops_is_rebuilt_through_its_chain() {
 /// reader keeps refusing it, and the next repair finishes the job with the right pixels.
 #[test]
 fn a_killed_repair_is_repaired_by_the_next() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 4, "640x480", "png");
@@ -735,13 +686,18 @@ fn a_killed_repair_is_repaired_by_the_next() {
     let _guard = Dataset(name.clone());
     load(&input, &name);
     kill_apply_mid_image(&name, "blur:2", "img000002.png");
-    for signal in [Signal::KILL, Signal::TERM] {
+    for sig in [Signal::KILL, Signal::TERM] {
         let (child, pid) = stalled_on("repair", &name, "", "img000002.png");
-        kill(pid, signal);
+        signal(pid, sig);
         let out = finish(child, "stopped repair");
-        common::assert_no_leaks(pid);
-        if signal == Signal::TERM {
-            assert_eq!(out.status.code(), Some(143), "{}", common::stderr(&out));
+        crate::util::assert_no_leaks(pid);
+        if sig == Signal::TERM {
+            assert_eq!(
+                out.status.code(),
+                Some(143),
+                "{}",
+                crate::util::stderr(&out)
+            );
         }
         assert_eq!(listed(&name).unwrap()["state"], "damaged");
         assert!(
@@ -749,7 +705,7 @@ fn a_killed_repair_is_repaired_by_the_next() {
             "export of a damaged dataset"
         );
     }
-    succeeds(&[os("repair"), os(&name), os("-q")]);
+    ok(&[os("repair"), os(&name), os("-q")]);
     assert_eq!(export(&name, tmp.path()).as_deref(), Some(&expected[..]));
 }
 
@@ -757,7 +713,7 @@ fn a_killed_repair_is_repaired_by_the_next() {
 /// hour, a worker the wake-up missed would hang the apply.
 #[test]
 fn opening_a_pass_wakes_every_parked_worker() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     generate(&input, 8, "64x48", "png");
@@ -778,6 +734,6 @@ fn opening_a_pass_wakes_every_parked_worker() {
             &[(shmpipe_worker::worker::PARK_TIMEOUT_ENV, "3600".to_string())],
         );
         let out = finish(child, "apply with hour-long waits");
-        assert!(out.status.success(), "{}", common::stderr(&out));
+        assert!(out.status.success(), "{}", crate::util::stderr(&out));
     }
 }

@@ -2,13 +2,11 @@
 //! temporaries of runs that are over (killed: block stale or gone) are removed by the next run
 //! into the folder and by `clean`, never those of a run that is alive.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{blocks_of, files_under, os, run, stderr, workers_of};
+use crate::util::{blocks_of, files_under, os, run, signal, stderr, wait_for, workers_of};
 use rustix::process::{kill_process, Pid, Signal};
 use shmpipe_worker::codec::temp_prefix;
 
@@ -31,14 +29,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn image(path: &Path, seed: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     image::RgbImage::from_fn(40, 30, |x, y| {
@@ -51,7 +41,7 @@ fn image(path: &Path, seed: u8) {
 /// Starts `run IN -o OUT -j 1`, its worker held (`SHMPIPE_TEST_STALL`) at `held`; returns once
 /// the run's block exists and its worker is at work.
 fn start_held_run(input: &Path, out: &Path, held: &str, cleanup: &mut Cleanup) -> (u32, String) {
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args([
             os("run"),
             input.as_os_str(),
@@ -147,7 +137,10 @@ fn clean_removes_a_stale_blocks_temporaries_and_those_in_named_folders() {
     kill(pid, &mut cleanup);
     let stale = left_temporary(&out.join("held.png"), &block);
 
-    let clean = Command::new(common::bin()).arg("clean").output().unwrap();
+    let clean = Command::new(crate::util::bin())
+        .arg("clean")
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&clean.stdout);
     assert!(
         !stale.exists(),
@@ -157,7 +150,7 @@ fn clean_removes_a_stale_blocks_temporaries_and_those_in_named_folders() {
 
     // A run whose block no longer exists: `clean OUTPUT_DIR` finds its temporaries.
     let gone = left_temporary(&out.join("held.png"), "shmpipe-999999999-0badcafe");
-    Command::new(common::bin())
+    Command::new(crate::util::bin())
         .args([os("clean"), out.as_os_str()])
         .output()
         .unwrap();
@@ -178,7 +171,7 @@ fn a_crashed_worker_removes_only_its_own_runs_temporary() {
     // Run A writes shared.png too; its worker crashes holding it once, then it is redone.
     let input_a = tmp.path().join("a");
     image(&input_a.join("shared.png"), 6);
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args([
             os("run"),
             input_a.as_os_str(),
@@ -193,7 +186,7 @@ fn a_crashed_worker_removes_only_its_own_runs_temporary() {
         .unwrap();
     let pid_a = child.id();
     let a = child.wait_with_output().unwrap();
-    common::assert_no_leaks(pid_a);
+    crate::util::assert_no_leaks(pid_a);
     assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
     let summary: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
     assert_eq!(summary["images_retried"], 1, "the crash happened");
@@ -208,7 +201,7 @@ fn a_crashed_worker_removes_only_its_own_runs_temporary() {
     for run in cleanup.runs.iter_mut() {
         assert_eq!(run.wait().unwrap().code(), Some(143));
     }
-    common::assert_no_leaks(pid_b);
+    crate::util::assert_no_leaks(pid_b);
     assert!(!Path::new("/dev/shm").join(&block_b).exists());
 }
 
@@ -237,7 +230,7 @@ fn loaded_dataset(tmp: &Path, name: &str, count: u32) {
 /// Starts `args` (a save or an export) and returns it once a temporary output of it shows under
 /// `folder`.
 fn started_writing(args: &[&std::ffi::OsStr], folder: &Path) -> (Child, u32) {
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -311,10 +304,6 @@ fn killed_while_writing(args: &[&std::ffi::OsStr], folder: &Path) -> Vec<PathBuf
     temporaries_under(folder)
 }
 
-fn signal(pid: u32, sig: Signal) {
-    kill_process(Pid::from_raw(pid as i32).unwrap(), sig).unwrap();
-}
-
 /// `save` killed (SIGKILL) and stopped (SIGTERM) while it writes: a stop signal ends it between
 /// images with exit 143 and no temporary left; what a SIGKILL leaves is removed by `clean OUT`
 /// and by the next save; and the save that follows writes every image, as an uninterrupted one.
@@ -322,7 +311,7 @@ fn signal(pid: u32, sig: Signal) {
 fn a_killed_save_leaves_nothing_that_clean_or_the_next_save_does_not_remove() {
     let tmp = tempfile::tempdir().unwrap();
     let name = format!("tsave{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
+    let _dataset = crate::util::Dataset(name.clone());
     loaded_dataset(tmp.path(), &name, 12);
     let reference = tmp.path().join("reference");
     let full = run(&[os("save"), os(&name), os("-o"), reference.as_os_str()]);
@@ -368,7 +357,7 @@ fn a_killed_save_leaves_nothing_that_clean_or_the_next_save_does_not_remove() {
 fn clean_never_takes_a_live_saves_temporary() {
     let tmp = tempfile::tempdir().unwrap();
     let name = format!("tlive{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
+    let _dataset = crate::util::Dataset(name.clone());
     loaded_dataset(tmp.path(), &name, 4);
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -391,7 +380,7 @@ fn clean_never_takes_a_live_saves_temporary() {
 fn a_killed_exports_temporary_is_removed_by_the_next_export() {
     let tmp = tempfile::tempdir().unwrap();
     let name = format!("texp{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
+    let _dataset = crate::util::Dataset(name.clone());
     loaded_dataset(tmp.path(), &name, 12);
     let folder = tmp.path().join("npy");
     std::fs::create_dir_all(&folder).unwrap();
@@ -463,7 +452,7 @@ fn a_live_kept_runs_temporaries_in_a_backing_folder_survive_another_run() {
     std::fs::create_dir_all(&backing).unwrap();
     let out = tmp.path().join("out");
     let name = format!("tkeepbk{}", std::process::id());
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args([
             os("run"),
             input.as_os_str(),
@@ -533,7 +522,7 @@ fn a_live_kept_runs_temporaries_in_a_backing_folder_survive_another_run() {
     );
 
     let first = cleanup.runs.pop().unwrap().wait_with_output().unwrap();
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
     let rm = run(&[os("rm"), os(&name), os("--backing"), backing.as_os_str()]);
     assert!(rm.status.success(), "{}", stderr(&rm));
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));

@@ -1,12 +1,10 @@
 //! Kill a random worker with SIGKILL at a random moment, 20 times: every run still finishes,
 //! its outputs are byte-identical to a clean run's, and nothing is left behind.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_no_leaks, assets, files_under, os, workers_of};
+use crate::util::{assert_no_leaks, assets, files_under, os, workers_of};
 use rustix::process::{kill_process, Pid, Signal};
 
 const OPS: &str = "blur:4,sharpen,blur:4";
@@ -24,7 +22,7 @@ fn next(state: &mut u32) -> u32 {
 fn twenty_random_worker_kills_change_no_output() {
     let tmp = tempfile::tempdir().unwrap();
     let clean = tmp.path().join("clean");
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -48,7 +46,7 @@ fn twenty_random_worker_kills_change_no_output() {
     let (mut landed, mut retried_total) = (0, 0);
     for round in 0..KILLS {
         let dir = tmp.path().join(format!("round{round}"));
-        let child = Command::new(common::bin())
+        let child = Command::new(crate::util::bin())
             .args([
                 os("run"),
                 assets().as_os_str(),
@@ -122,7 +120,7 @@ fn random_kills_in_a_window_twenty_times_smaller_than_the_folder_change_no_outpu
         .unwrap();
     }
     let run = |dir: &std::path::Path| {
-        Command::new(common::bin())
+        Command::new(crate::util::bin())
             .args([
                 os("run"),
                 input.as_os_str(),

@@ -4,11 +4,9 @@
 //! A dataset's `save` writes nothing onto or among its sources, and `export` never replaces a
 //! source or a block.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{assets, files_under, os, run, stderr};
+use crate::util::{assets, files_under, os, run, stderr};
 
 /// Every file under `root` with its bytes.
 fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -222,9 +220,9 @@ fn save_refuses_to_write_over_the_datasets_sources() {
     let input = tmp.path().join("in");
     std::fs::create_dir_all(input.join("nested")).unwrap();
     for name in ["rocket.jpg", "coffee.png", "nested/camera.png"] {
-        std::fs::copy(common::assets().join(name), input.join(name)).unwrap();
+        std::fs::copy(crate::util::assets().join(name), input.join(name)).unwrap();
     }
-    let before: Vec<(std::path::PathBuf, Vec<u8>)> = common::files_under(&input)
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = crate::util::files_under(&input)
         .into_iter()
         .map(|f| {
             let bytes = std::fs::read(input.join(&f)).unwrap();
@@ -232,33 +230,33 @@ fn save_refuses_to_write_over_the_datasets_sources() {
         })
         .collect();
     let name = format!("srcsave{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
-    common::ok(&[
-        common::os("load"),
+    let _dataset = crate::util::Dataset(name.clone());
+    crate::util::ok(&[
+        crate::util::os("load"),
         input.as_os_str(),
-        common::os("--name"),
-        common::os(&name),
-        common::os("-q"),
+        crate::util::os("--name"),
+        crate::util::os(&name),
+        crate::util::os("-q"),
     ]);
-    common::ok(&[
-        common::os("apply"),
-        common::os(&name),
-        common::os("--ops"),
-        common::os("invert"),
-        common::os("-q"),
+    crate::util::ok(&[
+        crate::util::os("apply"),
+        crate::util::os(&name),
+        crate::util::os("--ops"),
+        crate::util::os("invert"),
+        crate::util::os("-q"),
     ]);
-    let out = std::process::Command::new(common::bin())
+    let out = std::process::Command::new(crate::util::bin())
         .args([
-            common::os("save"),
-            common::os(&name),
-            common::os("-o"),
+            crate::util::os("save"),
+            crate::util::os(&name),
+            crate::util::os("-o"),
             input.as_os_str(),
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
-    assert!(common::stderr(&out).contains("would overwrite the input"));
-    let after: Vec<(std::path::PathBuf, Vec<u8>)> = common::files_under(&input)
+    assert_eq!(out.status.code(), Some(2), "{}", crate::util::stderr(&out));
+    assert!(crate::util::stderr(&out).contains("would overwrite the input"));
+    let after: Vec<(std::path::PathBuf, Vec<u8>)> = crate::util::files_under(&input)
         .into_iter()
         .map(|f| {
             let bytes = std::fs::read(input.join(&f)).unwrap();
@@ -272,10 +270,10 @@ fn save_refuses_to_write_over_the_datasets_sources() {
 }
 
 /// Loads `input` as a dataset in one shape (so it can be exported); removed when dropped.
-fn loaded(input: &Path, tag: &str) -> common::Dataset {
+fn loaded(input: &Path, tag: &str) -> crate::util::Dataset {
     let name = format!("{tag}{}", std::process::id());
-    let dataset = common::Dataset(name.clone());
-    common::ok(&[
+    let dataset = crate::util::Dataset(name.clone());
+    crate::util::ok(&[
         os("load"),
         input.as_os_str(),
         os("--name"),

@@ -2,14 +2,11 @@
 //! symbolic link is never followed (by `ls`, `clean`, `rm` or an attach), another user's file is
 //! listed and left alone, and neither stops `clean` from removing this user's stale blocks.
 
-mod common;
-
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{blocks_of, os, workers_of};
+use crate::util::{blocks_dir, blocks_of, os, own_backing, shmpipe, wait_for, workers_of};
 use rustix::process::{kill_process, Pid, Signal};
 
 /// Removes the named files from /dev/shm when dropped, even when an assertion failed.
@@ -23,39 +20,19 @@ impl Drop for Remove {
     }
 }
 
-/// The tests of this file take turns: a `load` or `run` sweeps every stale block of ours at its
-/// start, and `clean` removes them, so one test's stale block is another's to sweep.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
+/// Where the test keeps its blocks (its own `--backing` folder): a `load` or `run` sweeps every
+/// stale block of ours at its start, and `clean` removes them, so no other test may look there.
 fn shm(name: &str) -> PathBuf {
-    Path::new("/dev/shm").join(name)
-}
-
-fn shmpipe(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(common::bin()).args(args).output().unwrap()
+    blocks_dir().join(name)
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_symlink_with_a_block_name_is_never_followed() {
-    let _serial = serial();
+    let _backing = own_backing();
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("precious");
     std::fs::write(&target, b"not a block, and not to be touched").unwrap();
@@ -135,8 +112,7 @@ fn start_stalled_run(input: &Path) -> Child {
     image::RgbImage::from_pixel(16, 16, image::Rgb([9, 99, 199]))
         .save(input.join("held.png"))
         .unwrap();
-    Command::new(common::bin())
-        .args([os("run"), input.as_os_str(), os("-j"), os("1"), os("-q")])
+    crate::util::command(&[os("run"), input.as_os_str(), os("-j"), os("1"), os("-q")])
         .env(shmpipe_worker::worker::STALL_ENV, "held.png:60")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -146,7 +122,7 @@ fn start_stalled_run(input: &Path) -> Child {
 
 #[test]
 fn another_users_file_does_not_stop_clean_from_removing_a_stale_block() {
-    let _serial = serial();
+    let _backing = own_backing();
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: making a file owned by another user needs root");
         return;
@@ -189,7 +165,7 @@ fn another_users_file_does_not_stop_clean_from_removing_a_stale_block() {
     image::RgbImage::new(8, 8)
         .save(input.join("a.png"))
         .unwrap();
-    let out = common::run(&[os("run"), input.as_os_str(), os("-q")]);
+    let out = crate::util::run(&[os("run"), input.as_os_str(), os("-q")]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stderr), "");
     assert!(foreign.exists());
@@ -200,18 +176,20 @@ fn another_users_file_does_not_stop_clean_from_removing_a_stale_block() {
 /// user's, as it lists any file not ours, and says nothing is wrong.
 #[test]
 fn ls_by_another_user_lists_blocks_it_cannot_open_as_theirs() {
-    let _serial = serial();
+    let _backing = own_backing();
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: running as another user needs root");
         return;
     }
+    // Another user may look into the folder, as into /dev/shm.
+    std::fs::set_permissions(blocks_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
         .save(tmp.path().join("a.png"))
         .unwrap();
     let name = format!("lsother{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
-    common::ok(&[
+    let _dataset = crate::util::Dataset(name.clone());
+    crate::util::ok(&[
         os("load"),
         tmp.path().as_os_str(),
         os("--name"),
@@ -220,8 +198,10 @@ fn ls_by_another_user_lists_blocks_it_cannot_open_as_theirs() {
     ]);
     let ls = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(common::bin())
+        .arg(crate::util::bin())
         .arg("ls")
+        .arg("--backing")
+        .arg(blocks_dir())
         .output()
         .expect("setpriv is installed (util-linux)");
     let (out, err) = (text(&ls.stdout), text(&ls.stderr));

@@ -2,11 +2,9 @@
 //! profile, EXIF and comments, and a lossy WebP stays lossy. Through the real binary; outputs
 //! decoded and compared with their inputs.
 
-mod common;
-
 use std::path::Path;
 
-use common::{os, run, stderr};
+use crate::util::{os, run, stderr};
 use image::{ColorType, DynamicImage, GenericImageView, ImageDecoder, ImageReader};
 
 fn shmpipe_run(input: &Path, out: &Path, extra: &[&str]) {
@@ -287,7 +285,7 @@ fn a_lossy_webp_stays_lossy_and_lossless_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::create_dir(&input).unwrap();
-    let photo = decode(&common::assets().join("rocket.jpg")).to_rgb8();
+    let photo = decode(&crate::util::assets().join("rocket.jpg")).to_rgb8();
     let (w, h) = photo.dimensions();
     let lossy = webp::Encoder::from_rgb(photo.as_raw(), w, h).encode(75.0);
     std::fs::write(input.join("rocket.webp"), &*lossy).unwrap();

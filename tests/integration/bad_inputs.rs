@@ -2,13 +2,11 @@
 //! can), or listed with its path and reason. A bad file never stops the others, never crashes a
 //! worker, and `--strict` stops at the first one.
 
-mod common;
-
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use common::{exif_orientation, files_under, os, run, stderr};
+use crate::util::{exif_orientation, files_under, os, run, stderr};
 use image::codecs::png::PngEncoder;
 use image::{ImageEncoder, Rgb, RgbImage};
 
@@ -377,7 +375,7 @@ fn an_empty_folder_says_so_and_exits_0() {
 fn load_of_a_folder_without_images_fails_and_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let name = format!("emptyload{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
+    let _dataset = crate::util::Dataset(name.clone());
     let with_readme = tmp.path().join("notes");
     std::fs::create_dir_all(&with_readme).unwrap();
     std::fs::write(with_readme.join("README.txt"), "no pictures here").unwrap();

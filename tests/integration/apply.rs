@@ -3,16 +3,10 @@
 //! and the result equals a single apply. A dataset is live only while its lock is held,
 //! whatever its name looks like.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{ok, os, workers_of, Dataset};
-
-fn shmpipe(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(common::bin()).args(args).output().unwrap()
-}
+use crate::util::{ok, os, shmpipe, wait_for, workers_of, Dataset};
 
 #[test]
 fn normalize_uses_the_whole_datasets_mean_and_deviation() {
@@ -92,7 +86,7 @@ fn normalize_uses_the_whole_datasets_mean_and_deviation() {
 fn a_second_apply_on_a_busy_block_refuses_and_the_first_equals_a_lone_apply() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    assert!(Command::new(common::bin())
+    assert!(Command::new(crate::util::bin())
         .args([
             os("gen"),
             input.as_os_str(),
@@ -121,7 +115,7 @@ fn a_second_apply_on_a_busy_block_refuses_and_the_first_equals_a_lone_apply() {
             os("--quiet"),
         ]);
     }
-    let first = Command::new(common::bin())
+    let first = Command::new(crate::util::bin())
         .args([
             "apply",
             &busy,
@@ -157,7 +151,7 @@ fn a_second_apply_on_a_busy_block_refuses_and_the_first_equals_a_lone_apply() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
 
     ok(&[
         os("apply"),
@@ -185,7 +179,7 @@ fn a_second_apply_on_a_busy_block_refuses_and_the_first_equals_a_lone_apply() {
         os("--format"),
         os("png"),
     ]);
-    for f in common::files_under(&a) {
+    for f in crate::util::files_under(&a) {
         assert!(
             std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
             "{}: one apply, not one and a half",
@@ -270,7 +264,7 @@ fn equalize_dataset_uses_one_histogram_for_the_whole_dataset() {
 fn normalize_float_exports_zero_mean_unit_deviation_and_keeps_the_pixels() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    assert!(Command::new(common::bin())
+    assert!(Command::new(crate::util::bin())
         .args([
             os("gen"),
             input.as_os_str(),
@@ -354,8 +348,8 @@ fn a_dataset_named_like_a_live_pid_is_judged_by_its_lock() {
     }
     let pid = std::process::id().to_string();
     for name in [pid.clone(), format!("{pid}-train")] {
-        let _dataset = common::Dataset(name.clone());
-        common::ok(&[
+        let _dataset = crate::util::Dataset(name.clone());
+        crate::util::ok(&[
             os("load"),
             input.as_os_str(),
             os("--name"),
@@ -376,8 +370,8 @@ fn a_dataset_named_like_a_live_pid_is_judged_by_its_lock() {
 
     // A load killed while its worker holds an image: incomplete, not live.
     let name = format!("{pid}-killed");
-    let _dataset = common::Dataset(name.clone());
-    let mut load = Command::new(common::bin())
+    let _dataset = crate::util::Dataset(name.clone());
+    let mut load = Command::new(crate::util::bin())
         .args([
             os("load"),
             input.as_os_str(),
@@ -418,15 +412,4 @@ fn a_dataset_named_like_a_live_pid_is_judged_by_its_lock() {
         "{}",
         String::from_utf8_lossy(&rm.stderr)
     );
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }

@@ -1,13 +1,11 @@
 //! Stopping a run with SIGINT, SIGTERM and SIGHUP: exit 130 / 143 / 129, complete outputs kept,
 //! no temporary file, no block, no worker left.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_no_leaks, assets, files_under, os};
+use crate::util::{assert_no_leaks, assets, files_under, os};
 use rustix::process::{kill_process, Pid, Signal};
 
 fn stop_mid_run(signal: Signal, expected_code: i32) {
@@ -15,7 +13,7 @@ fn stop_mid_run(signal: Signal, expected_code: i32) {
     let out = tmp.path().join("out");
     // One worker stalls on camera.png (in nested/, sorted after the top-level files); the other
     // finishes what it can, so the stop finds complete outputs and an image in hand.
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -39,7 +37,7 @@ fn stop_mid_run(signal: Signal, expected_code: i32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        !common::blocks_of(pid).is_empty(),
+        !crate::util::blocks_of(pid).is_empty(),
         "the block exists while the run is live"
     );
     kill_process(Pid::from_raw(pid as i32).unwrap(), signal).unwrap();
@@ -108,7 +106,7 @@ fn sigint_after_the_job_ends_the_process() {
     use std::os::unix::process::ExitStatusExt;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -137,7 +135,7 @@ fn sigint_after_the_job_ends_the_process() {
         }
     }
     assert!(files_under_or_empty(&out).len() >= 10, "{said}");
-    assert!(common::blocks_of(pid).is_empty());
+    assert!(crate::util::blocks_of(pid).is_empty());
     kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::INT).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(

@@ -4,12 +4,10 @@
 //!
 //! Needs python3 with numpy (.ci/run installs it with pip).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{ok, os, Dataset};
+use crate::util::{ok, os, Dataset};
 
 fn python(script: &str) -> serde_json::Value {
     let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
@@ -32,10 +30,6 @@ fn python(script: &str) -> serde_json::Value {
         )
     })
 }
-
-/// `clean` exits 1 when it meets a file it may not remove: the test that plants another user's
-/// file in /dev/shm and the one that runs `clean` take turns.
-static FOREIGN_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn block_exists(name: &str) -> bool {
     Path::new("/dev/shm")
@@ -118,7 +112,7 @@ print(json.dumps(out))
     );
 
     // A ragged dataset has no (N, H, W, C) array and cannot be exported.
-    let refused = Command::new(common::bin())
+    let refused = Command::new(crate::util::bin())
         .args([
             os("export"),
             os(&name),
@@ -135,10 +129,9 @@ print(json.dumps(out))
 
 #[test]
 fn a_uniform_dataset_is_one_array_and_exports_to_numpy() {
-    let _turn = FOREIGN_FILES.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    assert!(Command::new(common::bin())
+    assert!(Command::new(crate::util::bin())
         .args([
             os("gen"),
             input.as_os_str(),
@@ -210,10 +203,10 @@ print(json.dumps(out))
 #[test]
 fn python_refuses_a_runs_working_block() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut run = Command::new(common::bin())
+    let mut run = Command::new(crate::util::bin())
         .args(["run", "--ops", "invert", "-j", "1", "--quiet", "-o"])
         .arg(tmp.path().join("out"))
-        .arg(common::assets().join("nested"))
+        .arg(crate::util::assets().join("nested"))
         .env(shmpipe_worker::worker::STALL_ENV, "camera.png:2")
         .spawn()
         .unwrap();
@@ -221,7 +214,7 @@ fn python_refuses_a_runs_working_block() {
     // The name exists from shm_open on; wait until the block is sized, then give its creator a
     // moment to write the header (the worker holds camera.png for 2 s meanwhile).
     let block = loop {
-        let sized = common::blocks_of(run.id())
+        let sized = crate::util::blocks_of(run.id())
             .into_iter()
             .find(|b| std::fs::metadata(Path::new("/dev/shm").join(b)).is_ok_and(|m| m.len() > 0));
         if let Some(b) = sized {
@@ -250,7 +243,7 @@ except shmpipe.BlockError as e:
         said["why"].as_str().unwrap().contains("not a dataset"),
         "{said}"
     );
-    common::assert_no_leaks(run.id());
+    crate::util::assert_no_leaks(run.id());
 }
 
 /// Python refuses what `save` refuses: a dataset whose apply was interrupted (until `repair`),
@@ -272,7 +265,7 @@ fn python_refuses_damaged_datasets_and_failed_images_and_holds_off_writers() {
     std::fs::write(input.join("z_cut.png"), &good[..good.len() / 2]).unwrap();
     let name = format!("pyd{}", std::process::id());
     let _cleanup = Dataset(name.clone());
-    let loaded = Command::new(common::bin())
+    let loaded = Command::new(crate::util::bin())
         .args([
             os("load"),
             input.as_os_str(),
@@ -328,12 +321,12 @@ except shmpipe.BlockError as e:
     )
     .unwrap();
     assert_eq!(line.trim(), "attached");
-    let applied = Command::new(common::bin())
+    let applied = Command::new(crate::util::bin())
         .args(["apply", &name, "--ops", "invert"])
         .output()
         .unwrap();
     assert_eq!(applied.status.code(), Some(2));
-    let said = common::stderr(&applied);
+    let said = crate::util::stderr(&applied);
     assert!(
         said.contains("busy: 1 process(es) attached to read it"),
         "{said}"
@@ -341,7 +334,7 @@ except shmpipe.BlockError as e:
     assert!(reader.wait().unwrap().success());
 
     // An apply killed mid-image leaves the dataset damaged: Python refuses it until repair.
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args(["apply", &name, "--ops", "blur:2", "-j", "1"])
         .env(shmpipe_worker::worker::STALL_ENV, "p1.png:30")
         .stdout(std::process::Stdio::null())
@@ -350,7 +343,7 @@ except shmpipe.BlockError as e:
         .unwrap();
     let pid = child.id();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while common::workers_of(pid).is_empty() {
+    while crate::util::workers_of(pid).is_empty() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -362,7 +355,7 @@ except shmpipe.BlockError as e:
     .unwrap();
     let mut child = child;
     child.wait().unwrap();
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
     let said = attach("True");
     assert_eq!(said["refused"], true, "{said}");
     assert!(
@@ -374,11 +367,13 @@ except shmpipe.BlockError as e:
 }
 
 /// A file with one of our names that another user owns is not attached to, whatever it holds.
+/// (In a folder of the test's own: `clean` exits 1 on meeting a file it may not remove, and a
+/// test elsewhere may be running `clean` on /dev/shm.)
 #[test]
 fn python_refuses_a_block_file_owned_by_another_user() {
-    let _turn = FOREIGN_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    let _backing = crate::util::own_backing();
     let name = format!("pyforeign{}", std::process::id());
-    let path = Path::new("/dev/shm").join(format!("shmpipe-{name}"));
+    let path = crate::util::blocks_dir().join(format!("shmpipe-{name}"));
     std::fs::write(&path, vec![0u8; 4096]).unwrap();
     struct Gone<'a>(&'a Path);
     impl Drop for Gone<'_> {
@@ -392,11 +387,12 @@ fn python_refuses_a_block_file_owned_by_another_user() {
         r#"
 import json, shmpipe
 try:
-    shmpipe.attach("{name}")
+    shmpipe.attach("{name}", backing="{backing}")
     print(json.dumps({{"refused": False}}))
 except shmpipe.BlockError as e:
     print(json.dumps({{"refused": True, "why": str(e)}}))
-"#
+"#,
+        backing = crate::util::blocks_dir().display()
     ));
     assert_eq!(said["refused"], true, "{said}");
     assert!(said["why"].as_str().unwrap().contains("not ours"), "{said}");
@@ -491,7 +487,7 @@ print(json.dumps(said))
             out.status.success(),
             "writable={writable}: attach crashed ({}): {}",
             out.status,
-            common::stderr(&out)
+            crate::util::stderr(&out)
         );
         let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(said["refused"], true, "writable={writable}: {said}");
@@ -599,7 +595,7 @@ fn rm_names_the_python_process_that_holds_a_dataset() {
         .read_line(&mut line)
         .unwrap();
     let pid: u32 = line.trim().parse().expect("the reader printed its pid");
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::util::bin())
         .args(["rm", name.as_str()])
         .output()
         .unwrap();

@@ -1,11 +1,9 @@
 //! End-to-end tests of `shmpipe run`: the real binary, real worker processes, a real block in
 //! /dev/shm, real files decoded and compared.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{assets, files_under, os, run, stderr};
+use crate::util::{assets, files_under, os, run, stderr};
 use image::{ImageFormat, RgbImage};
 use shmpipe_worker::codec;
 use shmpipe_worker::ops::{OpChain, Scratch};
@@ -388,7 +386,7 @@ fn a_crashing_worker_is_replaced_and_its_image_redone_from_source() {
     let clean = tmp.path().join("clean");
     let crashed = tmp.path().join("crashed");
     let clean_summary = run_ok(&assets(), &clean, &["--ops", CHAIN, "-j", "2"]);
-    let output = std::process::Command::new(common::bin())
+    let output = std::process::Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -429,7 +427,7 @@ fn a_crashing_worker_is_replaced_and_its_image_redone_from_source() {
 fn an_image_in_hand_at_three_crashes_is_quarantined_and_the_rest_finish() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o");
-    let child = std::process::Command::new(common::bin())
+    let child = std::process::Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -446,7 +444,7 @@ fn an_image_in_hand_at_three_crashes_is_quarantined_and_the_rest_finish() {
         .unwrap();
     let pid = child.id();
     let output = child.wait_with_output().unwrap();
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let s: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let failures = s["failures"].as_array().unwrap();
@@ -617,7 +615,8 @@ fn jpeg(
     enc.set_sampling_factor(sampling);
     enc.set_progressive(progressive);
     if let Some(o) = orientation {
-        enc.add_exif_metadata(&common::exif_orientation(o)).unwrap();
+        enc.add_exif_metadata(&crate::util::exif_orientation(o))
+            .unwrap();
     }
     let (w, h) = img.dimensions();
     enc.encode(
@@ -673,7 +672,7 @@ fn grayscale_first_reads_jpeg_luma_in_every_layout_and_a_kept_block_holds_rgb() 
     )
     .unwrap();
     let name = format!("luma{}", std::process::id());
-    let _cleanup = common::Dataset(name.clone());
+    let _cleanup = crate::util::Dataset(name.clone());
     let out = tmp.path().join("out");
     let s = run_ok(
         &input,
@@ -692,7 +691,7 @@ fn grayscale_first_reads_jpeg_luma_in_every_layout_and_a_kept_block_holds_rgb() 
     );
     assert_eq!(s["images_ok"], cases.len() as u64 + 1, "{s}");
     let saved = tmp.path().join("saved");
-    common::ok(&[
+    crate::util::ok(&[
         os("save"),
         os(&name),
         os("-o"),

@@ -2,11 +2,9 @@
 //! data fail on every decode path (RGB, the luma plane of a grayscale-first chain, resized),
 //! naming the file, and `--allow-truncated` keeps them as warnings. A truncated PNG fails too.
 
-mod common;
-
 use std::path::Path;
 
-use common::{assets, os, run, stderr};
+use crate::util::{assets, os, run, stderr};
 
 /// The cuts and the corruption of issue 13, each beside one good copy of the same photo.
 const DAMAGED: [&str; 5] = [

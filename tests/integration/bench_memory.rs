@@ -2,15 +2,13 @@
 //! stays near the decoded dataset; with a private copy per worker it is several times larger.
 //! This checks the mechanism, not speed; the full-size figures are in docs/benchmarks.md.
 
-mod common;
-
 use std::process::Command;
 
-use common::files_under;
+use crate::util::files_under;
 
 #[test]
 fn shared_block_costs_about_one_dataset_and_copies_cost_one_per_worker() {
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::util::bin())
         .args([
             "bench",
             "memory",
@@ -65,7 +63,7 @@ fn shared_block_costs_about_one_dataset_and_copies_cost_one_per_worker() {
 fn gen_is_deterministic() {
     let tmp = tempfile::tempdir().unwrap();
     for dir in ["a", "b"] {
-        let status = Command::new(common::bin())
+        let status = Command::new(crate::util::bin())
             .args([
                 "gen",
                 tmp.path().join(dir).to_str().unwrap(),
@@ -98,7 +96,7 @@ fn gen_is_deterministic() {
 
 /// Runs a small `bench memory` that plots to `plot`.
 fn bench_with_plot(plot: &std::path::Path) -> std::process::Output {
-    Command::new(common::bin())
+    Command::new(crate::util::bin())
         .args([
             "bench",
             "memory",
@@ -120,7 +118,7 @@ fn plot_ending_in_png_is_a_png_with_both_curves() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("memory.png");
     let out = bench_with_plot(&path);
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", crate::util::stderr(&out));
     assert_eq!(
         image::ImageReader::open(&path)
             .unwrap()
@@ -160,7 +158,7 @@ fn plot_with_an_unknown_ending_is_refused_before_measuring() {
     let path = tmp.path().join("memory.jpg");
     let out = bench_with_plot(&path);
     assert_eq!(out.status.code(), Some(2));
-    let err = common::stderr(&out);
+    let err = crate::util::stderr(&out);
     assert!(err.contains("memory.jpg"), "names the file: {err}");
     assert!(err.contains(".svg, .png"), "lists the valid endings: {err}");
     assert!(!err.contains("generating"), "nothing measured first: {err}");

@@ -2,31 +2,29 @@
 //! a run with nothing to do, a run that writes nothing, skipped files, plural agreement, and no
 //! ratio where it would measure a fixed cost.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assets, os};
+use crate::util::{assets, os};
 use rustix::process::{kill_process, Pid, Signal};
 
 /// The images under `assets/` (its LICENSE.md is the one file that is not an image).
 fn asset_images() -> u64 {
-    common::files_under(&assets())
+    crate::util::files_under(&assets())
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e != "md"))
         .count() as u64
 }
 
 fn text_of(args: &[&std::ffi::OsStr]) -> String {
-    common::ok(args)
+    crate::util::ok(args)
 }
 
 fn json_of(args: &[&std::ffi::OsStr]) -> serde_json::Value {
     let mut args = args.to_vec();
     args.push(os("--json"));
-    serde_json::from_str(&common::ok(&args)).unwrap()
+    serde_json::from_str(&crate::util::ok(&args)).unwrap()
 }
 
 #[test]
@@ -50,7 +48,7 @@ fn a_plain_run_counts_against_the_plan_and_names_what_it_wrote() {
         text.contains("with 1 worker\n"),
         "one worker, singular: {text}"
     );
-    let started = common::run(&[os("run"), assets().as_os_str(), os("-j"), os("1")]);
+    let started = crate::util::run(&[os("run"), assets().as_os_str(), os("-j"), os("1")]);
     let said = String::from_utf8_lossy(&started.stderr);
     assert!(
         said.contains(", 1 worker\n"),
@@ -96,8 +94,8 @@ fn the_start_line_counts_files_refused_while_planning() {
         std::fs::copy(assets().join(name), dir.join(name)).unwrap();
     }
     std::fs::write(dir.join("zz.jpg"), b"not a jpeg").unwrap();
-    let out = common::run(&[os("run"), dir.as_os_str(), os("-j"), os("1")]);
-    let said = common::stderr(&out);
+    let out = crate::util::run(&[os("run"), dir.as_os_str(), os("-j"), os("1")]);
+    let said = crate::util::stderr(&out);
     let start = said
         .lines()
         .find(|l| l.starts_with("shmpipe: block "))
@@ -142,7 +140,7 @@ fn a_run_with_every_output_present_has_nothing_to_do() {
     assert_eq!(s["files_existing"], images);
 
     // One output gone: one image planned, the rest left alone.
-    let first = common::files_under(&out)[0].clone();
+    let first = crate::util::files_under(&out)[0].clone();
     std::fs::remove_file(out.join(first)).unwrap();
     let text = text_of(&args);
     assert!(text.starts_with("1 of 1 image done, 0 failed\n"), "{text}");
@@ -158,7 +156,7 @@ fn a_run_with_every_output_present_has_nothing_to_do() {
 /// Starts a run of 8 generated images with one worker that stalls on one of them, stops it with
 /// SIGINT once its block exists, and returns its stdout.
 fn stopped_run(dir: &Path, extra: &[&str]) -> String {
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args([os("run"), dir.as_os_str(), os("-j"), os("1")])
         .args(extra)
         .env(shmpipe_worker::worker::STALL_ENV, "img000003.png")
@@ -168,7 +166,7 @@ fn stopped_run(dir: &Path, extra: &[&str]) -> String {
         .unwrap();
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while common::blocks_of(pid).is_empty() {
+    while crate::util::blocks_of(pid).is_empty() {
         assert!(Instant::now() < deadline, "the run never created its block");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -180,7 +178,7 @@ fn stopped_run(dir: &Path, extra: &[&str]) -> String {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -188,7 +186,7 @@ fn stopped_run(dir: &Path, extra: &[&str]) -> String {
 fn a_stopped_run_counts_what_it_did_not_start() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("in");
-    common::ok(&[
+    crate::util::ok(&[
         os("gen"),
         dir.as_os_str(),
         os("--count"),
@@ -267,7 +265,7 @@ fn on_a_60_column_terminal_no_line_is_wider() {
     // wraps) goes to a file.
     let command = format!(
         "stty cols 60 rows 40; exec '{}' run '{}' -o '{}' -j 2 --ops blur:2 2>'{}'",
-        common::bin(),
+        crate::util::bin(),
         input.display(),
         out.display(),
         tmp.path().join("stderr").display()
@@ -313,7 +311,7 @@ fn on_a_60_column_terminal_the_bars_fit_too() {
     // drawn (15 times a second) while its name is the worker's current file.
     let command = format!(
         "stty cols {COLUMNS} rows 40; exec '{}' run '{}' -j 1 --ops invert",
-        common::bin(),
+        crate::util::bin(),
         input.display(),
     );
     let shown = Command::new("script")

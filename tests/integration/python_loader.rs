@@ -7,14 +7,12 @@
 //! Runs under every interpreter named in `SHMPIPE_PYTHONS` (space separated; `python3` when
 //! unset), each with NumPy. `.ci/run` names every Python it finds under pyenv.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, os, Dataset};
+use crate::util::{ok, os, outcome, shmpipe, signal, Dataset};
 
 fn pythons() -> Vec<String> {
     std::env::var("SHMPIPE_PYTHONS")
@@ -341,12 +339,6 @@ except shmpipe.BlockError as e:
     said.as_str().unwrap().to_string()
 }
 
-/// `shmpipe ARGS`: its exit code and stderr.
-fn shmpipe(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(common::bin()).args(args).output().unwrap();
-    (out.status.code(), common::stderr(&out))
-}
-
 /// A read-only handle shares the lock with `save` and other readers, and keeps `apply` and a
 /// writable handle off; a writable handle keeps everyone off; a running `apply` keeps both
 /// kinds of handle off. Each refusal says who holds the block.
@@ -361,14 +353,14 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
 
     {
         let reader = Holder::start(&name, false);
-        let (code, said) = shmpipe(&["apply", &name, "--ops", "invert"]);
+        let (code, said) = outcome(shmpipe(&["apply", &name, "--ops", "invert"]));
         assert_eq!(code, Some(2), "{said}");
         assert!(
             said.contains("busy: 1 process(es) attached to read it")
                 && said.contains(&reader.pid().to_string()),
             "{said}"
         );
-        let (code, said) = shmpipe(&["save", &name, "-o", out]);
+        let (code, said) = outcome(shmpipe(&["save", &name, "-o", out]));
         assert_eq!(code, Some(0), "readers share the block: {said}");
         assert_eq!(refusal(&name, false), "", "a second reader attaches");
         let said = refusal(&name, true);
@@ -380,7 +372,7 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
             vec!["apply", &name, "--ops", "invert"],
             vec!["save", &name, "-o", out],
         ] {
-            let (code, said) = shmpipe(&args);
+            let (code, said) = outcome(shmpipe(&args));
             assert_eq!(code, Some(2), "{args:?}: {said}");
             assert!(
                 said.contains("a writer holds it")
@@ -414,15 +406,15 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
         );
     }
     // Nothing holds it now: apply runs; while it runs, neither kind of handle attaches.
-    let (code, said) = shmpipe(&["apply", &name, "--ops", "invert", "-q"]);
+    let (code, said) = outcome(shmpipe(&["apply", &name, "--ops", "invert", "-q"]));
     assert_eq!(code, Some(0), "{said}");
-    let mut apply = Command::new(common::bin())
+    let mut apply = Command::new(crate::util::bin())
         .args(["apply", &name, "--ops", "invert", "-j", "1", "-q"])
         .env(shmpipe_worker::worker::STALL_ENV, "000001.jpg:5")
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while common::workers_of(apply.id()).is_empty() {
+    while crate::util::workers_of(apply.id()).is_empty() {
         assert!(Instant::now() < deadline, "apply started its worker");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -431,7 +423,7 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
         assert!(said.contains("busy: a writer holds it"), "{said}");
     }
     assert!(apply.wait().unwrap().success());
-    common::assert_no_leaks(apply.id());
+    crate::util::assert_no_leaks(apply.id());
     assert_eq!(refusal(&name, false), "");
 }
 
@@ -457,7 +449,7 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
     let backing = tmp.path().join("backing");
     std::fs::create_dir(&backing).unwrap();
     let block = backing.join(format!("shmpipe-{name}"));
-    let mut load = Command::new(common::bin())
+    let mut load = Command::new(crate::util::bin())
         .args(["load", "--name", &name, "-j", "1", "-q", "--backing"])
         .arg(&backing)
         .arg(&input)
@@ -467,7 +459,7 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !block.exists() || common::workers_of(load.id()).is_empty() {
+    while !block.exists() || crate::util::workers_of(load.id()).is_empty() {
         assert!(Instant::now() < deadline, "load published its block");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -482,7 +474,7 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
     )
     .unwrap();
     load.wait().unwrap();
-    common::assert_no_leaks(pid);
+    crate::util::assert_no_leaks(pid);
     for writable in [false, true] {
         let said = refusal_in(&name, writable, Some(&backing));
         assert!(said.contains("is incomplete"), "{said}");
@@ -592,7 +584,7 @@ print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "class
         .unwrap();
     let refused_name = format!("pyloose{}", std::process::id());
     let _refused_cleanup = Dataset(refused_name.clone());
-    let out = common::run(&[
+    let out = crate::util::run(&[
         os("load"),
         input.as_os_str(),
         os("--name"),
@@ -601,7 +593,7 @@ print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "class
         os("folder"),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let said = common::stderr(&out);
+    let said = crate::util::stderr(&out);
     assert!(
         said.contains("loose.png") && said.contains("not in a class folder"),
         "{said}"
@@ -882,13 +874,13 @@ except shmpipe.BlockError as e:
 
         // A new batch, then an apply killed while it holds an image: damaged.
         python_file(&py, &make, &[reference]);
-        let mut apply = Command::new(common::bin())
+        let mut apply = Command::new(crate::util::bin())
             .args(["apply", &name, "--ops", "invert", "-j", "1", "-q"])
             .env(shmpipe_worker::worker::STALL_ENV, "000001.jpg:30")
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !common::workers_of(apply.id()).iter().any(|w| {
+        while !crate::util::workers_of(apply.id()).iter().any(|w| {
             std::fs::read_to_string(format!("/proc/{w}/wchan"))
                 .is_ok_and(|c| c.contains("nanosleep"))
         }) {
@@ -901,7 +893,7 @@ except shmpipe.BlockError as e:
         )
         .unwrap();
         apply.wait().unwrap();
-        common::assert_no_leaks(apply.id());
+        crate::util::assert_no_leaks(apply.id());
         refused("is damaged");
 
         ok(&[os("rm"), os(&name)]);
@@ -1077,8 +1069,8 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
         };
         let mut child = python_until(&script, "editing");
         match end {
-            WriterEnd::Signal(signal) => kill(child.id(), signal),
-            WriterEnd::KilledWithALiveView => kill(child.id(), Signal::KILL),
+            WriterEnd::Signal(sig) => signal(child.id(), sig),
+            WriterEnd::KilledWithALiveView => signal(child.id(), Signal::KILL),
             WriterEnd::ExceptionInWith | WriterEnd::ExitWhileAThreadWrites => {
                 drop(child.stdin.take())
             }
@@ -1108,8 +1100,11 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
             vec!["apply", &name, "--ops", "invert", "-q"],
             vec!["repair", &name, "-q"],
         ] {
-            let run = Command::new(common::bin()).args(&args).output().unwrap();
-            let said = common::stderr(&run);
+            let run = Command::new(crate::util::bin())
+                .args(&args)
+                .output()
+                .unwrap();
+            let said = crate::util::stderr(&run);
             assert!(!run.status.success(), "{end:?} {args:?}: {said}");
             assert!(
                 said.contains("damaged")
@@ -1123,7 +1118,7 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
             );
         }
         assert!(
-            !out.exists() || common::files_under(&out).is_empty(),
+            !out.exists() || crate::util::files_under(&out).is_empty(),
             "{end:?}: save wrote nothing"
         );
         assert!(!npy.exists(), "{end:?}: export wrote nothing");
@@ -1179,14 +1174,9 @@ fn a_writable_handle_that_ends_uncleanly_leaves_the_dataset_damaged() {
         );
     }
     let out = tmp.path().join("outc");
-    let (code, said) = shmpipe(&["save", &name, "-o", out.to_str().unwrap()]);
+    let (code, said) = outcome(shmpipe(&["save", &name, "-o", out.to_str().unwrap()]));
     assert_eq!(code, Some(0), "{said}");
-    assert_eq!(common::files_under(&out).len(), 6);
-}
-
-fn kill(pid: u32, signal: rustix::process::Signal) {
-    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal)
-        .unwrap();
+    assert_eq!(crate::util::files_under(&out).len(), 6);
 }
 
 /// How a process forked from a writable handle's holder ends in
@@ -1354,19 +1344,24 @@ fn a_partial_dataset_gives_only_the_images_that_loaded_as_export_partial_does() 
     // Sorts between a/img000001.png and a/img000002.png: the third of the seven images.
     let good = std::fs::read(input.join("a/img000001.png")).unwrap();
     std::fs::write(input.join("a/img000001x.png"), &good[..good.len() / 2]).unwrap();
-    let loaded = Command::new(common::bin())
+    let loaded = Command::new(crate::util::bin())
         .args(["load", "--name", &name, "--labels", "folder", "-q"])
         .arg(&input)
         .output()
         .unwrap();
-    assert_eq!(loaded.status.code(), Some(1), "{}", common::stderr(&loaded));
+    assert_eq!(
+        loaded.status.code(),
+        Some(1),
+        "{}",
+        crate::util::stderr(&loaded)
+    );
     let npy = tmp.path().join("partial.npy");
-    let exported = Command::new(common::bin())
+    let exported = Command::new(crate::util::bin())
         .args(["export", &name, "--partial"])
         .arg(&npy)
         .output()
         .unwrap();
-    let said = common::stderr(&exported);
+    let said = crate::util::stderr(&exported);
     assert!(exported.status.success(), "{said}");
     assert!(said.contains("left out: a/img000001x.png"), "{said}");
 

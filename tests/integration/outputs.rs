@@ -3,11 +3,9 @@
 //! aborted after writing outputs does not claim that nothing was created, and no two images of a
 //! `save` are written to one file.
 
-mod common;
-
 use std::process::Command;
 
-use common::{assets, files_under, os};
+use crate::util::{assets, files_under, os};
 
 fn run_in(input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -18,7 +16,7 @@ fn run_in(input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std
         os("--json"),
     ];
     args.extend(extra.iter().map(|a| os(a)));
-    common::run(&args)
+    crate::util::run(&args)
 }
 
 #[test]
@@ -30,7 +28,12 @@ fn png_data_named_jpg_is_written_with_a_png_extension() {
     std::fs::copy(assets().join("rocket.jpg"), input.join("r.JPG")).unwrap();
     let out = tmp.path().join("out");
     let output = run_in(&input, &out, &["--ops", "invert"]);
-    assert_eq!(output.status.code(), Some(0), "{}", common::stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::util::stderr(&output)
+    );
     assert_eq!(
         files_under(&out),
         vec![std::path::PathBuf::from("r.JPG"), "x.png".into()]
@@ -63,7 +66,12 @@ fn a_fifo_with_an_image_name_is_listed_and_other_special_files_counted() {
     let out = tmp.path().join("out");
     let output = run_in(&input, &out, &[]);
     // Exit 1: one input could not be read; and it returned (a FIFO read would block).
-    assert_eq!(output.status.code(), Some(1), "{}", common::stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        crate::util::stderr(&output)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["images_ok"], 1);
     assert_eq!(summary["images_failed"], 1);
@@ -83,7 +91,7 @@ fn a_flag_with_no_effect_on_any_output_is_a_warning() {
     let input = assets().join("nested");
     let output = run_in(&input, &out, &["--quality", "50"]);
     assert_eq!(output.status.code(), Some(0));
-    let said = common::stderr(&output);
+    let said = crate::util::stderr(&output);
     assert_eq!(
         said.matches("--quality has no effect").count(),
         1,
@@ -91,21 +99,21 @@ fn a_flag_with_no_effect_on_any_output_is_a_warning() {
     );
     let out2 = tmp.path().join("out2");
     let output = run_in(&input, &out2, &["--quality", "50", "--format", "jpeg"]);
-    assert!(!common::stderr(&output).contains("no effect"));
+    assert!(!crate::util::stderr(&output).contains("no effect"));
     let out3 = tmp.path().join("out3");
     let output = run_in(
         &input,
         &out3,
         &["--png-compression", "best", "--format", "jpeg"],
     );
-    assert!(common::stderr(&output).contains("--png-compression has no effect"));
+    assert!(crate::util::stderr(&output).contains("--png-compression has no effect"));
     // --quality sets lossy WebP too; --lossless concerns WebP alone.
     let out4 = tmp.path().join("out4");
     let output = run_in(&input, &out4, &["--quality", "50", "--format", "webp"]);
-    assert!(!common::stderr(&output).contains("no effect"));
+    assert!(!crate::util::stderr(&output).contains("no effect"));
     let out5 = tmp.path().join("out5");
     let output = run_in(&input, &out5, &["--lossless"]);
-    assert!(common::stderr(&output).contains("--lossless has no effect"));
+    assert!(crate::util::stderr(&output).contains("--lossless has no effect"));
 }
 
 #[test]
@@ -114,7 +122,7 @@ fn a_run_aborted_after_writing_outputs_exits_1_not_2() {
     let out = tmp.path().join("out");
     // The worker dies at rocket.jpg after writing the bigger images; every replacement then
     // fails to start, so the run gives up with outputs on disk.
-    let child = Command::new(common::bin())
+    let child = Command::new(crate::util::bin())
         .args([
             os("run"),
             assets().as_os_str(),
@@ -129,8 +137,13 @@ fn a_run_aborted_after_writing_outputs_exits_1_not_2() {
         .output()
         .unwrap();
     assert!(!files_under(&out).is_empty(), "outputs were written first");
-    assert_eq!(child.status.code(), Some(1), "{}", common::stderr(&child));
-    assert!(common::stderr(&child).contains("run aborted"));
+    assert_eq!(
+        child.status.code(),
+        Some(1),
+        "{}",
+        crate::util::stderr(&child)
+    );
+    assert!(crate::util::stderr(&child).contains("run aborted"));
 }
 
 /// Issue 22, item 4: `save` gives each output path to the first image (in sorted order) that
@@ -154,8 +167,8 @@ fn save_writes_no_two_images_to_one_file() {
         .unwrap();
     picture(4).save(input.join("b.png")).unwrap();
     let name = format!("saveclash{}", std::process::id());
-    let _dataset = common::Dataset(name.clone());
-    common::ok(&[
+    let _dataset = crate::util::Dataset(name.clone());
+    crate::util::ok(&[
         os("load"),
         input.as_os_str(),
         os("--name"),
@@ -165,13 +178,13 @@ fn save_writes_no_two_images_to_one_file() {
     let save = |out: &std::path::Path, extra: &[&str]| {
         let mut args = vec![os("save"), os(&name), os("-o"), out.as_os_str()];
         args.extend(extra.iter().map(|a| os(a)));
-        common::run(&args)
+        crate::util::run(&args)
     };
     let saved_as = |path: std::path::PathBuf| image::open(path).unwrap().to_rgb8();
 
     let png = tmp.path().join("png");
     let output = save(&png, &["--format", "png"]);
-    let said = common::stderr(&output);
+    let said = crate::util::stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(
         said.contains("failed: a.tiff: output ")
@@ -194,7 +207,7 @@ fn save_writes_no_two_images_to_one_file() {
     // Each image in its own format: b.jpg holds a PNG, so its output is b.png too.
     let own = tmp.path().join("own");
     let output = save(&own, &[]);
-    let said = common::stderr(&output);
+    let said = crate::util::stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(
         said.contains("failed: b.png: output ")

@@ -3,11 +3,9 @@
 //! one-pixel-wide images, EXIF-rotated photos (the box applies to the turned image), and the
 //! forms that are refused.
 
-mod common;
-
 use std::path::Path;
 
-use common::{assets, os, run, stderr};
+use crate::util::{assets, os, run, stderr};
 use image::codecs::jpeg::JpegEncoder;
 use image::{ImageEncoder, RgbImage};
 

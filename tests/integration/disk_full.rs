@@ -2,13 +2,11 @@
 //! image that no longer fits is reported with the OS's reason and its output path, the others are
 //! written whole, and no temporary file is left behind.
 //!
-//! Needs root and `unshare` (CI runs as root); see `common::in_mount_namespace`.
-
-mod common;
+//! Needs root and `unshare` (CI runs as root); see `crate::util::in_mount_namespace`.
 
 use std::path::Path;
 
-use common::{assets, files_under};
+use crate::util::{assets, files_under};
 
 #[test]
 fn a_full_output_disk_fails_the_images_that_do_not_fit_and_leaves_no_partial_file() {
@@ -28,14 +26,14 @@ cp -a '{m}/out' '{k}'"#,
         t = tmp.path().display(),
         k = kept.display(),
     );
-    let Some(out) = common::in_mount_namespace(&script) else {
+    let Some(out) = crate::util::in_mount_namespace(&script) else {
         return;
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("exit=1"),
         "some images failed, so exit 1: {stdout} {}",
-        common::stderr(&out)
+        crate::util::stderr(&out)
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("summary.json")).unwrap()).unwrap();

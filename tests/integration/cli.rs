@@ -2,13 +2,9 @@
 //! ones, shell completions and man pages. (Every argument's help line is checked by walking
 //! clap's command tree in `src/cli.rs`'s unit tests.)
 
-mod common;
-
 use std::process::Command;
 
-fn shmpipe(args: &[&str]) -> std::process::Output {
-    Command::new(common::bin()).args(args).output().unwrap()
-}
+use crate::util::shmpipe;
 
 /// Exit 2 and a stderr in shmpipe's one error style: `shmpipe: error: ...`, no colour codes.
 fn refused(args: &[&str]) -> String {
@@ -178,7 +174,7 @@ fn cli_reference() -> String {
         let args: Vec<&str> = path.iter().map(String::as_str).collect();
         let mut with_help = args.clone();
         with_help.push("--help");
-        let help = Command::new(common::bin())
+        let help = Command::new(crate::util::bin())
             .args(&with_help)
             .env("COLUMNS", "100")
             .output()
@@ -208,7 +204,7 @@ fn cli_reference() -> String {
 /// reworded in src/cli.rs without the doc fails here. `SHMPIPE_BLESS=1` rewrites that part.
 #[test]
 fn cli_reference_in_docs_matches_the_binary() {
-    const MARKER: &str = "this\nline. tests/cli.rs checks it; `SHMPIPE_BLESS=1 cargo test --test cli cli_reference` rewrites it. -->\n";
+    const MARKER: &str = "this\nline. tests/integration/cli.rs checks it; `SHMPIPE_BLESS=1 cargo test --test integration cli_reference` rewrites it. -->\n";
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md");
     let doc = std::fs::read_to_string(&path).unwrap();
     let cut = doc
@@ -223,7 +219,7 @@ fn cli_reference_in_docs_matches_the_binary() {
     assert!(
         doc[cut..] == want,
         "docs/cli.md's generated part differs from what the binary prints; rewrite it with \
-         `SHMPIPE_BLESS=1 cargo test --test cli cli_reference` and review the diff"
+         `SHMPIPE_BLESS=1 cargo test --test integration cli_reference` and review the diff"
     );
     assert!(
         !want.contains("shmpipe worker"),
@@ -426,11 +422,11 @@ fn readme_commands_run_in_a_fresh_home() {
     let bin_dir = work.join("bin");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&bin_dir).unwrap();
-    std::os::unix::fs::symlink(common::bin(), bin_dir.join("shmpipe")).unwrap();
+    std::os::unix::fs::symlink(crate::util::bin(), bin_dir.join("shmpipe")).unwrap();
     let pid = std::process::id();
-    let _cleanup: Vec<common::Dataset> = README_DATASETS
+    let _cleanup: Vec<crate::util::Dataset> = README_DATASETS
         .iter()
-        .map(|name| common::Dataset(format!("{name}-{pid}")))
+        .map(|name| crate::util::Dataset(format!("{name}-{pid}")))
         .collect();
 
     let mut script = String::from("set -eo pipefail\n");
@@ -482,7 +478,7 @@ fn readme_commands_run_in_a_fresh_home() {
 
     // The first example and the folder example: every image of assets/, under its own path.
     for dir in ["out", "gray", "thumbs"] {
-        let written = common::files_under(&work.join(dir));
+        let written = crate::util::files_under(&work.join(dir));
         assert_eq!(written.len(), 10, "{dir}: {written:?}");
     }
     assert!(
@@ -516,7 +512,7 @@ fn readme_commands_run_in_a_fresh_home() {
     }
     assert!(stdout.contains("exit code 1"), "{stdout}");
     assert_eq!(
-        common::files_under(&work.join("mixed-out")),
+        crate::util::files_under(&work.join("mixed-out")),
         [std::path::PathBuf::from("rocket.jpg")]
     );
     // The datasets were removed by README's own `rm` lines.

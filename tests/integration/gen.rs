@@ -3,8 +3,6 @@
 //! hand and says how many it wrote, and the next `gen` into the folder removes what a killed one
 //! left.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use rustix::process::{kill_process, Pid, Signal};
 const COUNT: &str = "400";
 
 fn start_gen(dir: &Path) -> Child {
-    Command::new(common::bin())
+    Command::new(crate::util::bin())
         .arg("gen")
         .arg(dir)
         .args(["--count", COUNT, "--size", "800x600", "--format", "png"])
@@ -87,13 +85,13 @@ fn a_killed_gen_leaves_only_whole_images_and_the_next_removes_its_temporaries() 
         );
     }
     // The next gen into the folder removes what the dead one left, and finishes.
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::util::bin())
         .arg("gen")
         .arg(&dir)
         .args(["--count", "4", "--size", "800x600", "--format", "png"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
     let (images, temporaries) = listing(&dir);
     assert!(temporaries.is_empty(), "left: {temporaries:?}");
     assert_whole(&images);
@@ -107,11 +105,16 @@ fn sigterm_stops_gen_between_images_and_says_how_many_it_wrote() {
     wait_for_images(&dir, 3);
     kill_process(Pid::from_raw(gen.id() as i32).unwrap(), Signal::TERM).unwrap();
     let out = gen.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(143), "{}", common::stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        crate::util::stderr(&out)
+    );
     let (images, temporaries) = listing(&dir);
     assert!(temporaries.is_empty(), "left: {temporaries:?}");
     assert_whole(&images);
-    let err = common::stderr(&out);
+    let err = crate::util::stderr(&out);
     let expected = format!(
         "stopped by SIGTERM: {} of {COUNT} images written, the rest not started",
         images.len()
