@@ -214,3 +214,25 @@ fn ls_by_another_user_lists_blocks_it_cannot_open_as_theirs() {
     assert!(row.contains("foreign: not ours: owned by uid 0"), "{row}");
     assert!(!out.contains("no shmpipe blocks"), "{out}");
 }
+
+/// A folder with one of our names (open fails on it with EISDIR) made `ls` print "cannot
+/// inspect" and exit 1, and `clean` with it. It is listed as foreign, as any file not ours is,
+/// and left alone.
+#[test]
+fn a_folder_with_a_block_name_is_listed_as_foreign_and_left_alone() {
+    let _backing = own_backing();
+    let name = format!("shmpipe-folder-{}", std::process::id());
+    std::fs::create_dir(shm(&name)).unwrap();
+    let ls = shmpipe(&[os("ls")]);
+    let listed = text(&ls.stdout);
+    assert_eq!(ls.status.code(), Some(0), "{listed}{}", text(&ls.stderr));
+    let row = listed.lines().find(|l| l.starts_with(&name));
+    assert!(
+        row.is_some_and(|r| r.contains("foreign: not ours: not a regular file")),
+        "{listed}"
+    );
+    let clean = shmpipe(&[os("clean")]);
+    assert_eq!(clean.status.code(), Some(1), "{}", text(&clean.stderr));
+    assert!(text(&clean.stderr).contains(&name), "{}", text(&clean.stderr));
+    assert!(shm(&name).is_dir(), "the folder is still there");
+}

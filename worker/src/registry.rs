@@ -219,17 +219,19 @@ fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
     }
 }
 
-/// Why a file we may not even open (another user's block, mode 0600: `open` fails before
-/// [`Backing::open`] can look at it) is not ours, from `lstat`; None when it is ours after all.
-fn unopened_owner(backing: &Backing, name: &str, e: &io::Error) -> Option<NotOurs> {
-    if e.kind() != io::ErrorKind::PermissionDenied {
-        return None;
+/// Why a file we could not even open is not ours, from `lstat`: not a regular file (a folder
+/// with one of our names: `open` fails on it with EISDIR), or another user's (a block of mode
+/// 0600: `open` fails before [`Backing::open`] can look at it). None when it is ours after all.
+fn unopened_why(backing: &Backing, name: &str, e: &io::Error) -> Option<NotOurs> {
+    let meta = std::fs::symlink_metadata(backing.dir().join(name)).ok()?;
+    if !meta.file_type().is_file() {
+        return Some(NotOurs::NotRegular);
     }
-    let owner = std::fs::symlink_metadata(backing.dir().join(name))
-        .ok()?
-        .uid();
     let us = rustix::process::geteuid().as_raw();
-    (owner != us).then_some(NotOurs::Owner { owner, us })
+    (e.kind() == io::ErrorKind::PermissionDenied && meta.uid() != us).then_some(NotOurs::Owner {
+        owner: meta.uid(),
+        us,
+    })
 }
 
 /// Every file with one of our names in the backing's directory, sorted by name: our blocks, and
@@ -249,7 +251,7 @@ pub fn list(backing: &Backing) -> io::Result<Vec<Result<BlockInfo, (String, io::
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => match NotOurs::of(&e) {
                 Some(why) => Some(Ok(foreign(backing, &name, why))),
-                None => match unopened_owner(backing, &name, &e) {
+                None => match unopened_why(backing, &name, &e) {
                     Some(why) => Some(Ok(foreign(backing, &name, &why))),
                     None => Some(Err((name, e))),
                 },
