@@ -69,18 +69,18 @@ need "PyYAML for python3" "python3 -c 'import yaml'" \
 need maturin "python3 -m maturin --version" \
     "python3 -m pip install --quiet maturin || python3 -m pip install --quiet --break-system-packages maturin"
 
-# The Python package, installed as the README says (pip install ./worker/python), into python3
+# The Python package, installed as the README says (pip install ./python), into python3
 # and every pyenv Python 3.11+ found here: the package's tests run under each (their resource
 # trackers differ), named in SHMPIPE_PYTHONS. The tests import the package from this checkout.
-python3 -m pip install --quiet ./worker/python 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages ./worker/python \
-    || { echo "test.sh: error: pip install ./worker/python failed for python3" >&2; exit 1; }
+python3 -m pip install --quiet ./python 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages ./python \
+    || { echo "test.sh: error: pip install ./python failed for python3" >&2; exit 1; }
 SHMPIPE_PYTHONS=${SHMPIPE_PYTHONS:-python3}
 for py in "$HOME"/.pyenv/versions/3.1[1-9].*/bin/python; do
-    if [ -x "$py" ] && "$py" -m pip install --quiet ./worker/python; then
+    if [ -x "$py" ] && "$py" -m pip install --quiet ./python; then
         case " $SHMPIPE_PYTHONS " in *" $py "*) ;; *) SHMPIPE_PYTHONS="$SHMPIPE_PYTHONS $py" ;; esac
     elif [ -x "$py" ]; then
-        echo "test.sh: note: not testing under $py: pip install ./worker/python failed there" >&2
+        echo "test.sh: note: not testing under $py: pip install ./python failed there" >&2
     fi
 done
 export SHMPIPE_PYTHONS

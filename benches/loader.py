@@ -4,7 +4,7 @@ total Pss of every process) and images/s. Run by hand, not a test.
 
     shmpipe gen /tmp/loader --count 7200 --size 224x224 --format jpeg    # 1.01 GiB decoded
     shmpipe load /tmp/loader --name loader
-    pip install ./worker/python pillow [torch]
+    pip install ./python pillow [torch]
     python3 benches/loader.py loader /tmp/loader [--workers 8] [--batch 64] [--rounds 3]
         [--epochs 2] [--persistent] [--loader auto|torch|pool]
 

@@ -5,7 +5,7 @@
     python3 examples/numpy_view.py photos
     shmpipe rm photos
 
-Needs NumPy and the package (`pip install ./worker/python`). Run by tests/integration/cli.rs (README's
+Needs NumPy and the package (`pip install ./python`). Run by tests/integration/cli.rs (README's
 commands) and tests/integration/python_loader.rs (under every Python of SHMPIPE_PYTHONS).
 """
 import sys

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use shmpipe_worker::block::{
+use shmpipe_block::{
     AttachedBlock, DatasetState, HistoryEntry, ImageStatus, Writer, HISTORY_CAPACITY,
     HISTORY_EQUALIZE, HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS, HISTORY_NORMALIZE,
     HISTORY_NORMALIZE_FLOAT,
@@ -50,7 +50,7 @@ pub fn repair(args: RepairCli) -> i32 {
 /// command that reads or changes a dataset says the same.
 pub fn not_ready(name: &str, state: Option<DatasetState>) -> String {
     let short = name
-        .strip_prefix(shmpipe_worker::block::NAME_PREFIX)
+        .strip_prefix(shmpipe_block::NAME_PREFIX)
         .unwrap_or(name);
     match state {
         Some(DatasetState::Ready) => format!("{name} is ready"),
@@ -207,10 +207,10 @@ impl Job<'_, '_> {
         let mut pool = Pool::new(launch, workers, Arc::new(Mutex::new(Vec::new())));
         // This job's start, for its display and a `watch` of it: one clock.
         let started_wall = std::time::SystemTime::now();
-        writer.header().run_started_unix_ns.store(
-            shmpipe_worker::block::unix_ns(started_wall),
-            Ordering::Release,
-        );
+        writer
+            .header()
+            .run_started_unix_ns
+            .store(shmpipe_block::unix_ns(started_wall), Ordering::Release);
         let display = Display::new(
             writer.image_count() as u64,
             workers as usize,

@@ -1,15 +1,15 @@
 //! `shmpipe ls`, `clean` and `rm`: our blocks by name, live or stale, and removing the stale.
 //!
-//! A block with a live owner is never touched here (see `shmpipe_worker::registry`), and neither
+//! A block with a live owner is never touched here (see `shmpipe_block::registry`), and neither
 //! is a file with one of our names that is not ours (a symbolic link, not a regular file, another
 //! user's): `ls` lists it as foreign, `clean` names it and goes on.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use shmpipe_worker::block::{Backing, BlockState};
+use shmpipe_block::registry::{self, BlockInfo, Liveness};
+use shmpipe_block::{Backing, BlockState};
 use shmpipe_worker::codec;
-use shmpipe_worker::registry::{self, BlockInfo, Liveness};
 
 use crate::exit;
 
@@ -24,15 +24,15 @@ fn status(l: Liveness) -> &'static str {
 
 /// The block name of a dataset: `faces` is `shmpipe-faces`; a full block name stays as it is.
 pub fn dataset_name(name: &str) -> anyhow::Result<String> {
-    let full = if name.starts_with(shmpipe_worker::block::NAME_PREFIX) {
+    let full = if name.starts_with(shmpipe_block::NAME_PREFIX) {
         name.to_string()
     } else {
-        format!("{}{name}", shmpipe_worker::block::NAME_PREFIX)
+        format!("{}{name}", shmpipe_block::NAME_PREFIX)
     };
-    shmpipe_worker::block::validate_name(&full).map_err(|_| {
+    shmpipe_block::validate_name(&full).map_err(|_| {
         anyhow::anyhow!(
             "invalid dataset name {name:?}: use letters, digits, '.', '_' and '-', at most {} characters",
-            shmpipe_worker::block::MAX_NAME_LEN - shmpipe_worker::block::NAME_PREFIX.len()
+            shmpipe_block::MAX_NAME_LEN - shmpipe_block::NAME_PREFIX.len()
         )
     })?;
     Ok(full)
@@ -41,7 +41,7 @@ pub fn dataset_name(name: &str) -> anyhow::Result<String> {
 /// What a block holds, in a word or two: a dataset's state (and whether it was interrupted), or
 /// a run's phase.
 fn state_word(b: &BlockInfo) -> String {
-    use shmpipe_worker::block::DatasetState;
+    use shmpipe_block::DatasetState;
     let live = b.liveness == Liveness::Live;
     match (b.dataset, live) {
         (Some(DatasetState::Ready), _) => "ready".into(),

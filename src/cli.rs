@@ -38,7 +38,7 @@ pub enum Command {
     /// Decode a folder once into a named dataset that stays in shared memory (block
     /// `shmpipe-NAME`), for any process to attach to by name.
     #[command(
-        after_help = "Example:\n  shmpipe load photos/ --name faces --resize 224x224\n  pip install ./worker/python\n  python3 -c \"import shmpipe; print(shmpipe.attach('faces').shape)\""
+        after_help = "Example:\n  shmpipe load photos/ --name faces --resize 224x224\n  pip install ./python\n  python3 -c \"import shmpipe; print(shmpipe.attach('faces').shape)\""
     )]
     Load(LoadCli),
     /// Encode the images of a named dataset to a folder, under their relative paths.

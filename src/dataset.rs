@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use ndarray_npy::npy::header::{Header, Layout};
 use ndarray_npy::WritableElement;
-use shmpipe_worker::block::{
+use shmpipe_block::{
     AttachedBlock, Backing, DatasetState, ImageStatus, Reader, HISTORY_FLOAT_STATS, NAME_PREFIX,
 };
 use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
@@ -379,7 +379,7 @@ fn remove_left_exports(file: &Path, dir: &Path, backing: &Backing) {
         };
         let ours = codec::temp_prefix(file, owner);
         if !name.as_bytes().starts_with(ours.as_bytes())
-            || shmpipe_worker::registry::owner_may_live(backing, owner)
+            || shmpipe_block::registry::owner_may_live(backing, owner)
         {
             continue;
         }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use image::{Rgb, RgbImage};
-use shmpipe_worker::block::Backing;
+use shmpipe_block::Backing;
 use shmpipe_worker::codec;
 
 use crate::supervise::Signals;

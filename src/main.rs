@@ -8,6 +8,7 @@
 // reading pixels between passes) and `supervise` (taking over a dead worker's claim). Each call
 // is allowed where it stands, with its `// SAFETY:` line; nothing else may be unsafe.
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod apply;
 mod bench;
@@ -96,10 +97,9 @@ fn refuse(e: clap::Error) -> ! {
 fn run_worker(args: cli::WorkerCli) -> i32 {
     let worker_args = shmpipe_worker::worker::WorkerArgs {
         block: args.block,
-        backing: args.backing.map_or(
-            shmpipe_worker::block::Backing::Shm,
-            shmpipe_worker::block::Backing::Dir,
-        ),
+        backing: args
+            .backing
+            .map_or(shmpipe_block::Backing::Shm, shmpipe_block::Backing::Dir),
         id: args.id,
         parent: args.parent,
         max_pixels: args.max_pixels,

@@ -144,7 +144,7 @@ impl Sampler {
     }
 
     /// Takes one last sample and returns the record. `block_memory` is what the block holds in
-    /// memory now ([`shmpipe_worker::block::Mapping::memory_bytes`]): with the private memory
+    /// memory now ([`shmpipe_block::Mapping::memory_bytes`]): with the private memory
     /// of the last reading that found a worker, it makes a final reading that no longer depends
     /// on which process still maps which page.
     pub fn finish(mut self, block_memory: Option<u64>) -> Record {

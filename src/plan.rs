@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use shmpipe_worker::block::PlannedImage;
+use shmpipe_block::PlannedImage;
 use shmpipe_worker::codec::{self, CodecError};
 use walkdir::WalkDir;
 

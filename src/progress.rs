@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use shmpipe_worker::block::{Mapping, NO_IMAGE};
+use shmpipe_block::{Mapping, NO_IMAGE};
 
 /// What the display shows at one moment, from the block's counters and the job's clock: the
 /// overall bar, and `watch --json`'s records.

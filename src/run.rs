@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use shmpipe_worker::block::{
-    self, Backing, BlockError, BlockPlan, BlockState, ImageStatus, OwnedBlock,
+use shmpipe_block::{
+    self as block, Backing, BlockError, BlockPlan, BlockState, ImageStatus, OwnedBlock,
 };
 use shmpipe_worker::codec::{self, FORMATS};
 use shmpipe_worker::ops::OpChain;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rustix::process::{kill_process, Pid, Signal};
-use shmpipe_worker::block::{now_ns, ImageStatus, Mapping};
+use shmpipe_block::{now_ns, ImageStatus, Mapping};
 
 use crate::exit;
 use crate::progress::Display;
@@ -474,13 +474,13 @@ pub fn work_left(block: &Mapping) -> bool {
 
 /// Workers that have held their current image for longer than `limit`.
 fn stuck_workers(block: &Mapping, limit: Duration) -> Vec<u32> {
-    let now = shmpipe_worker::block::now_ms();
+    let now = shmpipe_block::now_ms();
     block
         .workers()
         .iter()
         .enumerate()
         .filter(|(_, w)| {
-            w.current_image.load(Ordering::Acquire) != shmpipe_worker::block::NO_IMAGE
+            w.current_image.load(Ordering::Acquire) != shmpipe_block::NO_IMAGE
                 && now.saturating_sub(w.heartbeat_ms.load(Ordering::Acquire))
                     > limit.as_millis() as u64
         })

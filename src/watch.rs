@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use shmpipe_worker::block::{AttachedBlock, Backing, BlockState};
-use shmpipe_worker::registry::{self, Liveness};
+use shmpipe_block::registry::{self, Liveness};
+use shmpipe_block::{AttachedBlock, Backing, BlockState};
 
 use crate::cli::WatchCli;
 use crate::exit;

@@ -468,7 +468,7 @@ fn readme_commands_run_in_a_fresh_home() {
         .env_remove("MANPATH")
         .env(
             "PYTHONPATH",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
         )
         .output()
         .unwrap();
@@ -543,12 +543,12 @@ fn readme_commands_run_in_a_fresh_home() {
 fn the_program_and_the_python_package_have_one_version() {
     let version = env!("CARGO_PKG_VERSION");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pyproject = std::fs::read_to_string(root.join("worker/python/pyproject.toml")).unwrap();
+    let pyproject = std::fs::read_to_string(root.join("python/pyproject.toml")).unwrap();
     assert!(
         pyproject.contains(&format!("version = \"{version}\"")),
-        "worker/python/pyproject.toml is not version {version}"
+        "python/pyproject.toml is not version {version}"
     );
-    let init = std::fs::read_to_string(root.join("worker/python/shmpipe/__init__.py")).unwrap();
+    let init = std::fs::read_to_string(root.join("python/shmpipe/__init__.py")).unwrap();
     assert!(
         init.contains(&format!("__version__ = \"{version}\"")),
         "shmpipe.__version__ is not {version}"

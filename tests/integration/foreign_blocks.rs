@@ -233,6 +233,10 @@ fn a_folder_with_a_block_name_is_listed_as_foreign_and_left_alone() {
     );
     let clean = shmpipe(&[os("clean")]);
     assert_eq!(clean.status.code(), Some(1), "{}", text(&clean.stderr));
-    assert!(text(&clean.stderr).contains(&name), "{}", text(&clean.stderr));
+    assert!(
+        text(&clean.stderr).contains(&name),
+        "{}",
+        text(&clean.stderr)
+    );
     assert!(shm(&name).is_dir(), "the folder is still there");
 }

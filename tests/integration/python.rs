@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::util::{ok, os, Dataset};
 
 fn python(script: &str) -> serde_json::Value {
-    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
+    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -309,7 +309,7 @@ except shmpipe.BlockError as e:
         ))
         .env(
             "PYTHONPATH",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
         )
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -458,7 +458,7 @@ print(json.dumps({{"offset": offset, "wrapped": (offset + slot_len) % 2**64, "pi
     );
     for writable in ["False", "True"] {
         // A process of its own: a crash is an exit status, not this test's.
-        let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
+        let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
         let out = Command::new("python3")
             .arg("-c")
             .arg(format!(
@@ -579,7 +579,7 @@ fn rm_names_the_python_process_that_holds_a_dataset() {
         os(&name),
         os("-q"),
     ]);
-    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python");
+    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
     let mut reader = Command::new("python3")
         .arg("-c")
         .arg(format!(

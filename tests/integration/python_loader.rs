@@ -25,7 +25,7 @@ fn pythons() -> Vec<String> {
 }
 
 fn package_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/python")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
 }
 
 /// Runs `script` under `python` and returns the JSON it printed last.

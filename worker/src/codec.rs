@@ -588,7 +588,7 @@ pub fn temporary_owner(file_name: &std::ffi::OsStr) -> Option<&str> {
         .rposition(|w| w == TEMP_MARK)?;
     let rest = std::str::from_utf8(&name[at + TEMP_MARK.len()..]).ok()?;
     let (block, random) = rest.rsplit_once('.')?;
-    (crate::block::validate_name(block).is_ok() && !random.is_empty()).then_some(block)
+    (shmpipe_block::validate_name(block).is_ok() && !random.is_empty()).then_some(block)
 }
 
 /// Creates a temporary output with `create` and takes its writer's lock (`flock`, exclusive),

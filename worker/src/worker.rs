@@ -13,16 +13,16 @@ use std::sync::Arc;
 
 use ndarray::ArrayViewMut3;
 
-use crate::block::{
-    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
-    FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
-    STEPS_UNKNOWN,
-};
 use crate::codec::{self, Decoded, EncodeOptions, FORMATS};
 use crate::jpeg::Strictness;
 use crate::metadata::{self, Metadata};
 use crate::ops::{self, Layout, OpChain, OpError, Scratch};
 use crate::resize;
+use shmpipe_block::{
+    AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
+    FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
+    STEPS_UNKNOWN,
+};
 
 /// The value of test hook `name` (one of the `SHMPIPE_TEST_*` variables below), in builds with
 /// debug assertions (what `cargo test` runs) only: a release binary has no fault hooks, so no
@@ -144,7 +144,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         output_root,
         output_format,
         quality: header.quality.clamp(1, 100) as u8,
-        png: codec::PngCompression::from_u32(crate::block::png_level(header.flags)),
+        png: codec::PngCompression::from_u32(shmpipe_block::png_level(header.flags)),
         // A rebuild in `apply` or `repair` decodes as the load did.
         max_pixels: if args.apply {
             header.load_max_pixels
@@ -233,7 +233,7 @@ struct Job<'a> {
     rgb_output: bool,
     /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
     kept: bool,
-    /// Outputs are flushed to disk before their rename ([`crate::block::FLAG_NO_FSYNC`]).
+    /// Outputs are flushed to disk before their rename ([`shmpipe_block::FLAG_NO_FSYNC`]).
     durable: bool,
     /// Outputs carry no metadata of their sources ([`FLAG_STRIP`]).
     strip: bool,
@@ -543,7 +543,7 @@ fn stopping(block: &AttachedBlock, stop: &AtomicBool) -> bool {
 }
 
 /// Counts one finished image in the block's and this worker's progress counters.
-fn count_done(block: &AttachedBlock, record: &crate::block::WorkerRecord, pixels: u64) {
+fn count_done(block: &AttachedBlock, record: &shmpipe_block::WorkerRecord, pixels: u64) {
     let header = block.header();
     header.images_done.fetch_add(1, Ordering::AcqRel);
     header.pixels_done.fetch_add(pixels, Ordering::AcqRel);
@@ -552,7 +552,7 @@ fn count_done(block: &AttachedBlock, record: &crate::block::WorkerRecord, pixels
 }
 
 /// This worker's record in the block, marked as running under this pid.
-fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord, WorkerError> {
+fn enlist(block: &AttachedBlock, id: u32) -> Result<&shmpipe_block::WorkerRecord, WorkerError> {
     let record = block.workers().get(id as usize).ok_or(WorkerError::BadId {
         id,
         count: block.workers().len(),
@@ -564,7 +564,7 @@ fn enlist(block: &AttachedBlock, id: u32) -> Result<&crate::block::WorkerRecord,
     record.state.store(1, Ordering::Release);
     record
         .ready_ns
-        .store(crate::block::now_ns(), Ordering::Release);
+        .store(shmpipe_block::now_ns(), Ordering::Release);
     Ok(record)
 }
 
@@ -607,7 +607,7 @@ fn claim_order(block: &AttachedBlock) -> Vec<u32> {
 fn run_apply(
     args: &WorkerArgs,
     job: &Job<'_>,
-    record: &crate::block::WorkerRecord,
+    record: &shmpipe_block::WorkerRecord,
     stop: &AtomicBool,
 ) -> Result<u64, WorkerError> {
     let block = job.block;

@@ -50,9 +50,10 @@ struct ErrorMgr {
 
 impl ErrorMgr {
     fn new() -> Box<ErrorMgr> {
-        // SAFETY: jpeg_error_mgr is a C struct of integers, pointers and optional fn pointers,
-        // for all of which zero is a valid value; jpeg_std_error then fills every field.
         let mut err = Box::new(ErrorMgr {
+            // SAFETY: jpeg_error_mgr is a C struct of integers, pointers and optional fn
+            // pointers, for all of which zero is a valid value; jpeg_std_error then fills every
+            // field.
             mgr: unsafe { std::mem::zeroed() },
             warning: None,
         });
@@ -211,6 +212,8 @@ impl Decompressor {
             // SAFETY: the saved-marker list is libjpeg's, alive until the struct is destroyed,
             // each node's `data` holding `data_length` bytes.
             let node = unsafe { &*marker };
+            // SAFETY: as above: `data` points at `data_length` bytes libjpeg owns until the
+            // struct is destroyed, and they are copied out before that.
             let payload =
                 unsafe { std::slice::from_raw_parts(node.data, node.data_length as usize) };
             segments.push((node.marker, payload.to_vec()));

@@ -4,7 +4,7 @@
 //!
 //! This file must never touch a mapping: it describes bytes, it does not read or write them.
 //! Changing anything here changes the layout: bump [`LAYOUT_VERSION`] and update
-//! `worker/python/shmpipe/_block.py` with it.
+//! `python/shmpipe/_block.py` with it.
 
 use std::cell::UnsafeCell;
 use std::mem::size_of;
@@ -719,9 +719,9 @@ mod layout_tests {
         edge.images[0].width = u32::MAX;
         edge.images[0].height = u32::MAX;
         assert!(edge.regions().is_none());
-        let prefix = crate::block::backing::NAME_PREFIX;
+        let prefix = crate::backing::NAME_PREFIX;
         let name = format!("{prefix}{}-layout-test", std::process::id());
-        let err = crate::block::OwnedBlock::create(&name, crate::block::Backing::Shm, &edge)
+        let err = crate::OwnedBlock::create(&name, crate::Backing::Shm, &edge)
             .err()
             .expect("refused")
             .to_string();
@@ -736,17 +736,16 @@ mod layout_tests {
     #[test]
     fn a_stop_changes_the_pass_word() {
         use std::sync::atomic::Ordering;
-        let prefix = crate::block::backing::NAME_PREFIX;
+        let prefix = crate::backing::NAME_PREFIX;
         let name = format!("{prefix}{}-doorbell-test", std::process::id());
         let mut p = plan(vec![image(4, 4)], 3);
         p.kept = false;
-        let block =
-            crate::block::OwnedBlock::create(&name, crate::block::Backing::Shm, &p).unwrap();
+        let block = crate::OwnedBlock::create(&name, crate::Backing::Shm, &p).unwrap();
         let seen = block.header().pass.load(Ordering::Acquire);
         block.request_stop();
         let now = block.header().pass.load(Ordering::Acquire);
         assert_ne!(now, seen);
-        assert_eq!(now & !crate::block::doorbell::STOP_BIT, seen);
+        assert_eq!(now & !crate::doorbell::STOP_BIT, seen);
     }
 
     /// A window block (one slot per worker): attach accepts it as written, gives each claim its
@@ -755,14 +754,13 @@ mod layout_tests {
     #[test]
     fn a_window_block_is_validated_and_a_forged_window_refused() {
         use std::os::unix::fs::FileExt;
-        let prefix = crate::block::backing::NAME_PREFIX;
+        let prefix = crate::backing::NAME_PREFIX;
         let name = format!("{prefix}{}-window-test", std::process::id());
         let mut p = plan(vec![image(40, 30), image(20, 10), image(8, 8)], 3);
         p.kept = false;
         p.window_slot = Some(40 * 30 * 3);
-        let block =
-            crate::block::OwnedBlock::create(&name, crate::block::Backing::Shm, &p).unwrap();
-        let attached = crate::block::AttachedBlock::attach(&name, crate::block::Backing::Shm)
+        let block = crate::OwnedBlock::create(&name, crate::Backing::Shm, &p).unwrap();
+        let attached = crate::AttachedBlock::attach(&name, crate::Backing::Shm)
             .expect("a window block as written is valid");
         let slot_len = align_up(40 * 30 * 3) as usize;
         for (worker, index) in [(0u32, 2usize), (1, 0)] {
@@ -782,14 +780,14 @@ mod layout_tests {
             .unwrap();
         let at = offset_of!(Header, window_slot_len) as u64;
         file.write_all_at(&(1u64 << 40).to_le_bytes(), at).unwrap();
-        let err = crate::block::AttachedBlock::attach(&name, crate::block::Backing::Shm)
+        let err = crate::AttachedBlock::attach(&name, crate::Backing::Shm)
             .err()
             .expect("a window past its pixels is refused")
             .to_string();
         assert!(err.contains("window"), "{err}");
         // A slot of 64 bytes, smaller than the images recorded.
         file.write_all_at(&64u64.to_le_bytes(), at).unwrap();
-        let err = crate::block::AttachedBlock::attach(&name, crate::block::Backing::Shm)
+        let err = crate::AttachedBlock::attach(&name, crate::Backing::Shm)
             .err()
             .expect("an image larger than a slot is refused")
             .to_string();
@@ -815,7 +813,7 @@ mod layout_tests {
         assert_eq!(r.total, r.pixels + r.pixels_len);
     }
 
-    /// worker/python/shmpipe/_block.py reads these offsets: change them together.
+    /// python/shmpipe/_block.py reads these offsets: change them together.
     #[test]
     fn offsets_the_python_module_relies_on() {
         assert_eq!(offset_of!(Header, layout_version), 8);

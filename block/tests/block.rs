@@ -4,7 +4,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::mem::offset_of;
 use std::path::PathBuf;
 
-use shmpipe_worker::block::{
+use shmpipe_block::{
     fresh_name, AttachedBlock, Backing, BlockError, BlockPlan, Header, ImageRecord, OwnedBlock,
     PlannedImage,
 };
@@ -260,7 +260,7 @@ fn source_paths_must_stay_inside_their_folder() {
 #[test]
 fn per_image_channels_are_validated_record_by_record() {
     let mut per_image = plan(&[(5, 7), (5, 7), (5, 7), (5, 7)]);
-    per_image.channels = shmpipe_worker::block::CHANNELS_PER_IMAGE;
+    per_image.channels = shmpipe_block::CHANNELS_PER_IMAGE;
     for (c, image) in (1..=4).zip(&mut per_image.images) {
         image.channels = c;
     }

@@ -3,9 +3,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use shmpipe_worker::block::{
-    fresh_name, AttachedBlock, Backing, BlockPlan, OwnedBlock, PlannedImage,
-};
+use shmpipe_block::{fresh_name, AttachedBlock, Backing, BlockPlan, OwnedBlock, PlannedImage};
 
 fn next(state: &mut u64) -> u64 {
     // xorshift64*: reproducible, so a failure names its iteration.

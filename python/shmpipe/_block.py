@@ -1,6 +1,6 @@
 """Attaching to a block: open, check, lock, map, and the lazy views over its pixels.
 
-The layout mirrors worker/src/block/layout.rs (`LAYOUT_VERSION` below); the offsets are checked
+The layout mirrors block/src/layout.rs (`LAYOUT_VERSION` below); the offsets are checked
 there by `offsets_the_python_module_relies_on`. This module never unlinks a block and never
 hands it to Python's resource tracker (it does not use `multiprocessing.shared_memory`).
 """
@@ -185,7 +185,7 @@ def _bad_records(slot_offset: np.ndarray, slot_len: np.ndarray, height: np.ndarr
                  source_len: np.ndarray, pixels_len: int, strings_len: int,
                  block_channels: int) -> np.ndarray:
     """Which image records a block may not be attached with (True where bad), as
-    worker/src/block/validate.rs checks them: each slot inside the pixels, 64-byte aligned, at or
+    block/src/validate.rs checks them: each slot inside the pixels, 64-byte aligned, at or
     after the end of the slot before, `height * width * channels` bytes long, with the block's
     channels; each source path inside the strings.
 
@@ -406,7 +406,7 @@ class Block:
     def _read(self, fd: int, size: int) -> None:
         """The rest, under the lock: no shmpipe writer changes it meanwhile.
 
-        Every bound is checked before anything is read through it, as worker/src/block/
+        Every bound is checked before anything is read through it, as block/src/
         validate.rs does: the header's fields are Python integers (no wrap), and the records'
         columns go through `_bad_records`, whose arithmetic cannot wrap either."""
         state = self._field("dataset_state")

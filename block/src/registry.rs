@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::FlockOperation;
 
-use crate::block::{
+use crate::{
     Backing, BlockState, DatasetState, Header, NotOurs, FLAG_KEPT, LABELS_NONE, MAGIC, NAME_PREFIX,
 };
 
@@ -241,7 +241,7 @@ pub fn list(backing: &Backing) -> io::Result<Vec<Result<BlockInfo, (String, io::
     let mut names: Vec<String> = std::fs::read_dir(backing.dir())?
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(NAME_PREFIX) && crate::block::validate_name(n).is_ok())
+        .filter(|n| n.starts_with(NAME_PREFIX) && crate::validate_name(n).is_ok())
         .collect();
     names.sort();
     Ok(names

@@ -1,11 +1,14 @@
 //! The block: one named shared-memory region holding a whole image dataset, and the only
-//! definition of its layout. Both the coordinator and the workers use this module.
+//! definition of its layout (its Python mirror is `python/shmpipe/_block.py`, held to it by
+//! `tests/integration/python.rs`). Both the coordinator and the workers use this crate.
 //!
-//! The block's `unsafe` code lives in this module; its `unsafe fn`s are called from two places
-//! of the coordinator (`apply`, `supervise`), each with its `// SAFETY:` line. (The worker
-//! crate's other `unsafe` is the C codec's, in `crate::jpeg::libjpeg`.) Everything outside sees
-//! safe views that borrow the mapping: `&Header`, `&[ImageRecord]`, and the `&mut [u8]` of a slot held through a
-//! [`Claim`].
+//! Every `unsafe` line of the project that touches shared memory is in this crate, each block
+//! with its `// SAFETY:` comment (clippy's `undocumented_unsafe_blocks` holds it to that). Its
+//! three `unsafe fn`s have preconditions only the coordinator that spawned the workers can know
+//! (a worker reaped, every worker parked between passes); each says so in its `# Safety`
+//! section, and the coordinator's calls (`apply`, `supervise`) are the project's named
+//! exceptions to `deny(unsafe_code)`. Everything outside sees safe views that borrow the mapping:
+//! `&Header`, `&[ImageRecord]`, and the `&mut [u8]` of a slot held through a [`Claim`].
 //!
 //! Layout (little-endian, every region 64-byte aligned, offsets from the start of the block):
 //!
@@ -13,7 +16,7 @@
 //! [Header][ImageRecord; image_count][WorkerRecord; worker_count][strings][pixel slots]
 //! ```
 //!
-//! This module must never let a worker unlink a block: only [`OwnedBlock`], which only
+//! This crate must never let a worker unlink a block: only [`OwnedBlock`], which only
 //! [`OwnedBlock::create`] returns, removes the name, and it does so on drop.
 //!
 //! Memory shared with other processes is outside what memmap2 (or Rust) can promise. What we rely
@@ -37,6 +40,11 @@
 //! - `claim`: [`Claim`], [`Mapping::try_claim`], [`Mapping::take_over`].
 //! - `owned`: [`OwnedBlock`]: create, free space, `fallocate`, the tables, unlink on drop.
 //! - `attached`: [`AttachedBlock`] and its lock guards [`Reader`] and [`Writer`].
+//! - [`registry`]: every block in a backing: what `ls` shows, what `clean` may remove, who holds
+//!   a block's lock.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod attached;
 mod backing;
@@ -46,6 +54,7 @@ mod error;
 mod layout;
 mod mapping;
 mod owned;
+pub mod registry;
 mod validate;
 
 pub use attached::{AttachedBlock, Reader, Writer};
