@@ -4,7 +4,7 @@
 //! `--png-compression` level, WebP lossless (image) and lossy (libwebp), and the other formats'
 //! encoders.
 //!
-//!     cargo bench --bench codecs
+//!     cargo bench -p shmpipe-benches --bench codecs
 
 use std::io::Cursor;
 

@@ -1,7 +1,7 @@
 //! Kernel throughput: each op chain on RGB slots of 1920x1080 and 4000x3000, reported by
 //! criterion in elements (pixels) per second, i.e. MP/s.
 //!
-//!     cargo bench --bench kernels
+//!     cargo bench -p shmpipe-benches --bench kernels
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::ArrayViewMut3;

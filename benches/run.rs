@@ -2,18 +2,31 @@
 //! on a generated folder of 12 1920x1080 JPEGs, in MP/s, with -j 1 and -j 2; and the fixed cost
 //! of a run on one 64x64 image (start, plan, create, spawn and attach one worker, join, unlink).
 //!
-//!     cargo bench --bench run
+//!     cargo build --release && cargo bench -p shmpipe-benches --bench run
+//!
+//! The binary measured is `$SHMPIPE_BIN`, by default the workspace's `target/release/shmpipe`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shmpipe");
+/// The binary measured: `$SHMPIPE_BIN`, or the workspace's release build.
+fn bin() -> PathBuf {
+    let bin = std::env::var_os("SHMPIPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shmpipe"));
+    assert!(
+        bin.is_file(),
+        "no binary at {} (cargo build --release, or set SHMPIPE_BIN)",
+        bin.display()
+    );
+    bin
+}
 
 fn shmpipe(args: &[&str]) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = Command::new(bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "shmpipe {args:?}: {}",

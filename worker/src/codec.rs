@@ -771,7 +771,7 @@ fn encode_png(
 /// libwebp's effort (0 fastest to 6), its default. On a 1920x1080 photo at q90 it takes 128 ms;
 /// method 2 takes 49 ms for a file 2 to 8% larger (enough to take a re-encoded q75 photo past
 /// 1.5 times its size), method 0 35 ms and 17% larger. `image`'s lossless encoder takes 17 ms
-/// for a file 11 times as large (`cargo bench --bench codecs`).
+/// for a file 11 times as large (`cargo bench -p shmpipe-benches --bench codecs`).
 const WEBP_METHOD: i32 = 4;
 
 /// Lossy WebP (VP8, alpha in a lossless ALPH chunk) through libwebp at [`WEBP_METHOD`]. libwebp
