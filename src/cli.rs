@@ -401,7 +401,7 @@ pub struct BenchMemoryCli {
     pub input: Option<PathBuf>,
     /// Generate a synthetic dataset of this decoded size (for example 2GiB) in a temporary
     /// folder, removed afterwards.
-    #[arg(long, value_name = "SIZE", value_parser = crate::gen::parse_bytes, conflicts_with = "input")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes, conflicts_with = "input")]
     pub generate: Option<u64>,
     /// Size of each generated image.
     #[arg(long, value_name = "WxH", default_value = "1920x1080", value_parser = parse_size)]
@@ -537,11 +537,49 @@ fn parse_png_compression(s: &str) -> Result<PngCompression, String> {
     PngCompression::parse(s).ok_or_else(|| format!("{s:?} is not one of fast, default, best"))
 }
 
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 2GiB or 512MiB"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    if value.is_nan() || value <= 0.0 || !value.is_finite() {
+        return Err(format!("{s:?} must be above 0"));
+    }
+    Ok((value * scale) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
-    use super::Cli;
+    use super::{parse_bytes, Cli};
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1.5KB"), Ok(1500));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("2 parsecs").is_err());
+        assert!(parse_bytes("-1GiB").is_err());
+    }
 
     /// Every visible subcommand has an about line and every visible argument a help line, at
     /// every depth of the command tree.

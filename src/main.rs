@@ -10,28 +10,16 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-mod apply;
-mod bench;
-mod blocks;
 mod cli;
-mod dataset;
+mod commands;
+mod engine;
 mod exit;
-mod gen;
-mod manual;
-mod memory;
-mod plan;
-mod progress;
-mod raster;
-mod run;
-mod shard;
-mod summary;
-mod supervise;
-mod watch;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 
 use cli::{Cli, Command};
+use commands::{apply, bench, blocks, dataset, gen, manual, run, watch};
 
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| refuse(e));

@@ -28,9 +28,10 @@ use shmpipe_block::{
 use shmpipe_worker::ops::{self, DatasetOp, OpChain};
 
 use crate::cli::{ApplyCli, RepairCli};
+use crate::engine::dataset::not_ready;
+use crate::engine::progress::Display;
+use crate::engine::supervise::{self, Launch, Pool, Rules, Signals, STOP_GRACE};
 use crate::exit;
-use crate::progress::Display;
-use crate::supervise::{self, Launch, Pool, Rules, Signals, STOP_GRACE};
 
 pub fn apply(args: ApplyCli) -> i32 {
     apply_inner(args).unwrap_or_else(|e| {
@@ -44,33 +45,6 @@ pub fn repair(args: RepairCli) -> i32 {
         eprintln!("shmpipe: error: {e:#}");
         exit::USAGE
     })
-}
-
-/// Why a dataset in `state` cannot be read or changed now, and what to do about it. Every
-/// command that reads or changes a dataset says the same.
-pub fn not_ready(name: &str, state: Option<DatasetState>) -> String {
-    let short = name
-        .strip_prefix(shmpipe_block::NAME_PREFIX)
-        .unwrap_or(name);
-    match state {
-        Some(DatasetState::Ready) => format!("{name} is ready"),
-        Some(DatasetState::None) => {
-            format!("{name} is a run's working block, not a kept dataset (see `shmpipe load`)")
-        }
-        Some(DatasetState::Loading) => format!(
-            "{name} is incomplete: its load was interrupted before every image was decoded; run `shmpipe repair {short}` to decode the rest, or `shmpipe rm {short}` and load it again"
-        ),
-        Some(DatasetState::Applying) => format!(
-            "{name} is damaged: an apply was interrupted while it changed the pixels, so some images may be half transformed; run `shmpipe repair {short}` to rebuild them from their sources and finish the apply"
-        ),
-        Some(DatasetState::Repairing) => format!(
-            "{name} is damaged: a repair was interrupted; run `shmpipe repair {short}` again"
-        ),
-        Some(DatasetState::PythonWriting) => format!(
-            "{name} is damaged: a writable Python handle (shmpipe.attach(..., writable=True)) ended without closing (killed, or its interpreter died) while it could write, so its images may be half edited; `shmpipe repair` cannot restore them (Python edits are in no step of the dataset's history: a rebuild from the sources would drop every one of them), so run `shmpipe rm {short}` and load it again, then redo the edits"
-        ),
-        None => format!("{name} has a dataset state this build does not know"),
-    }
 }
 
 /// Whether every image is done at the history's latest step or failed with its reason.
@@ -95,7 +69,7 @@ fn chain_text(chain: &OpChain) -> String {
 
 fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
     let stages = ops::parse_apply(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
-    let block = crate::dataset::attach(&args.name, args.backing.clone())?;
+    let block = crate::engine::dataset::attach(&args.name, args.backing.clone())?;
     let mut writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {
@@ -144,7 +118,7 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
 }
 
 fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
-    let block = crate::dataset::attach(&args.name, args.backing.clone())?;
+    let block = crate::engine::dataset::attach(&args.name, args.backing.clone())?;
     let mut writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {

@@ -6,12 +6,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
+use shmpipe_worker::ops::OpChain;
+use shmpipe_worker::resize::{Fit, Geometry};
 
-use crate::cli::{BenchMemoryCli, RunCli};
-use crate::memory::Sample;
-use crate::{exit, gen, run};
+use crate::cli::BenchMemoryCli;
+use crate::commands::gen;
+use crate::engine::job::{run_job, Job};
+use crate::engine::memory::Sample;
+use crate::exit;
 
 /// One mode's figures.
 #[derive(Debug, Serialize)]
@@ -49,38 +53,24 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> RunCli {
-    RunCli {
-        input: input.to_path_buf(),
-        out: None,
-        ops: args.ops.clone(),
-        workers: Some(workers),
-        format: None,
-        quality: None,
-        png_compression: None,
-        strip: false,
-        lossless: false,
-        rgb: false,
-        resize: args.resize.map(|(w, h)| (Some(w), Some(h))),
-        fit: "stretch".into(),
-        no_enlarge: false,
-        mode: mode.into(),
+fn job(input: &Path, args: &BenchMemoryCli, mode: &str, workers: u32) -> anyhow::Result<Job> {
+    let chain = OpChain::parse(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
+    let geometry = match args.resize {
+        None => None,
+        Some((w, h)) => Some(
+            Geometry::new((Some(w), Some(h)), Fit::Stretch, false).map_err(|e| anyhow!("{e}"))?,
+        ),
+    };
+    Ok(Job {
+        chain,
+        geometry,
+        workers,
+        copy_mode: mode == "copy",
         channels: 3,
-        max_pixels: shmpipe_worker::codec::DEFAULT_MAX_PIXELS,
-        image_timeout: 0,
-        backing: None,
-        strict: false,
-        skip_existing: false,
-        no_fsync: false,
-        allow_truncated: false,
         exact_memory: true,
-        shard: None,
-        shards: None,
-        keep: None,
-        labels: None,
-        json: false,
         quiet: true,
-    }
+        ..Job::on(input)?
+    })
 }
 
 fn measure(
@@ -89,7 +79,7 @@ fn measure(
     mode: &str,
     workers: u32,
 ) -> anyhow::Result<(ModeResult, u64, u64)> {
-    let result = run::run_job(&job(input, args, mode, workers))?;
+    let result = run_job(&job(input, args, mode, workers)?)?;
     if result.signal_code.is_some() {
         bail!("{mode} run was stopped by a signal");
     }
@@ -155,7 +145,7 @@ fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
         _ => bail!("give either an input folder or --generate SIZE"),
     };
 
-    let worker_count = crate::summary::count(workers.into(), "worker");
+    let worker_count = crate::engine::summary::count(workers.into(), "worker");
     eprintln!("shared mode: one block, {worker_count} attached ...");
     let (shared, dataset_bytes, images) = measure(&input, &args, "shared", workers)?;
     eprintln!("copy mode: {worker_count}, each with its own copy ...");
@@ -198,9 +188,9 @@ fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
 fn table(b: &MemoryBench) -> String {
     let mut out = format!(
         "dataset: {}, {:.1} MiB decoded; {}; ops {}\n\n",
-        crate::summary::count(b.images, "image"),
+        crate::engine::summary::count(b.images, "image"),
         mib(b.dataset_bytes),
-        crate::summary::count(b.workers.into(), "worker"),
+        crate::engine::summary::count(b.workers.into(), "worker"),
         b.ops
     );
     out.push_str("| mode | ops | decode | peak total Pss | of which shared | peak total Rss | Pss / dataset | wall s |\n|---|---|---|---|---|---|---|---|\n");
@@ -264,7 +254,7 @@ fn plot(path: &Path, b: &MemoryBench) -> anyhow::Result<()> {
             let mut image =
                 image::RgbImage::from_pixel(PLOT_SIZE.0, PLOT_SIZE.1, image::Rgb([255, 255, 255]));
             draw_chart(
-                crate::raster::RasterBackend::new(&mut image).into_drawing_area(),
+                crate::commands::raster::RasterBackend::new(&mut image).into_drawing_area(),
                 b,
             )?;
             // Temporary then rename: a failed write never leaves half a PNG under its name.

@@ -9,16 +9,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use ndarray_npy::npy::header::{Header, Layout};
 use ndarray_npy::WritableElement;
 use shmpipe_block::{
     AttachedBlock, Backing, DatasetState, ImageStatus, Reader, HISTORY_FLOAT_STATS, NAME_PREFIX,
 };
 use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
+use shmpipe_worker::resize::{Fit, Geometry};
 
-use crate::cli::{ExportCli, LoadCli, RunCli, SaveCli};
+use crate::cli::{ExportCli, LoadCli, SaveCli};
+use crate::engine::dataset::{attach, temporaries_owner};
+use crate::engine::job::Job;
 use crate::exit;
 
 fn fail(e: anyhow::Error) -> i32 {
@@ -26,46 +30,38 @@ fn fail(e: anyhow::Error) -> i32 {
     exit::USAGE
 }
 
-/// `load DIR --name NAME`: `run` with no ops and no output, keeping the block as NAME.
+/// `load DIR --name NAME`: the job of `run` with no ops and no output, keeping the block as NAME.
 pub fn load(args: LoadCli) -> i32 {
-    crate::run::run(RunCli {
-        input: args.input,
-        out: None,
-        ops: String::new(),
-        workers: args.workers,
-        format: None,
-        rgb: false,
-        quality: None,
-        png_compression: None,
-        strip: false,
-        lossless: false,
-        resize: args.resize.map(|(w, h)| (Some(w), Some(h))),
-        fit: args.fit,
-        no_enlarge: false,
-        mode: "shared".into(),
-        channels: args.channels,
-        max_pixels: args.max_pixels,
-        image_timeout: args.image_timeout,
-        backing: args.backing,
-        strict: false,
-        allow_truncated: false,
-        skip_existing: false,
-        no_fsync: false,
-        exact_memory: false,
-        shard: None,
-        shards: None,
-        keep: Some(args.name),
-        labels: args.labels,
-        json: args.json,
-        quiet: args.quiet,
-    })
+    match load_job(args) {
+        Ok(job) => crate::commands::run::run_and_report(&job),
+        Err(e) => fail(e),
+    }
 }
 
-/// Attaches to the dataset `name` (`faces` or `shmpipe-faces`), naming it in any error.
-pub fn attach(name: &str, backing: Option<PathBuf>) -> anyhow::Result<AttachedBlock> {
-    let name = crate::blocks::dataset_name(name)?;
-    AttachedBlock::attach(&name, backing.map_or(Backing::Shm, Backing::Dir))
-        .with_context(|| format!("cannot attach to {name} (see `shmpipe ls`)"))
+/// The job `load` asks for: its flags checked and resolved.
+fn load_job(args: LoadCli) -> anyhow::Result<Job> {
+    let geometry = match args.resize {
+        None => None,
+        Some((w, h)) => {
+            let fit = Fit::parse(&args.fit).ok_or_else(|| anyhow!("invalid --fit {}", args.fit))?;
+            Some(Geometry::new((Some(w), Some(h)), fit, false).map_err(|e| anyhow!("{e}"))?)
+        }
+    };
+    let mut job = Job::on(&args.input)?.backing(args.backing)?;
+    if let Some(workers) = args.workers {
+        job.workers = workers;
+    }
+    Ok(Job {
+        geometry,
+        channels: args.channels,
+        max_pixels: args.max_pixels,
+        image_timeout: (args.image_timeout > 0).then(|| Duration::from_secs(args.image_timeout)),
+        keep: Some(args.name),
+        labels: args.labels.is_some(),
+        json: args.json,
+        quiet: args.quiet,
+        ..job
+    })
 }
 
 /// Takes the dataset's lock shared and checks that it is ready: a kept dataset whose every image
@@ -78,7 +74,10 @@ fn read_ready(block: &AttachedBlock) -> anyhow::Result<Reader<'_>> {
         Some(DatasetState::None)
     };
     if state != Some(DatasetState::Ready) {
-        bail!("{}", crate::apply::not_ready(reader.name(), state));
+        bail!(
+            "{}",
+            crate::engine::dataset::not_ready(reader.name(), state)
+        );
     }
     Ok(reader)
 }
@@ -96,17 +95,9 @@ pub fn save(args: SaveCli) -> i32 {
     save_inner(args).unwrap_or_else(fail)
 }
 
-/// The owner name that this process's temporary outputs carry (see `codec::temp_prefix`): our
-/// pid, so that anyone can tell once we are gone that they are left over (`clean OUT`, the next
-/// `save` or `export` there). Never the dataset's name: a dataset outlives every save of it, and
-/// another save's, or `clean`'s, sweep would take a live save's temporaries.
-pub fn temporaries_owner() -> String {
-    format!("{NAME_PREFIX}{}-w", std::process::id())
-}
-
 /// Removes what killed saves and exports left in `folder`, with a warning for what cannot go.
 fn sweep_temporaries(folder: &Path, backing: &Backing) {
-    for (path, e) in crate::blocks::remove_left_temporaries(folder, backing) {
+    for (path, e) in crate::engine::sweep::remove_left_temporaries(folder, backing) {
         eprintln!("shmpipe: warning: cannot remove left temporary {path}: {e}");
     }
 }
@@ -122,10 +113,10 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
     };
     // Absolute, so that flushing walks every folder up from it (`-o out` names no parent), and
     // with the links above it resolved; nothing is created before the checks below.
-    let root = crate::plan::real_folder(&args.out);
+    let root = crate::engine::plan::real_folder(&args.out);
     // Each image's output path and format; none for a failed image, nor for one whose output
     // an earlier image (in sorted order) already takes, as in `run`: that one is listed.
-    let mut claims = crate::plan::OutputClaims::default();
+    let mut claims = crate::engine::plan::OutputClaims::default();
     let mut clashes = Vec::new();
     let targets: Vec<Option<(PathBuf, image::ImageFormat)>> = (0..block.image_count())
         .map(|i| {
@@ -137,7 +128,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
             let output_format = format.unwrap_or(input_format);
             let target = codec::output_path(&root, relative, output_format);
             // By where it lands: two names of one folder (a symbolic link in OUT) are one path.
-            match claims.claim(&crate::plan::real_location(&target), relative) {
+            match claims.claim(&crate::engine::plan::real_location(&target), relative) {
                 Ok(()) => Some((target, output_format)),
                 Err(reason) => {
                     clashes.push(format!("{}: {reason}", relative.display()));
@@ -153,7 +144,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
     sweep_temporaries(&root, &backing);
     let owner = temporaries_owner();
     // A stop signal ends the save between images: every output is then whole or absent.
-    let signals = crate::supervise::Signals::register()?;
+    let signals = crate::engine::supervise::Signals::register()?;
     let threads = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
@@ -239,7 +230,7 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
 /// inode), with the folder it was loaded from and every folder that holds a source, resolved.
 struct Sources {
     root: PathBuf,
-    files: crate::plan::Inputs,
+    files: crate::engine::plan::Inputs,
     folders: std::collections::HashSet<PathBuf>,
 }
 
@@ -248,7 +239,7 @@ fn sources(block: &AttachedBlock) -> Sources {
         block.string(block.header().input_root),
     ))
     .to_path_buf();
-    let mut files = crate::plan::Inputs::default();
+    let mut files = crate::engine::plan::Inputs::default();
     let mut seen = std::collections::HashSet::new();
     let mut folders = std::collections::HashSet::new();
     for i in 0..block.image_count() {
@@ -257,7 +248,7 @@ fn sources(block: &AttachedBlock) -> Sources {
         // A symbolic link inside the input folder may lead elsewhere: where the files are.
         if let Some(folder) = source.parent() {
             if seen.insert(folder.to_path_buf()) {
-                folders.insert(crate::plan::real_folder(folder));
+                folders.insert(crate::engine::plan::real_folder(folder));
             }
         }
     }
@@ -278,9 +269,9 @@ fn refuse_to_write_among_sources(
 ) -> anyhow::Result<()> {
     let sources = sources(block);
     for (target, _) in targets.iter().flatten() {
-        let real = crate::plan::real_location(target);
+        let real = crate::engine::plan::real_location(target);
         if let Some(input) = sources.files.clash(&real) {
-            return Err(crate::plan::Clash {
+            return Err(crate::engine::plan::Clash {
                 target: target.clone(),
                 input,
             }
@@ -314,7 +305,7 @@ fn refuse_to_write_among_sources(
 /// Refuses an export onto one of the dataset's source files, by path or by device and inode (a
 /// hard link, a symbolic link to it), before anything is written.
 fn refuse_to_replace_a_source(block: &AttachedBlock, file: &Path) -> anyhow::Result<()> {
-    let real = crate::plan::real_location(file);
+    let real = crate::engine::plan::real_location(file);
     if let Some(input) = sources(block).files.clash(&real) {
         let named = if input == real {
             String::new()
@@ -334,8 +325,8 @@ fn refuse_to_replace_a_source(block: &AttachedBlock, file: &Path) -> anyhow::Res
 /// folder): renamed over it, the .npy would take the place of a dataset, which then neither
 /// attaches nor can be removed with `rm`.
 fn refuse_to_replace_a_block(file: &Path, backing: &Backing) -> anyhow::Result<()> {
-    let real = crate::plan::real_location(file);
-    let blocks = crate::plan::real_folder(&backing.dir());
+    let real = crate::engine::plan::real_location(file);
+    let blocks = crate::engine::plan::real_folder(&backing.dir());
     let named_as_block = real
         .file_name()
         .is_some_and(|n| n.as_bytes().starts_with(NAME_PREFIX.as_bytes()));

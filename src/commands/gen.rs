@@ -14,7 +14,7 @@ use image::{Rgb, RgbImage};
 use shmpipe_block::Backing;
 use shmpipe_worker::codec;
 
-use crate::supervise::Signals;
+use crate::engine::supervise::Signals;
 
 /// A stop signal ended `gen` between images: those written are whole, the rest not started.
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +118,11 @@ pub fn generate(
         other => bail!("invalid --format {other:?}: gen writes png or jpeg"),
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (path, e) in crate::blocks::remove_left_temporaries(dir, &Backing::Shm) {
+    for (path, e) in crate::engine::sweep::remove_left_temporaries(dir, &Backing::Shm) {
         eprintln!("shmpipe: warning: cannot remove left temporary {path}: {e}");
     }
     let signals = Signals::register()?;
-    let owner = crate::dataset::temporaries_owner();
+    let owner = crate::engine::dataset::temporaries_owner();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let progress = indicatif::ProgressBar::new(count).with_style(
         indicatif::ProgressStyle::with_template(
@@ -210,34 +210,6 @@ fn write_through_rename(
     Ok(())
 }
 
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 2GiB or 512MiB"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    if value.is_nan() || value <= 0.0 || !value.is_finite() {
-        return Err(format!("{s:?} must be above 0"));
-    }
-    Ok((value * scale) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,15 +219,5 @@ mod tests {
         assert_eq!(synth(64, 48, 7, 3), synth(64, 48, 7, 3));
         assert_ne!(synth(64, 48, 7, 3), synth(64, 48, 8, 3));
         assert_ne!(synth(64, 48, 7, 3), synth(64, 48, 7, 4));
-    }
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1.5KB"), Ok(1500));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("2 parsecs").is_err());
-        assert!(parse_bytes("-1GiB").is_err());
     }
 }

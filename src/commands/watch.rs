@@ -11,8 +11,8 @@ use shmpipe_block::registry::{self, Liveness};
 use shmpipe_block::{AttachedBlock, Backing, BlockState};
 
 use crate::cli::WatchCli;
+use crate::engine::progress::{Display, Figures};
 use crate::exit;
-use crate::progress::{Display, Figures};
 
 pub fn watch(args: WatchCli) -> i32 {
     match watch_inner(args) {
@@ -34,7 +34,7 @@ fn counts(block: &AttachedBlock) -> (u64, u64, u64) {
 }
 
 fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
-    let name = crate::blocks::dataset_name(&args.name)?;
+    let name = crate::engine::dataset::dataset_name(&args.name)?;
     let backing = args.backing.map_or(Backing::Shm, Backing::Dir);
     // A run creating its block right now is refused by attach for an instant: retry briefly.
     let deadline = Instant::now() + Duration::from_secs(2);

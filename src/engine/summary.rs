@@ -57,7 +57,7 @@ pub struct Summary {
     /// The output folder (`-o`); null when the run wrote nothing.
     pub output_dir: Option<String>,
     /// The shard this run did, when the folder is split across hosts.
-    pub shard: Option<crate::shard::Shard>,
+    pub shard: Option<crate::engine::shard::Shard>,
     /// Files of the folder that fall in this shard.
     pub shard_files: Option<u64>,
     /// Where the wall time went before and after the workers' part.
@@ -74,7 +74,7 @@ pub struct Timings {
     /// From the first spawn until every worker has exited.
     pub work_s: f64,
     /// Spawn to attached-and-enlisted, per worker; null when no worker got that far.
-    pub worker_start: Option<crate::supervise::StartCost>,
+    pub worker_start: Option<crate::engine::supervise::StartCost>,
 }
 
 fn mib(bytes: u64) -> f64 {

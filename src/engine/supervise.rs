@@ -18,8 +18,8 @@ use anyhow::{bail, Context};
 use rustix::process::{kill_process, Pid, Signal};
 use shmpipe_block::{now_ns, ImageStatus, Mapping};
 
+use crate::engine::progress::Display;
 use crate::exit;
-use crate::progress::Display;
 
 /// An image in hand during this many worker deaths is quarantined as failed.
 pub const MAX_CRASHES: u32 = 3;

@@ -14,7 +14,7 @@ use super::point::{apply_lut, grayscale, grayscale_to_plane, point_lut};
 use super::{gaussian_kernel, parse_ops, Op, OpError, Scratch};
 
 /// The op chain compiled for execution: point ops folded into lookup tables.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct OpChain {
     ops: Vec<Op>,
     steps: Vec<Step>,

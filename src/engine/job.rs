@@ -1,0 +1,753 @@
+//! One job, as every mode that decodes a folder runs it (`run`, `load`, `bench memory`): plan,
+//! create the block, spawn and supervise the workers, join, collect the outcomes. The story of
+//! one job, top to bottom, each step a function of its own.
+//!
+//! Everything that can be refused is refused before the block exists. Once it exists, the
+//! [`OwnedBlock`] unlinks it on every path out of this module (drop) unless the job keeps it as
+//! a dataset, and the [`Pool`] leaves no worker running.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+use image::ImageFormat;
+use shmpipe_block::{
+    self as block, Backing, BlockError, BlockPlan, BlockState, ImageStatus, OwnedBlock,
+};
+use shmpipe_worker::codec::{self, PngCompression, FORMATS};
+use shmpipe_worker::ops::OpChain;
+use shmpipe_worker::resize::Geometry;
+
+use crate::engine::memory::{self, Sampler};
+use crate::engine::plan::{self, Plan};
+use crate::engine::progress::Display;
+use crate::engine::shard::Shard;
+use crate::engine::summary::{count, Failure, Summary, Timings};
+use crate::engine::supervise::{self, Launch, Outcome, Pool, Rules, Signals};
+
+/// JPEG and lossy WebP quality when none is given.
+pub const DEFAULT_QUALITY: u8 = 90;
+
+/// Everything a job needs, validated: what `run`, `load` and `bench memory` each make of their
+/// own flags, and the one thing the engine reads.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The input folder, resolved.
+    pub input: PathBuf,
+    /// The output folder, resolved and created; None: nothing is written.
+    pub output: Option<PathBuf>,
+    /// The output folder as the user gave it (what the summary shows).
+    pub output_as_given: Option<PathBuf>,
+    /// The output folder is inside the input folder and holds only outputs: the walk skips it.
+    pub output_in_input: bool,
+    pub chain: OpChain,
+    /// Every output in this format; None: each in its source's.
+    pub format: Option<ImageFormat>,
+    pub quality: Option<u8>,
+    pub png_compression: Option<PngCompression>,
+    pub strip: bool,
+    pub lossless: bool,
+    pub rgb: bool,
+    /// `--resize`, `--fit` and `--no-enlarge`.
+    pub geometry: Option<Geometry>,
+    pub channels: u32,
+    pub max_pixels: u64,
+    pub workers: u32,
+    pub image_timeout: Option<Duration>,
+    /// Each worker decodes into memory of its own (the comparison of `bench memory`).
+    pub copy_mode: bool,
+    pub backing: Option<PathBuf>,
+    pub strict: bool,
+    pub allow_truncated: bool,
+    pub skip_existing: bool,
+    pub no_fsync: bool,
+    pub exact_memory: bool,
+    pub shard: Option<Shard>,
+    /// Keep the block as this dataset.
+    pub keep: Option<String>,
+    /// Label each image by its first-level folder.
+    pub labels: bool,
+    /// The summary goes out as JSON: no progress display, no announcement.
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Job {
+    /// A job on the folder `input` with every setting at its default: no output, no ops, every
+    /// core, RGB or gray as each image is, refusing nothing but what is damaged.
+    pub fn on(input: &Path) -> anyhow::Result<Job> {
+        if !input.exists() {
+            bail!("input folder {} does not exist", input.display());
+        }
+        if !input.is_dir() {
+            bail!("input {} is not a folder", input.display());
+        }
+        let input = input
+            .canonicalize()
+            .with_context(|| format!("cannot resolve input folder {}", input.display()))?;
+        Ok(Job {
+            input,
+            output: None,
+            output_as_given: None,
+            output_in_input: false,
+            chain: OpChain::default(),
+            format: None,
+            quality: None,
+            png_compression: None,
+            strip: false,
+            lossless: false,
+            rgb: false,
+            geometry: None,
+            channels: block::CHANNELS_PER_IMAGE,
+            max_pixels: codec::DEFAULT_MAX_PIXELS,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            image_timeout: None,
+            copy_mode: false,
+            backing: None,
+            strict: false,
+            allow_truncated: false,
+            skip_existing: false,
+            no_fsync: false,
+            exact_memory: false,
+            shard: None,
+            keep: None,
+            labels: false,
+            json: false,
+            quiet: false,
+        })
+    }
+
+    /// Sets the block's folder (`--backing DIR`), which must exist.
+    pub fn backing(mut self, dir: Option<PathBuf>) -> anyhow::Result<Job> {
+        if let Some(dir) = &dir {
+            if !dir.is_dir() {
+                bail!("--backing {} is not a folder", dir.display());
+            }
+        }
+        self.backing = dir;
+        Ok(self)
+    }
+
+    fn backing_dir(&self) -> Backing {
+        self.backing.clone().map_or(Backing::Shm, Backing::Dir)
+    }
+}
+
+/// A job that stopped after its workers had started, for a reason other than a stop signal
+/// (its workers keep dying at start, say): some outputs may have been written.
+#[derive(Debug, thiserror::Error)]
+#[error("run aborted: {0:#}")]
+pub struct Aborted(anyhow::Error);
+
+/// What one job produced: its summary, its memory record and the signal that stopped it.
+pub struct JobResult {
+    pub summary: Summary,
+    pub memory: memory::Record,
+    pub signal_code: Option<i32>,
+}
+
+/// When the job started: for its durations, and on the wall clock for `watch` and `ls`.
+struct Clock {
+    started: Instant,
+    wall: SystemTime,
+}
+
+/// The plan of a job, before its block: the images and their slots, what was refused, and the
+/// counts the summary reports.
+struct Planned {
+    plan: Plan,
+    /// The pixels each image's source decodes to, before any --resize: the work.
+    source_pixels: Vec<u64>,
+    classes: Option<Vec<Vec<u8>>>,
+    failures: Vec<Failure>,
+    images_planned: u64,
+    shard_files: Option<u64>,
+    timings: Timings,
+    signal: Option<(i32, &'static str)>,
+}
+
+/// Runs one job to the end without printing its summary (`run` prints it; `bench` compares).
+pub fn run_job(job: &Job) -> anyhow::Result<JobResult> {
+    let signals = Signals::register()?;
+    let clock = Clock {
+        started: Instant::now(),
+        wall: SystemTime::now(),
+    };
+    let mut planned = plan_job(job, &signals, &clock)?;
+    if planned.plan.images.is_empty() {
+        return nothing_to_do(job, planned, &clock);
+    }
+    let workers = job.workers.min(planned.plan.images.len().max(1) as u32);
+    let mut block_plan = block_plan(job, &mut planned, workers);
+    let backing = job.backing_dir();
+    clear_leftovers(job, &backing);
+    let window_refused = match job.keep.is_none() && !job.copy_mode {
+        // A plain run holds a window of the folder, a kept dataset all of it.
+        true => {
+            let free = block::free_bytes(&backing.dir()).unwrap_or(u64::MAX);
+            let before = planned.failures.len();
+            plan_window(&mut block_plan, &mut planned, free, &job.input);
+            planned.failures.len() - before
+        }
+        false => 0,
+    };
+    let name = match &job.keep {
+        Some(dataset) => crate::engine::dataset::dataset_name(dataset)?,
+        None => block::fresh_name(),
+    };
+    let creating = Instant::now();
+    let mut block = create_block(&name, backing, &block_plan)?;
+    block.set_run_started(clock.wall);
+    if !job.quiet && !job.json {
+        announce(
+            job,
+            &block,
+            &block_plan,
+            planned.plan.rejected.len() + window_refused,
+        );
+    }
+    planned.timings.create_s = creating.elapsed().as_secs_f64();
+    let (outcome, memory) = work(job, &block, workers, &signals, &clock, &mut planned.timings)?;
+    let summary = collect(job, &block, &block_plan, planned, &outcome, &memory, &clock);
+    if summary.kept {
+        // Every image has its outcome: the dataset is ready. It stays for other processes to
+        // attach by name, until `shmpipe rm`.
+        block.set_dataset_ready();
+        block.keep();
+    }
+    // Unlink before reporting: whatever happens to stdout, the block is gone (unless kept).
+    drop(block);
+    Ok(JobResult {
+        summary,
+        memory,
+        signal_code: outcome.signal.map(|(code, _)| code),
+    })
+}
+
+/// Walks and probes the folder, assigns and checks the outputs, gives each image its slot's
+/// shape and its label; refuses a dataset of no images. A stop signal or `--strict`'s first
+/// refusal leaves no image to do.
+fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::Result<Planned> {
+    let stop_requested = || signals.received().is_some();
+    let keep = |relative: &[u8]| job.shard.as_ref().is_none_or(|s| s.contains(relative));
+    let skip_output = job.output.as_deref().filter(|_| job.output_in_input);
+    let mut plan = plan::plan(
+        &job.input,
+        skip_output,
+        job.max_pixels,
+        &keep,
+        &stop_requested,
+    );
+    let timings = Timings {
+        plan_s: clock.started.elapsed().as_secs_f64(),
+        ..Timings::default()
+    };
+    let shard_files = job
+        .shard
+        .as_ref()
+        .map(|_| (plan.images.len() + plan.rejected.len() + plan.skipped) as u64);
+    if let Some(out) = &job.output {
+        plan::assign_outputs(&mut plan, &job.input, out, job.format, job.skip_existing);
+        plan::check_outputs(&plan, &job.input, out, job.format)?;
+        if !job.quiet {
+            warn_unused_settings(job, &plan);
+        }
+    }
+    let source_pixels = plan
+        .images
+        .iter()
+        .map(|i| u64::from(i.width) * u64::from(i.height))
+        .collect();
+    if let Some(geometry) = &job.geometry {
+        // Each slot takes the image's resized shape (the box's, but under --fit inside); the
+        // decoder resizes straight into it.
+        for image in &mut plan.images {
+            (image.width, image.height) = geometry.slot_shape(image.width, image.height);
+        }
+    }
+    let classes = match job.labels {
+        true => Some(plan::label_by_folder(&job.input, &mut plan.images)?),
+        false => None,
+    };
+    let mut failures: Vec<Failure> = plan
+        .rejected
+        .iter()
+        .map(|r| Failure {
+            path: r.path.display().to_string(),
+            reason: r.reason.clone(),
+        })
+        .collect();
+    let images_planned = (plan.images.len() + plan.rejected.len()) as u64;
+    let signal = signals.received();
+    if signal.is_some() {
+        plan.images.clear();
+    }
+    if job.strict && !failures.is_empty() {
+        // --strict: the first bad file stops the run before any block exists.
+        failures.truncate(1);
+        plan.images.clear();
+    }
+    if let (true, Some(dataset), None, []) = (
+        plan.images.is_empty(),
+        &job.keep,
+        signal,
+        failures.as_slice(),
+    ) {
+        // A dataset of no images would be nothing anyone could use; none is created, and
+        // `save`, `apply` or Python would only say later that the name does not exist.
+        bail!(
+            "no images in {} ({}): dataset {dataset} not created",
+            job.input.display(),
+            match plan.skipped {
+                0 => "it holds no files".to_string(),
+                n => format!("{} without image content skipped", count(n as u64, "file")),
+            }
+        );
+    }
+    Ok(Planned {
+        plan,
+        source_pixels,
+        classes,
+        failures,
+        images_planned,
+        shard_files,
+        timings,
+        signal,
+    })
+}
+
+/// The summary of a job with no image to decode: nothing found, everything refused, or stopped
+/// before its block.
+fn nothing_to_do(job: &Job, planned: Planned, clock: &Clock) -> anyhow::Result<JobResult> {
+    let Planned {
+        plan,
+        failures,
+        images_planned,
+        shard_files,
+        timings,
+        signal,
+        ..
+    } = planned;
+    // The text summary says so itself.
+    if job.json && failures.is_empty() && plan.existing == 0 && signal.is_none() {
+        eprintln!("shmpipe: no images found in {}", job.input.display());
+    }
+    let images_failed = failures.len() as u64;
+    let summary = Summary {
+        block: None,
+        images_planned,
+        images_ok: 0,
+        images_not_started: images_planned - images_failed,
+        images_failed,
+        failures,
+        warnings: Vec::new(),
+        unsynced_folders: Vec::new(),
+        files_skipped: plan.skipped as u64,
+        files_existing: plan.existing as u64,
+        images_retried: 0,
+        worker_restarts: 0,
+        megapixels: 0.0,
+        source_megapixels: 0.0,
+        wall_s: clock.started.elapsed().as_secs_f64(),
+        megapixels_per_s: 0.0,
+        workers: 0,
+        block_bytes: 0,
+        window_slot_bytes: None,
+        dataset_bytes: 0,
+        memory_measured: false,
+        peak_total_pss_bytes: None,
+        peak_total_rss_bytes: None,
+        stopped_by_signal: signal.map(|(_, name)| name.to_string()),
+        stopped_by_strict: job.strict && !plan.rejected.is_empty(),
+        shard: job.shard.clone(),
+        shard_files,
+        kept: false,
+        output_dir: None,
+        timings,
+    };
+    Ok(JobResult {
+        summary,
+        memory: memory::Record::default(),
+        signal_code: signal.map(|(code, _)| code),
+    })
+}
+
+/// The block's plan: the planned images (moved out of `planned`) and every setting a worker
+/// reads from the block.
+fn block_plan(job: &Job, planned: &mut Planned, workers: u32) -> BlockPlan {
+    let joined = |items: Vec<String>| items.join(",");
+    BlockPlan {
+        worker_count: workers,
+        // A kept dataset holds one layout (one (N, H, W, C) array): RGB unless told.
+        channels: match (job.channels, &job.keep) {
+            (block::CHANNELS_PER_IMAGE, Some(_)) => 3,
+            (channels, _) => channels,
+        },
+        images: std::mem::take(&mut planned.plan.images),
+        input_root: job.input.as_os_str().as_bytes().to_vec(),
+        output_root: job
+            .output
+            .as_ref()
+            .map(|o| o.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default(),
+        op_chain: joined(job.chain.ops().iter().map(|o| o.to_string()).collect()),
+        output_format: job
+            .format
+            .map(|f| f.extensions_str()[0].to_string())
+            .unwrap_or_default(),
+        quality: job.quality.unwrap_or(DEFAULT_QUALITY) as u32,
+        png_compression: job.png_compression.unwrap_or(PngCompression::Fast) as u32,
+        strict: job.strict,
+        copy_mode: job.copy_mode,
+        rgb_output: job.rgb,
+        kept: job.keep.is_some(),
+        no_fsync: job.no_fsync,
+        max_pixels: job.max_pixels,
+        allow_truncated: job.allow_truncated,
+        strip: job.strip,
+        lossless: job.lossless,
+        resize_fit: job.geometry.map_or(0, |g| g.fit as u32),
+        classes: planned.classes.take(),
+        window_slot: None,
+    }
+}
+
+/// Blocks left by killed runs hold memory until removed: sweeps them first (never a live one),
+/// and the temporary outputs of killed runs into this job's output folder (never a live run's).
+fn clear_leftovers(job: &Job, backing: &Backing) {
+    crate::engine::sweep::sweep_before_run(backing, job.quiet);
+    if let Some(out) = &job.output {
+        for (path, e) in crate::engine::sweep::remove_left_temporaries(out, backing) {
+            if !job.quiet {
+                eprintln!("shmpipe: warning: cannot remove left-over {path}: {e}");
+            }
+        }
+    }
+}
+
+/// Creates the block, saying what to do when its name is taken or its filesystem is too small.
+fn create_block(name: &str, backing: Backing, plan: &BlockPlan) -> anyhow::Result<OwnedBlock> {
+    match OwnedBlock::create(name, backing, plan) {
+        Ok(b) => Ok(b),
+        Err(BlockError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("a block named {name} exists already: remove it with `shmpipe rm {name}`, or choose another name")
+        }
+        Err(e @ BlockError::NoSpace { .. }) => Err(anyhow!(
+            "{e}. Give it more room (docker run --shm-size=..., a Kubernetes emptyDir with medium: Memory and a sizeLimit), or put the block in a regular file with --backing DIR"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The line on stderr that says what the block holds. Files refused while planning have no
+/// slot: said here so that this line and the summary ("2 of 3 images done, 1 failed") count the
+/// same files.
+fn announce(job: &Job, block: &OwnedBlock, plan: &BlockPlan, refused: usize) {
+    let refused = match refused {
+        0 => String::new(),
+        n => format!(
+            " ({} refused, named at the end)",
+            count(n as u64, "more file")
+        ),
+    };
+    let held = match plan.window_slot {
+        Some(slot) => format!(
+            "a window of {} of {:.1} MiB",
+            count(plan.worker_count.into(), "slot"),
+            slot as f64 / (1 << 20) as f64
+        ),
+        None => "the whole dataset".to_string(),
+    };
+    let line = format!(
+        "shmpipe: block {}: {}{refused}, {:.1} MiB ({held}), {}{}",
+        block.name(),
+        count(block.image_count() as u64, "image"),
+        block.len() as f64 / (1 << 20) as f64,
+        count(plan.worker_count.into(), "worker"),
+        job.geometry.map_or(String::new(), |g| format!(", {g}"))
+    );
+    let width = crate::engine::summary::width_of(&console::Term::stderr());
+    eprintln!("{}", crate::engine::summary::fit(&line, width));
+}
+
+/// Spawns the workers and supervises them until every image has its outcome or a signal stops
+/// the job; samples the memory meanwhile. The block is marked finished on the way out.
+fn work(
+    job: &Job,
+    block: &OwnedBlock,
+    workers: u32,
+    signals: &Signals,
+    clock: &Clock,
+    timings: &mut Timings,
+) -> anyhow::Result<(Outcome, memory::Record)> {
+    let pids = Arc::new(Mutex::new(Vec::new()));
+    let sampler = Sampler::start(Arc::clone(&pids), 20, !job.exact_memory);
+    let launch = Launch {
+        exe: std::env::current_exe().context("cannot find this program's path to start workers")?,
+        block: block.name().to_string(),
+        backing: job.backing.clone(),
+        max_pixels: job.max_pixels,
+        apply: false,
+        cores: job.workers,
+    };
+    let mut pool = Pool::new(launch, workers, pids);
+    let display = Display::new(
+        block.image_count() as u64,
+        workers as usize,
+        job.quiet || job.json,
+        clock.wall,
+    );
+    let working = Instant::now();
+    let rules = Rules {
+        image_timeout: job.image_timeout,
+        strict: job.strict,
+    };
+    let outcome = supervise::supervise(
+        block,
+        &mut pool,
+        &display,
+        signals,
+        &rules,
+        &|_| false,
+        &|index| remove_partial_output(block, index, job),
+    );
+    timings.work_s = working.elapsed().as_secs_f64();
+    timings.worker_start = pool.start_cost(block);
+    display.update(block);
+    display.finish();
+    drop(pool);
+    let memory = sampler.finish(block.memory_bytes());
+    block.set_state(BlockState::Finished);
+    let outcome = outcome.map_err(|e| anyhow::Error::new(Aborted(e)))?;
+    Ok((outcome, memory))
+}
+
+/// The job's summary, once the join is complete and every outcome in the block is final; makes
+/// the outputs' renames durable on the way.
+fn collect(
+    job: &Job,
+    block: &OwnedBlock,
+    plan: &BlockPlan,
+    planned: Planned,
+    outcome: &Outcome,
+    memory: &memory::Record,
+    clock: &Clock,
+) -> Summary {
+    let Planned {
+        plan: files,
+        source_pixels,
+        mut failures,
+        images_planned,
+        shard_files,
+        timings,
+        ..
+    } = planned;
+    let mut done = Done::default();
+    // The block's images are the planned ones, in order.
+    debug_assert_eq!(source_pixels.len(), block.image_count());
+    for (i, &source) in source_pixels.iter().enumerate() {
+        let path = || {
+            job.input
+                .join(Path::new(std::ffi::OsStr::from_bytes(block.source(i))))
+                .display()
+                .to_string()
+        };
+        match block.images()[i].status() {
+            Some(ImageStatus::Done) => done.add(block, i, source, path, job),
+            Some(ImageStatus::Failed) => failures.push(Failure {
+                path: path(),
+                reason: block.message(i).unwrap_or_default(),
+            }),
+            // Not reached because the run was stopped: neither done nor failed.
+            _ if outcome.signal.is_some() || outcome.strict_stop => {}
+            _ => failures.push(Failure {
+                path: path(),
+                reason: "not processed: no worker could take it".into(),
+            }),
+        }
+    }
+    let unsynced_folders = sync_outputs(job, &done.written);
+    let wall_s = clock.started.elapsed().as_secs_f64();
+    let source_megapixels = done.source_pixels as f64 / 1e6;
+    let images_failed = failures.len() as u64;
+    Summary {
+        block: Some(block.name().to_string()),
+        images_planned,
+        images_ok: done.images,
+        images_not_started: images_planned.saturating_sub(done.images + images_failed),
+        images_failed,
+        failures,
+        warnings: done.warnings,
+        unsynced_folders,
+        files_skipped: files.skipped as u64,
+        files_existing: files.existing as u64,
+        images_retried: outcome.retried,
+        worker_restarts: outcome.restarts,
+        megapixels: done.pixels as f64 / 1e6,
+        source_megapixels,
+        wall_s,
+        megapixels_per_s: source_megapixels / wall_s.max(1e-9),
+        workers: plan.worker_count,
+        block_bytes: block.len(),
+        window_slot_bytes: plan.window_slot,
+        dataset_bytes: plan.pixel_bytes(),
+        memory_measured: memory.available,
+        peak_total_pss_bytes: memory.available.then_some(memory.peak_pss),
+        peak_total_rss_bytes: memory.available.then_some(memory.peak_rss),
+        stopped_by_signal: outcome.signal.map(|(_, name)| name.to_string()),
+        stopped_by_strict: outcome.strict_stop,
+        shard: job.shard.clone(),
+        shard_files,
+        kept: job.keep.is_some() && outcome.signal.is_none() && !outcome.strict_stop,
+        output_dir: job
+            .output_as_given
+            .as_ref()
+            .map(|o| o.display().to_string()),
+        timings,
+    }
+}
+
+/// The images that were done: their count, pixels, warnings and the outputs written.
+#[derive(Default)]
+struct Done {
+    images: u64,
+    pixels: u64,
+    source_pixels: u64,
+    warnings: Vec<Failure>,
+    written: Vec<PathBuf>,
+}
+
+impl Done {
+    fn add(
+        &mut self,
+        block: &OwnedBlock,
+        i: usize,
+        source: u64,
+        path: impl Fn() -> String,
+        job: &Job,
+    ) {
+        self.images += 1;
+        if let Some(reason) = block.warning(i) {
+            self.warnings.push(Failure {
+                path: path(),
+                reason,
+            });
+        }
+        let slot = block.slot(i);
+        self.pixels += (slot.height * slot.width) as u64;
+        self.source_pixels += source;
+        self.written.extend(output_target(block, i, job));
+    }
+}
+
+/// Each output's data was flushed before its rename; this makes the renames durable. Gives the
+/// folders that could not be synced, with the reason.
+fn sync_outputs(job: &Job, written: &[PathBuf]) -> Vec<Failure> {
+    let (Some(root), false) = (&job.output, job.no_fsync) else {
+        return Vec::new();
+    };
+    codec::sync_folders(root, written.iter().map(PathBuf::as_path))
+        .into_iter()
+        .map(|(folder, e)| Failure {
+            path: folder.display().to_string(),
+            reason: e.to_string(),
+        })
+        .collect()
+}
+
+/// Says once, on stderr, when a flag given has no effect on any output of this run: `--quality`
+/// with no JPEG or lossy WebP among the outputs, `--png-compression` with no PNG, `--lossless`
+/// with no WebP.
+fn warn_unused_settings(job: &Job, planned: &Plan) {
+    let outputs = |wanted: ImageFormat| {
+        planned.images.iter().any(|i| {
+            job.format
+                .unwrap_or(FORMATS[i.format as usize % FORMATS.len()])
+                == wanted
+        })
+    };
+    let lossy_webp = outputs(ImageFormat::WebP) && !job.lossless;
+    if job.quality.is_some() && !outputs(ImageFormat::Jpeg) && !lossy_webp {
+        eprintln!("shmpipe: warning: --quality has no effect: no output of this run is a JPEG or a lossy WebP (it sets their quality)");
+    }
+    if job.lossless && !outputs(ImageFormat::WebP) {
+        eprintln!("shmpipe: warning: --lossless has no effect: no output of this run is a WebP");
+    }
+    if job.png_compression.is_some() && !outputs(ImageFormat::Png) {
+        eprintln!(
+            "shmpipe: warning: --png-compression has no effect: no output of this run is a PNG"
+        );
+    }
+}
+
+/// Sizes a plain run's window ([`block::FLAG_WINDOW`]): one slot per worker, reused image after
+/// image, each as large as the largest planned image, unless the `free` bytes of the block's
+/// filesystem hold less. Then each slot is one worker's share of them, and every image larger
+/// fails alone, with its reason, before the block exists: a few files declaring huge sizes
+/// never refuse the whole run.
+fn plan_window(plan: &mut BlockPlan, planned: &mut Planned, free: u64, input: &Path) {
+    let workers = u64::from(plan.worker_count.max(1));
+    let tables = plan.tables_size().unwrap_or(u64::MAX);
+    let share = free.saturating_sub(tables) / workers / block::ALIGN * block::ALIGN;
+    let slot = plan
+        .images
+        .iter()
+        .filter_map(|img| plan.image_bytes(img))
+        .filter(|&b| b <= share)
+        .max()
+        .unwrap_or(0);
+    let images = std::mem::take(&mut plan.images);
+    let mut pixels = Vec::with_capacity(images.len());
+    for (img, source) in images.into_iter().zip(planned.source_pixels.drain(..)) {
+        match plan.image_bytes(&img) {
+            Some(b) if b <= slot => {
+                plan.images.push(img);
+                pixels.push(source);
+            }
+            b => planned.failures.push(Failure {
+                path: input
+                    .join(Path::new(std::ffi::OsStr::from_bytes(&img.source)))
+                    .display()
+                    .to_string(),
+                reason: format!(
+                    "its {:.1} MiB of pixels do not fit one worker's share ({:.1} MiB) of the free shared memory: use fewer workers (-j), give it more room, or --backing DIR",
+                    b.unwrap_or(u64::MAX) as f64 / (1 << 20) as f64,
+                    share as f64 / (1 << 20) as f64
+                ),
+            }),
+        }
+    }
+    planned.source_pixels = pixels;
+    plan.window_slot = Some(slot);
+}
+
+/// Where image `index`'s output goes, when the job writes outputs.
+fn output_target(block: &OwnedBlock, index: usize, job: &Job) -> Option<PathBuf> {
+    let root = job.output.as_ref()?;
+    let slot = block.slot(index);
+    let input_format = FORMATS[slot.format as usize % FORMATS.len()];
+    let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(index)));
+    let output_format = job.format.unwrap_or(input_format);
+    Some(codec::output_path(root, relative, output_format))
+}
+
+/// Removes the temporary file a killed worker may have left beside an image's output.
+fn remove_partial_output(block: &OwnedBlock, index: usize, job: &Job) {
+    let Some(target) = output_target(block, index, job) else {
+        return;
+    };
+    let Some(dir) = target.parent() else { return };
+    // Only this job's: another run writing the same image into the same folder keeps its own.
+    let prefix = codec::temp_prefix(&target, block.name());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
+                // The dead worker's lock went with it; a run of the same block name in another
+                // --backing folder holds its own.
+                let _ = codec::remove_temporary_unless_held(&entry.path());
+            }
+        }
+    }
+}

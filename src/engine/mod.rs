@@ -1,0 +1,13 @@
+//! The job engine every mode drives: plan (walk and probe the inputs, assign outputs), block
+//! (create it, or attach to a kept one), supervise (spawn workers, restart the dead, stop on a
+//! signal), report (the summary and its exit code).
+
+pub mod dataset;
+pub mod job;
+pub mod memory;
+pub mod plan;
+pub mod progress;
+pub mod shard;
+pub mod summary;
+pub mod supervise;
+pub mod sweep;
