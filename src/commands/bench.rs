@@ -13,8 +13,9 @@ use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::BenchMemoryCli;
 use crate::commands::gen;
-use crate::engine::job::{run_job, Job};
+use crate::engine::job::run_job;
 use crate::engine::memory::Sample;
+use crate::engine::settings::Job;
 use crate::exit;
 
 /// One mode's figures.

@@ -22,7 +22,7 @@ use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::{ExportCli, LoadCli, SaveCli};
 use crate::engine::dataset::{attach, temporaries_owner};
-use crate::engine::job::Job;
+use crate::engine::settings::Job;
 use crate::exit;
 
 fn fail(e: anyhow::Error) -> i32 {

@@ -10,7 +10,8 @@ use shmpipe_worker::ops::OpChain;
 use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::RunCli;
-use crate::engine::job::{run_job, Aborted, Job};
+use crate::engine::job::{run_job, Aborted};
+use crate::engine::settings::Job;
 use crate::engine::shard::Shard;
 use crate::engine::summary::Summary;
 use crate::exit;

@@ -9,131 +9,24 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
-use image::ImageFormat;
 use shmpipe_block::{
     self as block, Backing, BlockError, BlockPlan, BlockState, ImageStatus, OwnedBlock,
 };
-use shmpipe_worker::codec::{self, PngCompression, FORMATS};
-use shmpipe_worker::ops::OpChain;
-use shmpipe_worker::resize::Geometry;
+use shmpipe_worker::codec::PngCompression;
 
 use crate::engine::memory::{self, Sampler};
+use crate::engine::outputs::{
+    output_target, remove_partial_output, sync_outputs, warn_unused_settings,
+};
+use crate::engine::settings::{Job, DEFAULT_QUALITY};
+
 use crate::engine::plan::{self, Plan};
 use crate::engine::progress::Display;
-use crate::engine::shard::Shard;
 use crate::engine::summary::{count, Failure, Summary, Timings};
 use crate::engine::supervise::{self, Launch, Outcome, Pool, Rules, Signals};
-
-/// JPEG and lossy WebP quality when none is given.
-pub const DEFAULT_QUALITY: u8 = 90;
-
-/// Everything a job needs, validated: what `run`, `load` and `bench memory` each make of their
-/// own flags, and the one thing the engine reads.
-#[derive(Clone, Debug)]
-pub struct Job {
-    /// The input folder, resolved.
-    pub input: PathBuf,
-    /// The output folder, resolved and created; None: nothing is written.
-    pub output: Option<PathBuf>,
-    /// The output folder as the user gave it (what the summary shows).
-    pub output_as_given: Option<PathBuf>,
-    /// The output folder is inside the input folder and holds only outputs: the walk skips it.
-    pub output_in_input: bool,
-    pub chain: OpChain,
-    /// Every output in this format; None: each in its source's.
-    pub format: Option<ImageFormat>,
-    pub quality: Option<u8>,
-    pub png_compression: Option<PngCompression>,
-    pub strip: bool,
-    pub lossless: bool,
-    pub rgb: bool,
-    /// `--resize`, `--fit` and `--no-enlarge`.
-    pub geometry: Option<Geometry>,
-    pub channels: u32,
-    pub max_pixels: u64,
-    pub workers: u32,
-    pub image_timeout: Option<Duration>,
-    /// Each worker decodes into memory of its own (the comparison of `bench memory`).
-    pub copy_mode: bool,
-    pub backing: Option<PathBuf>,
-    pub strict: bool,
-    pub allow_truncated: bool,
-    pub skip_existing: bool,
-    pub no_fsync: bool,
-    pub exact_memory: bool,
-    pub shard: Option<Shard>,
-    /// Keep the block as this dataset.
-    pub keep: Option<String>,
-    /// Label each image by its first-level folder.
-    pub labels: bool,
-    /// The summary goes out as JSON: no progress display, no announcement.
-    pub json: bool,
-    pub quiet: bool,
-}
-
-impl Job {
-    /// A job on the folder `input` with every setting at its default: no output, no ops, every
-    /// core, RGB or gray as each image is, refusing nothing but what is damaged.
-    pub fn on(input: &Path) -> anyhow::Result<Job> {
-        if !input.exists() {
-            bail!("input folder {} does not exist", input.display());
-        }
-        if !input.is_dir() {
-            bail!("input {} is not a folder", input.display());
-        }
-        let input = input
-            .canonicalize()
-            .with_context(|| format!("cannot resolve input folder {}", input.display()))?;
-        Ok(Job {
-            input,
-            output: None,
-            output_as_given: None,
-            output_in_input: false,
-            chain: OpChain::default(),
-            format: None,
-            quality: None,
-            png_compression: None,
-            strip: false,
-            lossless: false,
-            rgb: false,
-            geometry: None,
-            channels: block::CHANNELS_PER_IMAGE,
-            max_pixels: codec::DEFAULT_MAX_PIXELS,
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            image_timeout: None,
-            copy_mode: false,
-            backing: None,
-            strict: false,
-            allow_truncated: false,
-            skip_existing: false,
-            no_fsync: false,
-            exact_memory: false,
-            shard: None,
-            keep: None,
-            labels: false,
-            json: false,
-            quiet: false,
-        })
-    }
-
-    /// Sets the block's folder (`--backing DIR`), which must exist.
-    pub fn backing(mut self, dir: Option<PathBuf>) -> anyhow::Result<Job> {
-        if let Some(dir) = &dir {
-            if !dir.is_dir() {
-                bail!("--backing {} is not a folder", dir.display());
-            }
-        }
-        self.backing = dir;
-        Ok(self)
-    }
-
-    fn backing_dir(&self) -> Backing {
-        self.backing.clone().map_or(Backing::Shm, Backing::Dir)
-    }
-}
 
 /// A job that stopped after its workers had started, for a reason other than a stop signal
 /// (its workers keep dying at start, say): some outputs may have been written.
@@ -295,16 +188,7 @@ fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::Result<Plann
         signal,
         failures.as_slice(),
     ) {
-        // A dataset of no images would be nothing anyone could use; none is created, and
-        // `save`, `apply` or Python would only say later that the name does not exist.
-        bail!(
-            "no images in {} ({}): dataset {dataset} not created",
-            job.input.display(),
-            match plan.skipped {
-                0 => "it holds no files".to_string(),
-                n => format!("{} without image content skipped", count(n as u64, "file")),
-            }
-        );
+        bail!("{}", no_dataset(job, dataset, &plan));
     }
     Ok(Planned {
         plan,
@@ -316,6 +200,19 @@ fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::Result<Plann
         timings,
         signal,
     })
+}
+
+/// Why a dataset of no images is not created: it would be nothing anyone could use, and `save`,
+/// `apply` or Python would only say later that the name does not exist.
+fn no_dataset(job: &Job, dataset: &str, plan: &Plan) -> String {
+    format!(
+        "no images in {} ({}): dataset {dataset} not created",
+        job.input.display(),
+        match plan.skipped {
+            0 => "it holds no files".to_string(),
+            n => format!("{} without image content skipped", count(n as u64, "file")),
+        }
+    )
 }
 
 /// The summary of a job with no image to decode: nothing found, everything refused, or stopped
@@ -544,30 +441,7 @@ fn collect(
         timings,
         ..
     } = planned;
-    let mut done = Done::default();
-    // The block's images are the planned ones, in order.
-    debug_assert_eq!(source_pixels.len(), block.image_count());
-    for (i, &source) in source_pixels.iter().enumerate() {
-        let path = || {
-            job.input
-                .join(Path::new(std::ffi::OsStr::from_bytes(block.source(i))))
-                .display()
-                .to_string()
-        };
-        match block.images()[i].status() {
-            Some(ImageStatus::Done) => done.add(block, i, source, path, job),
-            Some(ImageStatus::Failed) => failures.push(Failure {
-                path: path(),
-                reason: block.message(i).unwrap_or_default(),
-            }),
-            // Not reached because the run was stopped: neither done nor failed.
-            _ if outcome.signal.is_some() || outcome.strict_stop => {}
-            _ => failures.push(Failure {
-                path: path(),
-                reason: "not processed: no worker could take it".into(),
-            }),
-        }
-    }
+    let done = outcomes(job, block, &source_pixels, outcome, &mut failures);
     let unsynced_folders = sync_outputs(job, &done.written);
     let wall_s = clock.started.elapsed().as_secs_f64();
     let source_megapixels = done.source_pixels as f64 / 1e6;
@@ -609,6 +483,42 @@ fn collect(
     }
 }
 
+/// Each image's outcome in the block, once the join is complete: the done ones counted in
+/// [`Done`], the failed ones (and those no worker could take) added to `failures`.
+fn outcomes(
+    job: &Job,
+    block: &OwnedBlock,
+    source_pixels: &[u64],
+    outcome: &Outcome,
+    failures: &mut Vec<Failure>,
+) -> Done {
+    let mut done = Done::default();
+    // The block's images are the planned ones, in order.
+    debug_assert_eq!(source_pixels.len(), block.image_count());
+    for (i, &source) in source_pixels.iter().enumerate() {
+        let path = || {
+            job.input
+                .join(Path::new(std::ffi::OsStr::from_bytes(block.source(i))))
+                .display()
+                .to_string()
+        };
+        match block.images()[i].status() {
+            Some(ImageStatus::Done) => done.add(block, i, source, path, job),
+            Some(ImageStatus::Failed) => failures.push(Failure {
+                path: path(),
+                reason: block.message(i).unwrap_or_default(),
+            }),
+            // Not reached because the run was stopped: neither done nor failed.
+            _ if outcome.signal.is_some() || outcome.strict_stop => {}
+            _ => failures.push(Failure {
+                path: path(),
+                reason: "not processed: no worker could take it".into(),
+            }),
+        }
+    }
+    done
+}
+
 /// The images that were done: their count, pixels, warnings and the outputs written.
 #[derive(Default)]
 struct Done {
@@ -639,46 +549,6 @@ impl Done {
         self.pixels += (slot.height * slot.width) as u64;
         self.source_pixels += source;
         self.written.extend(output_target(block, i, job));
-    }
-}
-
-/// Each output's data was flushed before its rename; this makes the renames durable. Gives the
-/// folders that could not be synced, with the reason.
-fn sync_outputs(job: &Job, written: &[PathBuf]) -> Vec<Failure> {
-    let (Some(root), false) = (&job.output, job.no_fsync) else {
-        return Vec::new();
-    };
-    codec::sync_folders(root, written.iter().map(PathBuf::as_path))
-        .into_iter()
-        .map(|(folder, e)| Failure {
-            path: folder.display().to_string(),
-            reason: e.to_string(),
-        })
-        .collect()
-}
-
-/// Says once, on stderr, when a flag given has no effect on any output of this run: `--quality`
-/// with no JPEG or lossy WebP among the outputs, `--png-compression` with no PNG, `--lossless`
-/// with no WebP.
-fn warn_unused_settings(job: &Job, planned: &Plan) {
-    let outputs = |wanted: ImageFormat| {
-        planned.images.iter().any(|i| {
-            job.format
-                .unwrap_or(FORMATS[i.format as usize % FORMATS.len()])
-                == wanted
-        })
-    };
-    let lossy_webp = outputs(ImageFormat::WebP) && !job.lossless;
-    if job.quality.is_some() && !outputs(ImageFormat::Jpeg) && !lossy_webp {
-        eprintln!("shmpipe: warning: --quality has no effect: no output of this run is a JPEG or a lossy WebP (it sets their quality)");
-    }
-    if job.lossless && !outputs(ImageFormat::WebP) {
-        eprintln!("shmpipe: warning: --lossless has no effect: no output of this run is a WebP");
-    }
-    if job.png_compression.is_some() && !outputs(ImageFormat::Png) {
-        eprintln!(
-            "shmpipe: warning: --png-compression has no effect: no output of this run is a PNG"
-        );
     }
 }
 
@@ -721,33 +591,4 @@ fn plan_window(plan: &mut BlockPlan, planned: &mut Planned, free: u64, input: &P
     }
     planned.source_pixels = pixels;
     plan.window_slot = Some(slot);
-}
-
-/// Where image `index`'s output goes, when the job writes outputs.
-fn output_target(block: &OwnedBlock, index: usize, job: &Job) -> Option<PathBuf> {
-    let root = job.output.as_ref()?;
-    let slot = block.slot(index);
-    let input_format = FORMATS[slot.format as usize % FORMATS.len()];
-    let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(index)));
-    let output_format = job.format.unwrap_or(input_format);
-    Some(codec::output_path(root, relative, output_format))
-}
-
-/// Removes the temporary file a killed worker may have left beside an image's output.
-fn remove_partial_output(block: &OwnedBlock, index: usize, job: &Job) {
-    let Some(target) = output_target(block, index, job) else {
-        return;
-    };
-    let Some(dir) = target.parent() else { return };
-    // Only this job's: another run writing the same image into the same folder keeps its own.
-    let prefix = codec::temp_prefix(&target, block.name());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
-                // The dead worker's lock went with it; a run of the same block name in another
-                // --backing folder holds its own.
-                let _ = codec::remove_temporary_unless_held(&entry.path());
-            }
-        }
-    }
 }

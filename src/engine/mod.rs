@@ -5,8 +5,10 @@
 pub mod dataset;
 pub mod job;
 pub mod memory;
+pub mod outputs;
 pub mod plan;
 pub mod progress;
+pub mod settings;
 pub mod shard;
 pub mod summary;
 pub mod supervise;
