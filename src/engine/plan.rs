@@ -146,25 +146,7 @@ pub fn plan(
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let path = e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| root.to_path_buf());
-                if !keep(
-                    path.strip_prefix(root)
-                        .unwrap_or(&path)
-                        .as_os_str()
-                        .as_bytes(),
-                ) {
-                    continue;
-                }
-                let reason = if e.loop_ancestor().is_some() {
-                    "symlink loop".to_string()
-                } else {
-                    e.io_error()
-                        .map_or_else(|| e.to_string(), |io| format!("cannot read: {io}"))
-                };
-                plan.rejected.push(Rejected { path, reason });
+                plan.rejected.extend(unreadable(&e, root, keep));
                 continue;
             }
         };
@@ -173,20 +155,7 @@ pub fn plan(
             continue;
         }
         if !kind.is_file() {
-            // A FIFO, socket or device: reading it could block or never end. One with an
-            // image's name is listed with the reason; any other is counted as skipped.
-            let path = entry.path();
-            let relative = path.strip_prefix(root).unwrap_or(path);
-            if keep(relative.as_os_str().as_bytes()) {
-                if has_image_name(path) {
-                    plan.rejected.push(Rejected {
-                        path: path.to_path_buf(),
-                        reason: format!("not a regular file ({}): not read", special_kind(&kind)),
-                    });
-                } else {
-                    plan.skipped += 1;
-                }
-            }
+            special_file(entry.path(), &kind, root, keep, &mut plan);
             continue;
         }
         let path = entry.path();
@@ -201,30 +170,79 @@ pub fn plan(
             plan.skipped += 1;
             continue;
         }
-        match codec::probe(path, max_pixels) {
-            Ok(probe) => {
-                let (source_size, source_mtime_ns) = codec::source_identity(path);
-                plan.images.push(PlannedImage {
-                    height: probe.height,
-                    width: probe.width,
-                    format: probe.format,
-                    channels: probe.channels(),
-                    source: relative.as_os_str().as_bytes().to_vec(),
-                    source_size,
-                    source_mtime_ns,
-                    original_width: probe.width,
-                    original_height: probe.height,
-                    label: -1,
-                })
-            }
-            Err(CodecError::NotAnImage) if !has_image_name(path) => plan.skipped += 1,
-            Err(e) => plan.rejected.push(Rejected {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
-        }
+        probe_file(path, relative, max_pixels, &mut plan);
     }
     plan
+}
+
+/// What the walk could not read (a folder it may not list, a symlink loop), as a refused path;
+/// None when it lies outside the shard (`keep`).
+fn unreadable(e: &walkdir::Error, root: &Path, keep: &dyn Fn(&[u8]) -> bool) -> Option<Rejected> {
+    let path = e
+        .path()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    let relative = path.strip_prefix(root).unwrap_or(&path);
+    if !keep(relative.as_os_str().as_bytes()) {
+        return None;
+    }
+    let reason = if e.loop_ancestor().is_some() {
+        "symlink loop".to_string()
+    } else {
+        e.io_error()
+            .map_or_else(|| e.to_string(), |io| format!("cannot read: {io}"))
+    };
+    Some(Rejected { path, reason })
+}
+
+/// A FIFO, socket or device: reading it could block or never end. One with an image's name is
+/// listed with the reason; any other is counted as skipped.
+fn special_file(
+    path: &Path,
+    kind: &std::fs::FileType,
+    root: &Path,
+    keep: &dyn Fn(&[u8]) -> bool,
+    plan: &mut Plan,
+) {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    if !keep(relative.as_os_str().as_bytes()) {
+        return;
+    }
+    if has_image_name(path) {
+        plan.rejected.push(Rejected {
+            path: path.to_path_buf(),
+            reason: format!("not a regular file ({}): not read", special_kind(kind)),
+        });
+    } else {
+        plan.skipped += 1;
+    }
+}
+
+/// Reads a regular file's header: an image is planned with its shape, a file without image
+/// content and without an image's name is skipped, anything else refused with the reason.
+fn probe_file(path: &Path, relative: &Path, max_pixels: u64, plan: &mut Plan) {
+    match codec::probe(path, max_pixels) {
+        Ok(probe) => {
+            let (source_size, source_mtime_ns) = codec::source_identity(path);
+            plan.images.push(PlannedImage {
+                height: probe.height,
+                width: probe.width,
+                format: probe.format,
+                channels: probe.channels(),
+                source: relative.as_os_str().as_bytes().to_vec(),
+                source_size,
+                source_mtime_ns,
+                original_width: probe.width,
+                original_height: probe.height,
+                label: -1,
+            })
+        }
+        Err(CodecError::NotAnImage) if !has_image_name(path) => plan.skipped += 1,
+        Err(e) => plan.rejected.push(Rejected {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The output paths given out so far. The first image (in sorted order) to claim a path keeps

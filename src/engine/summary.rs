@@ -192,8 +192,18 @@ impl Summary {
     }
 
     pub fn text(&self) -> String {
-        let mut out = String::new();
         let stop = self.stop_reason();
+        let mut out = self.headline(stop.as_deref());
+        self.push_problems(&mut out);
+        if let Some(block) = &self.block {
+            self.push_block(&mut out, block, stop.is_some());
+        }
+        out
+    }
+
+    /// The first line: how many images were done of how many, and why the run stopped.
+    fn headline(&self, stop: Option<&str>) -> String {
+        let mut out = String::new();
         if self.images_planned == 0 {
             let line = match (&stop, self.files_existing) {
                 (Some(stop), _) => format!("nothing done: {stop} before any image was planned"),
@@ -216,11 +226,17 @@ impl Summary {
             if self.images_not_started > 0 {
                 out.push_str(&format!(", {} not started", self.images_not_started));
             }
-            if let Some(stop) = &stop {
+            if let Some(stop) = stop {
                 out.push_str(&format!(": {stop}"));
             }
             out.push('\n');
         }
+        out
+    }
+
+    /// What went wrong or was left alone: retries, failures and warnings with their files,
+    /// folders not flushed, files skipped, outputs that existed, the shard.
+    fn push_problems(&self, out: &mut String) {
         if self.images_retried > 0 || self.worker_restarts > 0 {
             out.push_str(&format!(
                 "{} retried after a worker died, {}\n",
@@ -280,9 +296,11 @@ impl Summary {
                 count(files, "file")
             ));
         }
-        let Some(block) = &self.block else {
-            return out;
-        };
+    }
+
+    /// What the block did: the throughput, where the outputs went, what was kept, the block's
+    /// size and the peak memory.
+    fn push_block(&self, out: &mut String, block: &str, stopped: bool) {
         if self.images_ok > 0 {
             let resized = if (self.source_megapixels - self.megapixels).abs() > 0.05 {
                 format!(" (resized to {:.1} MP)", self.megapixels)
@@ -298,7 +316,7 @@ impl Summary {
             ));
         }
         match &self.output_dir {
-            Some(dir) if stop.is_some() => out.push_str(&format!(
+            Some(dir) if stopped => out.push_str(&format!(
                 "written to {dir}: the complete outputs, none of the rest\n"
             )),
             Some(dir) => out.push_str(&format!("written to {dir}\n")),
@@ -342,7 +360,6 @@ impl Summary {
             }
             _ => out.push_str("peak memory: not measured (no /proc on this system)\n"),
         }
-        out
     }
 }
 
