@@ -85,6 +85,8 @@ for py in "$HOME"/.pyenv/versions/3.1[1-9].*/bin/python; do
 done
 export SHMPIPE_PYTHONS
 
+# Most tests wait on processes they started: four at a time keep two cores busy.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 # With arguments, only what they select (`./test.sh --test integration run::`).
 [ $# -gt 0 ] && exec cargo test --workspace "$@"
 cargo test --workspace
