@@ -156,7 +156,7 @@ pub const PAUSE_AFTER_JOB_ENV: &str = "SHMPIPE_TEST_PAUSE_AFTER_JOB";
 fn execute(job: &Job) -> anyhow::Result<i32> {
     let done = run_job(job)?;
     if let Some(secs) =
-        shmpipe_worker::worker::test_hook(PAUSE_AFTER_JOB_ENV).and_then(|s| s.parse().ok())
+        shmpipe_worker::hooks::test_hook(PAUSE_AFTER_JOB_ENV).and_then(|s| s.parse().ok())
     {
         eprintln!("shmpipe: test: pausing {secs} s after the job");
         std::thread::sleep(Duration::from_secs(secs));

@@ -161,7 +161,7 @@ fn stalled_on(command: &str, name: &str, ops: &str, image: &str) -> (Child, u32)
     args.extend([os("-j"), os("1")]);
     let child = spawn(
         &args,
-        &[(shmpipe_worker::worker::STALL_ENV, format!("{image}:30"))],
+        &[(shmpipe_worker::hooks::STALL_ENV, format!("{image}:30"))],
     );
     let pid = child.id();
     let deadline = Instant::now() + HANG;
@@ -416,7 +416,7 @@ fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
                 os("-q"),
             ],
             &[(
-                shmpipe_worker::worker::STALL_ENV,
+                shmpipe_worker::hooks::STALL_ENV,
                 "img000000.png:1".to_string(),
             )],
         );
@@ -480,7 +480,7 @@ fn the_next_pass_opens_only_when_every_worker_has_parked() {
             os("2"),
         ],
         &[(
-            shmpipe_worker::worker::DELAY_AFTER_DONE_ENV,
+            shmpipe_worker::hooks::DELAY_AFTER_DONE_ENV,
             "300".to_string(),
         )],
     );
@@ -602,7 +602,7 @@ fn a_killed_load_is_incomplete_and_clean_removes_it() {
             os("1"),
         ],
         &[(
-            shmpipe_worker::worker::STALL_ENV,
+            shmpipe_worker::hooks::STALL_ENV,
             "img000001.png:30".to_string(),
         )],
     );
@@ -731,7 +731,7 @@ fn opening_a_pass_wakes_every_parked_worker() {
                 os(workers),
                 os("-q"),
             ],
-            &[(shmpipe_worker::worker::PARK_TIMEOUT_ENV, "3600".to_string())],
+            &[(shmpipe_worker::hooks::PARK_TIMEOUT_ENV, "3600".to_string())],
         );
         let out = finish(child, "apply with hour-long waits");
         assert!(out.status.success(), "{}", crate::util::stderr(&out));

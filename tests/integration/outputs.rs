@@ -132,8 +132,8 @@ fn a_run_aborted_after_writing_outputs_exits_1_not_2() {
             os("1"),
             os("-q"),
         ])
-        .env(shmpipe_worker::worker::CRASH_ENV, "rocket.jpg")
-        .env(shmpipe_worker::worker::FAIL_START_ENV, "1")
+        .env(shmpipe_worker::hooks::CRASH_ENV, "rocket.jpg")
+        .env(shmpipe_worker::hooks::FAIL_START_ENV, "1")
         .output()
         .unwrap();
     assert!(!files_under(&out).is_empty(), "outputs were written first");

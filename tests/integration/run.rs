@@ -398,7 +398,7 @@ fn a_crashing_worker_is_replaced_and_its_image_redone_from_source() {
             os("-j"),
             os("2"),
         ])
-        .env(shmpipe_worker::worker::CRASH_ENV, "chelsea.png:2")
+        .env(shmpipe_worker::hooks::CRASH_ENV, "chelsea.png:2")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -437,7 +437,7 @@ fn an_image_in_hand_at_three_crashes_is_quarantined_and_the_rest_finish() {
             os("-j"),
             os("2"),
         ])
-        .env(shmpipe_worker::worker::CRASH_ENV, "camera.png:100")
+        .env(shmpipe_worker::hooks::CRASH_ENV, "camera.png:100")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

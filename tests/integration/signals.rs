@@ -25,7 +25,7 @@ fn stop_mid_run(signal: Signal, expected_code: i32) {
             os("2"),
             os("--json"),
         ])
-        .env(shmpipe_worker::worker::STALL_ENV, "camera.png")
+        .env(shmpipe_worker::hooks::STALL_ENV, "camera.png")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -21,7 +21,7 @@ fn start_stalled_run(out: &Path) -> Child {
         os("2"),
         os("--quiet"),
     ])
-    .env(shmpipe_worker::worker::STALL_ENV, "camera.png")
+    .env(shmpipe_worker::hooks::STALL_ENV, "camera.png")
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()

@@ -159,7 +159,7 @@ fn stopped_run(dir: &Path, extra: &[&str]) -> String {
     let child = Command::new(crate::util::bin())
         .args([os("run"), dir.as_os_str(), os("-j"), os("1")])
         .args(extra)
-        .env(shmpipe_worker::worker::STALL_ENV, "img000003.png")
+        .env(shmpipe_worker::hooks::STALL_ENV, "img000003.png")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -51,7 +51,7 @@ fn start_held_run(input: &Path, out: &Path, held: &str, cleanup: &mut Cleanup) -
             os("1"),
             os("-q"),
         ])
-        .env(shmpipe_worker::worker::STALL_ENV, format!("{held}:60"))
+        .env(shmpipe_worker::hooks::STALL_ENV, format!("{held}:60"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -179,7 +179,7 @@ fn a_crashed_worker_removes_only_its_own_runs_temporary() {
             out.as_os_str(),
             os("--json"),
         ])
-        .env(shmpipe_worker::worker::CRASH_ENV, "shared.png:1")
+        .env(shmpipe_worker::hooks::CRASH_ENV, "shared.png:1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -31,7 +31,7 @@ fn a_stopped_worker_is_killed_its_image_retried_and_the_run_succeeds() {
     // The worker that takes rocket.jpg stops itself with SIGSTOP: hung, not dead.
     let output = run_with(
         &stalled,
-        Some((shmpipe_worker::worker::SIGSTOP_ENV, "rocket.jpg")),
+        Some((shmpipe_worker::hooks::SIGSTOP_ENV, "rocket.jpg")),
     );
     assert_eq!(
         output.status.code(),
@@ -62,10 +62,7 @@ fn an_image_that_always_hangs_is_reported_and_the_others_finish() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     // camera.png sleeps 60 s every time it is tried: three timeouts, then it is failed.
-    let output = run_with(
-        &out,
-        Some((shmpipe_worker::worker::STALL_ENV, "camera.png")),
-    );
+    let output = run_with(&out, Some((shmpipe_worker::hooks::STALL_ENV, "camera.png")));
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -155,7 +152,7 @@ fn apply_kills_a_stuck_worker_rebuilds_its_image_and_fails_one_that_always_hangs
     let (stopped, out) = applied(
         tmp.path(),
         &names[1],
-        &[(shmpipe_worker::worker::SIGSTOP_ENV, "img000002.jpg")],
+        &[(shmpipe_worker::hooks::SIGSTOP_ENV, "img000002.jpg")],
     );
     assert!(
         stopped.status.success(),
@@ -183,7 +180,7 @@ fn apply_kills_a_stuck_worker_rebuilds_its_image_and_fails_one_that_always_hangs
     let (hung, out) = applied(
         tmp.path(),
         &names[2],
-        &[(shmpipe_worker::worker::STALL_ENV, "img000002.jpg:30")],
+        &[(shmpipe_worker::hooks::STALL_ENV, "img000002.jpg:30")],
     );
     assert_eq!(
         hung.status.code(),

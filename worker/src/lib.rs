@@ -19,6 +19,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod codec;
+pub mod hooks;
 pub mod jpeg;
 pub mod metadata;
 pub mod ops;

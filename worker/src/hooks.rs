@@ -1,0 +1,40 @@
+//! The test hooks: fault injection that the integration tests drive through `SHMPIPE_TEST_*`
+//! variables, read only through [`test_hook`], which gives nothing in a build without debug
+//! assertions (every release binary, the wheel's included).
+
+/// The value of test hook `name` (one of the `SHMPIPE_TEST_*` variables below), in builds with
+/// debug assertions (what `cargo test` runs) only: a release binary has no fault hooks, so no
+/// environment variable can make a shipped worker crash, stall or stop.
+pub fn test_hook(name: &str) -> Option<String> {
+    if cfg!(debug_assertions) {
+        std::env::var(name).ok()
+    } else {
+        None
+    }
+}
+
+/// Test-only fault injection: `SHMPIPE_TEST_CRASH=NAME[:N]` makes a worker abort while it holds
+/// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
+/// (default 1). Fault tests use it to kill a worker at a chosen image, deterministically.
+pub const CRASH_ENV: &str = "SHMPIPE_TEST_CRASH";
+/// Test-only: `SHMPIPE_TEST_STALL=NAME[:SECONDS]` makes a worker sleep (a minute by default),
+/// ignoring SIGTERM, once it holds the image whose path ends with NAME and before it touches the
+/// slot: a worker stuck in a decoder, for stop tests.
+pub const STALL_ENV: &str = "SHMPIPE_TEST_STALL";
+/// Test-only: `SHMPIPE_TEST_SIGSTOP=NAME` makes a worker stop itself with SIGSTOP (a hung
+/// process, as a debugger or a stuck NFS read leaves one) once it holds the image whose path ends
+/// with NAME, the first time that image is tried.
+pub const SIGSTOP_ENV: &str = "SHMPIPE_TEST_SIGSTOP";
+/// Test-only: `SHMPIPE_TEST_FAIL_START_AFTER=N` makes a worker exit with an error as soon as it
+/// has attached, once N images of the run are done: a worker that cannot start, after outputs
+/// were written.
+pub const FAIL_START_ENV: &str = "SHMPIPE_TEST_FAIL_START_AFTER";
+
+/// Test-only: `SHMPIPE_TEST_DELAY_AFTER_DONE=MS` makes an `apply` worker wait that long after
+/// each image it publishes, before it looks for the next: the window in which a coordinator that
+/// did not wait for every worker to park would open the next pass under it.
+pub const DELAY_AFTER_DONE_ENV: &str = "SHMPIPE_TEST_DELAY_AFTER_DONE";
+/// Test-only: `SHMPIPE_TEST_PARK_TIMEOUT=SECONDS` sets how long a parked `apply` worker waits
+/// before it re-checks its parent (1 s by default): set high, a wake-up that misses a worker
+/// shows as a hang instead of a one-second stall.
+pub const PARK_TIMEOUT_ENV: &str = "SHMPIPE_TEST_PARK_TIMEOUT";
