@@ -29,8 +29,8 @@
 //!
 //! The files, one concern each:
 //!
-//! - `layout`: the `#[repr(C)]` header and records, constants, flags, status enums, and
-//!   [`BlockPlan`] with the region computation. No mapping.
+//! - `layout`: the `#[repr(C)]` header and records, constants, flags, status enums. No mapping.
+//! - `plan`: [`BlockPlan`] and the region computation. No mapping.
 //! - `error`: [`BlockError`].
 //! - `backing`: [`Backing`] (shm or a folder), block names ([`validate_name`], [`fresh_name`]).
 //! - `mapping`: [`Mapping`] and its read accessors (header, tables, history, strings, slots,
@@ -54,6 +54,7 @@ mod error;
 mod layout;
 mod mapping;
 mod owned;
+mod plan;
 pub mod registry;
 mod validate;
 
@@ -64,13 +65,14 @@ pub use backing::{
 pub use claim::Claim;
 pub use error::BlockError;
 pub use layout::{
-    claimed_word, now_ms, now_ns, png_level, BlockPlan, BlockState, DatasetState, Header,
-    HistoryEntry, ImageRecord, ImageStatus, PlannedImage, StrRef, WorkerRecord, ALIGN,
-    CHANNELS_PER_IMAGE, FLAG_ALLOW_TRUNCATED, FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC,
-    FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP, FLAG_WINDOW, HISTORY_AT_LOAD, HISTORY_CAPACITY,
-    HISTORY_EQUALIZE, HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS, HISTORY_NORMALIZE,
-    HISTORY_NORMALIZE_FLOAT, HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE, LAYOUT_VERSION, MAGIC,
-    MESSAGE_LEN, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    claimed_word, now_ms, now_ns, png_level, BlockState, DatasetState, Header, HistoryEntry,
+    ImageRecord, ImageStatus, StrRef, WorkerRecord, ALIGN, CHANNELS_PER_IMAGE,
+    FLAG_ALLOW_TRUNCATED, FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT,
+    FLAG_STRICT, FLAG_STRIP, FLAG_WINDOW, HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_EQUALIZE,
+    HISTORY_FLOAT_STATS, HISTORY_HAS_LUTS, HISTORY_NORMALIZE, HISTORY_NORMALIZE_FLOAT,
+    HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NO_IMAGE,
+    PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 pub use mapping::{Mapping, SlotInfo};
 pub use owned::{free_bytes, unix_ns, OwnedBlock};
+pub use plan::{BlockPlan, PlannedImage};

@@ -17,8 +17,8 @@ use memmap2::MmapRaw;
 use rustix::fs::{FallocateFlags, FlockOperation};
 
 use super::error::io_err;
-use super::layout::{align_up, Regions};
 use super::mapping::Layout;
+use super::plan::{align_up, Regions};
 use super::{
     fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
     HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
