@@ -315,14 +315,9 @@ pub struct SaveCli {
     pub backing: Option<PathBuf>,
 }
 
+/// What `apply` and `repair` share: the workers of each pass over a kept dataset.
 #[derive(Debug, Args)]
-pub struct ApplyCli {
-    /// The dataset (NAME or shmpipe-NAME).
-    pub name: String,
-    /// Op chain, as `run --ops`; may hold one dataset-wide op: normalize, normalize:float or
-    /// equalize:dataset.
-    #[arg(long, value_name = "LIST")]
-    pub ops: String,
+pub struct PassCli {
     /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
@@ -339,22 +334,23 @@ pub struct ApplyCli {
 }
 
 #[derive(Debug, Args)]
+pub struct ApplyCli {
+    /// The dataset (NAME or shmpipe-NAME).
+    pub name: String,
+    /// Op chain, as `run --ops`; may hold one dataset-wide op: normalize, normalize:float or
+    /// equalize:dataset.
+    #[arg(long, value_name = "LIST")]
+    pub ops: String,
+    #[command(flatten)]
+    pub pass: PassCli,
+}
+
+#[derive(Debug, Args)]
 pub struct RepairCli {
     /// The dataset (NAME or shmpipe-NAME).
     pub name: String,
-    /// Worker processes [default: available cores].
-    #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub workers: Option<u32>,
-    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
-    /// is rebuilt from its source by a new worker, and marked failed after three such ends.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub image_timeout: u64,
-    /// Look for the dataset in DIR (a `--backing` folder) instead of /dev/shm.
-    #[arg(long, value_name = "DIR")]
-    pub backing: Option<PathBuf>,
-    /// No progress display and no summary.
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub pass: PassCli,
 }
 
 #[derive(Debug, Args)]

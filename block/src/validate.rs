@@ -195,17 +195,15 @@ impl Mapping {
             if copy_mode && (slot_len != 0 || offset != 0) {
                 return Err(bad("a copy-mode block holds no pixels"));
             }
+            let source_in_bounds = || match source.offset.checked_add(source.len) {
+                Some(e) if e <= layout.strings_len as u64 => Ok(()),
+                _ => Err(bad("source path is out of bounds")),
+            };
             if let Some((_, window_slot)) = window {
                 if offset != 0 || slot_len > window_slot as u64 {
                     return Err(bad("image does not fit its window's slots"));
                 }
-                if source
-                    .offset
-                    .checked_add(source.len)
-                    .is_none_or(|e| e > layout.strings_len as u64)
-                {
-                    return Err(bad("source path is out of bounds"));
-                }
+                source_in_bounds()?;
                 // No place of its own: only a claim holds the pixels (see `Claim::slot`).
                 slots.push(SlotInfo {
                     offset: pixels_offset as usize,
@@ -234,13 +232,7 @@ impl Mapping {
                     ))
                 }
             }
-            if source
-                .offset
-                .checked_add(source.len)
-                .is_none_or(|e| e > layout.strings_len as u64)
-            {
-                return Err(bad("source path is out of bounds"));
-            }
+            source_in_bounds()?;
             slots.push(SlotInfo {
                 offset: start.unwrap_or_default() as usize,
                 height: height as usize,

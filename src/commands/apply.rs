@@ -27,7 +27,7 @@ use shmpipe_block::{
 };
 use shmpipe_worker::ops::{self, DatasetOp, OpChain};
 
-use crate::cli::{ApplyCli, RepairCli};
+use crate::cli::{ApplyCli, PassCli, RepairCli};
 use crate::engine::dataset::not_ready;
 use crate::engine::progress::Display;
 use crate::engine::supervise::{self, Launch, Pool, Rules, Signals, STOP_GRACE};
@@ -69,7 +69,7 @@ fn chain_text(chain: &OpChain) -> String {
 
 fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
     let stages = ops::parse_apply(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
-    let block = crate::engine::dataset::attach(&args.name, args.backing.clone())?;
+    let block = crate::engine::dataset::attach(&args.name, args.pass.backing.clone())?;
     let mut writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {
@@ -109,16 +109,13 @@ fn apply_inner(args: ApplyCli) -> anyhow::Result<i32> {
         .ok_or_else(|| anyhow!("{name}: its history is full"))?;
     let job = Job {
         writer: &mut writer,
-        workers: args.workers,
-        backing: args.backing,
-        quiet: args.quiet,
-        image_timeout: args.image_timeout,
+        pass: args.pass,
     };
     job.drive(&format!("applied {:?} to", args.ops))
 }
 
 fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
-    let block = crate::engine::dataset::attach(&args.name, args.backing.clone())?;
+    let block = crate::engine::dataset::attach(&args.name, args.pass.backing.clone())?;
     let mut writer = block.lock_exclusive()?;
     let name = writer.name().to_string();
     if !writer.is_kept() {
@@ -138,21 +135,15 @@ fn repair_inner(args: RepairCli) -> anyhow::Result<i32> {
     writer.set_dataset_state(DatasetState::Repairing);
     let job = Job {
         writer: &mut writer,
-        workers: args.workers,
-        backing: args.backing,
-        quiet: args.quiet,
-        image_timeout: args.image_timeout,
+        pass: args.pass,
     };
     job.drive("repaired")
 }
 
 struct Job<'a, 'b> {
     writer: &'a mut Writer<'b>,
-    workers: Option<u32>,
-    backing: Option<std::path::PathBuf>,
-    quiet: bool,
-    /// `--image-timeout` in seconds, 0 for none.
-    image_timeout: u64,
+    /// The workers, `--image-timeout` (seconds, 0 for none), `--backing` and `--quiet`.
+    pass: PassCli,
 }
 
 impl Job<'_, '_> {
@@ -163,6 +154,7 @@ impl Job<'_, '_> {
         let name = writer.name().to_string();
         let failed_before = failed_images(writer);
         let workers = self
+            .pass
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
             .min(writer.workers().len() as u32)
@@ -173,7 +165,7 @@ impl Job<'_, '_> {
             exe: std::env::current_exe()
                 .context("cannot find this program's path to start workers")?,
             block: name.clone(),
-            backing: self.backing.clone(),
+            backing: self.pass.backing.clone(),
             max_pixels: writer.header().load_max_pixels,
             apply: true,
             cores: workers,
@@ -188,12 +180,12 @@ impl Job<'_, '_> {
         let display = Display::new(
             writer.image_count() as u64,
             workers as usize,
-            self.quiet,
+            self.pass.quiet,
             started_wall,
         );
         let rules = Rules {
-            image_timeout: (self.image_timeout > 0)
-                .then(|| Duration::from_secs(self.image_timeout)),
+            image_timeout: (self.pass.image_timeout > 0)
+                .then(|| Duration::from_secs(self.pass.image_timeout)),
             strict: false,
         };
         let mut passes = 0;
@@ -282,7 +274,7 @@ impl Job<'_, '_> {
             .copied()
             .filter(|i| !failed_before.contains(i))
             .collect();
-        if !self.quiet {
+        if !self.pass.quiet {
             let count = writer.image_count();
             println!(
                 "{verb} {name}: {} of {count} images ok in {:.2} s ({passes} pass{}{})",
