@@ -1,12 +1,13 @@
 //! The test hooks: fault injection that the integration tests drive through `SHMPIPE_TEST_*`
-//! variables, read only through [`test_hook`], which gives nothing in a build without debug
-//! assertions (every release binary, the wheel's included).
+//! variables, read only through [`test_hook`], which gives nothing unless the crate is built
+//! with its `test-hooks` feature. Only the tests turn it on (the root package's dev-dependency
+//! on this crate), so `cargo build`, `cargo install` and the wheel have no fault hooks.
 
-/// The value of test hook `name` (one of the `SHMPIPE_TEST_*` variables below), in builds with
-/// debug assertions (what `cargo test` runs) only: a release binary has no fault hooks, so no
-/// environment variable can make a shipped worker crash, stall or stop.
+/// The value of test hook `name` (one of the `SHMPIPE_TEST_*` variables below), in test builds
+/// only (the `test-hooks` feature): no environment variable can make a shipped worker crash,
+/// stall or stop.
 pub fn test_hook(name: &str) -> Option<String> {
-    if cfg!(debug_assertions) {
+    if cfg!(feature = "test-hooks") {
         std::env::var(name).ok()
     } else {
         None
