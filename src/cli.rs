@@ -89,6 +89,13 @@ pub enum Command {
     /// Benchmarks anyone can repeat.
     #[command(subcommand)]
     Bench(BenchCli),
+    /// List every op of `--ops` with its parameter, range, default and formula, or describe one.
+    #[command(after_help = "Examples:\n  shmpipe ops\n  shmpipe ops blur")]
+    Ops {
+        /// The op to describe (or any of its other names).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
     /// Print a shell completion script on stdout (hidden commands and flags left out).
     #[command(after_help = "Examples (the folders may not exist yet):
   mkdir -p ~/.local/share/bash-completion/completions

@@ -19,7 +19,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use commands::{apply, bench, blocks, dataset, gen, manual, run, watch};
+use commands::{apply, bench, blocks, dataset, gen, manual, ops, run, watch};
 
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| refuse(e));
@@ -54,6 +54,7 @@ fn main() {
         Command::Apply(args) => apply::apply(args),
         Command::Repair(args) => apply::repair(args),
         Command::Watch(args) => watch::watch(args),
+        Command::Ops { name } => ops::ops(name.as_deref()),
         Command::Completions { shell } => manual::completions(shell),
         Command::Man { dir } => manual::man_pages(dir.as_deref()),
         Command::Worker(args) => run_worker(args),

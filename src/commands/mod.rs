@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod dataset;
 pub mod gen;
 pub mod manual;
+pub mod ops;
 pub mod raster;
 pub mod run;
 pub mod watch;

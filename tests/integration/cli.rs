@@ -562,3 +562,71 @@ fn the_program_and_the_python_package_have_one_version() {
         format!("shmpipe {version}")
     );
 }
+
+/// `shmpipe ops` lists every op with an example, and each example runs as `run --ops` on a real
+/// image; `shmpipe ops NAME` describes one; a misspelt op, in `ops` or in `--ops`, is refused
+/// with the op it is nearest to.
+#[test]
+fn ops_lists_every_op_each_example_runs_and_a_typo_gets_did_you_mean() {
+    let listed = shmpipe(&["ops"]);
+    assert_eq!(listed.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let examples: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("example:   --ops "))
+        .collect();
+    assert_eq!(examples.len(), 14, "{text}");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([x as u8 * 9, y as u8 * 13, 77]))
+        .save(input.join("a.png"))
+        .unwrap();
+    let dataset_wide = text
+        .split("Dataset-wide ops")
+        .nth(1)
+        .expect("the second part");
+    for example in examples {
+        let out = crate::util::run(&[
+            "run",
+            input.to_str().unwrap(),
+            "--ops",
+            example,
+            "-j",
+            "1",
+            "-q",
+        ]);
+        if dataset_wide.contains(&format!("--ops {example}\n")) {
+            assert_eq!(out.status.code(), Some(2), "{example}");
+            assert!(
+                crate::util::stderr(&out).contains("dataset-wide"),
+                "{example}"
+            );
+        } else {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{example}: {}",
+                crate::util::stderr(&out)
+            );
+        }
+    }
+
+    let one = shmpipe(&["ops", "grey"]);
+    assert_eq!(one.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&one.stdout).starts_with("  grayscale\n"));
+
+    let typo = shmpipe(&["ops", "blurr"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(crate::util::stderr(&typo).contains("did you mean blur?"));
+
+    let run = crate::util::run(&["run", input.to_str().unwrap(), "--ops", "grayscal", "-q"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        crate::util::stderr(&run).contains("unknown op \"grayscal\": did you mean grayscale?"),
+        "{}",
+        crate::util::stderr(&run)
+    );
+    let far = crate::util::run(&["run", input.to_str().unwrap(), "--ops", "resize:9", "-q"]);
+    assert!(!crate::util::stderr(&far).contains("did you mean"));
+}

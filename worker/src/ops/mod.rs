@@ -8,6 +8,7 @@
 //!
 //! The files, one concern each:
 //!
+//! - `catalog`: every op as `shmpipe ops` documents it, and "did you mean".
 //! - `parse`: [`Op`], [`OpError`], [`parse_ops`]; `apply` lists: [`DatasetOp`], [`ApplyStages`],
 //!   [`parse_apply`].
 //! - `chain`: [`OpChain`] (ops compiled into steps and run in order), [`Layout`],
@@ -21,6 +22,7 @@
 
 mod bands;
 mod blur;
+pub mod catalog;
 mod chain;
 mod geometry;
 mod parse;

@@ -43,7 +43,7 @@ pub enum Op {
 /// Why an `--ops` list was refused. Names the op and the argument.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OpError {
-    #[error("unknown op {0:?} (known: invert, grayscale, brightness:F, scale:F, contrast:F, gamma:G, threshold:T, blur:SIGMA, sharpen[:A], flip-h, flip-v; and, with shmpipe apply on a loaded dataset, normalize, normalize:float, equalize:dataset)")]
+    #[error("unknown op {name:?}{hint}", name = .0, hint = unknown_hint(.0))]
     Unknown(String),
     #[error("op {op:?} needs an argument, for example {example}")]
     MissingArg { op: String, example: &'static str },
@@ -82,6 +82,15 @@ impl fmt::Display for Op {
             Op::FlipH => write!(f, "flip-h"),
             Op::FlipV => write!(f, "flip-v"),
         }
+    }
+}
+
+/// What to say after an unknown op's name: the op it is nearest to, and where every op is listed.
+fn unknown_hint(name: &str) -> String {
+    let known = "invert, grayscale, brightness:F, scale:F, contrast:F, gamma:G, threshold:T, blur:SIGMA, sharpen[:A], flip-h, flip-v; and, with shmpipe apply on a loaded dataset, normalize, normalize:float, equalize:dataset";
+    match super::catalog::did_you_mean(name) {
+        Some(op) => format!(": did you mean {op}? (known: {known}; `shmpipe ops` describes each)"),
+        None => format!(" (known: {known}; `shmpipe ops` describes each)"),
     }
 }
 
