@@ -266,6 +266,7 @@ fn plot(path: &Path, b: &MemoryBench) -> anyhow::Result<()> {
             let tmp = tempfile::Builder::new()
                 .prefix(".shmpipe-plot-")
                 .suffix(".png")
+                .permissions(shmpipe_worker::codec::ordinary_mode())
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot write the plot in {}", dir.display()))?;
             image

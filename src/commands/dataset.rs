@@ -435,6 +435,7 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
     let tmp = codec::held_temporary(|| {
         tempfile::Builder::new()
             .prefix(&codec::temp_prefix(&args.file, &temporaries_owner()))
+            .permissions(codec::ordinary_mode())
             .tempfile_in(dir)
     })
     .with_context(|| format!("cannot write in {}", dir.display()))?;

@@ -197,6 +197,7 @@ fn write_through_rename(
     let tmp = codec::held_temporary(|| {
         tempfile::Builder::new()
             .prefix(&codec::temp_prefix(path, owner))
+            .permissions(codec::ordinary_mode())
             .tempfile_in(dir)
     })
     .with_context(|| format!("cannot write {}", path.display()))?;

@@ -175,6 +175,7 @@ fn write_shard_manifest(out: &Path, shard: &Shard, summary: &Summary) -> anyhow:
     let name = format!(".shmpipe-shard-{}-of-{}.json", shard.index, shard.count);
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!("{name}.tmp-"))
+        .permissions(codec::ordinary_mode())
         .tempfile_in(out)
         .with_context(|| format!("cannot write the shard manifest in {}", out.display()))?;
     serde_json::to_writer_pretty(&mut tmp, summary)?;

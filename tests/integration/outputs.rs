@@ -222,3 +222,112 @@ fn save_writes_no_two_images_to_one_file() {
     );
     assert!(saved_as(own.join("b.png")) == picture(3), "b.jpg's pixels");
 }
+
+/// `shmpipe ARGS` started by a shell under `umask MASK`, to completion, leaving nothing behind.
+fn under_umask(mask: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {mask}; exec \"$0\" \"$@\""))
+        .arg(crate::util::bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let out = crate::util::finish(child, &format!("{args:?} under umask {mask}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        crate::util::stderr(&out)
+    );
+    out
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Issue 27: exports and plots came out 0600 (a temporary file's mode, kept through the rename).
+/// Every file we create for the user honours the umask as any tool's does: `gen`'s images,
+/// `run`'s outputs and shard manifest, an export and a PNG plot are 0644 under umask 022 and
+/// 0600 under 077. A dataset's block stays 0600 whatever the umask.
+#[test]
+fn files_we_create_honour_the_umask_and_blocks_stay_private() {
+    for (mask, want) in [("022", 0o644), ("077", 0o600)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
+        under_umask(
+            mask,
+            &[
+                os("gen"),
+                input.as_os_str(),
+                os("--count"),
+                os("2"),
+                os("--size"),
+                os("32x24"),
+            ],
+        );
+        under_umask(
+            mask,
+            &[
+                os("run"),
+                input.as_os_str(),
+                os("-o"),
+                out.as_os_str(),
+                os("--shard"),
+                os("0/1"),
+                os("-q"),
+            ],
+        );
+        let made: Vec<_> = files_under(&input)
+            .into_iter()
+            .map(|f| input.join(f))
+            .chain(files_under(&out).into_iter().map(|f| out.join(f)))
+            .filter(|f| !f.ends_with(".shmpipe-output"))
+            .collect();
+        assert_eq!(made.len(), 5, "{made:?}");
+        assert!(made
+            .iter()
+            .any(|f| f.ends_with(".shmpipe-shard-0-of-1.json")));
+        for file in &made {
+            assert_eq!(mode(file), want, "{} under umask {mask}", file.display());
+        }
+
+        let name = format!("umask{mask}{}", std::process::id());
+        let _dataset = crate::util::Dataset(name.clone());
+        under_umask(
+            mask,
+            &[
+                os("load"),
+                input.as_os_str(),
+                os("--name"),
+                os(&name),
+                os("-q"),
+            ],
+        );
+        let block = std::path::Path::new("/dev/shm").join(format!("shmpipe-{name}"));
+        assert_eq!(mode(&block), 0o600, "the block under umask {mask}");
+        let export = tmp.path().join("pixels.npy");
+        under_umask(mask, &[os("export"), os(&name), export.as_os_str()]);
+        assert_eq!(mode(&export), want, "the export under umask {mask}");
+
+        let plot = tmp.path().join("memory.png");
+        under_umask(
+            mask,
+            &[
+                os("bench"),
+                os("memory"),
+                os("--generate"),
+                os("2MiB"),
+                os("--image-size"),
+                os("64x48"),
+                os("-j"),
+                os("1"),
+                os("--plot"),
+                plot.as_os_str(),
+            ],
+        );
+        assert_eq!(mode(&plot), want, "the plot under umask {mask}");
+    }
+}

@@ -3,7 +3,6 @@
 //! a temporary file and a rename (see `files`).
 
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
@@ -250,8 +249,7 @@ pub fn encode_with(
     let mut tmp = held_temporary(|| {
         tempfile::Builder::new()
             .prefix(&temp_prefix(target, run))
-            // An ordinary file's mode (0666 less the umask), not the temporary file's 0600.
-            .permissions(std::fs::Permissions::from_mode(0o666))
+            .permissions(ordinary_mode())
             .tempfile_in(dir)
     })
     .map_err(write_err)?;

@@ -233,3 +233,10 @@ pub(crate) fn os_reason(e: io::Error) -> io::Error {
         None => e,
     }
 }
+
+/// The mode of a file we create for the user (an output, an export, a plot, a manifest): an
+/// ordinary file's 0666 less the umask (0644 under the usual umask), where a temporary file
+/// would otherwise keep tempfile's 0600 once renamed into place. Blocks stay 0600.
+pub fn ordinary_mode() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o666)
+}
