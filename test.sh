@@ -90,8 +90,6 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 # With arguments, only what they select (`./test.sh --test integration run::`).
 [ $# -gt 0 ] && exec cargo test --workspace "$@"
 cargo test --workspace
-# The wheel, built and installed as a user installs it: a fresh venv, no cargo on PATH.
-tests/wheel.sh
 # docs/scale-out.md against what runs, with the debug binary just built: its Kubernetes manifest,
 # and its Slurm script under a real single-node Slurm (root; it installs Slurm if missing, and
 # fails if Slurm cannot run here, unless SHMPIPE_SKIP_SLURM_TEST=1 skips it on purpose).
@@ -101,3 +99,7 @@ if [ -z "${SHMPIPE_SKIP_SLURM_TEST:-}" ]; then
 else
     echo "test.sh: tests/scale-out/slurm.sh skipped (SHMPIPE_SKIP_SLURM_TEST=1)" >&2
 fi
+# The wheel, built and installed as a user installs it: a fresh venv, no cargo on PATH. Last:
+# its build (without the test hooks) replaces target/debug/shmpipe, which the scale-out checks
+# above run with their hooks.
+tests/wheel.sh

@@ -8,8 +8,8 @@
 #
 # Needs root (to install slurm-wlm, munge and jq if missing, and to run slurmd). Where Slurm
 # cannot run, it says so and fails: ./test.sh skips it only when SHMPIPE_SKIP_SLURM_TEST=1 says
-# to. SHMPIPE_BIN picks the binary (default: the debug build that `cargo test` leaves in
-# target/debug); KEEP=1 keeps the work folder and the daemons' logs.
+# to. SHMPIPE_BIN picks the binary, which must have the test hooks (default: the debug build
+# that `cargo test` leaves in target/debug); KEEP=1 keeps the work folder and the daemons' logs.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
