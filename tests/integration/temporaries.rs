@@ -429,6 +429,22 @@ fn a_temporary_left_in_an_input_folder_is_not_an_input() {
     assert_eq!(std::fs::read(&half).unwrap(), &whole[..whole.len() / 2]);
 }
 
+/// Whether process `pid` holds a lock on the file at `path` (from /proc/locks: "1: FLOCK
+/// ADVISORY WRITE PID MAJ:MIN:INODE ...").
+fn locked_by(pid: u32, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 5
+            && fields[4] == pid.to_string()
+            && fields[5].rsplit(':').next() == Some(meta.ino().to_string().as_str())
+    })
+}
+
 /// Issue item 11: a `run --keep NAME --backing DIR -o OUT` names its temporaries after its block,
 /// `shmpipe-NAME`, which has no pid and lives in DIR, not in /dev/shm. A plain run into the same
 /// OUT looked for that block in /dev/shm only, found nothing and took the live run's temporaries
@@ -495,8 +511,11 @@ fn a_live_kept_runs_temporaries_in_a_backing_folder_survive_another_run() {
                 _ => std::thread::sleep(Duration::from_millis(1)),
             }
         };
+        // Only a temporary its writer has locked is one the protocol keeps from a sweep: one
+        // caught between its creation and the writer's flock may be swept, and the writer then
+        // makes another (`codec::held_temporary`).
         let held = temporaries_under(&out);
-        if stopped && !held.is_empty() {
+        if stopped && !held.is_empty() && held.iter().all(|h| locked_by(worker, &out.join(h))) {
             break (worker, held);
         }
         let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::CONT);
