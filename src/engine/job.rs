@@ -261,6 +261,7 @@ fn nothing_to_do(job: &Job, planned: Planned, clock: &Clock) -> anyhow::Result<J
         shard: job.shard.clone(),
         shard_files,
         kept: false,
+        dataset: job.keep.clone(),
         output_dir: None,
         timings,
     };
@@ -475,6 +476,7 @@ fn collect(
         shard: job.shard.clone(),
         shard_files,
         kept: job.keep.is_some() && outcome.signal.is_none() && !outcome.strict_stop,
+        dataset: job.keep.clone(),
         output_dir: job
             .output_as_given
             .as_ref()

@@ -54,6 +54,9 @@ pub struct Summary {
     pub stopped_by_strict: bool,
     /// The block stays as a named dataset (`load`, `run --keep`).
     pub kept: bool,
+    /// The dataset the run was to keep, kept or not (`load NAME`, `run --keep NAME`).
+    #[serde(skip)]
+    pub dataset: Option<String>,
     /// The output folder (`-o`); null when the run wrote nothing.
     pub output_dir: Option<String>,
     /// The shard this run did, when the folder is split across hosts.
@@ -320,8 +323,13 @@ impl Summary {
                 "written to {dir}: the complete outputs, none of the rest\n"
             )),
             Some(dir) => out.push_str(&format!("written to {dir}\n")),
-            None if !self.kept => out.push_str("nothing written (no -o)\n"),
-            None => {}
+            None if self.kept => {}
+            None => match &self.dataset {
+                Some(name) => out.push_str(&format!(
+                    "dataset {name} not kept: stopped before every image was decoded, its block is removed\n"
+                )),
+                None => out.push_str("nothing written (no -o)\n"),
+            },
         }
         if self.kept {
             out.push_str(&format!(

@@ -145,3 +145,48 @@ fn sigint_after_the_job_ends_the_process() {
     );
     assert_no_leaks(pid);
 }
+
+/// Issue 27: a load stopped by Ctrl-C said "nothing written (no -o)", as if no dataset had been
+/// asked for. It says the dataset was not kept, and no block of that name is left.
+#[test]
+fn a_load_stopped_by_sigint_says_its_dataset_was_not_kept() {
+    let name = format!("stopped{}", std::process::id());
+    let _dataset = crate::util::Dataset(name.clone());
+    let mut load = crate::util::command(&[
+        os("load"),
+        assets().as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-j"),
+        os("1"),
+    ]);
+    load.env(shmpipe_worker::hooks::STALL_ENV, "camera.png");
+    let child = load.spawn().unwrap();
+    let pid = child.id();
+    crate::util::wait_for("the load's worker to stall", || {
+        crate::util::workers_of(pid).iter().any(|w| {
+            std::fs::read_to_string(format!("/proc/{w}/wchan"))
+                .is_ok_and(|c| c.contains("nanosleep"))
+        })
+    });
+    crate::util::signal(pid, Signal::INT);
+    let out = crate::util::finish(child, "stopped load");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        crate::util::stderr(&out)
+    );
+    assert_no_leaks(pid);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "dataset {name} not kept: stopped before every image was decoded"
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("nothing written"), "{said}");
+    assert!(!Path::new("/dev/shm")
+        .join(format!("shmpipe-{name}"))
+        .exists());
+}
