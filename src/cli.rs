@@ -83,6 +83,10 @@ pub enum Command {
         /// Look in DIR (a `--backing` folder) instead of /dev/shm.
         #[arg(long, value_name = "DIR")]
         backing: Option<PathBuf>,
+        /// Remove a kept dataset even while readers hold it (a Python handle, a save, an
+        /// export): they keep what they mapped, the name goes. Never one being written.
+        #[arg(long)]
+        force: bool,
     },
     /// Write a deterministic synthetic image folder (gradients, noise, edges).
     Gen(GenCli),

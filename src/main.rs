@@ -31,7 +31,11 @@ fn main() {
             bytes,
         } => blocks::ls(backing, json, bytes),
         Command::Clean { backing, outputs } => blocks::clean(backing, &outputs),
-        Command::Rm { name, backing } => blocks::rm(&name, backing),
+        Command::Rm {
+            name,
+            backing,
+            force,
+        } => blocks::rm(&name, backing, force),
         Command::Gen(args) => match gen::generate(
             &args.dir,
             args.count,

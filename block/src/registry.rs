@@ -286,6 +286,22 @@ pub fn remove_unheld(backing: &Backing, name: &str, kept_too: bool) -> io::Resul
     Ok(true)
 }
 
+/// `rm --force`: removes a kept dataset that readers still hold (a notebook's handle, a save, an
+/// export): they keep what they mapped, the name goes. Never one that a writer holds (an apply,
+/// a repair, a writable Python handle): the shared lock taken here, held across the unlink,
+/// keeps any writer off it meanwhile. Returns whether it was removed.
+pub fn remove_despite_readers(backing: &Backing, name: &str) -> io::Result<bool> {
+    if inspect(backing, name)?.liveness != Liveness::Kept {
+        return Ok(false);
+    }
+    let file = File::from(backing.open(name, false)?);
+    if !try_lock_shared(&file)? {
+        return Ok(false);
+    }
+    backing.unlink(name)?;
+    Ok(true)
+}
+
 /// A process holding a block's lock, as the kernel lists it (`/proc/locks`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {

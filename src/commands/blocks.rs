@@ -223,7 +223,7 @@ pub fn clean(dir: Option<PathBuf>, outputs: &[PathBuf]) -> i32 {
     }
 }
 
-pub fn rm(name: &str, dir: Option<PathBuf>) -> i32 {
+pub fn rm(name: &str, dir: Option<PathBuf>, force: bool) -> i32 {
     let run = || -> anyhow::Result<()> {
         let backing = backing(dir);
         let name = &dataset_name(name)?;
@@ -243,11 +243,19 @@ pub fn rm(name: &str, dir: Option<PathBuf>) -> i32 {
                         .join(", ")
                 ),
             };
+            let readers_only = !holders.is_empty() && holders.iter().all(|h| !h.exclusive);
+            let force_hint = match (readers_only, force) {
+                (true, false) => format!(", or take the name from its readers with `shmpipe rm --force {name}` (they keep what they mapped)"),
+                _ => String::new(),
+            };
             anyhow!(
-                "block {name} is in use{by}: not removed. Close what holds it (a Python handle's .close(), or end that process), or wait for its job to end"
+                "block {name} is in use{by}: not removed. Close what holds it (a Python handle's .close(), or end that process){force_hint}, or wait for its job to end"
             )
         };
-        if info.liveness == Liveness::Live || !registry::remove_unheld(&backing, name, true)? {
+        let removed = info.liveness != Liveness::Live
+            && (registry::remove_unheld(&backing, name, true)?
+                || (force && registry::remove_despite_readers(&backing, name)?));
+        if !removed {
             return Err(in_use());
         }
         println!("removed block {name}");

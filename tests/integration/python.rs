@@ -612,3 +612,84 @@ fn rm_names_the_python_process_that_holds_a_dataset() {
     ok(&[os("rm"), os(&name)]);
     assert!(!block_exists(&name));
 }
+
+/// Issue 27: `rm` was refused while any reader (a notebook) held a dataset, with no way to force
+/// it. `rm --force` takes the name from readers, who keep reading what they mapped; it is still
+/// refused while a writer (a writable handle) holds the dataset, and plain `rm` says `--force`
+/// exists only when readers alone hold it.
+#[test]
+fn rm_force_takes_the_name_from_readers_who_keep_their_pixels_but_never_from_a_writer() {
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 9]))
+        .save(input.join("a.png"))
+        .unwrap();
+    let name = format!("forced{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    // A handle that prints its pixels' sum, waits, then sums them again after the name is gone.
+    let hold = |writable: bool| {
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import sys, shmpipe\nds = shmpipe.attach({name:?}, writable={})\nprint(int(ds.images[0].sum()), flush=True)\nsys.stdin.readline()\nprint(int(ds.images[0].sum()), flush=True)\nds.close()\n",
+                if writable { "True" } else { "False" }
+            ))
+            .env("PYTHONPATH", &module_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: u64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+        (child, lines, first)
+    };
+
+    let (mut writer, mut lines, _) = hold(true);
+    let refused = crate::util::shmpipe(&["rm", "--force", name.as_str()]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        crate::util::stderr(&refused)
+    );
+    assert!(!crate::util::stderr(&refused).contains("--force"));
+    assert!(
+        block_exists(&name),
+        "rm --force never takes a writer's dataset"
+    );
+    writer.stdin.take().unwrap().write_all(b"\n").unwrap();
+    lines.next().unwrap().unwrap();
+    assert!(writer.wait().unwrap().success());
+
+    let (mut reader, mut lines, before) = hold(false);
+    let plain = crate::util::shmpipe(&["rm", name.as_str()]);
+    assert_eq!(plain.status.code(), Some(2));
+    assert!(
+        crate::util::stderr(&plain).contains(&format!("shmpipe rm --force shmpipe-{name}")),
+        "{}",
+        crate::util::stderr(&plain)
+    );
+    let forced = crate::util::shmpipe(&["rm", "--force", name.as_str()]);
+    assert_eq!(
+        forced.status.code(),
+        Some(0),
+        "{}",
+        crate::util::stderr(&forced)
+    );
+    assert!(!block_exists(&name), "the name is gone");
+    reader.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let after: u64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    assert!(reader.wait().unwrap().success());
+    assert_eq!(after, before, "the reader kept its pixels");
+    assert!(before > 0);
+}
