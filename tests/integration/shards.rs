@@ -240,3 +240,34 @@ fn a_retried_shard_with_skip_existing_does_only_what_is_missing() {
     assert_eq!(again["files_existing"].as_u64().unwrap(), done - 1);
     assert!(out.join(&victim).exists());
 }
+
+/// `load` has no shard flags, and read a Slurm array's task id all the same: inside an array job
+/// it was refused ("give --shards N"). A load is never sharded: it loads the whole folder.
+#[test]
+fn a_load_inside_a_slurm_array_loads_the_whole_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    crate::util::ok(&[
+        os("gen"),
+        dir.as_os_str(),
+        os("--count"),
+        os("5"),
+        os("--size"),
+        os("32x24"),
+    ]);
+    let name = format!("inarray{}", std::process::id());
+    let _dataset = crate::util::Dataset(name.clone());
+    let mut load = crate::util::command(&[
+        os("load"),
+        dir.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--json"),
+    ]);
+    load.env("SLURM_ARRAY_TASK_ID", "1");
+    let out = crate::util::finish(load.spawn().unwrap(), "load in an array");
+    assert_eq!(out.status.code(), Some(0), "{}", crate::util::stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["images_ok"], 5, "{summary}");
+    assert!(summary["shard"].is_null(), "{summary}");
+}
