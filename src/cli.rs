@@ -75,6 +75,10 @@ pub enum Command {
         /// over, whether or not their block still exists.
         #[arg(value_name = "OUTPUT_DIR")]
         outputs: Vec<PathBuf>,
+        /// Also remove the kept datasets created longer ago than AGE (30s, 90m, 12h, 7d) that no
+        /// process holds; one in use stays.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<std::time::Duration>,
     },
     /// Remove one block by name, unless its owner is alive.
     Rm {
@@ -572,11 +576,45 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((value * scale) as u64)
 }
 
+/// An age such as `30s`, `90m`, `12h` or `7d` (`clean --older-than`).
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        format!("{s:?} is not an age: a whole number and a unit, as 30s, 90m, 12h or 7d")
+    })?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{s:?}: the unit is s, m, h or d (30s, 90m, 12h, 7d)"
+            ))
+        }
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
-    use super::{parse_bytes, Cli};
+    use super::{parse_age, parse_bytes, Cli};
+
+    #[test]
+    fn ages_parse_with_units() {
+        assert_eq!(parse_age("90m"), Ok(std::time::Duration::from_secs(5400)));
+        assert_eq!(
+            parse_age("7d"),
+            Ok(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert!(parse_age("12").is_err());
+        assert!(parse_age("1w").is_err());
+        assert!(parse_age("-1h").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_units() {

@@ -30,7 +30,11 @@ fn main() {
             json,
             bytes,
         } => blocks::ls(backing, json, bytes),
-        Command::Clean { backing, outputs } => blocks::clean(backing, &outputs),
+        Command::Clean {
+            backing,
+            outputs,
+            older_than,
+        } => blocks::clean(backing, &outputs, older_than),
         Command::Rm {
             name,
             backing,

@@ -5,6 +5,7 @@
 //! user's): `ls` lists it as foreign, `clean` names it and goes on.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use shmpipe_block::registry::{self, BlockInfo, Liveness};
@@ -192,7 +193,7 @@ pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
 
 /// `shmpipe clean`: exit 1 when a file was left that it could not remove or that is not ours,
 /// each named on stderr with the reason.
-pub fn clean(dir: Option<PathBuf>, outputs: &[PathBuf]) -> i32 {
+pub fn clean(dir: Option<PathBuf>, outputs: &[PathBuf], older_than: Option<Duration>) -> i32 {
     let backing = backing(dir);
     let mut cleaned = match sweep(&backing, false) {
         Ok(cleaned) => cleaned,
@@ -201,6 +202,9 @@ pub fn clean(dir: Option<PathBuf>, outputs: &[PathBuf]) -> i32 {
             return exit::USAGE;
         }
     };
+    if let Some(age) = older_than {
+        cleaned.failed.extend(remove_old_datasets(&backing, age));
+    }
     for out in outputs {
         cleaned
             .failed
@@ -221,6 +225,32 @@ pub fn clean(dir: Option<PathBuf>, outputs: &[PathBuf]) -> i32 {
     } else {
         exit::SOME_FAILED
     }
+}
+
+/// `clean --older-than AGE`: removes the kept datasets created longer than `age` ago that no
+/// process holds (the lock is checked again right before each unlink), saying which; one in use
+/// is left and named. Gives what could not be removed.
+fn remove_old_datasets(backing: &Backing, age: Duration) -> Vec<(String, std::io::Error)> {
+    let mut failed = Vec::new();
+    let Ok(listed) = registry::list(backing) else {
+        return failed;
+    };
+    for info in listed.into_iter().flatten() {
+        let old = info.created_age.is_some_and(|a| a > age);
+        if info.liveness != Liveness::Kept || !old {
+            continue;
+        }
+        match registry::remove_unheld(backing, &info.name, true) {
+            Ok(true) => println!(
+                "removed dataset {} (created {} ago)",
+                info.name,
+                human_age(info.created_age)
+            ),
+            Ok(false) => println!("left dataset {}: in use", info.name),
+            Err(e) => failed.push((info.name.clone(), e)),
+        }
+    }
+    failed
 }
 
 pub fn rm(name: &str, dir: Option<PathBuf>, force: bool) -> i32 {

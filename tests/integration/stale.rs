@@ -173,3 +173,75 @@ fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
         "{raw}"
     );
 }
+
+/// Issue 27: kept datasets never expired. `clean --older-than AGE` removes the kept datasets
+/// created longer ago than AGE that nobody holds, names each, and leaves one in use (here a
+/// Python handle) until it is let go; younger ones stay.
+#[test]
+fn clean_older_than_removes_old_datasets_nobody_holds() {
+    use std::io::{BufRead, Write};
+    let _backing = own_backing();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+        .save(input.join("a.png"))
+        .unwrap();
+    let (free, held) = (
+        format!("oldfree{}", std::process::id()),
+        format!("oldheld{}", std::process::id()),
+    );
+    for name in [&free, &held] {
+        crate::util::ok(&[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(name),
+            os("-q"),
+        ]);
+    }
+    let young = crate::util::ok(&[os("clean"), os("--older-than"), os("1h")]);
+    assert!(!young.contains("removed dataset"), "{young}");
+    assert!(blocks_dir().join(format!("shmpipe-{free}")).exists());
+
+    let mut reader = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sys, shmpipe\nds = shmpipe.attach({held:?}, backing={:?})\nprint('held', flush=True)\nsys.stdin.readline()\nds.close()\n",
+            blocks_dir().display().to_string()
+        ))
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(reader.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    std::thread::sleep(Duration::from_millis(2100));
+    let said = crate::util::ok(&[os("clean"), os("--older-than"), os("1s")]);
+    assert!(
+        said.contains(&format!("removed dataset shmpipe-{free}")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("left dataset shmpipe-{held}: in use")),
+        "{said}"
+    );
+    assert!(!blocks_dir().join(format!("shmpipe-{free}")).exists());
+    assert!(blocks_dir().join(format!("shmpipe-{held}")).exists());
+
+    reader.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(reader.wait().unwrap().success());
+    let said = crate::util::ok(&[os("clean"), os("--older-than"), os("1s")]);
+    assert!(
+        said.contains(&format!("removed dataset shmpipe-{held}")),
+        "{said}"
+    );
+    assert!(!blocks_dir().join(format!("shmpipe-{held}")).exists());
+}
