@@ -559,19 +559,17 @@ print(json.dumps({"checked": checked, "disagree": disagree, "pairs": pairs}))
     );
 }
 
-/// `rm` of a dataset a Python handle holds says who holds it, as the kernel lists its lock (the
-/// reader's pid and command), instead of "became live"; once the handle is closed, `rm` works.
-#[test]
-fn rm_names_the_python_process_that_holds_a_dataset() {
-    use std::io::{BufRead, Write};
+/// A dataset of one 40x30 picture, loaded under `PREFIX` and this process's pid; removed when the
+/// guard goes.
+fn one_image_dataset(prefix: &str) -> (String, Dataset) {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
     image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 9]))
         .save(input.join("a.png"))
         .unwrap();
-    let name = format!("held{}", std::process::id());
-    let _cleanup = Dataset(name.clone());
+    let name = format!("{prefix}{}", std::process::id());
+    let guard = Dataset(name.clone());
     ok(&[
         os("load"),
         input.as_os_str(),
@@ -579,6 +577,15 @@ fn rm_names_the_python_process_that_holds_a_dataset() {
         os(&name),
         os("-q"),
     ]);
+    (name, guard)
+}
+
+/// `rm` of a dataset a Python handle holds says who holds it, as the kernel lists its lock (the
+/// reader's pid and command), instead of "became live"; once the handle is closed, `rm` works.
+#[test]
+fn rm_names_the_python_process_that_holds_a_dataset() {
+    use std::io::{BufRead, Write};
+    let (name, _cleanup) = one_image_dataset("held");
     let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
     let mut reader = Command::new("python3")
         .arg("-c")
@@ -620,21 +627,7 @@ fn rm_names_the_python_process_that_holds_a_dataset() {
 #[test]
 fn rm_force_takes_the_name_from_readers_who_keep_their_pixels_but_never_from_a_writer() {
     use std::io::{BufRead, Write};
-    let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 9]))
-        .save(input.join("a.png"))
-        .unwrap();
-    let name = format!("forced{}", std::process::id());
-    let _cleanup = Dataset(name.clone());
-    ok(&[
-        os("load"),
-        input.as_os_str(),
-        os("--name"),
-        os(&name),
-        os("-q"),
-    ]);
+    let (name, _cleanup) = one_image_dataset("forced");
     let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
     // A handle that prints its pixels' sum, waits, then sums them again after the name is gone.
     let hold = |writable: bool| {
