@@ -177,7 +177,11 @@ pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
             "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7} {:>5}",
             b.name,
             size(b.bytes),
-            b.owner_pid.map_or("-".into(), |p| p.to_string()),
+            // The creator's pid only while it owns the block: a kept dataset's loader, or a
+            // stale block's killed run, is gone (`--json` keeps the pid the header records).
+            b.owner_pid
+                .filter(|_| b.liveness == Liveness::Live)
+                .map_or("-".into(), |p| p.to_string()),
             status(b.liveness),
             state_word(b),
             b.images.map_or("-".into(), |n| n.to_string()),

@@ -91,7 +91,13 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
     };
     // NAME SIZE(2 words) OWNER STATUS STATE IMAGES CLASSES AGE
     assert_eq!(row(&live_block)[5], "running", "{text}");
+    assert_eq!(row(&live_block)[3], live_pid.to_string(), "{text}");
     assert_eq!(row(&victim_block)[5], "stale", "{text}");
+    assert_eq!(
+        row(&victim_block)[3],
+        "-",
+        "a killed run owns nothing: {text}"
+    );
 
     let clean = shmpipe(&["clean"]);
     let said = String::from_utf8_lossy(&clean.stdout).into_owned();
@@ -156,6 +162,7 @@ fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
         words[1].parse::<f64>().is_ok() && ["B", "KiB", "MiB", "GiB"].contains(&words[2]),
         "{human}"
     );
+    assert_eq!(words[3], "-", "no owner for a kept dataset: {human}");
     assert_eq!(words[4], "kept", "{human}");
     assert_eq!(words[5], "ready", "{human}");
     // ... OWNER STATUS STATE IMAGES CLASSES AGE
