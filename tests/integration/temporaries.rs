@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{blocks_of, files_under, os, run, signal, stderr, wait_for, workers_of};
+use crate::util::{
+    blocks_dir, blocks_of, files_under, os, own_backing, run, signal, stderr, wait_for, workers_of,
+};
 use rustix::process::{kill_process, Pid, Signal};
 use shmpipe_worker::codec::temp_prefix;
 
-/// Removes blocks from /dev/shm and stops processes when dropped, even after a failed assertion.
+/// Removes blocks (from this test's folder for them) and stops processes when dropped, even after a failed assertion.
 #[derive(Default)]
 struct Cleanup {
     blocks: Vec<String>,
@@ -24,7 +26,7 @@ impl Drop for Cleanup {
             let _ = run.wait();
         }
         for block in &self.blocks {
-            let _ = std::fs::remove_file(Path::new("/dev/shm").join(block));
+            let _ = std::fs::remove_file(blocks_dir().join(block));
         }
     }
 }
@@ -41,21 +43,20 @@ fn image(path: &Path, seed: u8) {
 /// Starts `run IN -o OUT -j 1`, its worker held (`SHMPIPE_TEST_STALL`) at `held`; returns once
 /// the run's block exists and its worker is at work.
 fn start_held_run(input: &Path, out: &Path, held: &str, cleanup: &mut Cleanup) -> (u32, String) {
-    let child = Command::new(crate::util::bin())
-        .args([
-            os("run"),
-            input.as_os_str(),
-            os("-o"),
-            out.as_os_str(),
-            os("-j"),
-            os("1"),
-            os("-q"),
-        ])
-        .env(shmpipe_worker::hooks::STALL_ENV, format!("{held}:60"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = crate::util::command(&[
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("-j"),
+        os("1"),
+        os("-q"),
+    ])
+    .env(shmpipe_worker::hooks::STALL_ENV, format!("{held}:60"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let pid = child.id();
     cleanup.runs.push(child);
     wait_for("the run's worker", || workers_of(pid).len() == 1);
@@ -94,6 +95,9 @@ fn temporaries_under(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_killed_runs_temporaries_are_removed_by_the_next_run() {
+    // A test of its own for blocks: another test's sweep would take this one's stale block
+    // (and leave its temporary, made after the kill) before the command under test looks.
+    let _backing = own_backing();
     let mut cleanup = Cleanup::default();
     let tmp = tempfile::tempdir().unwrap();
     let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
@@ -118,10 +122,7 @@ fn a_killed_runs_temporaries_are_removed_by_the_next_run() {
     ]);
     assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
     assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
-    assert!(
-        !Path::new("/dev/shm").join(&block).exists(),
-        "stale block swept"
-    );
+    assert!(!blocks_dir().join(&block).exists(), "stale block swept");
     for name in ["held.png", "sub/b.png", "sub/c.png"] {
         assert!(out.join(name).is_file(), "{name} written");
     }
@@ -129,6 +130,9 @@ fn a_killed_runs_temporaries_are_removed_by_the_next_run() {
 
 #[test]
 fn clean_removes_a_stale_blocks_temporaries_and_those_in_named_folders() {
+    // A test of its own for blocks: another test's sweep would take this one's stale block
+    // (and leave its temporary, made after the kill) before the command under test looks.
+    let _backing = own_backing();
     let mut cleanup = Cleanup::default();
     let tmp = tempfile::tempdir().unwrap();
     let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
@@ -137,21 +141,17 @@ fn clean_removes_a_stale_blocks_temporaries_and_those_in_named_folders() {
     kill(pid, &mut cleanup);
     let stale = left_temporary(&out.join("held.png"), &block);
 
-    let clean = Command::new(crate::util::bin())
-        .arg("clean")
-        .output()
-        .unwrap();
+    let clean = crate::util::command(&["clean"]).output().unwrap();
     let said = String::from_utf8_lossy(&clean.stdout);
     assert!(
         !stale.exists(),
         "the stale block's temporary is removed: {said}"
     );
-    assert!(!Path::new("/dev/shm").join(&block).exists());
+    assert!(!blocks_dir().join(&block).exists());
 
     // A run whose block no longer exists: `clean OUTPUT_DIR` finds its temporaries.
     let gone = left_temporary(&out.join("held.png"), "shmpipe-999999999-0badcafe");
-    Command::new(crate::util::bin())
-        .args([os("clean"), out.as_os_str()])
+    crate::util::command(&[os("clean"), out.as_os_str()])
         .output()
         .unwrap();
     assert!(!gone.exists());
@@ -202,7 +202,7 @@ fn a_crashed_worker_removes_only_its_own_runs_temporary() {
         assert_eq!(run.wait().unwrap().code(), Some(143));
     }
     crate::util::assert_no_leaks(pid_b);
-    assert!(!Path::new("/dev/shm").join(&block_b).exists());
+    assert!(!blocks_dir().join(&block_b).exists());
 }
 
 /// A dataset of `count` generated JPEGs, loaded as `name`.
