@@ -21,10 +21,9 @@ use crate::engine::memory::{self, Sampler};
 use crate::engine::outputs::{
     output_target, remove_partial_output, sync_outputs, warn_unused_settings,
 };
-use crate::engine::settings::{Job, DEFAULT_QUALITY};
-
 use crate::engine::plan::{self, Plan};
 use crate::engine::progress::Display;
+use crate::engine::settings::{Job, DEFAULT_QUALITY};
 use crate::engine::summary::{count, Failure, Summary, Timings};
 use crate::engine::supervise::{self, Launch, Outcome, Pool, Rules, Signals};
 
@@ -275,7 +274,6 @@ fn nothing_to_do(job: &Job, planned: Planned, clock: &Clock) -> anyhow::Result<J
 /// The block's plan: the planned images (moved out of `planned`) and every setting a worker
 /// reads from the block.
 fn block_plan(job: &Job, planned: &mut Planned, workers: u32) -> BlockPlan {
-    let joined = |items: Vec<String>| items.join(",");
     BlockPlan {
         worker_count: workers,
         // A kept dataset holds one layout (one (N, H, W, C) array): RGB unless told.
@@ -290,7 +288,13 @@ fn block_plan(job: &Job, planned: &mut Planned, workers: u32) -> BlockPlan {
             .as_ref()
             .map(|o| o.as_os_str().as_bytes().to_vec())
             .unwrap_or_default(),
-        op_chain: joined(job.chain.ops().iter().map(|o| o.to_string()).collect()),
+        op_chain: job
+            .chain
+            .ops()
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         output_format: job
             .format
             .map(|f| f.extensions_str()[0].to_string())

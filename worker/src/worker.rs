@@ -224,6 +224,30 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// The crash, SIGSTOP and stall hooks of the fault tests, at image `index`.
+    fn test_hooks(&self, index: usize, relative: &Path) {
+        let ends_with = |name: &str| relative.as_os_str().as_bytes().ends_with(name.as_bytes());
+        let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
+        if let Some((name, limit)) = &self.crash_on {
+            if ends_with(name) && crashes < *limit {
+                std::process::abort();
+            }
+        }
+        if let Some(name) = &self.sigstop_on {
+            if ends_with(name) && crashes == 0 {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::STOP,
+                );
+            }
+        }
+        if let Some((name, seconds)) = &self.stall_on {
+            if ends_with(name) {
+                std::thread::sleep(std::time::Duration::from_secs(*seconds));
+            }
+        }
+    }
+
     /// Decodes image `index` from its source file into `pixels` (resizing when asked). Gives the
     /// warning of a damaged JPEG kept under `--allow-truncated`.
     fn decode(
