@@ -314,7 +314,7 @@ fn shrink_on_load(
 }
 
 /// Resizes `src` (`sw x sh x channels`) into `slot` (`width x height x channels`) as `fit` says,
-/// with Lanczos3.
+/// with Lanczos3 (the `shmpipe-resample` crate).
 fn resample(
     src: &[u8],
     (sw, sh): (u32, u32),
@@ -323,50 +323,39 @@ fn resample(
     (width, height): (u32, u32),
     fit: Fit,
 ) -> Result<(), CodecError> {
-    use fast_image_resize::images::{Image, ImageRef};
-    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-    let pixel_type = match channels {
-        1 => PixelType::U8,
-        2 => PixelType::U8x2,
-        3 => PixelType::U8x3,
-        _ => PixelType::U8x4,
-    };
-    let resize_err = |e: &dyn std::fmt::Display| CodecError::Decode(format!("resize failed: {e}"));
-    let src = ImageRef::new(sw, sh, src, pixel_type).map_err(|e| resize_err(&e))?;
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    let mut resizer = Resizer::new();
-    match fit {
-        Fit::Stretch | Fit::Cover | Fit::Inside => {
-            let options = if fit == Fit::Cover {
-                options.fit_into_destination(Some((0.5, 0.5)))
-            } else {
-                options
-            };
-            let mut dst = Image::from_slice_u8(width, height, slot, pixel_type)
-                .map_err(|e| resize_err(&e))?;
-            resizer
-                .resize(&src, &mut dst, &options)
-                .map_err(|e| resize_err(&e))?;
-        }
+    use shmpipe_resample::Region;
+    let resize_err =
+        |e: shmpipe_resample::ResampleError| CodecError::Decode(format!("resize failed: {e}"));
+    let region = match fit {
+        Fit::Stretch | Fit::Inside => Region::Whole,
+        Fit::Cover => Region::Centred,
         Fit::Contain => {
             let scale = (width as f64 / sw as f64).min(height as f64 / sh as f64);
             let fw = ((sw as f64 * scale).round() as u32).clamp(1, width);
             let fh = ((sh as f64 * scale).round() as u32).clamp(1, height);
-            let mut fitted = Image::new(fw, fh, pixel_type);
-            resizer
-                .resize(&src, &mut fitted, &options)
-                .map_err(|e| resize_err(&e))?;
-            slot.fill(0);
-            let (x0, y0) = ((width - fw) / 2, (height - fh) / 2);
             let c = channels as usize;
             let row = fw as usize * c;
-            for (y, src_row) in fitted.buffer().chunks_exact(row).enumerate() {
+            let mut fitted = vec![0u8; row * fh as usize];
+            shmpipe_resample::resample(
+                src,
+                (sw, sh),
+                channels,
+                Region::Whole,
+                &mut fitted,
+                (fw, fh),
+            )
+            .map_err(resize_err)?;
+            slot.fill(0);
+            let (x0, y0) = ((width - fw) / 2, (height - fh) / 2);
+            for (y, src_row) in fitted.chunks_exact(row).enumerate() {
                 let at = ((y0 as usize + y) * width as usize + x0 as usize) * c;
                 slot[at..at + row].copy_from_slice(src_row);
             }
+            return Ok(());
         }
-    }
-    Ok(())
+    };
+    shmpipe_resample::resample(src, (sw, sh), channels, region, slot, (width, height))
+        .map_err(resize_err)
 }
 
 #[cfg(test)]
