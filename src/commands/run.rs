@@ -148,18 +148,18 @@ fn output_folder_is_ours(out: &Path, existed: bool) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Test-only: `SHMPIPE_TEST_PAUSE_AFTER_JOB=SECONDS` makes the coordinator wait that long
+/// Test-only: `SHMPIPE_TEST_PAUSE_AFTER_JOB=MS` makes the coordinator wait that many milliseconds
 /// between the end of its job and its report, so a test can signal it there. It says on stderr
 /// when it starts waiting: the job's signal handlers are gone by then.
 pub const PAUSE_AFTER_JOB_ENV: &str = "SHMPIPE_TEST_PAUSE_AFTER_JOB";
 
 fn execute(job: &Job) -> anyhow::Result<i32> {
     let done = run_job(job)?;
-    if let Some(secs) =
+    if let Some(ms) =
         shmpipe_worker::hooks::test_hook(PAUSE_AFTER_JOB_ENV).and_then(|s| s.parse().ok())
     {
-        eprintln!("shmpipe: test: pausing {secs} s after the job");
-        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("shmpipe: test: pausing {ms} ms after the job");
+        std::thread::sleep(Duration::from_millis(ms));
     }
     if let (Some(shard), Some(out), None) =
         (&done.summary.shard, &job.output_as_given, done.signal_code)

@@ -381,7 +381,7 @@ fn a_dataset_named_like_a_live_pid_is_judged_by_its_lock() {
             os("1"),
             os("-q"),
         ])
-        .env(shmpipe_worker::hooks::STALL_ENV, "held.png:60")
+        .env(shmpipe_worker::hooks::STALL_ENV, "held.png:60000")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -161,7 +161,7 @@ fn stalled_on(command: &str, name: &str, ops: &str, image: &str) -> (Child, u32)
     args.extend([os("-j"), os("1")]);
     let child = spawn(
         &args,
-        &[(shmpipe_worker::hooks::STALL_ENV, format!("{image}:30"))],
+        &[(shmpipe_worker::hooks::STALL_ENV, format!("{image}:30000"))],
     );
     let pid = child.id();
     let deadline = Instant::now() + HANG;
@@ -417,7 +417,7 @@ fn workers_killed_while_parked_on_the_doorbell_wedge_nothing() {
             ],
             &[(
                 shmpipe_worker::hooks::STALL_ENV,
-                "img000000.png:1".to_string(),
+                "img000000.png:300".to_string(),
             )],
         );
         let pid = child.id();
@@ -603,7 +603,7 @@ fn a_killed_load_is_incomplete_and_clean_removes_it() {
         ],
         &[(
             shmpipe_worker::hooks::STALL_ENV,
-            "img000001.png:30".to_string(),
+            "img000001.png:30000".to_string(),
         )],
     );
     let pid = child.id();
@@ -731,7 +731,10 @@ fn opening_a_pass_wakes_every_parked_worker() {
                 os(workers),
                 os("-q"),
             ],
-            &[(shmpipe_worker::hooks::PARK_TIMEOUT_ENV, "3600".to_string())],
+            &[(
+                shmpipe_worker::hooks::PARK_TIMEOUT_ENV,
+                "3600000".to_string(),
+            )],
         );
         let out = finish(child, "apply with hour-long waits");
         assert!(out.status.success(), "{}", crate::util::stderr(&out));

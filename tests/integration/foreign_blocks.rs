@@ -113,7 +113,7 @@ fn start_stalled_run(input: &Path) -> Child {
         .save(input.join("held.png"))
         .unwrap();
     crate::util::command(&[os("run"), input.as_os_str(), os("-j"), os("1"), os("-q")])
-        .env(shmpipe_worker::hooks::STALL_ENV, "held.png:60")
+        .env(shmpipe_worker::hooks::STALL_ENV, "held.png:60000")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -207,7 +207,7 @@ fn python_refuses_a_runs_working_block() {
         .args(["run", "--ops", "invert", "-j", "1", "--quiet", "-o"])
         .arg(tmp.path().join("out"))
         .arg(crate::util::assets().join("nested"))
-        .env(shmpipe_worker::hooks::STALL_ENV, "camera.png:2")
+        .env(shmpipe_worker::hooks::STALL_ENV, "camera.png:2000")
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -336,7 +336,7 @@ except shmpipe.BlockError as e:
     // An apply killed mid-image leaves the dataset damaged: Python refuses it until repair.
     let child = Command::new(crate::util::bin())
         .args(["apply", &name, "--ops", "blur:2", "-j", "1"])
-        .env(shmpipe_worker::hooks::STALL_ENV, "p1.png:30")
+        .env(shmpipe_worker::hooks::STALL_ENV, "p1.png:30000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

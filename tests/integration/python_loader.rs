@@ -410,7 +410,7 @@ fn handles_hold_the_lock_against_shmpipe_writers_and_readers() {
     assert_eq!(code, Some(0), "{said}");
     let mut apply = Command::new(crate::util::bin())
         .args(["apply", &name, "--ops", "invert", "-j", "1", "-q"])
-        .env(shmpipe_worker::hooks::STALL_ENV, "000001.jpg:5")
+        .env(shmpipe_worker::hooks::STALL_ENV, "000001.jpg:5000")
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -453,7 +453,7 @@ fn a_dataset_being_loaded_or_whose_load_was_killed_is_refused() {
         .args(["load", "--name", &name, "-j", "1", "-q", "--backing"])
         .arg(&backing)
         .arg(&input)
-        .env(shmpipe_worker::hooks::STALL_ENV, "000003.png:60")
+        .env(shmpipe_worker::hooks::STALL_ENV, "000003.png:60000")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -876,7 +876,7 @@ except shmpipe.BlockError as e:
         python_file(&py, &make, &[reference]);
         let mut apply = Command::new(crate::util::bin())
             .args(["apply", &name, "--ops", "invert", "-j", "1", "-q"])
-            .env(shmpipe_worker::hooks::STALL_ENV, "000001.jpg:30")
+            .env(shmpipe_worker::hooks::STALL_ENV, "000001.jpg:30000")
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -116,7 +116,7 @@ fn sigint_after_the_job_ends_the_process() {
             os("invert"),
             os("-q"),
         ])
-        .env("SHMPIPE_TEST_PAUSE_AFTER_JOB", "60")
+        .env("SHMPIPE_TEST_PAUSE_AFTER_JOB", "60000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -141,7 +141,7 @@ fn a_shm_filled_by_someone_else_mid_run_fails_images_cleanly_not_with_sigbus() {
     // The one worker takes big.png first (largest first) and stalls 2 s before touching its
     // slot; meanwhile a filler takes every free byte of the tmpfs.
     let script = format!(
-        r#"SHMPIPE_TEST_STALL=big.png:2 "$SHMPIPE" run '{i}' -o '{o}' --ops invert -j 1 --json > '{t}/summary.json' & pid=$!
+        r#"SHMPIPE_TEST_STALL=big.png:2000 "$SHMPIPE" run '{i}' -o '{o}' --ops invert -j 1 --json > '{t}/summary.json' & pid=$!
 sleep 1; head -c 64M /dev/zero > /dev/shm/filler 2>/dev/null
 wait $pid; echo "exit=$?"; rm -f /dev/shm/filler; ls -A /dev/shm | sed 's/^/left=/'"#,
         i = input.display(),

@@ -316,7 +316,7 @@ fn on_a_60_column_terminal_the_bars_fit_too() {
     );
     let shown = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
-        .env("SHMPIPE_TEST_STALL", format!("{long}:2"))
+        .env("SHMPIPE_TEST_STALL", format!("{long}:2000"))
         .stdin(std::process::Stdio::null())
         .output()
         .expect("script (util-linux) runs");

@@ -52,7 +52,7 @@ fn start_held_run(input: &Path, out: &Path, held: &str, cleanup: &mut Cleanup) -
         os("1"),
         os("-q"),
     ])
-    .env(shmpipe_worker::hooks::STALL_ENV, format!("{held}:60"))
+    .env(shmpipe_worker::hooks::STALL_ENV, format!("{held}:60000"))
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()

@@ -180,7 +180,7 @@ fn apply_kills_a_stuck_worker_rebuilds_its_image_and_fails_one_that_always_hangs
     let (hung, out) = applied(
         tmp.path(),
         &names[2],
-        &[(shmpipe_worker::hooks::STALL_ENV, "img000002.jpg:30")],
+        &[(shmpipe_worker::hooks::STALL_ENV, "img000002.jpg:30000")],
     );
     assert_eq!(
         hung.status.code(),

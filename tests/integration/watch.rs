@@ -112,7 +112,7 @@ fn watch_shows_the_runs_own_clock_and_mp_per_s() {
             os("--no-fsync"),
             os("--json"),
         ])
-        .env("SHMPIPE_TEST_STALL", "rocket.jpg:5")
+        .env("SHMPIPE_TEST_STALL", "rocket.jpg:5000")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

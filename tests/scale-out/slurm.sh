@@ -185,7 +185,7 @@ coordinator_of() {
 }
 
 # --- First submission: shards 3 and 2 stall on their last image, the others run to their end.
-job=$(submit "0-$((shards - 1))" ",SHMPIPE_TEST_STALL=-stall.jpg:600")
+job=$(submit "0-$((shards - 1))" ",SHMPIPE_TEST_STALL=-stall.jpg:600000")
 say "submitted job $job (array 0-$((shards - 1)))"
 at_stalls() { [ "$(manifests)" = 2 ] && [ "$(outputs)" = $((whole_ok - 2)) ]; }
 wait_until "shards 0 and 1 to finish and 2 and 3 to reach their stalled image" at_stalls

@@ -1,7 +1,8 @@
 //! The test hooks: fault injection that the integration tests drive through `SHMPIPE_TEST_*`
-//! variables, read only through [`test_hook`], which gives nothing unless the crate is built
-//! with its `test-hooks` feature. Only the tests turn it on (the root package's dev-dependency
-//! on this crate), so `cargo build`, `cargo install` and the wheel have no fault hooks.
+//! variables (every duration in milliseconds), read only through [`test_hook`], which gives
+//! nothing unless the crate is built with its `test-hooks` feature. Only the tests turn it on
+//! (the root package's dev-dependency on this crate), so `cargo build`, `cargo install` and the
+//! wheel have no fault hooks.
 
 /// The value of test hook `name` (one of the `SHMPIPE_TEST_*` variables below), in test builds
 /// only (the `test-hooks` feature): no environment variable can make a shipped worker crash,
@@ -18,7 +19,8 @@ pub fn test_hook(name: &str) -> Option<String> {
 /// the image whose path ends with NAME, as long as that image has seen fewer than N crashes
 /// (default 1). Fault tests use it to kill a worker at a chosen image, deterministically.
 pub const CRASH_ENV: &str = "SHMPIPE_TEST_CRASH";
-/// Test-only: `SHMPIPE_TEST_STALL=NAME[:SECONDS]` makes a worker sleep (a minute by default),
+/// Test-only: `SHMPIPE_TEST_STALL=NAME[:MS]` makes a worker sleep MS milliseconds (a minute by
+/// default),
 /// ignoring SIGTERM, once it holds the image whose path ends with NAME and before it touches the
 /// slot: a worker stuck in a decoder, for stop tests.
 pub const STALL_ENV: &str = "SHMPIPE_TEST_STALL";
@@ -35,7 +37,7 @@ pub const FAIL_START_ENV: &str = "SHMPIPE_TEST_FAIL_START_AFTER";
 /// each image it publishes, before it looks for the next: the window in which a coordinator that
 /// did not wait for every worker to park would open the next pass under it.
 pub const DELAY_AFTER_DONE_ENV: &str = "SHMPIPE_TEST_DELAY_AFTER_DONE";
-/// Test-only: `SHMPIPE_TEST_PARK_TIMEOUT=SECONDS` sets how long a parked `apply` worker waits
-/// before it re-checks its parent (1 s by default): set high, a wake-up that misses a worker
+/// Test-only: `SHMPIPE_TEST_PARK_TIMEOUT=MS` sets how long a parked `apply` worker waits
+/// before it re-checks its parent (1000 ms by default): set high, a wake-up that misses a worker
 /// shows as a hang instead of a one-second stall.
 pub const PARK_TIMEOUT_ENV: &str = "SHMPIPE_TEST_PARK_TIMEOUT";

@@ -128,7 +128,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
             args.max_pixels
         },
         crash_on: crash_on.map(|(name, n)| (name, n.min(u32::MAX as u64) as u32)),
-        stall_on: test_hook(STALL_ENV).map(|spec| name_and_count(&spec, 60)),
+        stall_on: test_hook(STALL_ENV).map(|spec| name_and_count(&spec, 60_000)),
         sigstop_on: test_hook(SIGSTOP_ENV),
         fit: resize::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
@@ -241,9 +241,9 @@ impl Job<'_> {
                 );
             }
         }
-        if let Some((name, seconds)) = &self.stall_on {
+        if let Some((name, ms)) = &self.stall_on {
             if ends_with(name) {
-                std::thread::sleep(std::time::Duration::from_secs(*seconds));
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
             }
         }
     }

@@ -21,10 +21,10 @@ pub(super) fn run_apply(
     let order = claim_order(block);
     // How long a parked worker sleeps before it looks at its parent and the stop flag again; a
     // new pass wakes it at once.
-    let park_timeout = std::time::Duration::from_secs(
+    let park_timeout = std::time::Duration::from_millis(
         test_hook(PARK_TIMEOUT_ENV)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1),
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(1000),
     );
     let delay_after_done = test_hook(DELAY_AFTER_DONE_ENV)
         .and_then(|ms| ms.parse().ok())
