@@ -69,18 +69,26 @@ need "PyYAML for python3" "python3 -c 'import yaml'" \
 need maturin "python3 -m maturin --version" \
     "python3 -m pip install --quiet maturin || python3 -m pip install --quiet --break-system-packages maturin"
 
-# The Python package, installed as the README says (pip install ./python), into python3
-# and every pyenv Python 3.11+ found here: the package's tests run under each (their resource
-# trackers differ), named in SHMPIPE_PYTHONS. The tests import the package from this checkout.
+# The Python package, installed as the README says (pip install ./python), into python3. Its
+# tests also run under every other pyenv Python 3.11+ found here (their resource trackers differ),
+# all named in SHMPIPE_PYTHONS. The tests import the package from this checkout: another
+# interpreter needs only the package's dependency, NumPy, installed with the package when missing.
 python3 -m pip install --quiet ./python 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages ./python \
     || { echo "test.sh: error: pip install ./python failed for python3" >&2; exit 1; }
 SHMPIPE_PYTHONS=${SHMPIPE_PYTHONS:-python3}
+# One interpreter is tested once, whatever its names (python3 may be pyenv's 3.11 itself).
+real_python() { "$1" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null; }
+seen=" "
+for py in $SHMPIPE_PYTHONS; do seen="$seen$(real_python "$py") "; done
 for py in "$HOME"/.pyenv/versions/3.1[1-9].*/bin/python; do
-    if [ -x "$py" ] && "$py" -m pip install --quiet ./python; then
-        case " $SHMPIPE_PYTHONS " in *" $py "*) ;; *) SHMPIPE_PYTHONS="$SHMPIPE_PYTHONS $py" ;; esac
-    elif [ -x "$py" ]; then
-        echo "test.sh: note: not testing under $py: pip install ./python failed there" >&2
+    [ -x "$py" ] || continue
+    case "$seen" in *" $(real_python "$py") "*) continue ;; esac
+    if "$py" -c 'import numpy' 2>/dev/null || "$py" -m pip install --quiet ./python; then
+        seen="$seen$(real_python "$py") "
+        SHMPIPE_PYTHONS="$SHMPIPE_PYTHONS $py"
+    else
+        echo "test.sh: note: not testing under $py: no NumPy, and pip install ./python failed there" >&2
     fi
 done
 export SHMPIPE_PYTHONS
