@@ -189,13 +189,8 @@ pub struct RunCli {
     /// --keep, auto is 3: a dataset holds one layout.
     #[arg(long, value_name = "C", default_value = "auto", value_parser = parse_run_channels)]
     pub channels: u32,
-    /// Refuse images with more pixels than this (checked from the header, before any memory).
-    #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
-    pub max_pixels: u64,
-    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
-    /// is retried, and quarantined after three such ends.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub image_timeout: u64,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Put the block in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
@@ -238,6 +233,27 @@ pub struct RunCli {
     /// No progress display and no text summary.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// What one image may cost a decoding job (`run`, `load`) before it is refused or its worker
+/// killed.
+#[derive(Debug, Args)]
+pub struct Limits {
+    /// Refuse images with more pixels than this (checked from the header, before any memory).
+    #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
+    /// is decoded again from its source by a new worker, and marked failed after three such
+    /// ends.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub image_timeout: u64,
+}
+
+impl Limits {
+    /// `--image-timeout`, None for 0 (never).
+    pub fn image_timeout(&self) -> Option<std::time::Duration> {
+        (self.image_timeout > 0).then(|| std::time::Duration::from_secs(self.image_timeout))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -285,13 +301,8 @@ pub struct LoadCli {
     /// Worker processes [default: available cores].
     #[arg(short = 'j', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
-    /// Refuse images with more pixels than this (checked from the header, before any memory).
-    #[arg(long, value_name = "N", default_value_t = shmpipe_worker::codec::DEFAULT_MAX_PIXELS)]
-    pub max_pixels: u64,
-    /// Kill a worker that holds one image longer than this many seconds (0: never); the image
-    /// is rebuilt from its source by a new worker, and marked failed after three such ends.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub image_timeout: u64,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Put the dataset in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,

@@ -9,7 +9,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use ndarray_npy::npy::header::{Header, Layout};
@@ -54,8 +53,8 @@ fn load_job(args: LoadCli) -> anyhow::Result<Job> {
     Ok(Job {
         geometry,
         channels: args.channels,
-        max_pixels: args.max_pixels,
-        image_timeout: (args.image_timeout > 0).then(|| Duration::from_secs(args.image_timeout)),
+        max_pixels: args.limits.max_pixels,
+        image_timeout: args.limits.image_timeout(),
         keep: Some(args.name),
         labels: args.labels.is_some(),
         json: args.json,
