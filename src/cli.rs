@@ -233,6 +233,14 @@ pub struct RunCli {
     /// No progress display and no text summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Name every skipped file (not an image) in the text summary; --json always does.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Plan only and say what would be done: the images, the files refused and skipped with
+    /// their reasons, the memory the block would take and every output path. Reads headers
+    /// only; creates no block, starts no worker, writes nothing (not even the -o folder).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// What one image may cost a decoding job (`run`, `load`) before it is refused or its worker
@@ -312,6 +320,14 @@ pub struct LoadCli {
     /// No progress display and no text summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Name every skipped file (not an image) in the text summary; --json always does.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Plan only and say what would be done: the images, the files refused and skipped with
+    /// their reasons, the memory the block would take and every output path. Reads headers
+    /// only; creates no block, starts no worker, writes nothing (not even the -o folder).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -57,25 +57,6 @@ fn state_word(b: &BlockInfo) -> String {
     }
 }
 
-/// A size for people: "512 B", "66.0 MiB", "1.74 GiB".
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value < 10.0 {
-        format!("{value:.2} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// An age for people, in its largest whole unit: "42s", "5m", "3h", "2d"; "-" when unknown.
 fn human_age(age: Option<std::time::Duration>) -> String {
     let Some(age) = age else {
@@ -114,7 +95,7 @@ pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
         if raw_bytes {
             bytes.to_string()
         } else {
-            human_bytes(bytes)
+            crate::engine::summary::human_bytes(bytes)
         }
     };
     let backing = backing(dir);

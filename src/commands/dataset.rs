@@ -59,6 +59,8 @@ fn load_job(args: LoadCli) -> anyhow::Result<Job> {
         labels: args.labels.is_some(),
         json: args.json,
         quiet: args.quiet,
+        verbose: args.verbose,
+        dry_run: args.dry_run,
         ..job
     })
 }

@@ -1,7 +1,7 @@
 //! `shmpipe run`: its flags made into a [`Job`], the job run by the engine, the summary printed.
 //! A shard that ran to its end leaves its manifest in the output folder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -26,8 +26,12 @@ pub fn run(args: RunCli) -> i32 {
     }
 }
 
-/// Runs `job`, prints its summary and gives the exit code (`run` and `load`).
+/// Runs `job`, prints its summary and gives the exit code (`run` and `load`); under
+/// `--dry-run`, says what it would do instead.
 pub fn run_and_report(job: &Job) -> i32 {
+    if job.dry_run {
+        return dry_run(job);
+    }
     match execute(job) {
         Ok(code) => code,
         // Images may have been written: 2 says "nothing was created", so this is 1.
@@ -42,7 +46,30 @@ pub fn run_and_report(job: &Job) -> i32 {
     }
 }
 
-/// The job `run` asks for: its flags checked and resolved, its output folder created.
+/// `--dry-run`: the plan as text or JSON on stdout; the exit status the job would have, or 2 for
+/// a job that would be refused before its block.
+fn dry_run(job: &Job) -> i32 {
+    match crate::engine::dry_run::dry_run(job) {
+        Ok(report) => {
+            if job.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a dry run serialises")
+                );
+            } else if !job.quiet {
+                print!("{}", report.text());
+            }
+            report.exit_code()
+        }
+        Err(err) => {
+            eprintln!("shmpipe: error: dry run: the job would be refused: {err:#}");
+            exit::USAGE
+        }
+    }
+}
+
+/// The job `run` asks for: its flags checked and resolved, its output folder created (only
+/// resolved under `--dry-run`).
 fn job_of(args: &RunCli) -> anyhow::Result<Job> {
     let chain = OpChain::parse(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
     let geometry = match args.resize {
@@ -60,7 +87,10 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
     };
     let mut job = Job::on(&args.input)?;
     if let Some(out) = &args.out {
-        let (output, output_in_input) = output_folder(out, &job.input)?;
+        let (output, output_in_input) = match args.dry_run {
+            true => planned_output_folder(out, &job.input)?,
+            false => output_folder(out, &job.input)?,
+        };
         job.output = Some(output);
         job.output_as_given = Some(out.clone());
         job.output_in_input = output_in_input;
@@ -93,6 +123,8 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
         labels: args.labels.is_some(),
         json: args.json,
         quiet: args.quiet,
+        verbose: args.verbose,
+        dry_run: args.dry_run,
         ..job
     })
 }
@@ -118,6 +150,44 @@ fn output_folder(out: &Path, input: &Path) -> anyhow::Result<(std::path::PathBuf
         .with_context(|| format!("output folder {} is not writable", out.display()))?;
     let ours = out.starts_with(input) && output_folder_is_ours(&out, existed)?;
     Ok((out, ours))
+}
+
+/// The output folder `out` as [`output_folder`] would make it, for `--dry-run`: resolved through
+/// its longest existing ancestor, nothing created or marked; refused where that would refuse it.
+fn planned_output_folder(out: &Path, input: &Path) -> anyhow::Result<(PathBuf, bool)> {
+    let absolute = std::path::absolute(out)
+        .with_context(|| format!("cannot resolve output folder {}", out.display()))?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        missing.extend(existing.file_name());
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let mut resolved = existing
+        .canonicalize()
+        .with_context(|| format!("cannot resolve output folder {}", out.display()))?;
+    if !resolved.is_dir() {
+        bail!(
+            "cannot create output folder {}: {} is not a folder",
+            out.display(),
+            resolved.display()
+        );
+    }
+    let writable = rustix::fs::access(&resolved, rustix::fs::Access::WRITE_OK).is_ok();
+    resolved.extend(missing.iter().rev());
+    if resolved == input {
+        bail!(
+            "output folder {} is the input folder: refusing to overwrite the inputs",
+            resolved.display()
+        );
+    }
+    if !writable {
+        bail!("output folder {} is not writable", out.display());
+    }
+    let ours = resolved.starts_with(input)
+        && (resolved.join(OUTPUT_MARKER).exists()
+            || std::fs::read_dir(&resolved).map_or(true, |mut e| e.next().is_none()));
+    Ok((resolved, ours))
 }
 
 /// Marks an output folder that only shmpipe writes to (see [`output_folder_is_ours`]).

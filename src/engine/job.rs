@@ -41,19 +41,28 @@ pub struct JobResult {
 }
 
 /// When the job started: for its durations, and on the wall clock for `watch` and `ls`.
-struct Clock {
+pub(crate) struct Clock {
     started: Instant,
     wall: SystemTime,
 }
 
+impl Clock {
+    pub(crate) fn now() -> Clock {
+        Clock {
+            started: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// The plan of a job, before its block: the images and their slots, what was refused, and the
 /// counts the summary reports.
-struct Planned {
-    plan: Plan,
+pub(crate) struct Planned {
+    pub(crate) plan: Plan,
     /// The pixels each image's source decodes to, before any --resize: the work.
     source_pixels: Vec<u64>,
     classes: Option<Vec<Vec<u8>>>,
-    failures: Vec<Failure>,
+    pub(crate) failures: Vec<Failure>,
     images_planned: u64,
     shard_files: Option<u64>,
     timings: Timings,
@@ -63,10 +72,7 @@ struct Planned {
 /// Runs one job to the end without printing its summary (`run` prints it; `bench` compares).
 pub fn run_job(job: &Job) -> anyhow::Result<JobResult> {
     let signals = Signals::register()?;
-    let clock = Clock {
-        started: Instant::now(),
-        wall: SystemTime::now(),
-    };
+    let clock = Clock::now();
     let mut planned = plan_job(job, &signals, &clock)?;
     if planned.plan.images.is_empty() {
         return nothing_to_do(job, planned, &clock);
@@ -75,16 +81,7 @@ pub fn run_job(job: &Job) -> anyhow::Result<JobResult> {
     let mut block_plan = block_plan(job, &mut planned, workers);
     let backing = job.backing_dir();
     clear_leftovers(job, &backing);
-    let window_refused = match job.keep.is_none() && !job.copy_mode {
-        // A plain run holds a window of the folder, a kept dataset all of it.
-        true => {
-            let free = block::free_bytes(&backing.dir()).unwrap_or(u64::MAX);
-            let before = planned.failures.len();
-            plan_window(&mut block_plan, &mut planned, free, &job.input);
-            planned.failures.len() - before
-        }
-        false => 0,
-    };
+    let window_refused = hold(job, &mut block_plan, &mut planned, &backing);
     let name = match &job.keep {
         Some(dataset) => crate::engine::dataset::dataset_name(dataset)?,
         None => block::fresh_name(),
@@ -118,10 +115,28 @@ pub fn run_job(job: &Job) -> anyhow::Result<JobResult> {
     })
 }
 
+/// What the block holds: a plain run a window of the folder (the images too large for a
+/// worker's share of the free memory are refused), a kept dataset all of it. Gives the count of
+/// images refused.
+pub(crate) fn hold(
+    job: &Job,
+    block_plan: &mut BlockPlan,
+    planned: &mut Planned,
+    backing: &Backing,
+) -> usize {
+    if job.keep.is_some() || job.copy_mode {
+        return 0;
+    }
+    let free = block::free_bytes(&backing.dir()).unwrap_or(u64::MAX);
+    let before = planned.failures.len();
+    plan_window(block_plan, planned, free, &job.input);
+    planned.failures.len() - before
+}
+
 /// Walks and probes the folder, assigns and checks the outputs, gives each image its slot's
 /// shape and its label; refuses a dataset of no images. A stop signal or `--strict`'s first
 /// refusal leaves no image to do.
-fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::Result<Planned> {
+pub(crate) fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::Result<Planned> {
     let stop_requested = || signals.received().is_some();
     let keep = |relative: &[u8]| job.shard.as_ref().is_none_or(|s| s.contains(relative));
     let skip_output = job.output.as_deref().filter(|_| job.output_in_input);
@@ -139,7 +154,7 @@ fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::Result<Plann
     let shard_files = job
         .shard
         .as_ref()
-        .map(|_| (plan.images.len() + plan.rejected.len() + plan.skipped) as u64);
+        .map(|_| (plan.images.len() + plan.rejected.len() + plan.skipped.len()) as u64);
     if let Some(out) = &job.output {
         plan::assign_outputs(&mut plan, &job.input, out, job.format, job.skip_existing);
         plan::check_outputs(&plan, &job.input, out, job.format)?;
@@ -207,7 +222,7 @@ fn no_dataset(job: &Job, dataset: &str, plan: &Plan) -> String {
     format!(
         "no images in {} ({}): dataset {dataset} not created",
         job.input.display(),
-        match plan.skipped {
+        match plan.skipped.len() {
             0 => "it holds no files".to_string(),
             n => format!("{} without image content skipped", count(n as u64, "file")),
         }
@@ -240,7 +255,9 @@ fn nothing_to_do(job: &Job, planned: Planned, clock: &Clock) -> anyhow::Result<J
         failures,
         warnings: Vec::new(),
         unsynced_folders: Vec::new(),
-        files_skipped: plan.skipped as u64,
+        files_skipped: plan.skipped.len() as u64,
+        skipped: names(&plan.skipped),
+        list_skipped: job.verbose,
         files_existing: plan.existing as u64,
         images_retried: 0,
         worker_restarts: 0,
@@ -273,7 +290,7 @@ fn nothing_to_do(job: &Job, planned: Planned, clock: &Clock) -> anyhow::Result<J
 
 /// The block's plan: the planned images (moved out of `planned`) and every setting a worker
 /// reads from the block.
-fn block_plan(job: &Job, planned: &mut Planned, workers: u32) -> BlockPlan {
+pub(crate) fn block_plan(job: &Job, planned: &mut Planned, workers: u32) -> BlockPlan {
     BlockPlan {
         worker_count: workers,
         // A kept dataset holds one layout (one (N, H, W, C) array): RGB unless told.
@@ -460,7 +477,9 @@ fn collect(
         failures,
         warnings: done.warnings,
         unsynced_folders,
-        files_skipped: files.skipped as u64,
+        files_skipped: files.skipped.len() as u64,
+        skipped: names(&files.skipped),
+        list_skipped: job.verbose,
         files_existing: files.existing as u64,
         images_retried: outcome.retried,
         worker_restarts: outcome.restarts,
@@ -597,4 +616,9 @@ fn plan_window(plan: &mut BlockPlan, planned: &mut Planned, free: u64, input: &P
     }
     planned.source_pixels = pixels;
     plan.window_slot = Some(slot);
+}
+
+/// Paths as the summary shows them.
+pub(crate) fn names(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
 }

@@ -3,6 +3,7 @@
 //! signal), report (the summary and its exit code).
 
 pub mod dataset;
+pub mod dry_run;
 pub mod job;
 pub mod memory;
 pub mod outputs;

@@ -32,8 +32,9 @@ pub struct Rejected {
 pub struct Plan {
     pub images: Vec<PlannedImage>,
     pub rejected: Vec<Rejected>,
-    /// Files without an image name and without image content (a README, say): not counted.
-    pub skipped: usize,
+    /// Files without an image name and without image content (a README, say), and the
+    /// temporaries of our writers: not counted as images, named in the summary.
+    pub skipped: Vec<PathBuf>,
     /// Images whose output already exists, left alone under `--skip-existing`.
     pub existing: usize,
     /// Every file the walk met (in this shard or not, image or not).
@@ -167,7 +168,7 @@ pub fn plan(
         // The temporary file of a save, export, run or gen, alive or killed: at most part of
         // an image, never an input. Counted as skipped, as a non-image file.
         if codec::temporary_owner(entry.file_name()).is_some() {
-            plan.skipped += 1;
+            plan.skipped.push(path.to_path_buf());
             continue;
         }
         probe_file(path, relative, max_pixels, &mut plan);
@@ -214,7 +215,7 @@ fn special_file(
             reason: format!("not a regular file ({}): not read", special_kind(kind)),
         });
     } else {
-        plan.skipped += 1;
+        plan.skipped.push(path.to_path_buf());
     }
 }
 
@@ -237,7 +238,9 @@ fn probe_file(path: &Path, relative: &Path, max_pixels: u64, plan: &mut Plan) {
                 label: -1,
             })
         }
-        Err(CodecError::NotAnImage) if !has_image_name(path) => plan.skipped += 1,
+        Err(CodecError::NotAnImage) if !has_image_name(path) => {
+            plan.skipped.push(path.to_path_buf())
+        }
         Err(e) => plan.rejected.push(Rejected {
             path: path.to_path_buf(),
             reason: e.to_string(),

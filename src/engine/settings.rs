@@ -58,6 +58,10 @@ pub struct Job {
     /// The summary goes out as JSON: no progress display, no announcement.
     pub json: bool,
     pub quiet: bool,
+    /// The text summary names every skipped file.
+    pub verbose: bool,
+    /// Plan only: no block, no worker, nothing written (`--dry-run`).
+    pub dry_run: bool,
 }
 
 impl Job {
@@ -102,6 +106,8 @@ impl Job {
             labels: false,
             json: false,
             quiet: false,
+            verbose: false,
+            dry_run: false,
         })
     }
 

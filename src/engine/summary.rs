@@ -27,6 +27,8 @@ pub struct Summary {
     pub unsynced_folders: Vec<Failure>,
     /// Files that were neither named nor shaped like images.
     pub files_skipped: u64,
+    /// Their paths, in walk order.
+    pub skipped: Vec<String>,
     /// Images left alone because their output exists (`--skip-existing`).
     pub files_existing: u64,
     /// Images put back in the queue after the worker holding them died.
@@ -54,6 +56,9 @@ pub struct Summary {
     pub stopped_by_strict: bool,
     /// The block stays as a named dataset (`load`, `run --keep`).
     pub kept: bool,
+    /// The text names each skipped file (`--verbose`).
+    #[serde(skip)]
+    pub list_skipped: bool,
     /// The dataset the run was to keep, kept or not (`load NAME`, `run --keep NAME`).
     #[serde(skip)]
     pub dataset: Option<String>,
@@ -78,6 +83,25 @@ pub struct Timings {
     pub work_s: f64,
     /// Spawn to attached-and-enlisted, per worker; null when no worker got that far.
     pub worker_start: Option<crate::engine::supervise::StartCost>,
+}
+
+/// A size for people: "512 B", "66.0 MiB", "1.74 GiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.2} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -280,9 +304,19 @@ impl Summary {
         }
         if self.files_skipped > 0 {
             out.push_str(&format!(
-                "{} skipped: not images\n",
-                count(self.files_skipped, "file")
+                "{} skipped: not images{}\n",
+                count(self.files_skipped, "file"),
+                if self.list_skipped {
+                    ""
+                } else {
+                    " (--verbose names them)"
+                }
             ));
+            if self.list_skipped {
+                for path in &self.skipped {
+                    out.push_str(&format!("  skipped: {path}\n"));
+                }
+            }
         }
         if self.images_planned > 0 && self.files_existing > 0 {
             out.push_str(&format!(

@@ -11,6 +11,7 @@ mod cli;
 mod damaged;
 mod dataset_faults;
 mod disk_full;
+mod dry_run;
 mod durable;
 mod fidelity;
 mod foreign_blocks;

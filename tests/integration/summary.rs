@@ -54,7 +54,10 @@ fn a_plain_run_counts_against_the_plan_and_names_what_it_wrote() {
         said.contains(", 1 worker\n"),
         "the start line agrees too: {said}"
     );
-    assert!(text.contains("1 file skipped: not images\n"), "{text}");
+    assert!(
+        text.contains("1 file skipped: not images (--verbose names them)\n"),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("written to {}\n", out.display())),
         "{text}"

@@ -88,6 +88,13 @@ pub fn own_backing() -> OwnBacking {
     OwnBacking { _dir: dir }
 }
 
+impl OwnBacking {
+    /// The folder itself.
+    pub fn path(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for OwnBacking {
     fn drop(&mut self) {
         BACKING.with(|b| *b.borrow_mut() = None);
