@@ -63,7 +63,7 @@ pub use backing::{
     fresh_name, validate_name, Backing, NotOurs, DEFAULT_SHM_DIR, MAX_NAME_LEN, NAME_PREFIX,
 };
 pub use claim::Claim;
-pub use error::BlockError;
+pub use error::{BlockError, Bytes};
 pub use layout::{
     claimed_word, now_ms, now_ns, png_level, BlockState, DatasetState, Header, HistoryEntry,
     ImageRecord, ImageStatus, StrRef, WorkerRecord, ALIGN, CHANNELS_PER_IMAGE,

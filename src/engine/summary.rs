@@ -87,21 +87,7 @@ pub struct Timings {
 
 /// A size for people: "512 B", "66.0 MiB", "1.74 GiB".
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value < 10.0 {
-        format!("{value:.2} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    shmpipe_block::Bytes(bytes).to_string()
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -224,6 +210,13 @@ impl Summary {
         self.push_problems(&mut out);
         if let Some(block) = &self.block {
             self.push_block(&mut out, block, stop.is_some());
+        }
+        let interrupted = self.stopped_by_signal.is_some() && self.output_dir.is_some();
+        if interrupted && self.images_not_started > 0 {
+            out.push_str(
+                "the outputs written are complete: run the same command with --skip-existing to \
+                 do only the images whose output is missing\n",
+            );
         }
         out
     }

@@ -73,6 +73,60 @@ fn stop_mid_run(signal: Signal, expected_code: i32) {
     }
 }
 
+/// After Ctrl-C the text summary says how to finish the job, and that command does only what
+/// is missing: with the first run's outputs, every image has its output once.
+#[test]
+fn an_interrupted_run_says_to_rerun_with_skip_existing_and_that_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let folder = assets();
+    let args = [
+        os("run"),
+        folder.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--ops"),
+        os("invert"),
+        os("-j"),
+        os("1"),
+    ];
+    let child = Command::new(crate::util::bin())
+        .args(args)
+        .env(shmpipe_worker::hooks::STALL_ENV, "camera.png")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while files_under_or_empty(&out).len() < 2 {
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::INT).unwrap();
+    let output = crate::util::finish(child, "the interrupted run");
+    assert_eq!(output.status.code(), Some(130));
+    assert_no_leaks(pid);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("not started"), "{text}");
+    assert!(
+        text.contains("run the same command with --skip-existing"),
+        "{text}"
+    );
+    let first = files_under(&out).len();
+    let rest = crate::util::run(&[&args[..], &[os("--skip-existing"), os("--json")]].concat());
+    assert!(rest.status.success(), "{}", crate::util::stderr(&rest));
+    let s: serde_json::Value = serde_json::from_slice(&rest.stdout).unwrap();
+    assert_eq!(s["files_existing"].as_u64().unwrap() as usize, first, "{s}");
+    let all = crate::util::run(&[os("run"), assets().as_os_str(), os("--json")]);
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(
+        files_under(&out).len() as u64,
+        all["images_ok"].as_u64().unwrap(),
+        "every image has its output once"
+    );
+}
+
 fn files_under_or_empty(dir: &Path) -> Vec<std::path::PathBuf> {
     if dir.exists() {
         files_under(dir)

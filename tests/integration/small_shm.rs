@@ -40,7 +40,10 @@ fn a_dataset_too_large_is_refused_up_front_and_backing_works() {
     );
     assert!(stderr.contains("not enough shared memory"), "{stderr}");
     assert!(
-        stderr.contains("bytes needed") && stderr.contains("bytes free"),
+        // In units people read ("16.0 MiB needed, 4.00 MiB free"), not raw byte counts.
+        stderr.contains("iB needed, ")
+            && stderr.contains("iB free in")
+            && !stderr.contains(" bytes"),
         "{stderr}"
     );
     assert!(stderr.contains("--backing"), "suggests --backing: {stderr}");
