@@ -53,7 +53,8 @@ pub enum Command {
     Repair(RepairCli),
     /// Show the progress of a run from another terminal, by its block's name, until it ends.
     Watch(WatchCli),
-    /// List our blocks: name, size, owner, live, stale or kept, state, images, age.
+    /// List our blocks: name, memory held, owner, live, stale or kept, state, images, classes,
+    /// age.
     Ls {
         /// Look in DIR (a `--backing` folder) instead of /dev/shm.
         #[arg(long, value_name = "DIR")]

@@ -50,7 +50,11 @@ pub enum Liveness {
 #[derive(Clone, Debug)]
 pub struct BlockInfo {
     pub name: String,
+    /// The file's size (apparent: what a reader maps).
     pub bytes: u64,
+    /// The memory (or disk) it holds: its allocated blocks, which a sparse or windowed file
+    /// keeps below its size.
+    pub held_bytes: u64,
     pub owner_pid: Option<u32>,
     pub state: Option<BlockState>,
     /// A kept dataset's state (see [`DatasetState`]).
@@ -149,6 +153,7 @@ pub fn inspect(backing: &Backing, name: &str) -> io::Result<BlockInfo> {
     Ok(BlockInfo {
         name: name.to_string(),
         bytes: meta.len(),
+        held_bytes: held(&meta),
         owner_pid: whole.then(|| read_u32(&header, offset_of!(Header, owner_pid))),
         state: whole
             .then(|| BlockState::from_u32(read_u32(&header, offset_of!(Header, state))))
@@ -199,6 +204,12 @@ pub fn owner_may_live(backing: &Backing, name: &str) -> bool {
         || inspect(backing, name).is_ok_and(|info| info.liveness == Liveness::Live)
 }
 
+/// The bytes a file's allocated blocks take (`st_blocks` counts 512-byte units).
+fn held(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512)
+}
+
 /// What `ls` shows of a file with one of our names that [`Backing::open`] refused as not ours,
 /// from `lstat` (which follows nothing).
 fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
@@ -206,6 +217,7 @@ fn foreign(backing: &Backing, name: &str, why: &NotOurs) -> BlockInfo {
     BlockInfo {
         name: name.to_string(),
         bytes: meta.as_ref().map_or(0, |m| m.len()),
+        held_bytes: meta.as_ref().map_or(0, held),
         owner_pid: None,
         state: None,
         dataset: None,

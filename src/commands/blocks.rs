@@ -78,6 +78,7 @@ fn describe(b: &BlockInfo) -> serde_json::Value {
     serde_json::json!({
         "name": b.name,
         "bytes": b.bytes,
+        "held_bytes": b.held_bytes,
         "owner_pid": b.owner_pid,
         "live": b.liveness == Liveness::Live,
         "kept": b.liveness == Liveness::Kept,
@@ -133,10 +134,12 @@ pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
         println!("no shmpipe blocks in {}", backing.dir().display());
         return code;
     }
+    // 79 columns with a fresh run's name (shmpipe-PID-XXXXXXXX): HELD is the memory the block
+    // holds, not its apparent size (--json gives both).
     println!(
-        "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7} {:>5}",
+        "{:<22} {:>9} {:>7} {:>6} {:<10} {:>6} {:>7} {:>4}",
         "NAME",
-        if raw_bytes { "BYTES" } else { "SIZE" },
+        if raw_bytes { "BYTES" } else { "HELD" },
         "OWNER",
         "STATUS",
         "STATE",
@@ -147,17 +150,17 @@ pub fn ls(dir: Option<PathBuf>, json: bool, raw_bytes: bool) -> i32 {
     for b in &blocks {
         if let Some(why) = &b.foreign {
             println!(
-                "{:<30} {:>12} {:>8} foreign: {why}",
+                "{:<22} {:>9} {:>7} foreign: {why}",
                 b.name,
-                size(b.bytes),
+                size(b.held_bytes),
                 "-"
             );
             continue;
         }
         println!(
-            "{:<30} {:>12} {:>8} {:>6} {:<10} {:>7} {:>7} {:>5}",
+            "{:<22} {:>9} {:>7} {:>6} {:<10} {:>6} {:>7} {:>4}",
             b.name,
-            size(b.bytes),
+            size(b.held_bytes),
             // The creator's pid only while it owns the block: a kept dataset's loader, or a
             // stale block's killed run, is gone (`--json` keeps the pid the header records).
             b.owner_pid

@@ -89,7 +89,7 @@ fn a_killed_coordinators_block_is_stale_and_clean_removes_only_it() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    // NAME SIZE(2 words) OWNER STATUS STATE IMAGES CLASSES AGE
+    // NAME HELD(2 words) OWNER STATUS STATE IMAGES CLASSES AGE
     assert_eq!(row(&live_block)[5], "running", "{text}");
     assert_eq!(row(&live_block)[3], live_pid.to_string(), "{text}");
     assert_eq!(row(&victim_block)[5], "stale", "{text}");
@@ -141,7 +141,14 @@ fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
         os("--quiet"),
     ]);
     let block = format!("shmpipe-{name}");
-    let bytes = std::fs::metadata(blocks_dir().join(&block)).unwrap().len();
+    // What the block holds: its allocated blocks (a block is fallocated whole, so here its size).
+    let held = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(blocks_dir().join(&block))
+            .unwrap()
+            .blocks()
+            * 512
+    };
     let row = |args: &[&str]| {
         let out = shmpipe(args);
         assert_eq!(out.status.code(), Some(0));
@@ -155,7 +162,9 @@ fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
         (header, row)
     };
     let (header, human) = row(&["ls"]);
-    assert!(header.contains(" SIZE "), "{header}");
+    assert!(header.contains(" HELD "), "{header}");
+    // Rows fit an 80-column terminal.
+    assert!(header.len() <= 80 && human.len() <= 80, "{header}\n{human}");
     let words: Vec<&str> = human.split_whitespace().collect();
     // NAME, then the size as a number and a unit.
     assert!(
@@ -176,9 +185,19 @@ fn ls_shows_sizes_for_people_unless_asked_for_bytes() {
     assert!(header.contains(" BYTES "), "{header}");
     assert_eq!(
         raw.split_whitespace().nth(1),
-        Some(bytes.to_string().as_str()),
+        Some(held.to_string().as_str()),
         "{raw}"
     );
+    let listed: serde_json::Value =
+        serde_json::from_str(&crate::util::ok(&["ls", "--json"])).unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == block.as_str())
+        .expect("listed");
+    assert_eq!(entry["held_bytes"], held);
+    assert!(entry["bytes"].as_u64().unwrap() > 0);
 }
 
 /// Issue 27: kept datasets never expired. `clean --older-than AGE` removes the kept datasets
