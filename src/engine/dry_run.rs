@@ -12,7 +12,7 @@ use shmpipe_worker::codec;
 
 use crate::engine::job::{block_plan, hold, names, plan_job, Clock};
 use crate::engine::settings::Job;
-use crate::engine::summary::{count, human_bytes, Failure};
+use crate::engine::summary::{count, human_bytes, push_skipped, Failure};
 use crate::engine::supervise::Signals;
 
 /// What a job would do, as `--dry-run` reports it.
@@ -171,22 +171,7 @@ impl DryRun {
                 out.push_str(&format!("  refused: {}: {}\n", f.path, f.reason));
             }
         }
-        if !self.skipped.is_empty() {
-            out.push_str(&format!(
-                "{} skipped: not images{}\n",
-                count(self.skipped.len() as u64, "file"),
-                if self.list_skipped {
-                    ""
-                } else {
-                    " (--verbose names them)"
-                }
-            ));
-            if self.list_skipped {
-                for path in &self.skipped {
-                    out.push_str(&format!("  skipped: {path}\n"));
-                }
-            }
-        }
+        push_skipped(&mut out, &self.skipped, self.list_skipped);
         if self.existing > 0 {
             out.push_str(&format!(
                 "{} left alone: their output exists (--skip-existing)\n",

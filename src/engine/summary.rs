@@ -184,6 +184,23 @@ fn fit_line(line: &str, width: usize) -> Vec<String> {
     lines
 }
 
+/// "N files skipped: not images", and with `list` one line naming each.
+pub fn push_skipped(out: &mut String, skipped: &[String], list: bool) {
+    if skipped.is_empty() {
+        return;
+    }
+    out.push_str(&format!(
+        "{} skipped: not images{}\n",
+        count(skipped.len() as u64, "file"),
+        if list { "" } else { " (--verbose names them)" }
+    ));
+    if list {
+        for path in skipped {
+            out.push_str(&format!("  skipped: {path}\n"));
+        }
+    }
+}
+
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
@@ -295,22 +312,7 @@ impl Summary {
                 f.path, f.reason
             ));
         }
-        if self.files_skipped > 0 {
-            out.push_str(&format!(
-                "{} skipped: not images{}\n",
-                count(self.files_skipped, "file"),
-                if self.list_skipped {
-                    ""
-                } else {
-                    " (--verbose names them)"
-                }
-            ));
-            if self.list_skipped {
-                for path in &self.skipped {
-                    out.push_str(&format!("  skipped: {path}\n"));
-                }
-            }
-        }
+        push_skipped(out, &self.skipped, self.list_skipped);
         if self.images_planned > 0 && self.files_existing > 0 {
             out.push_str(&format!(
                 "{} left alone: their output exists (--skip-existing)\n",

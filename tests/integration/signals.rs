@@ -8,34 +8,43 @@ use std::time::{Duration, Instant};
 use crate::util::{assert_no_leaks, assets, files_under, os};
 use rustix::process::{kill_process, Pid, Signal};
 
-fn stop_mid_run(signal: Signal, expected_code: i32) {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    // One worker stalls on camera.png (in nested/, sorted after the top-level files); the other
-    // finishes what it can, so the stop finds complete outputs and an image in hand.
+/// Starts `shmpipe ARGS` with its worker held at camera.png (a minute), and returns once `out`
+/// holds `outputs` complete files.
+fn stalled_run(args: &[&std::ffi::OsStr], out: &Path, outputs: usize) -> std::process::Child {
     let child = Command::new(crate::util::bin())
-        .args([
-            os("run"),
-            assets().as_os_str(),
-            os("-o"),
-            out.as_os_str(),
-            os("--ops"),
-            os("blur:1"),
-            os("-j"),
-            os("2"),
-            os("--json"),
-        ])
+        .args(args)
         .env(shmpipe_worker::hooks::STALL_ENV, "camera.png")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while files_under_or_empty(&out).len() < 3 {
+    while files_under_or_empty(out).len() < outputs {
         assert!(Instant::now() < deadline, "the run made no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
+}
+
+fn stop_mid_run(signal: Signal, expected_code: i32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // One worker stalls on camera.png (in nested/, sorted after the top-level files); the other
+    // finishes what it can, so the stop finds complete outputs and an image in hand.
+    let folder = assets();
+    let args = [
+        os("run"),
+        folder.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("--ops"),
+        os("blur:1"),
+        os("-j"),
+        os("2"),
+        os("--json"),
+    ];
+    let child = stalled_run(&args, &out, 3);
+    let pid = child.id();
     assert!(
         !crate::util::blocks_of(pid).is_empty(),
         "the block exists while the run is live"
@@ -90,19 +99,8 @@ fn an_interrupted_run_says_to_rerun_with_skip_existing_and_that_finishes_it() {
         os("-j"),
         os("1"),
     ];
-    let child = Command::new(crate::util::bin())
-        .args(args)
-        .env(shmpipe_worker::hooks::STALL_ENV, "camera.png")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = stalled_run(&args, &out, 2);
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while files_under_or_empty(&out).len() < 2 {
-        assert!(Instant::now() < deadline, "the run made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::INT).unwrap();
     let output = crate::util::finish(child, "the interrupted run");
     assert_eq!(output.status.code(), Some(130));
