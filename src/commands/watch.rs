@@ -80,6 +80,8 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
     let plain = !std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last_line = Instant::now() - Duration::from_secs(1);
+    // Whether the coordinator asked its workers to stop (a signal, --strict) while we watched.
+    let mut stop_seen = false;
     let end = loop {
         display.update(&block);
         let (done, failed, pixels) = counts(&block);
@@ -94,8 +96,17 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
             last_line = Instant::now();
         }
         let state = BlockState::from_u32(block.header().state.load(Ordering::Acquire));
+        stop_seen |= state == Some(BlockState::Stopping);
         if state == Some(BlockState::Finished) {
-            break ("finished", "finished");
+            let (done, failed, _) = counts(&block);
+            break match (done + failed < total, stop_seen) {
+                (false, _) => ("finished", "finished"),
+                (true, true) => (
+                    "stopped",
+                    "stopped before the end (its run was told to stop)",
+                ),
+                (true, false) => ("stopped", "stopped before the end"),
+            };
         }
         match registry::inspect(&backing, &name) {
             Err(_) => break ("removed", "ended (its block was removed)"),

@@ -193,3 +193,73 @@ fn watch_shows_the_runs_own_clock_and_mp_per_s() {
         "watch's {watch_rate} MP/s is run's {run_rate} MP/s"
     );
 }
+
+/// A run stopped by Ctrl-C is not "finished": watch says it stopped before the end, in text
+/// and in `--json`.
+#[test]
+fn watch_says_a_run_stopped_by_sigint_stopped_before_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // One worker held a minute at rocket.jpg: the run is stopped there.
+    let mut run = Command::new(crate::util::bin())
+        .args([
+            os("run"),
+            assets().as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+            os("-j"),
+            os("1"),
+            os("-q"),
+        ])
+        .env("SHMPIPE_TEST_STALL", "rocket.jpg")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let name = loop {
+        if let Some(name) = crate::util::blocks_of(pid).pop() {
+            break name;
+        }
+        assert!(Instant::now() < deadline, "the run creates its block");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let watch = |json: bool| {
+        let mut cmd = Command::new(crate::util::bin());
+        cmd.args(["watch", &name]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Each watch has attached once it has said its first line.
+    let mut watching = Vec::new();
+    for json in [false, true] {
+        let mut child = watch(json);
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("a first line").unwrap();
+        watching.push((child, lines, first));
+    }
+    crate::util::signal(pid, rustix::process::Signal::INT);
+    assert_eq!(run.wait().unwrap().code(), Some(130));
+    assert_no_leaks(pid);
+    let mut last_lines = Vec::new();
+    for (child, lines, first) in watching {
+        let last = lines.map(Result::unwrap).last().unwrap_or(first);
+        let out = crate::util::finish(child, "watch");
+        assert!(out.status.success(), "{}", crate::util::stderr(&out));
+        last_lines.push(last);
+    }
+    assert!(
+        last_lines[0].contains(": stopped before the end"),
+        "{}",
+        last_lines[0]
+    );
+    assert!(!last_lines[0].contains("finished"), "{}", last_lines[0]);
+    let record: serde_json::Value = serde_json::from_str(&last_lines[1]).unwrap();
+    assert_eq!(record["state"], "stopped", "{record}");
+}
