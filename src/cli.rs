@@ -11,6 +11,8 @@ Examples:
   shmpipe run assets/ -o /tmp/out --ops grayscale,blur:2 -j 4
   shmpipe run photos/ -o out/ --ops invert --format png --quiet
   shmpipe run photos/ --ops scale:2,contrast:1.5 --json      # transform and report, write nothing
+  shmpipe run a.jpg b.png shots/ -o out/ --exclude 'thumbs/**' --dry-run
+  find photos -name '*.jpg' -mtime -1 -print0 | shmpipe run --files-from - -0 -o out/
 
 Ops (comma list, applied in order, in place):
   invert  grayscale  brightness:F  scale:F  contrast:F  gamma:G  threshold:T
@@ -34,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Transform every image of a folder with N worker processes sharing one block.
     #[command(after_help = RUN_EXAMPLES)]
-    Run(RunCli),
+    Run(Box<RunCli>),
     /// Decode a folder once into a named dataset that stays in shared memory (block
     /// `shmpipe-NAME`), for any process to attach to by name.
     #[command(
@@ -133,8 +135,27 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunCli {
-    /// Folder of images, walked recursively in sorted order.
-    pub input: PathBuf,
+    /// Images and folders of images (folders walked recursively in sorted order). Each output
+    /// keeps its path relative to the inputs' common folder: the folder itself for one folder,
+    /// a file's folder for one file, else the deepest folder holding them all.
+    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
+    pub inputs: Vec<PathBuf>,
+    /// Read more inputs from FILE (`-`: standard input), one path a line; relative paths are
+    /// relative to the current folder.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
+    /// With --files-from: the paths are separated by NUL bytes, not newlines (`find -print0`),
+    /// so that a name may hold a newline.
+    #[arg(short = '0', long = "null", requires = "files_from")]
+    pub null: bool,
+    /// Take only the files matching this glob (repeatable): a pattern with a '/' is matched
+    /// against the path relative to the common folder, one without against the file's name;
+    /// `*`, `**` (across folders), `?`, `[a-z]`, `[!a-z]`.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out the files matching this glob (repeatable), as --include matches.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Output folder; each result keeps its relative path. Without it nothing is written.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,

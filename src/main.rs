@@ -24,7 +24,7 @@ use commands::{apply, bench, blocks, dataset, gen, manual, ops, run, watch};
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| refuse(e));
     let code = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Ls {
             backing,
             json,

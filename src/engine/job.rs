@@ -138,15 +138,23 @@ pub(crate) fn hold(
 /// refusal leaves no image to do.
 pub(crate) fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::Result<Planned> {
     let stop_requested = || signals.received().is_some();
-    let keep = |relative: &[u8]| job.shard.as_ref().is_none_or(|s| s.contains(relative));
+    let keep = |relative: &[u8]| {
+        job.filters.accept(relative) && job.shard.as_ref().is_none_or(|s| s.contains(relative))
+    };
     let skip_output = job.output.as_deref().filter(|_| job.output_in_input);
     let mut plan = plan::plan(
         &job.input,
+        &job.entries,
         skip_output,
         job.max_pixels,
         &keep,
         &stop_requested,
     );
+    if !job.quiet {
+        for pattern in job.filters.unmatched() {
+            eprintln!("shmpipe: warning: {pattern} matched no file");
+        }
+    }
     let timings = Timings {
         plan_s: clock.started.elapsed().as_secs_f64(),
         ..Timings::default()

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod outputs;
 pub mod plan;
 pub mod progress;
+pub mod select;
 pub mod settings;
 pub mod shard;
 pub mod summary;

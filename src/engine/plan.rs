@@ -115,23 +115,47 @@ fn has_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Walks `root` and probes every file's header; gives up early when `stop` says so.
-/// Only files whose relative path `keep` accepts are considered (a shard's part of the folder):
-/// the others are not even opened. The folder `output` (the output folder, when it lies inside
-/// `root` and holds only outputs) is left out, under any name: a rerun never takes earlier
-/// outputs as inputs.
+/// Walks each of `entries` (folders and files under `root`; all of `root` when there are none)
+/// and probes every file's header; gives up early when `stop` says so. Paths are relative to
+/// `root`; a file met twice is planned once. Only files whose relative path `keep` accepts are
+/// considered (a shard's part of the folder, `--include`): the others are not even opened. The
+/// folder `output` (the output folder, when it lies inside `root` and holds only outputs) is
+/// left out, under any name: a rerun never takes earlier outputs as inputs.
 pub fn plan(
     root: &Path,
+    entries: &[PathBuf],
     output: Option<&Path>,
     max_pixels: u64,
     keep: &dyn Fn(&[u8]) -> bool,
     stop: &dyn Fn() -> bool,
 ) -> Plan {
     let mut plan = Plan::default();
+    let whole = [root.to_path_buf()];
+    let entries = if entries.is_empty() {
+        &whole[..]
+    } else {
+        entries
+    };
+    for entry in entries {
+        walk(&mut plan, root, entry, output, max_pixels, keep, stop);
+    }
+    plan
+}
+
+/// [`plan`] of one entry: a folder walked in sorted order, or one file.
+fn walk(
+    plan: &mut Plan,
+    root: &Path,
+    entry: &Path,
+    output: Option<&Path>,
+    max_pixels: u64,
+    keep: &dyn Fn(&[u8]) -> bool,
+    stop: &dyn Fn() -> bool,
+) {
     let output_id = output
         .and_then(|o| std::fs::metadata(o).ok())
         .map(|m| (m.dev(), m.ino()));
-    let walk = WalkDir::new(root)
+    let walk = WalkDir::new(entry)
         .follow_links(true)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
         .into_iter()
@@ -156,10 +180,14 @@ pub fn plan(
             continue;
         }
         if !kind.is_file() {
-            special_file(entry.path(), &kind, root, keep, &mut plan);
+            special_file(entry.path(), &kind, root, keep, plan);
             continue;
         }
         let path = entry.path();
+        if plan.inputs.paths.contains(path) {
+            // Given twice (a file inside a folder also given, say): planned once.
+            continue;
+        }
         plan.inputs.insert(path, entry.metadata().ok());
         let relative = path.strip_prefix(root).unwrap_or(path);
         if !keep(relative.as_os_str().as_bytes()) {
@@ -171,9 +199,8 @@ pub fn plan(
             plan.skipped.push(path.to_path_buf());
             continue;
         }
-        probe_file(path, relative, max_pixels, &mut plan);
+        probe_file(path, relative, max_pixels, plan);
     }
-    plan
 }
 
 /// What the walk could not read (a folder it may not list, a symlink loop), as a refused path;

@@ -20,8 +20,13 @@ pub const DEFAULT_QUALITY: u8 = 90;
 /// own flags, and the one thing the engine reads.
 #[derive(Clone, Debug)]
 pub struct Job {
-    /// The input folder, resolved.
+    /// The input folder, resolved: the inputs' common folder, which output paths are relative
+    /// to.
     pub input: PathBuf,
+    /// The files and folders given, under `input`; none: all of `input`.
+    pub entries: Vec<PathBuf>,
+    /// `--include` and `--exclude`.
+    pub filters: crate::engine::select::Filters,
     /// The output folder, resolved and created; None: nothing is written.
     pub output: Option<PathBuf>,
     /// The output folder as the user gave it (what the summary shows).
@@ -79,6 +84,8 @@ impl Job {
             .with_context(|| format!("cannot resolve input folder {}", input.display()))?;
         Ok(Job {
             input,
+            entries: Vec::new(),
+            filters: Default::default(),
             output: None,
             output_as_given: None,
             output_in_input: false,
@@ -109,6 +116,18 @@ impl Job {
             verbose: false,
             dry_run: false,
         })
+    }
+
+    /// A job on files and folders (`run a.jpg photos/ ...`): on their common folder, taking
+    /// only them.
+    pub fn on_inputs(inputs: &[PathBuf]) -> anyhow::Result<Job> {
+        let (root, entries) = crate::engine::select::resolve(inputs)?;
+        let whole_folder = entries.len() == 1 && entries[0] == root;
+        let mut job = Job::on(&root)?;
+        if !whole_folder {
+            job.entries = entries;
+        }
+        Ok(job)
     }
 
     /// Sets the block's folder (`--backing DIR`), which must exist.

@@ -269,6 +269,14 @@ const README_COMMANDS: &[(&str, Runs)] = &[
         Runs::Here,
     ),
     (
+        "shmpipe run assets/rocket.jpg assets/nested -o /tmp/picked --exclude 'chelsea*'",
+        Runs::Here,
+    ),
+    (
+        "find assets -name '*.png' -print0 | shmpipe run --files-from - -0 -o /tmp/pngs",
+        Runs::Here,
+    ),
+    (
         "shmpipe run assets/ -o /tmp/thumbs --resize 256x256 --format jpeg",
         Runs::Here,
     ),
