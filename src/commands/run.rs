@@ -274,7 +274,10 @@ fn report(job: &Job, summary: &Summary, signal_code: Option<i32>) -> anyhow::Res
     }
     Ok(match signal_code {
         Some(code) => code,
-        None if summary.images_failed > 0 || !summary.unsynced_folders.is_empty() => {
+        None if summary.images_failed > 0
+            || !summary.unsynced_folders.is_empty()
+            || !summary.folders_refused.is_empty() =>
+        {
             exit::SOME_FAILED
         }
         None => exit::OK,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use shmpipe_block as block;
 use shmpipe_worker::codec;
 
-use crate::engine::job::{block_plan, hold, names, plan_job, Clock};
+use crate::engine::job::{block_plan, hold, names, plan_job, refused_folders, Clock};
 use crate::engine::settings::Job;
 use crate::engine::summary::{count, human_bytes, push_skipped, Failure};
 use crate::engine::supervise::Signals;
@@ -25,6 +25,8 @@ pub struct DryRun {
     pub images: u64,
     /// Files that would be refused, with the reason.
     pub refused: Vec<Failure>,
+    /// Folders that cannot be read, with the reason.
+    pub folders_refused: Vec<Failure>,
     /// Files that are not images, skipped.
     pub skipped: Vec<String>,
     /// Images left alone because their output exists (`--skip-existing`).
@@ -66,6 +68,7 @@ pub fn dry_run(job: &Job) -> anyhow::Result<DryRun> {
     let mut planned = plan_job(job, &signals, &Clock::now())?;
     let existing = planned.plan.existing as u64;
     let skipped = names(&planned.plan.skipped);
+    let folders_refused = refused_folders(&planned.plan.refused_folders);
     let workers = job.workers.min(planned.plan.images.len().max(1) as u32);
     let backing = job.backing_dir();
     let free_bytes = block::free_bytes(&backing.dir()).ok();
@@ -109,6 +112,7 @@ pub fn dry_run(job: &Job) -> anyhow::Result<DryRun> {
         input: job.input.display().to_string(),
         images,
         refused: planned.failures,
+        folders_refused,
         skipped,
         existing,
         workers: if images == 0 { 0 } else { workers },
@@ -128,7 +132,7 @@ impl DryRun {
     /// The exit status the job itself would end with, all going well: 1 when a file would be
     /// refused, else 0.
     pub fn exit_code(&self) -> i32 {
-        match self.refused.is_empty() {
+        match self.refused.is_empty() && self.folders_refused.is_empty() {
             true => crate::exit::OK,
             false => crate::exit::SOME_FAILED,
         }
@@ -170,6 +174,9 @@ impl DryRun {
             for f in &self.refused {
                 out.push_str(&format!("  refused: {}: {}\n", f.path, f.reason));
             }
+        }
+        for f in &self.folders_refused {
+            out.push_str(&format!("  refused folder: {}: {}\n", f.path, f.reason));
         }
         push_skipped(&mut out, &self.skipped, self.list_skipped);
         if self.existing > 0 {

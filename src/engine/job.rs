@@ -261,6 +261,7 @@ fn nothing_to_do(job: &Job, planned: Planned, clock: &Clock) -> anyhow::Result<J
         images_not_started: images_planned - images_failed,
         images_failed,
         failures,
+        folders_refused: refused_folders(&plan.refused_folders),
         warnings: Vec::new(),
         unsynced_folders: Vec::new(),
         files_skipped: plan.skipped.len() as u64,
@@ -483,6 +484,7 @@ fn collect(
         images_not_started: images_planned.saturating_sub(done.images + images_failed),
         images_failed,
         failures,
+        folders_refused: refused_folders(&files.refused_folders),
         warnings: done.warnings,
         unsynced_folders,
         files_skipped: files.skipped.len() as u64,
@@ -629,4 +631,15 @@ fn plan_window(plan: &mut BlockPlan, planned: &mut Planned, free: u64, input: &P
 /// Paths as the summary shows them.
 pub(crate) fn names(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// Folders the walk could not read, as the summary lists them.
+pub(crate) fn refused_folders(folders: &[plan::Rejected]) -> Vec<Failure> {
+    folders
+        .iter()
+        .map(|r| Failure {
+            path: r.path.display().to_string(),
+            reason: r.reason.clone(),
+        })
+        .collect()
 }

@@ -32,6 +32,9 @@ pub struct Rejected {
 pub struct Plan {
     pub images: Vec<PlannedImage>,
     pub rejected: Vec<Rejected>,
+    /// Folders the walk could not read (no permission, a symlink loop): not images, but what
+    /// they hold was not done.
+    pub refused_folders: Vec<Rejected>,
     /// Files without an image name and without image content (a README, say), and the
     /// temporaries of our writers: not counted as images, named in the summary.
     pub skipped: Vec<PathBuf>,
@@ -171,7 +174,12 @@ fn walk(
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                plan.rejected.extend(unreadable(&e, root, keep));
+                if let Some((refused, folder)) = unreadable(&e, root, keep) {
+                    match folder {
+                        true => plan.refused_folders.push(refused),
+                        false => plan.rejected.push(refused),
+                    }
+                }
                 continue;
             }
         };
@@ -203,9 +211,13 @@ fn walk(
     }
 }
 
-/// What the walk could not read (a folder it may not list, a symlink loop), as a refused path;
-/// None when it lies outside the shard (`keep`).
-fn unreadable(e: &walkdir::Error, root: &Path, keep: &dyn Fn(&[u8]) -> bool) -> Option<Rejected> {
+/// What the walk could not read (a folder it may not list, a symlink loop, a link to nothing), as
+/// a refused path, and whether it is a folder; None when it lies outside the shard (`keep`).
+fn unreadable(
+    e: &walkdir::Error,
+    root: &Path,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Option<(Rejected, bool)> {
     let path = e
         .path()
         .map(Path::to_path_buf)
@@ -220,7 +232,8 @@ fn unreadable(e: &walkdir::Error, root: &Path, keep: &dyn Fn(&[u8]) -> bool) -> 
         e.io_error()
             .map_or_else(|| e.to_string(), |io| format!("cannot read: {io}"))
     };
-    Some(Rejected { path, reason })
+    let folder = e.loop_ancestor().is_some() || std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+    Some((Rejected { path, reason }, folder))
 }
 
 /// A FIFO, socket or device: reading it could block or never end. One with an image's name is

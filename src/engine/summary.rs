@@ -20,6 +20,9 @@ pub struct Summary {
     /// Planned images neither done nor failed: a signal or `--strict` stopped the run first.
     pub images_not_started: u64,
     pub failures: Vec<Failure>,
+    /// Folders that could not be read (no permission, a symlink loop): what they hold was not
+    /// done. Any makes the exit status 1.
+    pub folders_refused: Vec<Failure>,
     /// Images done with a warning: damaged JPEGs kept under `--allow-truncated`.
     pub warnings: Vec<Failure>,
     /// Output folders that could not be flushed to disk: their outputs are written but may not
@@ -283,6 +286,15 @@ impl Summary {
         }
         for f in &self.failures {
             out.push_str(&format!("  failed: {}: {}\n", f.path, f.reason));
+        }
+        if !self.folders_refused.is_empty() {
+            out.push_str(&format!(
+                "{} not read, what they hold not done:\n",
+                count(self.folders_refused.len() as u64, "folder")
+            ));
+        }
+        for f in &self.folders_refused {
+            out.push_str(&format!("  refused folder: {}: {}\n", f.path, f.reason));
         }
         // A warning is a damaged JPEG kept, or metadata of a source left out of its output.
         let left_out = self

@@ -167,7 +167,6 @@ fn build(input: &Path) -> HashMap<&'static str, &'static str> {
         ("text.jpg", "not an image"),
         ("netpbm.ppm", "unsupported format"),
         ("bomb.png", "over the limit"),
-        ("sub/loop", "symlink loop"),
     ])
 }
 
@@ -237,6 +236,22 @@ fn each_bad_input_gets_its_outcome_and_the_good_ones_are_processed() {
         failures.len(),
         expected_failures.len(),
         "only the bad files fail: {failures:?}"
+    );
+    // The symlink loop is a folder that cannot be walked: refused as a folder, not counted as an
+    // image that failed.
+    let folders = s["folders_refused"].as_array().expect("folders_refused");
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    assert_eq!(
+        folders[0]["path"].as_str().unwrap(),
+        input.join("sub/loop").display().to_string()
+    );
+    assert!(folders[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("symlink loop"));
+    assert_eq!(
+        s["images_failed"].as_u64().unwrap() as usize,
+        expected_failures.len()
     );
 
     // Converted, not rejected: 16-bit, gray+alpha, palette, CMYK, animated GIF (first frame),
@@ -433,4 +448,27 @@ fn skip_existing_does_only_what_is_missing() {
     assert_eq!(s["files_existing"], 3);
     assert!(out.join("2.png").exists());
     assert!(std::fs::read(out.join("0.png")).unwrap() == kept);
+}
+
+/// A folder the walk cannot read is said as a folder, with its reason, and makes the exit
+/// status 1; it is not counted as an image.
+#[test]
+fn an_unreadable_folder_is_a_refused_folder_not_a_failed_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    coded(8, 6).save(input.join("one.png")).unwrap();
+    std::os::unix::fs::symlink("..", input.join("sub/up")).unwrap();
+    let output = run(&[os("run"), input.as_os_str(), os("-j"), os("1")]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("1 of 1 image done, 0 failed"), "{text}");
+    assert!(text.contains("1 folder not read"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "  refused folder: {}: symlink loop",
+            input.join("sub/up").display()
+        )),
+        "{text}"
+    );
 }
