@@ -189,10 +189,10 @@ pub struct RunCli {
     #[arg(long)]
     pub strip: bool,
     /// Resize every image at decode time, straight into its slot: WxH (a box), Wx (the width,
-    /// the height follows) or xH. By default each image keeps its aspect ratio and fits inside
-    /// the box (see --fit).
+    /// the height follows), xH, or S (the shorter side becomes S, as torchvision's Resize(S)).
+    /// By default each image keeps its aspect ratio and fits inside the box (see --fit).
     #[arg(long, value_name = "WxH", value_parser = parse_box)]
-    pub resize: Option<(Option<u32>, Option<u32>)>,
+    pub resize: Option<Resize>,
     /// How --resize fits an image: inside (keep the aspect ratio, fit inside the box: each image
     /// its own shape), or one shape for all, one (N, H, W, C) array: stretch (to WxH exactly),
     /// cover (crop the overflow), contain (black bars).
@@ -558,25 +558,40 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 /// `--resize` of `load`: both sides, since a dataset is one array.
 fn parse_dataset_size(s: &str) -> Result<(u32, u32), String> {
     match parse_box(s)? {
-        (Some(w), Some(h)) => Ok((w, h)),
+        Resize::Box(Some(w), Some(h)) => Ok((w, h)),
         _ => Err(format!(
             "{s:?}: a dataset is one (N, H, W, C) array, so load needs both sides: WxH"
         )),
     }
 }
 
-/// `--resize` of `run`: `WxH`, `Wx` or `xH`. ImageMagick's shrink-only `>` suffix is refused
-/// with the flag that does it (unquoted, a shell takes `>` as a redirection).
-pub fn parse_box(s: &str) -> Result<(Option<u32>, Option<u32>), String> {
+/// What `run --resize` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resize {
+    /// `WxH`, `Wx` or `xH`.
+    Box(Option<u32>, Option<u32>),
+    /// `S`: the shorter side.
+    Shorter(u32),
+}
+
+/// `--resize` of `run`: `WxH`, `Wx`, `xH` or `S`. ImageMagick's shrink-only `>` suffix is
+/// refused with the flag that does it (unquoted, a shell takes `>` as a redirection).
+pub fn parse_box(s: &str) -> Result<Resize, String> {
+    if let Ok(side) = s.parse::<u32>() {
+        return match side {
+            1..=65535 => Ok(Resize::Shorter(side)),
+            _ => Err(format!("{s:?} is not a side from 1 to 65535")),
+        };
+    }
     if s.ends_with('>') {
         return Err(format!(
             "{s:?}: for shrink-only write --resize {} --no-enlarge",
             s.trim_end_matches('>')
         ));
     }
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("{s:?} is not WxH, Wx or xH, for example 1024x768 or 800x"))?;
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| {
+        format!("{s:?} is not WxH, Wx, xH or S, for example 1024x768, 800x or 256")
+    })?;
     let side = |v: &str| {
         if v.is_empty() {
             return Ok(None);
@@ -588,8 +603,8 @@ pub fn parse_box(s: &str) -> Result<(Option<u32>, Option<u32>), String> {
             .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
     };
     match (side(w)?, side(h)?) {
-        (None, None) => Err(format!("{s:?} gives no side: WxH, Wx or xH")),
-        sides => Ok(sides),
+        (None, None) => Err(format!("{s:?} gives no side: WxH, Wx, xH or S")),
+        (w, h) => Ok(Resize::Box(w, h)),
     }
 }
 

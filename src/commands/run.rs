@@ -9,7 +9,7 @@ use shmpipe_worker::codec;
 use shmpipe_worker::ops::OpChain;
 use shmpipe_worker::resize::{Fit, Geometry};
 
-use crate::cli::RunCli;
+use crate::cli::{Resize, RunCli};
 use crate::engine::job::{run_job, Aborted};
 use crate::engine::settings::Job;
 use crate::engine::shard::Shard;
@@ -76,7 +76,11 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
         None => None,
         Some(sides) => {
             let fit = Fit::parse(&args.fit).ok_or_else(|| anyhow!("invalid --fit {}", args.fit))?;
-            Some(Geometry::new(sides, fit, args.no_enlarge).map_err(|e| anyhow!("{e}"))?)
+            let geometry = match sides {
+                Resize::Box(w, h) => Geometry::new((w, h), fit, args.no_enlarge),
+                Resize::Shorter(side) => Geometry::shorter_side(side, fit, args.no_enlarge),
+            };
+            Some(geometry.map_err(|e| anyhow!("{e}"))?)
         }
     };
     let format = match &args.format {

@@ -214,3 +214,54 @@ fn resize_forms_that_cannot_work_are_refused_naming_the_fix() {
     assert_eq!(load.status.code(), Some(2));
     assert!(stderr(&load).contains("WxH"), "{}", stderr(&load));
 }
+
+/// `--resize S`: the shorter side becomes S and the aspect ratio is kept (torchvision's
+/// `Resize(S)`), EXIF-turned images as shown; with `--no-enlarge` a shorter side already at most
+/// S stays. The sizes are worked out by hand: the longer side is round(longer * S / shorter).
+#[test]
+fn a_bare_side_sets_the_shorter_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    inputs(&input);
+    assert_eq!(
+        sizes(&input, &tmp.path().join("s"), &["--resize", "60"]),
+        expect(&[
+            ("line", (60, 30000)),
+            ("row", (30000, 60)),
+            ("small", (80, 60)),
+            ("tall", (60, 198)),  // 333 * 60 / 101 = 197.8
+            ("turned", (60, 90)), // shown 200 x 300
+            ("wide", (198, 60)),
+        ])
+    );
+    assert_eq!(
+        sizes(
+            &input,
+            &tmp.path().join("shrink"),
+            &["--resize", "60", "--no-enlarge"]
+        ),
+        expect(&[
+            ("line", (1, 500)),
+            ("row", (500, 1)),
+            ("small", (40, 30)),
+            ("tall", (60, 198)),
+            ("turned", (60, 90)),
+            ("wide", (198, 60)),
+        ])
+    );
+    // Only `inside` keeps the aspect ratio; 0 is no side.
+    for refused in [
+        &["--resize", "60", "--fit", "cover"][..],
+        &["--resize", "0"][..],
+    ] {
+        let mut args = vec![os("run"), input.as_os_str()];
+        args.extend(refused.iter().map(|a| os(a)));
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{refused:?}");
+        assert!(
+            stderr(&out).contains("--resize") || stderr(&out).contains("side"),
+            "{refused:?}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -66,6 +66,9 @@ impl Fit {
 pub struct Geometry {
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// `--resize S`: the shorter side becomes S, the aspect ratio kept (torchvision's
+    /// `Resize(S)`); then `width` and `height` are None and the fit is `inside`.
+    pub shorter: Option<u32>,
     pub fit: Fit,
     /// Never enlarge: an image already inside the box keeps its size (ImageMagick's `>`).
     pub no_enlarge: bool,
@@ -76,9 +79,12 @@ impl std::fmt::Display for Geometry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let side = |s: Option<u32>| s.map_or(String::new(), |v| v.to_string());
         let (w, h) = (side(self.width), side(self.height));
-        match self.fit {
-            Fit::Inside => write!(f, "each resized to fit inside {w}x{h} (--fit inside")?,
-            fit => write!(f, "resized to {w}x{h} (--fit {}", fit.name())?,
+        match (self.fit, self.shorter) {
+            (Fit::Inside, Some(s)) => {
+                write!(f, "each resized to a shorter side of {s} (--fit inside")?
+            }
+            (Fit::Inside, None) => write!(f, "each resized to fit inside {w}x{h} (--fit inside")?,
+            (fit, _) => write!(f, "resized to {w}x{h} (--fit {}", fit.name())?,
         }
         if self.no_enlarge {
             write!(f, ", --no-enlarge")?;
@@ -96,6 +102,8 @@ pub enum GeometryError {
     NeedsBothSides(&'static str),
     #[error("--no-enlarge goes with --fit inside (--fit {0} gives every image the box's shape)")]
     NoEnlargeNeedsInside(&'static str),
+    #[error("--resize S keeps each image's aspect ratio, which --fit {0} does not: use --fit inside, or --resize WxH")]
+    ShorterNeedsInside(&'static str),
 }
 
 impl Geometry {
@@ -116,6 +124,22 @@ impl Geometry {
         Ok(Geometry {
             width,
             height,
+            shorter: None,
+            fit,
+            no_enlarge,
+        })
+    }
+
+    /// `--resize S`: each image's shorter side becomes `side`, its aspect ratio kept (only
+    /// `--fit inside` keeps it).
+    pub fn shorter_side(side: u32, fit: Fit, no_enlarge: bool) -> Result<Geometry, GeometryError> {
+        if fit != Fit::Inside {
+            return Err(GeometryError::ShorterNeedsInside(fit.name()));
+        }
+        Ok(Geometry {
+            width: None,
+            height: None,
+            shorter: Some(side),
             fit,
             no_enlarge,
         })
@@ -142,7 +166,10 @@ impl Geometry {
         let (w, h) = (width as f64, height as f64);
         let hshrink = self.width.map_or(0.0, |bw| w / bw as f64);
         let vshrink = self.height.map_or(0.0, |bh| h / bh as f64);
-        let mut shrink = hshrink.max(vshrink);
+        let mut shrink = match self.shorter {
+            Some(s) => w.min(h) / s as f64,
+            None => hshrink.max(vshrink),
+        };
         if self.no_enlarge {
             shrink = shrink.max(1.0);
         }
@@ -390,6 +417,17 @@ mod tests {
             (1067, 600)
         );
         assert_eq!(inside(Some(256), None, false).slot_shape(3, 7), (256, 597));
+    }
+
+    #[test]
+    fn a_shorter_side_keeps_the_aspect_ratio() {
+        let g = Geometry::shorter_side(256, Fit::Inside, false).unwrap();
+        assert_eq!(g.slot_shape(1024, 768), (341, 256));
+        assert_eq!(g.slot_shape(768, 1024), (256, 341));
+        assert_eq!(g.slot_shape(100, 100), (256, 256));
+        let shrink = Geometry::shorter_side(256, Fit::Inside, true).unwrap();
+        assert_eq!(shrink.slot_shape(200, 100), (200, 100));
+        assert!(Geometry::shorter_side(256, Fit::Cover, false).is_err());
     }
 
     #[test]
