@@ -616,6 +616,9 @@ mod layout_tests {
         assert_eq!(offset_of!(Header, strings_len), 88);
         assert_eq!(offset_of!(Header, pixels_offset), 96);
         assert_eq!(offset_of!(Header, pixels_len), 104);
+        assert_eq!(offset_of!(Header, input_root), 112);
+        assert_eq!(offset_of!(StrRef, offset), 0);
+        assert_eq!(offset_of!(StrRef, len), 8);
         assert_eq!(offset_of!(Header, flags), 188);
         assert_eq!(offset_of!(Header, dataset_state), 296);
         assert_eq!(offset_of!(Header, created_unix_ns), 232);

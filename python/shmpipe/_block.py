@@ -43,6 +43,8 @@ _HEADER = {
     "strings_len": (88, "<Q"),
     "pixels_offset": (96, "<Q"),
     "pixels_len": (104, "<Q"),
+    "input_root_offset": (112, "<Q"),
+    "input_root_len": (120, "<Q"),
     "flags": (188, "<I"),
     "created_unix_ns": (232, "<Q"),
     "python_writers": (248, "<Q"),
@@ -489,6 +491,13 @@ class Block:
         self.original_sizes: np.ndarray = original_sizes[kept]
         self.labels: Optional[np.ndarray] = None
         self.classes: Optional[List[str]] = None
+        root, root_len = self._field("input_root_offset"), self._field("input_root_len")
+        if root + root_len > strings_len:
+            raise BlockError(f"{self.name}: its input folder's name is out of bounds")
+        start = self._strings + root
+        # The folder the dataset was loaded from, as the loader resolved it: `paths` are
+        # relative to it.
+        self.root: str = bytes(self._mm[start : start + root_len]).decode("utf-8", "surrogateescape")
         if self._field("label_kind") != 0:
             self.classes = self._class_names(strings_len)
             labels = np.frombuffer(self._mm, np.int64, count=(count - 1) * (IMAGE_RECORD_SIZE // 8) + 1,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -66,8 +66,32 @@ class Dataset:
         return (image if self.transform is None else self.transform(image)), label
 
     @property
-    def classes(self):
+    def classes(self) -> Optional[List[str]]:
+        """The class names, in label order (None without labels), as torchvision's
+        `ImageFolder.classes`."""
         return self.block.classes
+
+    @property
+    def class_to_idx(self) -> Dict[str, int]:
+        """Each class name's label, as `ImageFolder.class_to_idx` ({} without labels)."""
+        return {name: i for i, name in enumerate(self.block.classes or [])}
+
+    @property
+    def targets(self) -> List[int]:
+        """Each image's label (-1 without labels), as `ImageFolder.targets`: what samplers that
+        balance classes read."""
+        labels = self.block.labels
+        return [-1] * len(self) if labels is None else labels.tolist()
+
+    @property
+    def samples(self) -> List[Tuple[str, int]]:
+        """`(source path, label)` for each image, the path under the folder it was loaded from,
+        as `ImageFolder.samples` (also `imgs`)."""
+        block = self.block
+        return [(os.path.join(block.root, path), label)
+                for path, label in zip(block.paths, self.targets)]
+
+    imgs = samples
 
     def close(self) -> None:
         if self._block is not None:

@@ -57,6 +57,45 @@ fn block_exists(name: &str) -> bool {
         .exists()
 }
 
+/// The input folder's name is read from the block like everything else: a length past the
+/// strings region is refused with a `BlockError`, not read beyond its bounds.
+#[test]
+fn a_dataset_whose_input_folder_runs_past_its_strings_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("pyroot{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    load(&tmp.path().join("in"), &name, 2, "16x8");
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"
+import json, os, struct, shmpipe
+root = shmpipe.Dataset("{name}").samples[0][0]
+with open("/dev/shm/shmpipe-{name}", "r+b") as f:
+    f.seek(120)
+    f.write(struct.pack("<Q", 2**40))
+try:
+    shmpipe.attach("{name}")
+    print(json.dumps({{"refused": False}}))
+except shmpipe.BlockError as e:
+    print(json.dumps({{"refused": True, "why": str(e), "root": root}}))
+"#
+        ),
+    );
+    assert_eq!(said["refused"], true, "{said}");
+    assert!(
+        said["why"].as_str().unwrap().contains("input folder"),
+        "{said}"
+    );
+    assert!(
+        said["root"]
+            .as_str()
+            .unwrap()
+            .starts_with(&tmp.path().canonicalize().unwrap().display().to_string()),
+        "{said}"
+    );
+}
+
 /// `gen` a folder and `load` it as `name`.
 fn load(dir: &Path, name: &str, count: u32, size: &str) {
     ok(&[
@@ -527,6 +566,21 @@ print(json.dumps({{"paths": list(ds.paths), "labels": ds.labels.tolist(), "class
                   "dtype": str(ds.labels.dtype), "sizes": ds.original_sizes.tolist(),
                   "formats": [ds.format(i) for i in range(len(ds))], "shape": list(ds.shape),
                   "items": [d[i][1] for i in range(len(d))], "writeable": ds.labels.flags.writeable}}))
+# torchvision's ImageFolder conventions, against its make_dataset rule written out here: classes
+# are the sorted folders, samples each class's files in sorted walk order.
+import os
+root = os.path.realpath({input:?})
+classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+to_idx = {{c: i for i, c in enumerate(classes)}}
+samples = [(os.path.join(r, f), to_idx[c]) for c in classes
+           for r, _, files in sorted(os.walk(os.path.join(root, c), followlinks=True))
+           for f in sorted(files)]
+assert d.classes == classes, d.classes
+assert d.class_to_idx == to_idx, d.class_to_idx
+assert d.samples == samples, (d.samples, samples)
+assert d.imgs == samples
+assert d.targets == [t for _, t in samples], d.targets
+assert all(os.path.exists(p) for p, _ in d.samples)
 "#
         ),
     );
