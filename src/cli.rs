@@ -245,10 +245,10 @@ pub struct RunCli {
     /// NumPy included, can attach to it by name until `shmpipe rm NAME`.
     #[arg(long, value_name = "NAME")]
     pub keep: Option<String>,
-    /// With --keep: record each image's class. `folder`: the index of the top-level folder it
-    /// lies in, among INPUT_DIR's folders in sorted order (torchvision ImageFolder's rule).
-    #[arg(long, value_name = "HOW", value_parser = ["folder"], requires = "keep")]
-    pub labels: Option<String>,
+    /// With --keep: record each image's class, as `load --labels` does: `folder`, or a labels
+    /// file (FILE.csv or FILE.json).
+    #[arg(long, value_name = "HOW", value_parser = parse_labels, requires = "keep")]
+    pub labels: Option<Labels>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -313,9 +313,12 @@ pub struct LoadCli {
     pub name: String,
     /// Record each image's class. `folder`: the index of the top-level folder it lies in,
     /// among INPUT's folders in sorted order (torchvision ImageFolder's rule); an image lying
-    /// directly in INPUT is an error.
-    #[arg(long, value_name = "HOW", value_parser = ["folder"])]
-    pub labels: Option<String>,
+    /// directly in INPUT is an error. FILE.csv: lines `path,label` (a first line `path,label`
+    /// is a header; a field holding a comma in double quotes); FILE.json: an object
+    /// {"path": "label", ...}. Paths are relative to INPUT; the classes are the labels in
+    /// sorted order; an image the file does not name is an error.
+    #[arg(long, value_name = "HOW", value_parser = parse_labels)]
+    pub labels: Option<Labels>,
     /// Resize every image at decode time to W x H: a dataset is one (N, H, W, C) array, so
     /// every image takes the box's shape (see --fit).
     #[arg(long, value_name = "WxH", value_parser = parse_dataset_size)]
@@ -561,6 +564,22 @@ fn parse_dataset_size(s: &str) -> Result<(u32, u32), String> {
         Resize::Box(Some(w), Some(h)) => Ok((w, h)),
         _ => Err(format!(
             "{s:?}: a dataset is one (N, H, W, C) array, so load needs both sides: WxH"
+        )),
+    }
+}
+
+pub use crate::engine::settings::Labels;
+
+/// `--labels`: `folder`, or a labels file ending in `.csv` or `.json`.
+fn parse_labels(s: &str) -> Result<Labels, String> {
+    if s == "folder" {
+        return Ok(Labels::Folder);
+    }
+    let path = PathBuf::from(s);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") | Some("json") => Ok(Labels::File(path)),
+        _ => Err(format!(
+            "{s:?} is neither `folder` nor a labels file (FILE.csv or FILE.json)"
         )),
     }
 }

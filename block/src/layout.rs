@@ -197,7 +197,8 @@ pub struct Header {
     pub load_max_pixels: u64,
     /// Entries the history region holds: [`HISTORY_CAPACITY`] in a kept block, else 0.
     pub history_capacity: u32,
-    /// How images are labelled: [`LABELS_NONE`] or [`LABELS_FOLDER`] (`load --labels folder`).
+    /// How images are labelled: [`LABELS_NONE`], [`LABELS_FOLDER`] (`load --labels folder`) or
+    /// [`LABELS_FILE`] (`load --labels FILE`).
     pub label_kind: u32,
     /// Classes named in `class_names`; an image's label indexes them.
     pub class_count: u32,
@@ -213,6 +214,9 @@ pub const LABELS_NONE: u32 = 0;
 /// `Header::label_kind`: an image's label is the index, among the top-level folders of the
 /// loaded folder in sorted (byte) order, of the one it lies in: torchvision's ImageFolder rule.
 pub const LABELS_FOLDER: u32 = 1;
+/// `Header::label_kind`: an image's label is the index, among the sorted class names of a labels
+/// file (`load --labels labels.csv`), of the class the file gives it.
+pub const LABELS_FILE: u32 = 2;
 
 /// `Header::channels` of a block whose images each keep their own channels, given in their
 /// records: 1 gray, 2 gray and alpha, 3 colour, 4 colour and alpha. A kept dataset never has it.
@@ -479,6 +483,7 @@ mod layout_tests {
             resize_fit: 0,
             max_pixels: u64::MAX,
             classes: None,
+            label_kind: 0,
             window_slot: None,
         }
     }

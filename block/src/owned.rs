@@ -23,8 +23,9 @@ use super::{
     fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
     HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
     FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
-    FLAG_WINDOW, HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FOLDER, LABELS_NONE,
-    LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
+    FLAG_WINDOW, HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FILE, LABELS_FOLDER,
+    LABELS_NONE, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT,
+    STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -310,10 +311,10 @@ impl Mapping {
             } else {
                 0
             },
-            label_kind: if plan.classes.is_some() {
-                LABELS_FOLDER
-            } else {
-                LABELS_NONE
+            label_kind: match (&plan.classes, plan.label_kind) {
+                (None, _) => LABELS_NONE,
+                (Some(_), LABELS_FILE) => LABELS_FILE,
+                (Some(_), _) => LABELS_FOLDER,
             },
             class_count: plan.classes.as_ref().map_or(0, |c| c.len() as u32),
             _reserved_pad: 0,

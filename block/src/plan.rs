@@ -45,6 +45,8 @@ pub struct BlockPlan {
     pub max_pixels: u64,
     /// Class names, in class order, when images are labelled by folder ([`LABELS_FOLDER`]).
     pub classes: Option<Vec<Vec<u8>>>,
+    /// Where the classes came from: `LABELS_FOLDER` or `LABELS_FILE` (read only with classes).
+    pub label_kind: u32,
     /// A window block ([`FLAG_WINDOW`]): the bytes of each worker's slot, which every image
     /// must fit. None: one slot per image.
     pub window_slot: Option<u64>,

@@ -57,6 +57,7 @@ fn mutate_and_attach(window_slot: Option<u64>) {
         strip: false,
         lossless: false,
         classes: None,
+        label_kind: 0,
         window_slot,
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();

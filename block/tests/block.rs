@@ -41,6 +41,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         strip: false,
         lossless: false,
         classes: None,
+        label_kind: 0,
         window_slot: None,
     }
 }

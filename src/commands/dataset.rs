@@ -56,7 +56,10 @@ fn load_job(args: LoadCli) -> anyhow::Result<Job> {
         max_pixels: args.limits.max_pixels,
         image_timeout: args.limits.image_timeout(),
         keep: Some(args.name),
-        labels: args.labels.is_some(),
+        labels: args
+            .labels
+            .clone()
+            .unwrap_or(crate::engine::settings::Labels::None),
         json: args.json,
         quiet: args.quiet,
         verbose: args.verbose,

@@ -129,7 +129,10 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
         no_fsync: args.no_fsync,
         exact_memory: args.exact_memory,
         keep: args.keep.clone(),
-        labels: args.labels.is_some(),
+        labels: args
+            .labels
+            .clone()
+            .unwrap_or(crate::engine::settings::Labels::None),
         json: args.json,
         quiet: args.quiet,
         verbose: args.verbose,

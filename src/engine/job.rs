@@ -17,13 +17,14 @@ use shmpipe_block::{
 };
 use shmpipe_worker::codec::PngCompression;
 
+use crate::engine::labels;
 use crate::engine::memory::{self, Sampler};
 use crate::engine::outputs::{
     output_target, remove_partial_output, sync_outputs, warn_unused_settings,
 };
 use crate::engine::plan::{self, Plan};
 use crate::engine::progress::Display;
-use crate::engine::settings::{Job, DEFAULT_QUALITY};
+use crate::engine::settings::{Job, Labels, DEFAULT_QUALITY};
 use crate::engine::summary::{count, Failure, Summary, Timings};
 use crate::engine::supervise::{self, Launch, Outcome, Pool, Rules, Signals};
 
@@ -182,9 +183,10 @@ pub(crate) fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::R
             (image.width, image.height) = geometry.slot_shape(image.width, image.height);
         }
     }
-    let classes = match job.labels {
-        true => Some(plan::label_by_folder(&job.input, &mut plan.images)?),
-        false => None,
+    let classes = match &job.labels {
+        Labels::Folder => Some(labels::label_by_folder(&job.input, &mut plan.images)?),
+        Labels::File(file) => Some(labels::label_by_file(&job.input, file, &mut plan.images)?),
+        Labels::None => None,
     };
     let mut failures: Vec<Failure> = plan
         .rejected
@@ -338,6 +340,10 @@ pub(crate) fn block_plan(job: &Job, planned: &mut Planned, workers: u32) -> Bloc
         lossless: job.lossless,
         resize_fit: job.geometry.map_or(0, |g| g.fit as u32),
         classes: planned.classes.take(),
+        label_kind: match job.labels {
+            Labels::File(_) => block::LABELS_FILE,
+            _ => block::LABELS_FOLDER,
+        },
         window_slot: None,
     }
 }

@@ -5,6 +5,7 @@
 pub mod dataset;
 pub mod dry_run;
 pub mod job;
+pub mod labels;
 pub mod memory;
 pub mod outputs;
 pub mod plan;

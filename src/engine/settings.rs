@@ -13,6 +13,16 @@ use shmpipe_worker::resize::Geometry;
 
 use crate::engine::shard::Shard;
 
+/// How each image of a dataset gets its class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Labels {
+    None,
+    /// The top-level folder it lies in (torchvision ImageFolder's rule).
+    Folder,
+    /// What a labels file (CSV or JSON) says.
+    File(PathBuf),
+}
+
 /// JPEG and lossy WebP quality when none is given.
 pub const DEFAULT_QUALITY: u8 = 90;
 
@@ -58,8 +68,8 @@ pub struct Job {
     pub shard: Option<Shard>,
     /// Keep the block as this dataset.
     pub keep: Option<String>,
-    /// Label each image by its first-level folder.
-    pub labels: bool,
+    /// How each image gets its class (`--labels`).
+    pub labels: Labels,
     /// The summary goes out as JSON: no progress display, no announcement.
     pub json: bool,
     pub quiet: bool,
@@ -110,7 +120,7 @@ impl Job {
             exact_memory: false,
             shard: None,
             keep: None,
-            labels: false,
+            labels: Labels::None,
             json: false,
             quiet: false,
             verbose: false,

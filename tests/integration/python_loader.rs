@@ -96,6 +96,98 @@ except shmpipe.BlockError as e:
     );
 }
 
+/// `load --labels FILE`: the classes are the labels a CSV or JSON file gives, sorted; each image
+/// gets the index of its own; a path with a comma in quotes, a header line and an absolute path
+/// are read as spreadsheets write them; an image the file does not name refuses the load, naming
+/// it, and leaves no dataset.
+#[test]
+fn labels_from_a_csv_or_json_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    for rel in ["a.png", "b, c.png", "sub/d.png"] {
+        let path = input.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(4, 3, image::Rgb([1, 2, 3]))
+            .save(&path)
+            .unwrap();
+    }
+    let csv = tmp.path().join("labels.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "path,label\r\nsub/d.png,zebra\n\"b, c.png\",ant\n{},zebra\n",
+            input.join("a.png").canonicalize().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let json = tmp.path().join("labels.json");
+    std::fs::write(
+        &json,
+        r#"{"a.png": "cat", "b, c.png": "dog", "sub/d.png": "cat"}"#,
+    )
+    .unwrap();
+    for (file, classes, labels) in [
+        // a.png zebra, "b, c.png" ant, sub/d.png zebra.
+        (
+            &csv,
+            serde_json::json!(["ant", "zebra"]),
+            serde_json::json!([1, 0, 1]),
+        ),
+        (
+            &json,
+            serde_json::json!(["cat", "dog"]),
+            serde_json::json!([0, 1, 0]),
+        ),
+    ] {
+        let name = format!("pyfile{}", std::process::id());
+        let _cleanup = Dataset(name.clone());
+        ok(&[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(&name),
+            os("--labels"),
+            file.as_os_str(),
+            os("-q"),
+        ]);
+        let said = python(
+            &pythons()[0],
+            &format!(
+                r#"
+import json, shmpipe
+d = shmpipe.Dataset("{name}")
+print(json.dumps({{"paths": list(d.block.paths), "classes": d.classes, "targets": d.targets}}))
+"#
+            ),
+        );
+        // Sorted walk: "a.png" < "b, c.png" < "sub/d.png".
+        assert_eq!(
+            said["paths"],
+            serde_json::json!(["a.png", "b, c.png", "sub/d.png"])
+        );
+        assert_eq!(said["classes"], classes, "{}", file.display());
+        assert_eq!(said["targets"], labels, "{}", file.display());
+    }
+    // An image without a label: refused, named, nothing left.
+    std::fs::write(&json, r#"{"a.png": "cat", "sub/d.png": "cat"}"#).unwrap();
+    let name = format!("pyfile-missing{}", std::process::id());
+    let refused = crate::util::run(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--labels"),
+        json.as_os_str(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = crate::util::stderr(&refused);
+    assert!(
+        said.contains("no label") && said.contains("b, c.png"),
+        "{said}"
+    );
+    assert!(!block_exists(&name));
+}
+
 /// `gen` a folder and `load` it as `name`.
 fn load(dir: &Path, name: &str, count: u32, size: &str) {
     ok(&[
