@@ -7,6 +7,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::util::{assert_no_leaks, assets, os};
 
+/// The block of run `pid`, once it exists.
+fn block_of(pid: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(name) = crate::util::blocks_of(pid).pop() {
+            return name;
+        }
+        assert!(Instant::now() < deadline, "the run creates its block");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn watch_follows_a_live_run_to_its_end() {
     let tmp = tempfile::tempdir().unwrap();
@@ -118,14 +130,7 @@ fn watch_shows_the_runs_own_clock_and_mp_per_s() {
         .spawn()
         .unwrap();
     let pid = run.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let name = loop {
-        if let Some(name) = crate::util::blocks_of(pid).pop() {
-            break name;
-        }
-        assert!(Instant::now() < deadline, "the run creates its block");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let name = block_of(pid);
     // The run's clock started before its block existed, so before this moment.
     let block_seen = SystemTime::now();
     std::thread::sleep(PAUSE);
@@ -217,14 +222,7 @@ fn watch_says_a_run_stopped_by_sigint_stopped_before_the_end() {
         .spawn()
         .unwrap();
     let pid = run.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let name = loop {
-        if let Some(name) = crate::util::blocks_of(pid).pop() {
-            break name;
-        }
-        assert!(Instant::now() < deadline, "the run creates its block");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let name = block_of(pid);
     let watch = |json: bool| {
         let mut cmd = Command::new(crate::util::bin());
         cmd.args(["watch", &name]);
