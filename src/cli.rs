@@ -249,6 +249,13 @@ pub struct RunCli {
     /// file (FILE.csv or FILE.json).
     #[arg(long, value_name = "HOW", value_parser = parse_labels, requires = "keep")]
     pub labels: Option<Labels>,
+    #[command(flatten)]
+    pub report: Report,
+}
+
+/// How a decoding job (`run`, `load`) reports, or whether it only plans.
+#[derive(Debug, Args)]
+pub struct Report {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -263,6 +270,19 @@ pub struct RunCli {
     /// only; creates no block, starts no worker, writes nothing (not even the -o folder).
     #[arg(long)]
     pub dry_run: bool,
+}
+
+impl Report {
+    /// `job` reporting as these flags say.
+    pub fn onto(&self, job: Job) -> Job {
+        Job {
+            json: self.json,
+            quiet: self.quiet,
+            verbose: self.verbose,
+            dry_run: self.dry_run,
+            ..job
+        }
+    }
 }
 
 /// What one image may cost a decoding job (`run`, `load`) before it is refused or its worker
@@ -339,20 +359,8 @@ pub struct LoadCli {
     /// Put the dataset in a regular file in DIR instead of /dev/shm (for a small /dev/shm).
     #[arg(long, value_name = "DIR")]
     pub backing: Option<PathBuf>,
-    /// Print the summary as one JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress display and no text summary.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Name every skipped file (not an image) in the text summary; --json always does.
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// Plan only and say what would be done: the images, the files refused and skipped with
-    /// their reasons, the memory the block would take and every output path. Reads headers
-    /// only; creates no block, starts no worker, writes nothing (not even the -o folder).
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub report: Report,
 }
 
 #[derive(Debug, Args)]
@@ -568,6 +576,7 @@ fn parse_dataset_size(s: &str) -> Result<(u32, u32), String> {
     }
 }
 
+use crate::engine::settings::Job;
 pub use crate::engine::settings::Labels;
 
 /// `--labels`: `folder`, or a labels file ending in `.csv` or `.json`.

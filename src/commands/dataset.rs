@@ -56,15 +56,8 @@ fn load_job(args: LoadCli) -> anyhow::Result<Job> {
         max_pixels: args.limits.max_pixels,
         image_timeout: args.limits.image_timeout(),
         keep: Some(args.name),
-        labels: args
-            .labels
-            .clone()
-            .unwrap_or(crate::engine::settings::Labels::None),
-        json: args.json,
-        quiet: args.quiet,
-        verbose: args.verbose,
-        dry_run: args.dry_run,
-        ..job
+        labels: args.labels.clone().unwrap_or_default(),
+        ..args.report.onto(job)
     })
 }
 

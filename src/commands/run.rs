@@ -96,7 +96,7 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
     let mut job = Job::on_inputs(&inputs)?;
     job.filters = crate::engine::select::Filters::new(&args.include, &args.exclude)?;
     if let Some(out) = &args.out {
-        let (output, output_in_input) = match args.dry_run {
+        let (output, output_in_input) = match args.report.dry_run {
             true => planned_output_folder(out, &job.input)?,
             false => output_folder(out, &job.input)?,
         };
@@ -129,15 +129,8 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
         no_fsync: args.no_fsync,
         exact_memory: args.exact_memory,
         keep: args.keep.clone(),
-        labels: args
-            .labels
-            .clone()
-            .unwrap_or(crate::engine::settings::Labels::None),
-        json: args.json,
-        quiet: args.quiet,
-        verbose: args.verbose,
-        dry_run: args.dry_run,
-        ..job
+        labels: args.labels.clone().unwrap_or_default(),
+        ..args.report.onto(job)
     })
 }
 

@@ -14,8 +14,9 @@ use shmpipe_worker::resize::Geometry;
 use crate::engine::shard::Shard;
 
 /// How each image of a dataset gets its class.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Labels {
+    #[default]
     None,
     /// The top-level folder it lies in (torchvision ImageFolder's rule).
     Folder,
