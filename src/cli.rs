@@ -135,27 +135,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunCli {
-    /// Images and folders of images (folders walked recursively in sorted order). Each output
-    /// keeps its path relative to the inputs' common folder: the folder itself for one folder,
-    /// a file's folder for one file, else the deepest folder holding them all.
-    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
-    pub inputs: Vec<PathBuf>,
-    /// Read more inputs from FILE (`-`: standard input), one path a line; relative paths are
-    /// relative to the current folder.
-    #[arg(long, value_name = "FILE")]
-    pub files_from: Option<PathBuf>,
-    /// With --files-from: the paths are separated by NUL bytes, not newlines (`find -print0`),
-    /// so that a name may hold a newline.
-    #[arg(short = '0', long = "null", requires = "files_from")]
-    pub null: bool,
-    /// Take only the files matching this glob (repeatable): a pattern with a '/' is matched
-    /// against the path relative to the common folder, one without against the file's name;
-    /// `*`, `**` (across folders), `?`, `[a-z]`, `[!a-z]`.
-    #[arg(long, value_name = "GLOB")]
-    pub include: Vec<String>,
-    /// Leave out the files matching this glob (repeatable), as --include matches.
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub inputs: Inputs,
     /// Output folder; each result keeps its relative path. Without it nothing is written.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -253,6 +234,47 @@ pub struct RunCli {
     pub report: Report,
 }
 
+/// What a decoding job (`run`, `load`) takes: files and folders, from the command line or a
+/// list, and the globs that choose among them.
+#[derive(Debug, Args)]
+pub struct Inputs {
+    /// Images and folders of images (folders walked recursively in sorted order). Paths (each
+    /// output's, each image's in a dataset) are relative to the inputs' common folder: the
+    /// folder itself for one folder, a file's folder for one file, else the deepest folder
+    /// holding them all.
+    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
+    pub inputs: Vec<PathBuf>,
+    /// Read more inputs from FILE (`-`: standard input), one path a line; relative paths are
+    /// relative to the current folder.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
+    /// With --files-from: the paths are separated by NUL bytes, not newlines (`find -print0`),
+    /// so that a name may hold a newline.
+    #[arg(short = '0', long = "null", requires = "files_from")]
+    pub null: bool,
+    /// Take only the files matching this glob (repeatable): a pattern with a '/' is matched
+    /// against the path relative to the common folder, one without against the file's name;
+    /// `*`, `**` (across folders), `?`, `[a-z]`, `[!a-z]`.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out the files matching this glob (repeatable), as --include matches.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+}
+
+impl Inputs {
+    /// A job on these inputs (and those of `--files-from`), taking what the globs choose.
+    pub fn job(&self) -> anyhow::Result<Job> {
+        let mut inputs = self.inputs.clone();
+        if let Some(list) = &self.files_from {
+            inputs.extend(crate::engine::select::read_list(list, self.null)?);
+        }
+        let mut job = Job::on_inputs(&inputs)?;
+        job.filters = crate::engine::select::Filters::new(&self.include, &self.exclude)?;
+        Ok(job)
+    }
+}
+
 /// How a decoding job (`run`, `load`) reports, or whether it only plans.
 #[derive(Debug, Args)]
 pub struct Report {
@@ -326,8 +348,8 @@ pub struct GenCli {
 
 #[derive(Debug, Args)]
 pub struct LoadCli {
-    /// Folder of images, walked recursively in sorted order.
-    pub input: PathBuf,
+    #[command(flatten)]
+    pub inputs: Inputs,
     /// The dataset's name: letters, digits, '.', '_', '-'.
     #[arg(long)]
     pub name: String,

@@ -46,7 +46,7 @@ fn load_job(args: LoadCli) -> anyhow::Result<Job> {
             Some(Geometry::new((Some(w), Some(h)), fit, false).map_err(|e| anyhow!("{e}"))?)
         }
     };
-    let mut job = Job::on(&args.input)?.backing(args.backing)?;
+    let mut job = args.inputs.job()?.backing(args.backing)?;
     if let Some(workers) = args.workers {
         job.workers = workers;
     }

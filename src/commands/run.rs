@@ -89,12 +89,7 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
             anyhow!("invalid --format {name:?}: expected png, jpeg, webp, gif, bmp or tiff")
         })?),
     };
-    let mut inputs = args.inputs.clone();
-    if let Some(list) = &args.files_from {
-        inputs.extend(crate::engine::select::read_list(list, args.null)?);
-    }
-    let mut job = Job::on_inputs(&inputs)?;
-    job.filters = crate::engine::select::Filters::new(&args.include, &args.exclude)?;
+    let mut job = args.inputs.job()?;
     if let Some(out) = &args.out {
         let (output, output_in_input) = match args.report.dry_run {
             true => planned_output_folder(out, &job.input)?,

@@ -192,3 +192,29 @@ fn include_and_exclude_choose_files_and_a_pattern_that_matches_nothing_is_said()
     );
     assert!(files_under(&tmp.path().join("none")).is_empty());
 }
+
+/// `load` takes the same inputs: its images' paths are relative to their common folder, as
+/// `save` writes them back.
+#[test]
+fn load_takes_files_folders_and_globs_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tree(tmp.path());
+    let name = format!("inputs{}", std::process::id());
+    let _cleanup = crate::util::Dataset(name.clone());
+    let done = crate::util::shmpipe(&[
+        os("load"),
+        input.join("a").as_os_str(),
+        input.join("b/w.png").as_os_str(),
+        // Anchored at the common folder (in/): `**/` reaches a/sub/ below it.
+        os("--exclude"),
+        os("**/sub/**"),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    let out = tmp.path().join("saved");
+    let saved = crate::util::shmpipe(&[os("save"), os(&name), os("-o"), out.as_os_str()]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    assert_eq!(outputs_match(&out, &input), paths(&["a/x.png", "b/w.png"]));
+}
