@@ -139,8 +139,12 @@ pub fn plan(
     } else {
         entries
     };
+    // The output folder by what it is, read once: left out of every walk under any name.
+    let output_id = output
+        .and_then(|o| std::fs::metadata(o).ok())
+        .map(|m| (m.dev(), m.ino()));
     for entry in entries {
-        walk(&mut plan, root, entry, output, max_pixels, keep, stop);
+        walk(&mut plan, root, entry, output_id, max_pixels, keep, stop);
     }
     plan
 }
@@ -150,14 +154,11 @@ fn walk(
     plan: &mut Plan,
     root: &Path,
     entry: &Path,
-    output: Option<&Path>,
+    output_id: Option<(u64, u64)>,
     max_pixels: u64,
     keep: &dyn Fn(&[u8]) -> bool,
     stop: &dyn Fn() -> bool,
 ) {
-    let output_id = output
-        .and_then(|o| std::fs::metadata(o).ok())
-        .map(|m| (m.dev(), m.ino()));
     let walk = WalkDir::new(entry)
         .follow_links(true)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))

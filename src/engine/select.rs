@@ -17,49 +17,44 @@ pub fn resolve(inputs: &[PathBuf]) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     if inputs.is_empty() {
         bail!("no inputs: give files or folders, or --files-from");
     }
-    let mut entries = Vec::with_capacity(inputs.len());
+    // Each entry with the folder its output paths start from: itself, or a file's folder.
+    let mut entries: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(inputs.len());
+    let mut seen = std::collections::HashSet::new();
     for input in inputs {
         let meta = std::fs::metadata(input);
         if meta.is_err() && std::fs::symlink_metadata(input).is_err() {
             bail!("input {} does not exist", input.display());
         }
-        let entry = if meta.as_ref().is_ok_and(|m| m.is_dir()) {
-            input
+        let (entry, folder) = if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+            let folder = input
                 .canonicalize()
-                .with_context(|| format!("cannot resolve input folder {}", input.display()))?
+                .with_context(|| format!("cannot resolve input folder {}", input.display()))?;
+            (folder.clone(), folder)
         } else {
             let absolute = std::path::absolute(input)
                 .with_context(|| format!("cannot resolve input {}", input.display()))?;
             let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
                 bail!("input {} is not a file or a folder", input.display());
             };
-            parent
+            let folder = parent
                 .canonicalize()
-                .with_context(|| format!("cannot resolve input {}", input.display()))?
-                .join(name)
+                .with_context(|| format!("cannot resolve input {}", input.display()))?;
+            (folder.join(name), folder)
         };
-        if !entries.contains(&entry) {
-            entries.push(entry);
+        // A list of many files holds each once, found in constant time.
+        if seen.insert(entry.clone()) {
+            entries.push((entry, folder));
         }
     }
-    let folder_of = |e: &PathBuf| -> PathBuf {
-        if e.is_dir() {
-            e.clone()
-        } else {
-            e.parent()
-                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
-        }
-    };
-    let mut root = folder_of(&entries[0]);
-    for entry in &entries[1..] {
-        let folder = folder_of(entry);
+    let mut root = entries[0].1.clone();
+    for (_, folder) in &entries[1..] {
         while !folder.starts_with(&root) {
             root = root
                 .parent()
                 .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         }
     }
-    Ok((root, entries))
+    Ok((root, entries.into_iter().map(|(entry, _)| entry).collect()))
 }
 
 /// The paths of `--files-from FILE` (`-`: standard input): one a line, or NUL-separated with
