@@ -140,7 +140,9 @@ pub struct RunCli {
     /// Output folder; each result keeps its relative path. Without it nothing is written.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Op chain, for example `grayscale,blur:2,brightness:1.2`.
+    /// Op chain, run in order, for example `grayscale,blur:2,brightness:1.2` or
+    /// `crop:0,0,800,600,rotate:90,resize:256`; crop, rotate and resize make the output their
+    /// size. `shmpipe ops` lists every op.
     #[arg(long, value_name = "LIST", default_value = "")]
     pub ops: String,
     /// Worker processes [default: available cores].
@@ -616,46 +618,18 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 }
 
 /// What `run --resize` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resize {
-    /// `WxH`, `Wx` or `xH`.
-    Box(Option<u32>, Option<u32>),
-    /// `S`: the shorter side.
-    Shorter(u32),
-}
+pub use shmpipe_worker::resize::Size as Resize;
 
 /// `--resize` of `run`: `WxH`, `Wx`, `xH` or `S`. ImageMagick's shrink-only `>` suffix is
 /// refused with the flag that does it (unquoted, a shell takes `>` as a redirection).
 pub fn parse_box(s: &str) -> Result<Resize, String> {
-    if let Ok(side) = s.parse::<u32>() {
-        return match side {
-            1..=65535 => Ok(Resize::Shorter(side)),
-            _ => Err(format!("{s:?} is not a side from 1 to 65535")),
-        };
-    }
     if s.ends_with('>') {
         return Err(format!(
             "{s:?}: for shrink-only write --resize {} --no-enlarge",
             s.trim_end_matches('>')
         ));
     }
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| {
-        format!("{s:?} is not WxH, Wx, xH or S, for example 1024x768, 800x or 256")
-    })?;
-    let side = |v: &str| {
-        if v.is_empty() {
-            return Ok(None);
-        }
-        v.parse::<u32>()
-            .ok()
-            .filter(|n| (1..=65535).contains(n))
-            .map(Some)
-            .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
-    };
-    match (side(w)?, side(h)?) {
-        (None, None) => Err(format!("{s:?} gives no side: WxH, Wx, xH or S")),
-        (w, h) => Ok(Resize::Box(w, h)),
-    }
+    shmpipe_worker::resize::parse_size(s)
 }
 
 fn parse_png_compression(s: &str) -> Result<PngCompression, String> {

@@ -9,7 +9,14 @@ use crate::exit;
 pub fn ops(name: Option<&str>) -> i32 {
     let Some(name) = name else {
         println!("Ops for `run --ops` and `apply --ops`, applied in the order given:\n");
-        for op in catalog::CATALOG.iter().filter(|op| !op.dataset_wide) {
+        for op in catalog::CATALOG
+            .iter()
+            .filter(|op| !op.dataset_wide && !op.reshapes)
+        {
+            print!("{}", describe(op));
+        }
+        println!("Ops that change an image's size (run only: a dataset's images keep theirs):\n");
+        for op in catalog::CATALOG.iter().filter(|op| op.reshapes) {
             print!("{}", describe(op));
         }
         println!("Dataset-wide ops (shmpipe apply on a loaded dataset only, one per list):\n");

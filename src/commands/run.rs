@@ -9,7 +9,7 @@ use shmpipe_worker::codec;
 use shmpipe_worker::ops::OpChain;
 use shmpipe_worker::resize::{Fit, Geometry};
 
-use crate::cli::{Resize, RunCli};
+use crate::cli::RunCli;
 use crate::engine::job::{run_job, Aborted};
 use crate::engine::settings::Job;
 use crate::engine::shard::Shard;
@@ -72,15 +72,16 @@ fn dry_run(job: &Job) -> i32 {
 /// resolved under `--dry-run`).
 fn job_of(args: &RunCli) -> anyhow::Result<Job> {
     let chain = OpChain::parse(&args.ops).map_err(|e| anyhow!("invalid --ops: {e}"))?;
+    if let (Some(name), Some(op)) = (&args.keep, chain.ops().iter().find(|o| o.changes_shape())) {
+        bail!(
+            "--keep {name}: {op} changes an image's size, and a kept dataset's images keep their slots' (one array): resize with --resize, or run the op without --keep"
+        );
+    }
     let geometry = match args.resize {
         None => None,
         Some(sides) => {
             let fit = Fit::parse(&args.fit).ok_or_else(|| anyhow!("invalid --fit {}", args.fit))?;
-            let geometry = match sides {
-                Resize::Box(w, h) => Geometry::new((w, h), fit, args.no_enlarge),
-                Resize::Shorter(side) => Geometry::shorter_side(side, fit, args.no_enlarge),
-            };
-            Some(geometry.map_err(|e| anyhow!("{e}"))?)
+            Some(Geometry::of(sides, fit, args.no_enlarge).map_err(|e| anyhow!("{e}"))?)
         }
     };
     let format = match &args.format {

@@ -16,6 +16,7 @@ mod durable;
 mod fidelity;
 mod foreign_blocks;
 mod gen;
+mod geometry_ops;
 mod inputs;
 mod inputs_untouched;
 mod kill_workers;

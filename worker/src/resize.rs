@@ -93,6 +93,52 @@ impl std::fmt::Display for Geometry {
     }
 }
 
+/// The sides of a resize, as `--resize` and the `resize:` op write them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    /// `WxH`, `Wx` or `xH`.
+    Box(Option<u32>, Option<u32>),
+    /// `S`: the shorter side.
+    Shorter(u32),
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = |s: Option<u32>| s.map_or(String::new(), |v| v.to_string());
+        match *self {
+            Size::Box(w, h) => write!(f, "{}x{}", side(w), side(h)),
+            Size::Shorter(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// `WxH`, `Wx`, `xH` or `S`, each side from 1 to 65535.
+pub fn parse_size(s: &str) -> Result<Size, String> {
+    if let Ok(side) = s.parse::<u32>() {
+        return match side {
+            1..=65535 => Ok(Size::Shorter(side)),
+            _ => Err(format!("{s:?} is not a side from 1 to 65535")),
+        };
+    }
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| {
+        format!("{s:?} is not WxH, Wx, xH or S, for example 1024x768, 800x or 256")
+    })?;
+    let side = |v: &str| {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=65535).contains(n))
+            .map(Some)
+            .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
+    };
+    match (side(w)?, side(h)?) {
+        (None, None) => Err(format!("{s:?} gives no side: WxH, Wx, xH or S")),
+        (w, h) => Ok(Size::Box(w, h)),
+    }
+}
+
 /// Why a `--resize` and `--fit` pair cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GeometryError {
@@ -128,6 +174,23 @@ impl Geometry {
             fit,
             no_enlarge,
         })
+    }
+
+    /// The geometry of `size` under `fit`: [`Geometry::new`] for a box, else
+    /// [`Geometry::shorter_side`].
+    pub fn of(size: Size, fit: Fit, no_enlarge: bool) -> Result<Geometry, GeometryError> {
+        match size {
+            Size::Box(w, h) => Geometry::new((w, h), fit, no_enlarge),
+            Size::Shorter(side) => Geometry::shorter_side(side, fit, no_enlarge),
+        }
+    }
+
+    /// The sides it was asked for.
+    pub fn size(&self) -> Size {
+        match self.shorter {
+            Some(side) => Size::Shorter(side),
+            None => Size::Box(self.width, self.height),
+        }
     }
 
     /// `--resize S`: each image's shorter side becomes `side`, its aspect ratio kept (only
@@ -342,7 +405,7 @@ fn shrink_on_load(
 
 /// Resizes `src` (`sw x sh x channels`) into `slot` (`width x height x channels`) as `fit` says,
 /// with Lanczos3 (the `shmpipe-resample` crate).
-fn resample(
+pub(crate) fn resample(
     src: &[u8],
     (sw, sh): (u32, u32),
     channels: u32,

@@ -20,7 +20,7 @@ use crate::hooks::{
 };
 use crate::jpeg::Strictness;
 use crate::metadata::{self, Metadata};
-use crate::ops::{self, Layout, OpChain, OpError, Scratch};
+use crate::ops::{self, Layout, OpChain, OpError, Ran, Scratch};
 use crate::resize;
 use shmpipe_block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
@@ -113,7 +113,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         (!output_root.is_empty()).then(|| PathBuf::from(path_from_bytes(output_root)));
     let crash_on = test_hook(CRASH_ENV).map(|spec| name_and_count(&spec, 1));
 
-    let job = Job {
+    let mut job = Job {
         block: &block,
         chain,
         input_root,
@@ -144,6 +144,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         cores: args.cores.max(1),
         machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    job.chain.limit_pixels(job.max_pixels);
     if args.apply {
         return apply::run_apply(args, &job, record, &stop);
     }
@@ -426,7 +427,7 @@ impl Job<'_> {
         claim: &mut Claim<'_>,
         scratch: &mut Scratch,
         decoded: &mut Vec<u8>,
-    ) -> Result<(Layout, Option<String>), String> {
+    ) -> Result<(Ran, Option<String>), String> {
         let slot = claim.slot();
         let (h, w, c) = (slot.height, slot.width, slot.channels);
         // `decoded` holds a rotated JPEG's upright plane here, or the plane before --resize.
@@ -434,7 +435,7 @@ impl Job<'_> {
             Some(plane) => {
                 let view =
                     ArrayViewMut3::from_shape((h, w, 1), plane).map_err(|e| e.to_string())?;
-                (self.chain.run_after_grayscale(view, scratch), None)
+                (self.chain.run_after_grayscale(view, scratch)?, None)
             }
             None => {
                 let index = claim.index();
@@ -442,7 +443,7 @@ impl Job<'_> {
                 let warning = self.decode(index, pixels, decoded)?;
                 let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
                     .map_err(|e| e.to_string())?;
-                (self.chain.run(view, scratch), warning)
+                (self.chain.run(view, scratch)?, warning)
             }
         })
     }
@@ -470,9 +471,14 @@ impl Job<'_> {
                 warning = kept.clone();
                 let view = ArrayViewMut3::from_shape((h, w, c), &mut pixels[..])
                     .map_err(|e| e.to_string())?;
-                let layout = self.chain.run(view, scratch);
+                let ran = self.chain.run(view, scratch)?;
+                let pixels = match ran.frame {
+                    Some(k) => scratch.frame(k),
+                    None => pixels,
+                };
+                let shape = (ran.height, ran.width, c);
                 let left_out =
-                    self.write_out(pixels, layout, (h, w, c), &relative, input_format)?;
+                    self.write_out(pixels, ran.layout, shape, &relative, input_format)?;
                 warning = warning.take().or(left_out);
                 return Ok(());
             }
@@ -482,17 +488,20 @@ impl Job<'_> {
                     .map_err(|e| format!("cannot read file: {e}"))?;
                 claim.set_source_hash(hash);
             }
-            let (layout, damage) = self.decode_and_run(&mut claim, scratch, decoded)?;
+            let (ran, damage) = self.decode_and_run(&mut claim, scratch, decoded)?;
             warning = damage;
             // The gray plane is the slot's first H x W bytes, so either way `pixels` starts
-            // with the result. Only what will be written is reserved.
-            let pixels = if self.needs_whole_slot(layout) {
-                claim.pixels()
-            } else {
-                claim.reserve(h * w)
-            }
-            .map_err(|e| e.to_string())?;
-            let left_out = self.write_out(pixels, layout, (h, w, c), &relative, input_format)?;
+            // with the result. Only what will be written is reserved. A crop, rotate or resize
+            // left the result in a frame of its own.
+            let pixels = match ran.frame {
+                Some(k) => scratch.frame(k),
+                None if self.needs_whole_slot(ran.layout) => {
+                    claim.pixels().map_err(|e| e.to_string())?
+                }
+                None => claim.reserve(h * w).map_err(|e| e.to_string())?,
+            };
+            let shape = (ran.height, ran.width, c);
+            let left_out = self.write_out(pixels, ran.layout, shape, &relative, input_format)?;
             warning = warning.take().or(left_out);
             Ok(())
         }));

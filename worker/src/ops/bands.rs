@@ -14,6 +14,8 @@ pub struct Scratch<'b> {
     pub(super) column_acc: Vec<u32>,
     /// Where each tap's source row starts, for [`super::blur`]'s weighted sums.
     pub(super) starts: Vec<usize>,
+    /// The images a crop, rotate or resize makes, turn about (see [`Scratch::frame`]).
+    pub(super) frames: [Vec<u8>; 2],
     /// Threads a chain may split its steps over (0 and 1: this thread alone).
     threads: usize,
     /// When set, asked before each step instead of `threads`.
@@ -34,6 +36,12 @@ impl<'b> Scratch<'b> {
     /// core that becomes free while an image is in hand serves its next step.
     pub fn set_thread_budget(&mut self, budget: &'b (dyn Fn() -> usize + Sync)) {
         self.budget = Some(budget);
+    }
+
+    /// The pixels a chain left in frame `k` ([`super::Ran::frame`]): `height x width x
+    /// channels` bytes as the chain's result says, the slot's channel count.
+    pub fn frame(&mut self, k: usize) -> &mut [u8] {
+        &mut self.frames[k]
     }
 
     fn threads(&self) -> usize {

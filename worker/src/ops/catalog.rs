@@ -19,6 +19,9 @@ pub struct OpInfo {
     pub aliases: &'static [&'static str],
     /// A dataset-wide op: only `shmpipe apply` on a loaded dataset runs it.
     pub dataset_wide: bool,
+    /// It makes an image of another shape: only `shmpipe run` runs it (a dataset's images keep
+    /// their size).
+    pub reshapes: bool,
     /// An example that parses.
     pub example: &'static str,
 }
@@ -31,6 +34,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "",
         formula: "v' = 255 - v",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "invert",
     },
@@ -40,6 +44,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "",
         formula: "L = floor((299 R + 587 G + 114 B + 500) / 1000) (ITU-R 601-2 luma, as Pillow's convert(\"L\")), written to R, G and B; identity on one channel",
         aliases: &["greyscale", "gray", "grey"],
+        reshapes: false,
         dataset_wide: false,
         example: "grayscale",
     },
@@ -49,6 +54,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "F: factor, 0 to 255 (required)",
         formula: "v' = min(255, round(v * F))",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "brightness:1.2",
     },
@@ -58,6 +64,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "F: factor, 0 to 255 (required)",
         formula: "v' = min(255, round(v * F)), as NumPy's saturating arr *= F",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "scale:2",
     },
@@ -67,6 +74,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "F: factor, 0 to 255 (required)",
         formula: "v' = clamp(round((v - 128) * F + 128), 0, 255)",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "contrast:1.5",
     },
@@ -76,6 +84,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "G: gamma, above 0 and at most 100 (required); G > 1 brightens",
         formula: "v' = round(255 * (v / 255)^(1/G))",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "gamma:2.2",
     },
@@ -85,6 +94,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "T: integer, 0 to 255 (required)",
         formula: "v' = 255 if v >= T else 0",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "threshold:128",
     },
@@ -94,6 +104,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "SIGMA: standard deviation in pixels, above 0 and at most 64 (required)",
         formula: "separable gaussian, radius ceil(3 SIGMA), 16-bit weights summing to 65536, horizontal then vertical; edge pixels repeated",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "blur:2",
     },
@@ -103,6 +114,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "A: amount, 0 to 16 (default 1)",
         formula: "unsharp mask: b = blur(v, 1), v' = clamp(v + floor((round(256 A) * (v - b) + 128) / 256), 0, 255)",
         aliases: &[],
+        reshapes: false,
         dataset_wide: false,
         example: "sharpen:1.5",
     },
@@ -112,6 +124,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "",
         formula: "pixel (y, x) <- (y, W - 1 - x): left and right swapped",
         aliases: &["fliph", "hflip"],
+        reshapes: false,
         dataset_wide: false,
         example: "flip-h",
     },
@@ -121,8 +134,39 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "",
         formula: "pixel (y, x) <- (H - 1 - y, x): top and bottom swapped",
         aliases: &["flipv", "vflip"],
+        reshapes: false,
         dataset_wide: false,
         example: "flip-v",
+    },
+    OpInfo {
+        name: "crop",
+        syntax: "crop:X,Y,W,H | crop:WxH+X+Y | crop:WxH",
+        parameter: "X, Y: the top-left corner, in pixels from the left and top (default: centred, the odd pixel to the right and bottom); W, H: the size, at least 1 (required)",
+        formula: "pixel (y, x) <- (Y + y, X + x), 0 <= x < W', 0 <= y < H'; a box reaching past the image keeps the part inside it (W' = min(W, width - X), H' likewise); a box wholly outside fails that image",
+        aliases: &[],
+        reshapes: true,
+        dataset_wide: false,
+        example: "crop:10,20,640,480",
+    },
+    OpInfo {
+        name: "rotate",
+        syntax: "rotate:D",
+        parameter: "D: degrees clockwise, 90, 180 or 270 (required)",
+        formula: "lossless: 90: pixel (x, H - 1 - y) <- (y, x), width and height swapped; 180: (H - 1 - y, W - 1 - x) <- (y, x); 270: (W - 1 - x, y) <- (y, x)",
+        aliases: &["rot"],
+        reshapes: true,
+        dataset_wide: false,
+        example: "rotate:90",
+    },
+    OpInfo {
+        name: "resize",
+        syntax: "resize:SIZE[:FIT][:no-enlarge]",
+        parameter: "SIZE: WxH, Wx, xH or S (the shorter side), sides 1 to 65535, as --resize; FIT: inside (default), stretch, cover or contain, as --fit; no-enlarge as --no-enlarge",
+        formula: "Lanczos3 (a = 3) resampling, as --resize; inside keeps the aspect ratio (each side round(side / factor)), cover crops the centred overflow, contain pads with black",
+        aliases: &[],
+        reshapes: true,
+        dataset_wide: false,
+        example: "resize:800x600",
     },
     OpInfo {
         name: "normalize",
@@ -130,6 +174,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "",
         formula: "per colour channel c, with the mean and population standard deviation of c over every pixel of the dataset: v' = clamp(round(128 + 48 * (v - mean_c) / std_c), 0, 255); a channel with std 0 becomes 128",
         aliases: &["normalise"],
+        reshapes: false,
         dataset_wide: true,
         example: "normalize",
     },
@@ -139,6 +184,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "",
         formula: "the statistics of normalize, stored in the block; the pixels are left as they are, and export writes (v - mean_c) / std_c as float32; last in its list",
         aliases: &["normalise:float"],
+        reshapes: false,
         dataset_wide: true,
         example: "normalize:float",
     },
@@ -148,6 +194,7 @@ pub const CATALOG: &[OpInfo] = &[
         parameter: "",
         formula: "one histogram per colour channel over the whole dataset: v' = round(255 * (cdf_c(v) - cdf_c,min) / (n - cdf_c,min)), cdf_c,min the count of the darkest level present; a channel of one level is left alone",
         aliases: &["equalise:dataset"],
+        reshapes: false,
         dataset_wide: true,
         example: "equalize:dataset",
     },
@@ -209,7 +256,8 @@ mod tests {
                     Err(OpError::DatasetWide(_))
                 ));
             } else {
-                assert!(parse_ops(op.example).is_ok(), "{}", op.example);
+                let parsed = parse_ops(op.example).unwrap();
+                assert_eq!(parsed[0].changes_shape(), op.reshapes, "{}", op.example);
                 for name in std::iter::once(op.name).chain(op.aliases.iter().copied()) {
                     let with_arg = op.example.replacen(op.name, name, 1);
                     assert!(parse_ops(&with_arg).is_ok(), "{with_arg}");
@@ -224,7 +272,9 @@ mod tests {
         assert_eq!(did_you_mean("blurr"), Some("blur"));
         assert_eq!(did_you_mean("invret"), Some("invert"));
         assert_eq!(did_you_mean("flip"), Some("flip-h"));
-        assert_eq!(did_you_mean("resize"), None);
+        assert_eq!(did_you_mean("resise"), Some("resize"));
+        assert_eq!(did_you_mean("rotat"), Some("rotate"));
+        assert_eq!(did_you_mean("scissors"), None);
         assert_eq!(did_you_mean("x"), None);
     }
 }

@@ -2,22 +2,46 @@
 //! step run on the slot in place (on row bands where it can), and the gray plane a 3-channel
 //! image is packed into once it is made gray ([`Layout`], [`expand_gray_plane`]).
 //!
+//! A crop, rotate or resize makes an image of another shape: it is written into one of the
+//! scratch's two frames, and the rest of the chain runs there ([`Ran`] says where the result is).
+//!
 //! This file decides what runs in which order; it must never hold a kernel's arithmetic (that is
-//! in `point`, `blur` and `geometry`) nor allocate per pixel.
+//! in `point`, `blur`, `geometry` and the resampler) nor allocate per pixel.
 
 use ndarray::ArrayViewMut3;
 
 use super::bands::banded;
 use super::blur::{blur, sharpen};
-use super::geometry::{flip_h, flip_v};
+use super::geometry::{crop, flip_h, flip_v, rotate, CropBox};
 use super::point::{apply_lut, grayscale, grayscale_to_plane, point_lut};
 use super::{gaussian_kernel, parse_ops, Op, OpError, Scratch};
+use crate::resize::{resample, Geometry};
 
 /// The op chain compiled for execution: point ops folded into lookup tables.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct OpChain {
     ops: Vec<Op>,
     steps: Vec<Step>,
+    /// The most pixels an image a crop, rotate or resize makes may have.
+    max_pixels: u64,
+}
+
+impl Default for OpChain {
+    fn default() -> OpChain {
+        OpChain::new(Vec::new())
+    }
+}
+
+/// Where a chain left its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ran {
+    pub layout: Layout,
+    /// The result's height and width: the slot's, unless a crop, rotate or resize changed them.
+    pub height: usize,
+    pub width: usize,
+    /// None: in the slot. `Some(k)`: in [`Scratch::frame`] `k`, which holds
+    /// `height x width x` the slot's channels bytes (a gray plane in the first `height x width`).
+    pub frame: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -28,6 +52,9 @@ enum Step {
     Sharpen { kernel: Vec<u32>, amount_256: i32 },
     FlipH,
     FlipV,
+    Crop(CropBox),
+    Rotate(u16),
+    Resize(Geometry),
 }
 
 impl OpChain {
@@ -54,10 +81,28 @@ impl OpChain {
                 },
                 Op::FlipH => Step::FlipH,
                 Op::FlipV => Step::FlipV,
+                Op::Crop(b) => Step::Crop(b),
+                Op::Rotate(d) => Step::Rotate(d),
+                Op::Resize(g) => Step::Resize(g),
                 _ => unreachable!("point ops are handled above"),
             });
         }
-        OpChain { ops, steps }
+        OpChain {
+            ops,
+            steps,
+            max_pixels: u64::MAX,
+        }
+    }
+
+    /// Refuses, from now on, an image a crop, rotate or resize would make of more than
+    /// `max_pixels` pixels (`--max-pixels`: `resize:65535x65535` must not take 12 GiB).
+    pub fn limit_pixels(&mut self, max_pixels: u64) {
+        self.max_pixels = max_pixels;
+    }
+
+    /// Whether an op of the chain makes an image of another shape (see [`Op::changes_shape`]).
+    pub fn changes_shape(&self) -> bool {
+        self.ops.iter().any(Op::changes_shape)
     }
 
     pub fn parse(list: &str) -> Result<OpChain, OpError> {
@@ -73,20 +118,30 @@ impl OpChain {
         self.steps.len()
     }
 
-    /// Runs the chain in place on `img`, an `(H, W, C)` view in standard layout, and leaves the
-    /// result there in that layout.
+    /// Runs a chain that keeps the shape ([`OpChain::changes_shape`] is false: `apply` on a
+    /// dataset refuses any other) in place on `img`, an `(H, W, C)` view in standard layout,
+    /// and leaves the result there in that layout.
     pub fn apply(&self, mut img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) {
-        if self.run(img.view_mut(), scratch) == Layout::GrayPlane {
+        assert!(
+            !self.changes_shape(),
+            "apply runs shape-keeping chains only"
+        );
+        let ran = self.run(img.view_mut(), scratch);
+        if ran.expect("a shape-keeping chain cannot fail").layout == Layout::GrayPlane {
             expand_gray_plane(img);
         }
     }
 
-    /// Runs the chain in place. Once a 3-channel image has been made gray, the rest of the chain
-    /// runs on one channel: the luma is packed into the first H x W bytes of the slot (a gray
-    /// plane) and [`Layout::GrayPlane`] is returned; the caller may encode that plane as a
-    /// one-channel image, and calls [`expand_gray_plane`] if it needs `(H, W, 3)` again.
-    pub fn run(&self, img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Layout {
-        self.run_steps(img, &self.steps, Layout::Full, scratch)
+    /// Runs the chain on `img`, in place until a crop, rotate or resize makes an image of
+    /// another shape in a frame of `scratch` (see [`Ran`]). Once a 3-channel image has been made
+    /// gray, the rest of the chain runs on one channel: the luma is packed into the first H x W
+    /// bytes (a gray plane) and the layout is [`Layout::GrayPlane`]; the caller may encode that
+    /// plane as a one-channel image, and calls [`expand_gray_plane`] if it needs `(H, W, 3)`
+    /// again. Fails, naming the op, when a crop lies outside the image or an image made would
+    /// be over the pixel limit.
+    pub fn run(&self, img: ArrayViewMut3<'_, u8>, scratch: &mut Scratch) -> Result<Ran, String> {
+        let channels = img.dim().2;
+        self.run_steps(img, &self.steps, Layout::Full, channels, scratch)
     }
 
     /// Whether the chain's first step is `grayscale` of a colour image: then the decoder may
@@ -102,9 +157,10 @@ impl OpChain {
         &self,
         plane: ArrayViewMut3<'_, u8>,
         scratch: &mut Scratch,
-    ) -> Layout {
+    ) -> Result<Ran, String> {
         assert!(self.starts_with_grayscale() && plane.dim().2 == 1);
-        self.run_steps(plane, &self.steps[1..], Layout::GrayPlane, scratch)
+        // The plane is a 3-channel slot's: a frame made from it is sized for 3 channels too.
+        self.run_steps(plane, &self.steps[1..], Layout::GrayPlane, 3, scratch)
     }
 
     fn run_steps(
@@ -112,14 +168,27 @@ impl OpChain {
         mut img: ArrayViewMut3<'_, u8>,
         steps: &[Step],
         mut layout: Layout,
+        channels: usize,
         scratch: &mut Scratch,
-    ) -> Layout {
-        let (h, w, c) = img.dim();
+    ) -> Result<Ran, String> {
+        let (mut h, mut w, c) = img.dim();
+        let mut frame = None;
         if h == 0 || w == 0 {
-            return layout;
+            return Ok(Ran {
+                layout,
+                height: h,
+                width: w,
+                frame,
+            });
         }
+        // Out of `scratch` while the chain runs, so a step can hold a frame and the scratch.
+        let mut frames = std::mem::take(&mut scratch.frames);
+        let mut outcome = Ok(());
         for step in steps {
-            let px = img_slice(&mut img);
+            let px = match frame {
+                None => img_slice(&mut img),
+                Some(k) => &mut frames[k][..],
+            };
             let (px, c) = match layout {
                 Layout::GrayPlane => (&mut px[..h * w], 1),
                 Layout::Full => (px, c),
@@ -159,9 +228,90 @@ impl OpChain {
                     flip_h(plane_view(band, band.len() / row_len, w, c))
                 }),
                 Step::FlipV => flip_v(plane_view(px, h, w, c)),
+                Step::Crop(_) | Step::Rotate(_) | Step::Resize(_) => {
+                    // Into the frame the image is not in; the other holds it, or the slot does.
+                    let into = frame.map_or(0, |k| 1 - k);
+                    let size = h * w * c;
+                    let [first, second] = &mut frames;
+                    let (src, dst): (&[u8], &mut Vec<u8>) = match frame {
+                        None => (&img_slice(&mut img)[..size], first),
+                        Some(0) => (&first[..size], second),
+                        Some(_) => (&second[..size], first),
+                    };
+                    match self.reshape(step, src, (h, w, c), channels, dst) {
+                        Ok((height, width)) => (h, w, frame) = (height, width, Some(into)),
+                        Err(reason) => {
+                            outcome = Err(reason);
+                            break;
+                        }
+                    }
+                }
             }
         }
-        layout
+        scratch.frames = frames;
+        outcome.map(|()| Ran {
+            layout,
+            height: h,
+            width: w,
+            frame,
+        })
+    }
+
+    /// Runs a crop, rotate or resize `step` on `src` (`h x w x c`), into `dst`, sized for
+    /// `channels` a pixel (the slot's; a gray plane fills its first `h' x w'` bytes). Gives the
+    /// new `(height, width)`.
+    fn reshape(
+        &self,
+        step: &Step,
+        src: &[u8],
+        (h, w, c): (usize, usize, usize),
+        channels: usize,
+        dst: &mut Vec<u8>,
+    ) -> Result<(usize, usize), String> {
+        let (height, width) = match step {
+            Step::Crop(b) => match b.within(w, h) {
+                Some((_, _, cw, ch)) => (ch, cw),
+                None => return Err(format!("{b} lies outside the {w}x{h} image")),
+            },
+            Step::Rotate(90 | 270) => (w, h),
+            Step::Rotate(_) => (h, w),
+            Step::Resize(g) => {
+                let (tw, th) = g.slot_shape(w as u32, h as u32);
+                (th as usize, tw as usize)
+            }
+            _ => unreachable!("only crop, rotate and resize reshape"),
+        };
+        if (height as u64).saturating_mul(width as u64) > self.max_pixels {
+            return Err(format!(
+                "{} would make a {width}x{height} image, over the limit of {} pixels (--max-pixels)",
+                self.op_of(step),
+                self.max_pixels
+            ));
+        }
+        dst.clear();
+        dst.resize(height * width * channels, 0);
+        let out = &mut dst[..height * width * c];
+        match step {
+            Step::Crop(b) => crop(src, w, c, b.within(w, h).expect("checked above"), out),
+            Step::Rotate(degrees) => rotate(src, (h, w), c, *degrees, out),
+            Step::Resize(g) => {
+                let (from, to) = ((w as u32, h as u32), (width as u32, height as u32));
+                resample(src, from, c as u32, out, to, g.fit)
+                    .map_err(|e| format!("{}: {e}", self.op_of(step)))?
+            }
+            _ => unreachable!("only crop, rotate and resize reshape"),
+        }
+        Ok((height, width))
+    }
+
+    /// The op a reshaping step came from, as the user wrote it.
+    fn op_of(&self, step: &Step) -> String {
+        match step {
+            Step::Crop(b) => b.to_string(),
+            Step::Rotate(d) => Op::Rotate(*d).to_string(),
+            Step::Resize(g) => Op::Resize(*g).to_string(),
+            _ => String::new(),
+        }
     }
 }
 
@@ -254,8 +404,10 @@ mod tests {
         let chain =
             OpChain::parse("grayscale,blur:1.5,sharpen:0.7,flip-h,gamma:1.4,flip-v").unwrap();
         assert_eq!(
-            chain.run(fast.view_mut(), &mut Scratch::default()),
-            Layout::GrayPlane
+            chain
+                .run(fast.view_mut(), &mut Scratch::default())
+                .map(|r| r.layout),
+            Ok(Layout::GrayPlane)
         );
         expand_gray_plane(fast.view_mut());
         // Reference: luma by hand into all three channels, then the rest of the chain on the
@@ -270,8 +422,9 @@ mod tests {
         });
         let rest = OpChain::parse("blur:1.5,sharpen:0.7,flip-h,gamma:1.4,flip-v").unwrap();
         assert_eq!(
-            rest.run(slow.view_mut(), &mut Scratch::default()),
-            Layout::Full
+            rest.run(slow.view_mut(), &mut Scratch::default())
+                .map(|r| r.layout),
+            Ok(Layout::Full)
         );
         assert_eq!(fast, slow);
     }

@@ -5,7 +5,9 @@
 
 use std::fmt;
 
+use super::geometry::CropBox;
 use super::OpChain;
+use crate::resize::{parse_size, Fit, Geometry};
 
 /// One op as the user wrote it.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +40,22 @@ pub enum Op {
     FlipH,
     /// `flip-v`: pixel (y, x) ← (H − 1 − y, x).
     FlipV,
+    /// `crop:X,Y,W,H`, `crop:WxH+X+Y` or `crop:WxH` (centred): see [`CropBox`]. The image
+    /// becomes the part of the box inside it.
+    Crop(CropBox),
+    /// `rotate:90|180|270`: a turn clockwise by that many degrees, lossless (pixels move,
+    /// none changes); a quarter turn swaps width and height.
+    Rotate(u16),
+    /// `resize:SIZE[:FIT][:no-enlarge]`: SIZE as `--resize` writes it (WxH, Wx, xH or S),
+    /// FIT as `--fit` (inside by default), with Lanczos3 as `--resize` resizes.
+    Resize(Geometry),
+}
+
+impl Op {
+    /// Whether the op makes an image of another shape (or may): crop, rotate and resize.
+    pub fn changes_shape(&self) -> bool {
+        matches!(self, Op::Crop(_) | Op::Rotate(_) | Op::Resize(_))
+    }
 }
 
 /// Why an `--ops` list was refused. Names the op and the argument.
@@ -55,6 +73,14 @@ pub enum OpError {
         arg: String,
         reason: &'static str,
     },
+    #[error("bad argument {arg:?} for op {op:?}: {reason}")]
+    BadSize {
+        op: String,
+        arg: String,
+        reason: String,
+    },
+    #[error("{0} changes an image's size, and a dataset's images keep theirs (one array): use it in shmpipe run, or give load --resize")]
+    ShapeInDataset(String),
     #[error("empty op in list {0:?}")]
     Empty(String),
     #[error("{0} is a dataset-wide op: load the folder (shmpipe load DIR --name NAME), then shmpipe apply NAME --ops {0}")]
@@ -81,13 +107,25 @@ impl fmt::Display for Op {
             Op::Sharpen(v) => write!(f, "sharpen:{v}"),
             Op::FlipH => write!(f, "flip-h"),
             Op::FlipV => write!(f, "flip-v"),
+            Op::Crop(b) => write!(f, "{b}"),
+            Op::Rotate(d) => write!(f, "rotate:{d}"),
+            Op::Resize(g) => {
+                write!(f, "resize:{}", g.size())?;
+                if g.fit != Fit::Inside {
+                    write!(f, ":{}", g.fit.name())?;
+                }
+                if g.no_enlarge {
+                    write!(f, ":no-enlarge")?;
+                }
+                Ok(())
+            }
         }
     }
 }
 
 /// What to say after an unknown op's name: the op it is nearest to, and where every op is listed.
 fn unknown_hint(name: &str) -> String {
-    let known = "invert, grayscale, brightness:F, scale:F, contrast:F, gamma:G, threshold:T, blur:SIGMA, sharpen[:A], flip-h, flip-v; and, with shmpipe apply on a loaded dataset, normalize, normalize:float, equalize:dataset";
+    let known = "invert, grayscale, brightness:F, scale:F, contrast:F, gamma:G, threshold:T, blur:SIGMA, sharpen[:A], flip-h, flip-v, crop:X,Y,W,H, rotate:90|180|270, resize:SIZE; and, with shmpipe apply on a loaded dataset, normalize, normalize:float, equalize:dataset";
     match super::catalog::did_you_mean(name) {
         Some(op) => format!(": did you mean {op}? (known: {known}; `shmpipe ops` describes each)"),
         None => format!(" (known: {known}; `shmpipe ops` describes each)"),
@@ -183,6 +221,24 @@ fn parse_one(item: &str, list: &str) -> Result<Op, OpError> {
                 "amount must be between 0 and 16",
             )?),
         },
+        "crop" => Op::Crop(parse_crop(name, arg)?),
+        "rotate" | "rot" => {
+            let a = arg.ok_or(OpError::MissingArg {
+                op: name.to_string(),
+                example: "rotate:90",
+            })?;
+            match a {
+                "90" | "180" | "270" => Op::Rotate(a.parse().expect("one of three numbers")),
+                _ => {
+                    return Err(OpError::BadArg {
+                        op: name.to_string(),
+                        arg: a.to_string(),
+                        reason: "must be 90, 180 or 270 (degrees clockwise)",
+                    })
+                }
+            }
+        }
+        "resize" => Op::Resize(parse_resize(name, arg)?),
         "threshold" => {
             let a = arg.ok_or(OpError::MissingArg {
                 op: name.to_string(),
@@ -198,12 +254,95 @@ fn parse_one(item: &str, list: &str) -> Result<Op, OpError> {
     })
 }
 
+/// `crop`'s argument: `X,Y,W,H`, `WxH+X+Y` or `WxH` (centred).
+fn parse_crop(name: &str, arg: Option<&str>) -> Result<CropBox, OpError> {
+    let a = arg.ok_or(OpError::MissingArg {
+        op: name.to_string(),
+        example: "crop:10,20,640,480",
+    })?;
+    let bad = |reason| OpError::BadArg {
+        op: name.to_string(),
+        arg: a.to_string(),
+        reason,
+    };
+    let number = |v: &str| v.trim().parse::<u32>().map_err(|_| bad(CROP_FORMS));
+    let (at, (width, height)) = match a.split(',').collect::<Vec<_>>().as_slice() {
+        [x, y, w, h] => (Some((number(x)?, number(y)?)), (number(w)?, number(h)?)),
+        [one] => {
+            let mut parts = one.split('+');
+            let size = parts.next().unwrap_or_default();
+            let (w, h) = size.split_once(['x', 'X']).ok_or_else(|| bad(CROP_FORMS))?;
+            let at = match (parts.next(), parts.next(), parts.next()) {
+                (None, _, _) => None,
+                (Some(x), Some(y), None) => Some((number(x)?, number(y)?)),
+                _ => return Err(bad(CROP_FORMS)),
+            };
+            (at, (number(w)?, number(h)?))
+        }
+        _ => return Err(bad(CROP_FORMS)),
+    };
+    if width == 0 || height == 0 {
+        return Err(bad("the width and height must be at least 1"));
+    }
+    Ok(CropBox { at, width, height })
+}
+
+const CROP_FORMS: &str = "write X,Y,W,H, WxH+X+Y or WxH (centred), in whole pixels";
+
+/// `resize`'s argument: `SIZE[:FIT][:no-enlarge]`.
+fn parse_resize(name: &str, arg: Option<&str>) -> Result<Geometry, OpError> {
+    let a = arg.ok_or(OpError::MissingArg {
+        op: name.to_string(),
+        example: "resize:800x600",
+    })?;
+    let bad = |reason: String| OpError::BadSize {
+        op: name.to_string(),
+        arg: a.to_string(),
+        reason,
+    };
+    let mut parts = a.split(':').map(str::trim);
+    let size = parse_size(parts.next().unwrap_or_default()).map_err(bad)?;
+    let (mut fit, mut no_enlarge) = (Fit::Inside, false);
+    for part in parts {
+        match (part, Fit::parse(part)) {
+            (_, Some(f)) => fit = f,
+            ("no-enlarge", _) => no_enlarge = true,
+            _ => {
+                return Err(bad(format!(
+                    "{part:?} is neither a fit (inside, stretch, cover, contain) nor no-enlarge"
+                )))
+            }
+        }
+    }
+    Geometry::of(size, fit, no_enlarge).map_err(|e| bad(e.to_string()))
+}
+
+/// The items of a comma list. A comma followed by a number goes on with the item before it (no
+/// op's name starts with a digit), so `crop:10,20,300,200,invert` is two items.
+fn items(list: &str) -> Vec<&str> {
+    let mut items: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    for piece in list.split(',') {
+        let (start, end) = (at, at + piece.len());
+        at = end + 1;
+        let goes_on = piece.trim_start().starts_with(|c: char| c.is_ascii_digit());
+        match items.last_mut() {
+            Some(last) if goes_on => last.1 = end,
+            _ => items.push((start, end)),
+        }
+    }
+    items.into_iter().map(|(s, e)| &list[s..e]).collect()
+}
+
 /// Parses a comma list such as `grayscale,blur:2,brightness:1.2`. An empty list is no op.
 pub fn parse_ops(list: &str) -> Result<Vec<Op>, OpError> {
     if list.trim().is_empty() {
         return Ok(Vec::new());
     }
-    list.split(',').map(|item| parse_one(item, list)).collect()
+    items(list)
+        .into_iter()
+        .map(|item| parse_one(item, list))
+        .collect()
 }
 
 /// A dataset-wide op: it needs statistics over every image before any image can be mapped.
@@ -249,9 +388,19 @@ fn dataset_op(item: &str) -> Option<DatasetOp> {
     }
 }
 
-/// Parses an `apply` op list, which may hold one dataset-wide op (see [`DatasetOp`]).
+/// Parses an `apply` op list, which may hold one dataset-wide op (see [`DatasetOp`]), and no op
+/// that changes an image's shape.
 pub fn parse_apply(list: &str) -> Result<ApplyStages, OpError> {
-    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    let stages = parse_stages(list)?;
+    let ops = stages.before.ops().iter().chain(stages.after.ops());
+    match ops.into_iter().find(|op| op.changes_shape()) {
+        Some(op) => Err(OpError::ShapeInDataset(op.to_string())),
+        None => Ok(stages),
+    }
+}
+
+fn parse_stages(list: &str) -> Result<ApplyStages, OpError> {
+    let items: Vec<&str> = items(list).into_iter().map(str::trim).collect();
     let at: Vec<usize> = (0..items.len())
         .filter(|&n| dataset_op(items[n]).is_some())
         .collect();
@@ -303,5 +452,74 @@ mod tests {
             parse_ops("grayscale, blur:2").unwrap(),
             vec![Op::Grayscale, Op::Blur(2.0)]
         );
+        for bad in [
+            "crop",
+            "crop:1,2,3",
+            "crop:0x5",
+            "crop:5x5+1",
+            "crop:a,b,c,d",
+            "rotate:45",
+        ] {
+            assert!(
+                matches!(
+                    parse_ops(bad),
+                    Err(OpError::MissingArg { .. } | OpError::BadArg { .. })
+                ),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "resize:0x5",
+            "resize:800x600:sideways",
+            "resize:800x:cover",
+            "resize:256:cover",
+        ] {
+            assert!(
+                matches!(parse_ops(bad), Err(OpError::BadSize { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_after_a_comma_belong_to_the_op_before() {
+        let ops = parse_ops("crop:10, 20,300,200,invert,rotate:90").unwrap();
+        let crop = CropBox {
+            at: Some((10, 20)),
+            width: 300,
+            height: 200,
+        };
+        assert_eq!(ops, vec![Op::Crop(crop), Op::Invert, Op::Rotate(90)]);
+        assert_eq!(items("a,1,b,,2"), vec!["a,1", "b", ",2"]);
+    }
+
+    /// The block stores the chain as its ops' text joined by commas: it must parse back to the
+    /// same ops.
+    #[test]
+    fn every_op_written_out_parses_back_to_itself() {
+        let list = "invert,grayscale,brightness:1.5,scale:0.5,contrast:2,gamma:2.2,threshold:7,blur:1.5,sharpen:0.5,flip-h,flip-v,crop:1,2,30,40,crop:30x40,crop:5x6+7+8,rotate:270,resize:800x600,resize:x90,resize:256:no-enlarge,resize:224x224:cover,resize:64x64:contain";
+        let ops = parse_ops(list).unwrap();
+        assert_eq!(ops.len(), 20);
+        let text = ops
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(parse_ops(&text).unwrap(), ops, "{text}");
+    }
+
+    #[test]
+    fn apply_refuses_an_op_that_changes_the_size() {
+        for list in [
+            "crop:10x10",
+            "invert,rotate:90",
+            "normalize,resize:64x64:stretch",
+        ] {
+            assert!(
+                matches!(parse_apply(list), Err(OpError::ShapeInDataset(_))),
+                "{list}"
+            );
+        }
+        assert!(parse_apply("invert,flip-h").is_ok());
     }
 }

@@ -128,7 +128,7 @@ impl Job<'_> {
                 claim.set_source_hash(hash);
             }
             // As the load made it, its own op chain included (`run --keep`), byte for byte.
-            if self.decode_and_run(claim, scratch, decoded)?.0 == Layout::GrayPlane {
+            if self.decode_and_run(claim, scratch, decoded)?.0.layout == Layout::GrayPlane {
                 let pixels = claim.pixels().map_err(|e| e.to_string())?;
                 let view =
                     ArrayViewMut3::from_shape((h, w, c), pixels).map_err(|e| e.to_string())?;
