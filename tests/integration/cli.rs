@@ -583,7 +583,7 @@ fn ops_lists_every_op_each_example_runs_and_a_typo_gets_did_you_mean() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("example:   --ops "))
         .collect();
-    assert_eq!(examples.len(), 14, "{text}");
+    assert_eq!(examples.len(), 17, "{text}");
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     std::fs::create_dir(&input).unwrap();

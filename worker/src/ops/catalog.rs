@@ -146,7 +146,7 @@ pub const CATALOG: &[OpInfo] = &[
         aliases: &[],
         reshapes: true,
         dataset_wide: false,
-        example: "crop:10,20,640,480",
+        example: "crop:0,0,640,480",
     },
     OpInfo {
         name: "rotate",
