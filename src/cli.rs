@@ -140,6 +140,13 @@ pub struct RunCli {
     /// Output folder; each result keeps its relative path. Without it nothing is written.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Name each output from a template instead, under the -o folder: {dir} (the source's
+    /// folder, relative), {stem}, {ext} (the output's extension), {name} ({stem}.{ext}),
+    /// {index} (its place in sorted order, from 0; {index:4} pads it to 4 digits). For example
+    /// '{dir}/{stem}_small.{ext}', or '{stem}.{ext}' for one flat folder. Two images given one
+    /// name refuse the run.
+    #[arg(long, value_name = "TEMPLATE", requires = "out")]
+    pub output_name: Option<String>,
     /// Op chain, run in order, for example `grayscale,blur:2,brightness:1.2` or
     /// `crop:0,0,800,600,rotate:90,resize:256`; crop, rotate and resize make the output their
     /// size. `shmpipe ops` lists every op.

@@ -341,7 +341,11 @@ pub struct ImageRecord {
     /// A kept dataset's image: the XXH3-64 of its source file's bytes, recorded by the worker
     /// that loaded it; a rebuild refuses a source whose bytes hash otherwise. 0 until loaded.
     pub source_hash: AtomicU64,
-    pub _reserved: [u8; 48],
+    /// Where its output goes, relative to `Header::output_root`, as raw bytes: the name
+    /// `run --output-name` planned for it. Empty: the source's relative path, with the output
+    /// format's extension. Empty in a block made before this field.
+    pub output: StrRef,
+    pub _reserved: [u8; 32],
 }
 
 // SAFETY: `message` is the only non-atomic field written after the block is published; it is
@@ -643,6 +647,7 @@ mod layout_tests {
         assert_eq!(offset_of!(ImageRecord, original_height), 188);
         assert_eq!(offset_of!(ImageRecord, label), 192);
         assert_eq!(offset_of!(ImageRecord, source_hash), 200);
+        assert_eq!(offset_of!(ImageRecord, output), 208);
         assert_eq!(offset_of!(ImageRecord, source_size), 64);
         assert_eq!(offset_of!(ImageRecord, source_mtime_ns), 72);
         assert_eq!(offset_of!(ImageRecord, slot_offset), 0);

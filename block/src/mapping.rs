@@ -57,6 +57,8 @@ pub struct SlotInfo {
     pub channels: usize,
     pub format: u32,
     pub source: StrRef,
+    /// Its output's planned name (`ImageRecord::output`), empty for none.
+    pub output: StrRef,
     /// False in copy mode (the image has a shape but no bytes in the block), and in a window
     /// block outside a claim (the image's bytes are its claimer's slot: see `Claim::slot`).
     pub in_block: bool,
@@ -189,6 +191,13 @@ impl Mapping {
     /// The relative source path of an image, as the raw bytes the planner stored.
     pub fn source(&self, index: usize) -> &[u8] {
         self.string(self.slots[index].source)
+    }
+
+    /// Image `index`'s output name relative to the output folder, as `run --output-name`
+    /// planned it (a plain relative path, checked when the block was validated); empty when
+    /// its output takes the source's relative path.
+    pub fn output_name(&self, index: usize) -> &[u8] {
+        self.string(self.slots[index].output)
     }
 
     /// An image's error message, or None while it has not failed.

@@ -235,6 +235,7 @@ impl Mapping {
                 .collect::<Vec<u8>>(),
         );
         let sources: Vec<StrRef> = plan.images.iter().map(|i| push(&i.source)).collect();
+        let outputs: Vec<StrRef> = plan.images.iter().map(|i| push(&i.output)).collect();
         let uniform = plan
             .images
             .first()
@@ -359,7 +360,8 @@ impl Mapping {
                         -1
                     },
                     source_hash: AtomicU64::new(0),
-                    _reserved: [0; 48],
+                    output: outputs[i],
+                    _reserved: [0; 32],
                 };
                 std::ptr::write(
                     base.add((r.image_table + i as u64 * size_of::<ImageRecord>() as u64) as usize)

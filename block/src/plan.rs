@@ -68,6 +68,9 @@ pub struct PlannedImage {
     pub original_height: u32,
     /// Its class index, when the plan has classes.
     pub label: i64,
+    /// Its output's name relative to the output folder, when `run --output-name` named it
+    /// (see `ImageRecord::output`); empty else.
+    pub output: Vec<u8>,
 }
 
 /// `v` rounded up to [`ALIGN`]. Only for values already checked to fit (under a total that
@@ -174,7 +177,7 @@ impl BlockPlan {
             self.class_names_len(),
         ]
         .into_iter()
-        .chain(self.images.iter().map(|i| i.source.len()))
+        .chain(self.images.iter().map(|i| i.source.len() + i.output.len()))
         .try_fold(0u64, |sum, len| sum.checked_add(len as u64))?;
         let pixels = after(strings, 1, strings_len as usize)?;
         Some(Regions {

@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 
 use super::mapping::Layout;
 use super::{
-    BlockError, BlockState, Header, HistoryEntry, ImageRecord, Mapping, SlotInfo, WorkerRecord,
-    ALIGN, CHANNELS_PER_IMAGE, FLAG_COPY, FLAG_KEPT, FLAG_WINDOW, HISTORY_CAPACITY, LAYOUT_VERSION,
-    MAGIC,
+    BlockError, BlockState, Header, HistoryEntry, ImageRecord, Mapping, SlotInfo, StrRef,
+    WorkerRecord, ALIGN, CHANNELS_PER_IMAGE, FLAG_COPY, FLAG_KEPT, FLAG_WINDOW, HISTORY_CAPACITY,
+    LAYOUT_VERSION, MAGIC,
 };
 
 impl Mapping {
@@ -166,7 +166,7 @@ impl Mapping {
                     .add(layout.image_table + i * size_of::<ImageRecord>())
                     as *const ImageRecord)
             };
-            let (offset, slot_len, height, width, ch, format, source) = (
+            let (offset, slot_len, height, width, ch, format, source, output) = (
                 rec.slot_offset,
                 rec.slot_len,
                 rec.height,
@@ -174,6 +174,7 @@ impl Mapping {
                 rec.channels,
                 rec.format,
                 rec.source,
+                rec.output,
             );
             let bad = |what: &str| {
                 invalid(format!(
@@ -195,9 +196,14 @@ impl Mapping {
             if copy_mode && (slot_len != 0 || offset != 0) {
                 return Err(bad("a copy-mode block holds no pixels"));
             }
-            let source_in_bounds = || match source.offset.checked_add(source.len) {
-                Some(e) if e <= layout.strings_len as u64 => Ok(()),
-                _ => Err(bad("source path is out of bounds")),
+            let in_bounds = |s: StrRef| {
+                s.offset
+                    .checked_add(s.len)
+                    .is_some_and(|e| e <= layout.strings_len as u64)
+            };
+            let source_in_bounds = || match in_bounds(source) && in_bounds(output) {
+                true => Ok(()),
+                false => Err(bad("source path or output name is out of bounds")),
             };
             if let Some((_, window_slot)) = window {
                 if offset != 0 || slot_len > window_slot as u64 {
@@ -212,6 +218,7 @@ impl Mapping {
                     channels: ch as usize,
                     format,
                     source,
+                    output,
                     in_block: false,
                 });
                 continue;
@@ -240,21 +247,33 @@ impl Mapping {
                 channels: ch as usize,
                 format,
                 source,
+                output,
                 in_block: !copy_mode,
             });
         }
         self.layout = Layout { window, ..layout };
         self.slots = slots;
-        // Source paths must stay inside the input and output folders: plain relative names.
-        for i in 0..self.slots.len() {
-            let path = Path::new(std::ffi::OsStr::from_bytes(self.source(i)));
-            let plain = !path.as_os_str().is_empty()
+        // Source paths and output names must stay inside the input and output folders: plain
+        // relative names (an output name may be empty: none planned).
+        let plain = |bytes: &[u8]| {
+            let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
+            !path.as_os_str().is_empty()
                 && path
                     .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)));
-            if !plain {
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        for i in 0..self.slots.len() {
+            let (source, output) = (self.source(i), self.output_name(i));
+            if !plain(source) {
                 return Err(invalid(format!(
-                    "image {i}: source path {path:?} is not a plain relative path"
+                    "image {i}: source path {:?} is not a plain relative path",
+                    Path::new(std::ffi::OsStr::from_bytes(source))
+                )));
+            }
+            if !output.is_empty() && !plain(output) {
+                return Err(invalid(format!(
+                    "image {i}: output name {:?} is not a plain relative path",
+                    Path::new(std::ffi::OsStr::from_bytes(output))
                 )));
             }
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use shmpipe_block::{
     fresh_name, AttachedBlock, Backing, BlockError, BlockPlan, Header, ImageRecord, OwnedBlock,
-    PlannedImage,
+    PlannedImage, StrRef,
 };
 
 fn plan(images: &[(u32, u32)]) -> BlockPlan {
@@ -254,6 +254,46 @@ fn source_paths_must_stay_inside_their_folder() {
         }
         assert!(!shm_path(&name).exists(), "a refused block is unlinked");
     }
+}
+
+/// An output name planned by `run --output-name` is where a worker writes: it must be a plain
+/// relative name, in bounds, or the block is refused.
+#[test]
+fn output_names_must_stay_inside_the_output_folder() {
+    for bad in ["../escape.png", "/etc/passwd", "a/../../b.png"] {
+        let mut p = plan(&[(2, 2)]);
+        p.images[0].output = bad.as_bytes().to_vec();
+        let name = fresh_name();
+        match OwnedBlock::create(&name, Backing::Shm, &p) {
+            Err(BlockError::Invalid { reason, .. }) => {
+                assert!(reason.contains("output name"), "{reason}")
+            }
+            Err(other) => panic!("{bad:?}: expected Invalid, got {other}"),
+            Ok(_) => panic!("{bad:?} was accepted"),
+        }
+        assert!(!shm_path(&name).exists(), "a refused block is unlinked");
+    }
+    let mut p = plan(&[(2, 2), (2, 2)]);
+    p.images[1].output = b"flat/one.png".to_vec();
+    let name = fresh_name();
+    let _block = OwnedBlock::create(&name, Backing::Shm, &p).unwrap();
+    let attached = AttachedBlock::attach(&name, Backing::Shm).unwrap();
+    assert_eq!(attached.output_name(0), b"");
+    assert_eq!(attached.output_name(1), b"flat/one.png");
+    drop(attached);
+    // A damaged record whose name runs past the strings is refused, not read.
+    let original = std::fs::read(shm_path(&name)).unwrap();
+    let table = u64::from_le_bytes(
+        original[offset_of!(Header, image_table_offset)..][..8]
+            .try_into()
+            .unwrap(),
+    ) as usize;
+    let len_at = table
+        + std::mem::size_of::<ImageRecord>()
+        + offset_of!(ImageRecord, output)
+        + offset_of!(StrRef, len);
+    poke(&name, len_at, &u64::MAX.to_le_bytes());
+    expect_invalid(&name, "output name is out of bounds");
 }
 
 /// A block whose header says "per image" holds each image's own channels (1 to 4) and is

@@ -11,6 +11,7 @@ use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::RunCli;
 use crate::engine::job::{run_job, Aborted};
+use crate::engine::naming::NameTemplate;
 use crate::engine::settings::Job;
 use crate::engine::shard::Shard;
 use crate::engine::summary::Summary;
@@ -103,6 +104,13 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
     let mut job = job.backing(args.backing.clone())?;
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     job.shard = crate::engine::shard::resolve(args.shard.as_deref(), args.shards, &env)?;
+    if let Some(template) = &args.output_name {
+        let template = NameTemplate::parse(template).map_err(|e| anyhow!("{e}"))?;
+        if template.numbers() && job.shard.is_some() {
+            bail!("--output-name {template}: {{index}} counts the images of one run, and shards would give the same numbers to different images: name by {{dir}} and {{stem}} instead");
+        }
+        job.output_name = Some(template);
+    }
     if let Some(workers) = args.workers {
         job.workers = workers;
     }

@@ -99,7 +99,7 @@ pub fn dry_run(job: &Job) -> anyhow::Result<DryRun> {
                 let format = job.format.unwrap_or(codec::FORMATS[img.format as usize]);
                 Output {
                     input: job.input.join(relative).display().to_string(),
-                    output: codec::output_path(out, relative, format)
+                    output: codec::planned_output(out, relative, &img.output, format)
                         .display()
                         .to_string(),
                 }

@@ -165,6 +165,9 @@ pub(crate) fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::R
         .as_ref()
         .map(|_| (plan.images.len() + plan.rejected.len() + plan.skipped.len()) as u64);
     if let Some(out) = &job.output {
+        if let Some(template) = &job.output_name {
+            crate::engine::naming::name_outputs(&mut plan.images, template, job.format)?;
+        }
         plan::assign_outputs(&mut plan, &job.input, out, job.format, job.skip_existing);
         plan::check_outputs(&plan, &job.input, out, job.format)?;
         if !job.quiet {

@@ -7,6 +7,7 @@ pub mod dry_run;
 pub mod job;
 pub mod labels;
 pub mod memory;
+pub mod naming;
 pub mod outputs;
 pub mod plan;
 pub mod progress;

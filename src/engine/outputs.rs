@@ -59,7 +59,8 @@ pub fn output_target(block: &OwnedBlock, index: usize, job: &Job) -> Option<Path
     let input_format = FORMATS[slot.format as usize % FORMATS.len()];
     let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(index)));
     let output_format = job.format.unwrap_or(input_format);
-    Some(codec::output_path(root, relative, output_format))
+    let named = block.output_name(index);
+    Some(codec::planned_output(root, relative, named, output_format))
 }
 
 /// Removes the temporary file a killed worker may have left beside an image's output.

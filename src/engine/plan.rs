@@ -277,6 +277,7 @@ fn probe_file(path: &Path, relative: &Path, max_pixels: u64, plan: &mut Plan) {
                 original_width: probe.width,
                 original_height: probe.height,
                 label: -1,
+                output: Vec::new(),
             })
         }
         Err(CodecError::NotAnImage) if !has_image_name(path) => {
@@ -371,7 +372,8 @@ pub fn assign_outputs(
     for image in images {
         let relative = Path::new(OsStr::from_bytes(&image.source));
         let input_format = codec::FORMATS[image.format as usize];
-        let target = codec::output_path(out, relative, format.unwrap_or(input_format));
+        let output_format = format.unwrap_or(input_format);
+        let target = codec::planned_output(out, relative, &image.output, output_format);
         if let Err(reason) = claims.claim(&target, relative) {
             plan.rejected.push(Rejected {
                 path: input.join(relative),
@@ -429,7 +431,8 @@ pub fn check_outputs(
     for image in &plan.images {
         let relative = Path::new(OsStr::from_bytes(&image.source));
         let input_format = codec::FORMATS[image.format as usize];
-        let target = codec::output_path(out, relative, format.unwrap_or(input_format));
+        let output_format = format.unwrap_or(input_format);
+        let target = codec::planned_output(out, relative, &image.output, output_format);
         if let Some(input) = plan.inputs.clash(&target) {
             return Err(Clash { target, input }.into());
         }

@@ -44,6 +44,8 @@ pub struct Job {
     pub output_as_given: Option<PathBuf>,
     /// The output folder is inside the input folder and holds only outputs: the walk skips it.
     pub output_in_input: bool,
+    /// `--output-name`: each output's name from its source's; None: its relative path.
+    pub output_name: Option<crate::engine::naming::NameTemplate>,
     pub chain: OpChain,
     /// Every output in this format; None: each in its source's.
     pub format: Option<ImageFormat>,
@@ -100,6 +102,7 @@ impl Job {
             output: None,
             output_as_given: None,
             output_in_input: false,
+            output_name: None,
             chain: OpChain::default(),
             format: None,
             quality: None,

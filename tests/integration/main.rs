@@ -20,6 +20,7 @@ mod geometry_ops;
 mod inputs;
 mod inputs_untouched;
 mod kill_workers;
+mod output_names;
 mod outputs;
 mod python;
 mod python_loader;

@@ -344,10 +344,11 @@ impl Job<'_> {
         pixels: &mut [u8],
         mut layout: Layout,
         (h, w, c): (usize, usize, usize),
-        relative: &Path,
+        index: usize,
         input_format: image::ImageFormat,
     ) -> Result<Option<String>, String> {
         debug_assert!(!self.needs_whole_slot(layout) || pixels.len() == h * w * c);
+        let relative = path_from_bytes(self.block.source(index));
         let mut warning = None;
         let expand = |pixels: &mut [u8]| {
             let view = ArrayViewMut3::from_shape((h, w, c), pixels).expect("the whole slot");
@@ -359,7 +360,8 @@ impl Job<'_> {
         }
         if let Some(root) = &self.output_root {
             let format = self.output_format.unwrap_or(input_format);
-            let target = codec::output_path(root, relative, format);
+            let named = self.block.output_name(index);
+            let target = codec::planned_output(root, relative, named, format);
             let source = self.input_root.join(relative);
             let opts = EncodeOptions {
                 format,
@@ -477,8 +479,7 @@ impl Job<'_> {
                     None => pixels,
                 };
                 let shape = (ran.height, ran.width, c);
-                let left_out =
-                    self.write_out(pixels, ran.layout, shape, &relative, input_format)?;
+                let left_out = self.write_out(pixels, ran.layout, shape, index, input_format)?;
                 warning = warning.take().or(left_out);
                 return Ok(());
             }
@@ -501,7 +502,7 @@ impl Job<'_> {
                 None => claim.reserve(h * w).map_err(|e| e.to_string())?,
             };
             let shape = (ran.height, ran.width, c);
-            let left_out = self.write_out(pixels, ran.layout, shape, &relative, input_format)?;
+            let left_out = self.write_out(pixels, ran.layout, shape, index, input_format)?;
             warning = warning.take().or(left_out);
             Ok(())
         }));

@@ -31,6 +31,20 @@ pub fn output_path(out_root: &Path, relative: &Path, output: ImageFormat) -> Pat
     }
 }
 
+/// Where an image's output goes under `out_root`: `named` (the name `run --output-name` planned
+/// for it, relative to `out_root`) when there is one, else [`output_path`].
+pub fn planned_output(
+    out_root: &Path,
+    relative: &Path,
+    named: &[u8],
+    output: ImageFormat,
+) -> PathBuf {
+    match named.is_empty() {
+        true => output_path(out_root, relative, output),
+        false => out_root.join(std::ffi::OsStr::from_bytes(named)),
+    }
+}
+
 /// The XXH3-64 hash of a file's bytes, read in 64 KiB pieces: what a kept dataset records of
 /// each source at load, and what a rebuild compares before it decodes the source again.
 pub fn source_hash(path: &Path) -> io::Result<u64> {
