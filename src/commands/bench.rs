@@ -12,7 +12,7 @@ use shmpipe_worker::ops::OpChain;
 use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::BenchMemoryCli;
-use crate::commands::gen;
+use crate::commands::{chart, gen};
 use crate::engine::job::run_job;
 use crate::engine::memory::Sample;
 use crate::engine::settings::Job;
@@ -29,7 +29,11 @@ pub struct ModeResult {
     pub wall_s: f64,
     pub images_ok: u64,
     pub images_failed: u64,
+    /// The readings as made, each later than the one before.
     pub series: Vec<Sample>,
+    /// The reading made at exit from the block's pages (counted in the peaks, not a sample of
+    /// `series`).
+    pub at_exit: Option<Sample>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +52,10 @@ pub struct MemoryBench {
     pub copy: ModeResult,
     /// Peak total Pss of copy mode over shared mode's.
     pub copy_over_shared: f64,
+    /// `--resize`, when given.
+    pub resize: Option<(u32, u32)>,
+    /// The machine it ran on: processor, cores, memory, kernel.
+    pub machine: String,
 }
 
 fn mib(b: u64) -> f64 {
@@ -98,6 +106,7 @@ fn measure(
             images_ok: s.images_ok,
             images_failed: s.images_failed,
             series: result.memory.series,
+            at_exit: result.memory.at_exit,
         },
         s.dataset_bytes,
         s.images_ok + s.images_failed,
@@ -118,7 +127,7 @@ pub fn memory(args: BenchMemoryCli) -> i32 {
 
 fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
     if let Some(path) = &args.plot {
-        plot_format(path)?;
+        chart::plot_format(path)?;
     }
     let workers = args
         .workers
@@ -167,9 +176,11 @@ fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
             / shared.peak_total_pss_bytes.max(1) as f64,
         shared,
         copy,
+        resize: args.resize,
+        machine: machine(),
     };
     if let Some(path) = &args.plot {
-        plot(path, &bench)?;
+        chart::plot(path, &bench)?;
         eprintln!("plot written to {}", path.display());
     }
     if args.json {
@@ -221,138 +232,23 @@ fn table(b: &MemoryBench) -> String {
     out
 }
 
-/// What `--plot` can write, chosen by the file name's extension.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum PlotFormat {
-    Svg,
-    Png,
-}
-
-/// Size of the plot in pixels (the PNG's size, the SVG's view box).
-const PLOT_SIZE: (u32, u32) = (900, 520);
-
-fn plot_format(path: &Path) -> anyhow::Result<PlotFormat> {
-    match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("svg") => Ok(PlotFormat::Svg),
-        Some("png") => Ok(PlotFormat::Png),
-        _ => bail!(
-            "--plot {}: unknown plot format; valid file name endings: .svg, .png",
-            path.display()
-        ),
-    }
-}
-
-fn plot(path: &Path, b: &MemoryBench) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-    match plot_format(path)? {
-        PlotFormat::Svg => draw_chart(SVGBackend::new(path, PLOT_SIZE).into_drawing_area(), b),
-        PlotFormat::Png => {
-            let mut image =
-                image::RgbImage::from_pixel(PLOT_SIZE.0, PLOT_SIZE.1, image::Rgb([255, 255, 255]));
-            draw_chart(
-                crate::commands::raster::RasterBackend::new(&mut image).into_drawing_area(),
-                b,
-            )?;
-            // Temporary then rename: a failed write never leaves half a PNG under its name.
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            let tmp = tempfile::Builder::new()
-                .prefix(".shmpipe-plot-")
-                .suffix(".png")
-                .permissions(shmpipe_worker::codec::ordinary_mode())
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot write the plot in {}", dir.display()))?;
-            image
-                .save_with_format(tmp.path(), image::ImageFormat::Png)
-                .with_context(|| format!("cannot write the plot {}", path.display()))?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot write the plot {}", path.display()))?;
-            Ok(())
-        }
-    }
-}
-
-fn draw_chart<DB>(
-    root: plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
-    b: &MemoryBench,
-) -> anyhow::Result<()>
-where
-    DB: plotters::prelude::DrawingBackend,
-    DB::ErrorType: 'static,
-{
-    use plotters::prelude::*;
-    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
-    let t_max = b
-        .shared
-        .series
-        .iter()
-        .chain(&b.copy.series)
-        .map(|s| s.t_s)
-        .fold(0.1, f64::max);
-    let y_max = gib(b.copy.peak_total_pss_bytes.max(b.dataset_bytes)) * 1.1;
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "Total Pss of all processes, {} workers, {:.2} GiB decoded, ops {}",
-                b.workers,
-                gib(b.dataset_bytes),
-                b.ops
-            ),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the run started")
-        .y_desc("GiB")
-        .draw()?;
-    let line = |series: &[Sample]| {
-        series
-            .iter()
-            .map(|s| (s.t_s, gib(s.pss)))
-            .collect::<Vec<_>>()
+/// The machine, as a reader of the figure needs it: processor, cores, memory and kernel, from
+/// /proc (the benchmark needs /proc anyway).
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
     };
-    chart
-        .draw_series(LineSeries::new(
-            line(&b.shared.series),
-            BLUE.stroke_width(2),
-        ))?
-        .label(format!(
-            "shared block: peak {:.2} GiB",
-            gib(b.shared.peak_total_pss_bytes)
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(line(&b.copy.series), RED.stroke_width(2)))?
-        .label(format!(
-            "a copy per worker: peak {:.2} GiB",
-            gib(b.copy.peak_total_pss_bytes)
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, gib(b.dataset_bytes)), (t_max, gib(b.dataset_bytes))],
-            BLACK.stroke_width(1),
-        ))?
-        .label("decoded dataset")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    let cpu = field(&read("/proc/cpuinfo"), "model name").unwrap_or("unknown processor".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = field(&read("/proc/meminfo"), "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or("unknown memory".into(), |kib| {
+            format!("{:.0} GiB of memory", kib as f64 / (1u64 << 20) as f64)
+        });
+    let kernel = read("/proc/sys/kernel/osrelease");
+    format!("{cpu}, {cores} cores, {memory}, Linux {}", kernel.trim())
 }

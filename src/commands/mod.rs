@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod bench;
 pub mod blocks;
+pub mod chart;
 pub mod dataset;
 pub mod gen;
 pub mod manual;

@@ -2,19 +2,21 @@
 //! PNG with the same chart code as the SVG.
 //!
 //! plotters' own bitmap backend draws text only through a font stack (font-kit and the system's
-//! fonts, or ab_glyph with a TrueType file shipped in the binary); without one it panics on the
-//! first label. A chart's labels need no more than ASCII, so this backend draws them from an 8x8
-//! bitmap font (public domain, `font8x8`) scaled by whole pixels. Lines, rectangles and polygons
-//! use plotters' default rasterisation through `draw_pixel`.
+//! fonts); without one it panics on the first label. This backend draws text itself: each glyph's
+//! outline from DejaVu Sans (a subset of it, shipped in the binary: `fonts/`) rasterised by
+//! ab_glyph with its coverage as alpha, so the letters are antialiased. Lines, rectangles and
+//! polygons use plotters' default rasterisation through `draw_pixel`; the chart is drawn at a
+//! multiple of its size and [`downsample`]d, which antialiases them too.
 
+use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont};
 use image::RgbImage;
 use plotters_backend::text_anchor::{HPos, VPos};
 use plotters_backend::{
     BackendColor, BackendCoord, BackendTextStyle, DrawingBackend, DrawingErrorKind,
 };
 
-/// Glyph cell of the bitmap font, in pixels before scaling.
-const GLYPH: i32 = 8;
+/// DejaVu Sans, printable ASCII and a few signs (see `fonts/README.md`).
+const FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
 
 /// Never fails: every drawing call lands in memory, out-of-range pixels are clipped.
 #[derive(Debug)]
@@ -31,17 +33,39 @@ impl std::error::Error for Never {}
 /// Draws into an image it borrows: once the drawing area is dropped, the image holds the chart.
 pub struct RasterBackend<'a> {
     image: &'a mut RgbImage,
+    font: FontRef<'static>,
 }
 
 impl<'a> RasterBackend<'a> {
     pub fn new(image: &'a mut RgbImage) -> Self {
-        RasterBackend { image }
+        let font = FontRef::try_from_slice(FONT).expect("the font shipped in the binary parses");
+        RasterBackend { image, font }
     }
 
-    /// Whole-pixel scale of the 8x8 font for a plotters font size: 1 up to size 35 (the
-    /// chart's caption is 20, and twice 8 pixels would not fit its line in the width).
-    fn scale(size: f64) -> i32 {
-        ((size / 24.0).round() as i32).max(1)
+    /// The scale at which the font's em is `size / 1.24` pixels: the `font-size` plotters'
+    /// SVG backend writes for a font of `size`, so the PNG's text matches the SVG's.
+    fn scale(&self, size: f64) -> PxScale {
+        let units_per_em = self.font.units_per_em().unwrap_or(2048.0);
+        let em = size as f32 / 1.24;
+        PxScale::from(em * self.font.height_unscaled() / units_per_em)
+    }
+
+    /// Each glyph of `text` with its pen position along the baseline, and the text's width.
+    fn layout(&self, text: &str, scale: PxScale) -> (Vec<(GlyphId, f32)>, f32) {
+        let font = self.font.as_scaled(scale);
+        let mut pen = 0.0;
+        let mut previous: Option<GlyphId> = None;
+        let mut glyphs = Vec::with_capacity(text.len());
+        for ch in text.chars() {
+            let id = font.glyph_id(ch);
+            if let Some(p) = previous {
+                pen += font.kern(p, id);
+            }
+            glyphs.push((id, pen));
+            pen += font.h_advance(id);
+            previous = Some(id);
+        }
+        (glyphs, pen)
     }
 
     fn blend(&mut self, (x, y): BackendCoord, color: BackendColor) {
@@ -55,6 +79,24 @@ impl<'a> RasterBackend<'a> {
             *channel = (f64::from(new) * alpha + f64::from(*channel) * (1.0 - alpha)).round() as u8;
         }
     }
+}
+
+/// `image` shrunk by a whole `factor`, each pixel the mean of its `factor x factor` block: the
+/// chart drawn at `factor` times its size comes out antialiased.
+pub fn downsample(image: &RgbImage, factor: u32) -> RgbImage {
+    let n = factor * factor;
+    RgbImage::from_fn(image.width() / factor, image.height() / factor, |x, y| {
+        let mut sum = [0u32; 3];
+        for dy in 0..factor {
+            for dx in 0..factor {
+                let p = image.get_pixel(x * factor + dx, y * factor + dy);
+                for (s, v) in sum.iter_mut().zip(p.0) {
+                    *s += u32::from(v);
+                }
+            }
+        }
+        image::Rgb(sum.map(|s| ((s + n / 2) / n) as u8))
+    })
 }
 
 impl DrawingBackend for RasterBackend<'_> {
@@ -86,9 +128,12 @@ impl DrawingBackend for RasterBackend<'_> {
         text: &str,
         style: &S,
     ) -> Result<(u32, u32), DrawingErrorKind<Never>> {
-        let scale = Self::scale(style.size());
-        let width = GLYPH * scale * text.chars().count() as i32;
-        Ok((width as u32, (GLYPH * scale) as u32))
+        let scale = self.scale(style.size());
+        let (_, width) = self.layout(text, scale);
+        Ok((
+            width.ceil() as u32,
+            self.font.as_scaled(scale).height().ceil() as u32,
+        ))
     }
 
     fn draw_text<S: BackendTextStyle>(
@@ -98,43 +143,40 @@ impl DrawingBackend for RasterBackend<'_> {
         pos: BackendCoord,
     ) -> Result<(), DrawingErrorKind<Never>> {
         let color = style.color();
-        let scale = Self::scale(style.size());
-        let width = GLYPH * scale * text.chars().count() as i32;
-        let height = GLYPH * scale;
+        let scale = self.scale(style.size());
+        let (glyphs, width) = self.layout(text, scale);
+        let scaled = self.font.as_scaled(scale);
+        let (ascent, height) = (scaled.ascent(), scaled.height());
         let anchor = style.anchor();
         let dx = match anchor.h_pos {
-            HPos::Left => 0,
-            HPos::Center => -width / 2,
+            HPos::Left => 0.0,
+            HPos::Center => -width / 2.0,
             HPos::Right => -width,
         };
-        let dy = match anchor.v_pos {
-            VPos::Top => 0,
-            VPos::Center => -height / 2,
-            VPos::Bottom => -height,
+        // The baseline, from the anchor: the box is the font's height, its top `ascent` above.
+        let baseline = match anchor.v_pos {
+            VPos::Top => ascent,
+            VPos::Center => ascent - height / 2.0,
+            VPos::Bottom => ascent - height,
         };
         let transform = style.transform();
-        for (index, ch) in text.chars().enumerate() {
-            let code = if ch.is_ascii() {
-                ch as usize
-            } else {
-                b'?' as usize
+        for (id, pen) in glyphs {
+            let glyph = id.with_scale_and_position(scale, ab_glyph::point(dx + pen, baseline));
+            let Some(outline) = self.font.outline_glyph(glyph) else {
+                continue; // a space
             };
-            let rows = font8x8::legacy::BASIC_LEGACY[code];
-            for (row, bits) in rows.iter().enumerate() {
-                for column in 0..GLYPH {
-                    // Bit 0 is the glyph's leftmost pixel.
-                    if bits >> column & 1 == 0 {
-                        continue;
-                    }
-                    for sy in 0..scale {
-                        for sx in 0..scale {
-                            let x = dx + (index as i32 * GLYPH + column) * scale + sx;
-                            let y = dy + row as i32 * scale + sy;
-                            let (x, y) = transform.transform(x, y);
-                            self.blend((pos.0 + x, pos.1 + y), color);
-                        }
-                    }
+            let bounds = outline.px_bounds();
+            let mut covered = Vec::new();
+            outline.draw(|x, y, coverage| {
+                if coverage > 0.0 {
+                    covered.push((x as i32, y as i32, coverage));
                 }
+            });
+            for (x, y, coverage) in covered {
+                let (x, y) = (bounds.min.x as i32 + x, bounds.min.y as i32 + y);
+                let (x, y) = transform.transform(x, y);
+                let alpha = color.alpha * f64::from(coverage.min(1.0));
+                self.blend((pos.0 + x, pos.1 + y), BackendColor { alpha, ..color });
             }
         }
         Ok(())

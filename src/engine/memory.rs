@@ -71,7 +71,11 @@ pub struct Record {
     pub peak_pss: u64,
     pub peak_rss: u64,
     pub peak_pss_shmem: u64,
+    /// The readings, as read: strictly later one after the other.
     pub series: Vec<Sample>,
+    /// The reading made at `finish` from the block's pages (see [`Sampler::finish`]): it counts
+    /// in the peaks, and is kept out of `series`, which holds only what was read.
+    pub at_exit: Option<Sample>,
     /// The last reading that found a worker (the last reading, until one does).
     last_with_workers: Sample,
 }
@@ -172,7 +176,7 @@ impl Sampler {
             record.peak_pss = record.peak_pss.max(sample.pss);
             record.peak_rss = record.peak_rss.max(sample.rss);
             record.peak_pss_shmem = record.peak_pss_shmem.max(sample.pss_shmem);
-            record.series.push(sample);
+            record.at_exit = Some(sample);
         }
         record
     }

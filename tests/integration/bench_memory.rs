@@ -19,6 +19,7 @@ fn shared_block_costs_about_one_dataset_and_copies_cost_one_per_worker() {
             "-j",
             "4",
             "--json",
+            "--series",
         ])
         .output()
         .unwrap();
@@ -57,6 +58,24 @@ fn shared_block_costs_about_one_dataset_and_copies_cost_one_per_worker() {
     );
     // Rss counts the shared block once per process that touched it; Pss splits it.
     assert!(b["shared"]["peak_total_rss_bytes"].as_u64().unwrap() >= shared);
+    // The series holds the readings as made, each later than the one before: the reading
+    // made at exit from the block's pages is apart from it, and the peak is the largest of all.
+    for mode in ["shared", "copy"] {
+        let m = &b[mode];
+        let series = m["series"].as_array().unwrap();
+        assert!(series.len() >= 2, "{mode}: {m}");
+        let times: Vec<f64> = series.iter().map(|s| s["t_s"].as_f64().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{mode}: {times:?}");
+        let read = series.iter().map(|s| s["pss"].as_u64().unwrap()).max();
+        let at_exit = m["at_exit"]["pss"].as_u64().expect("a reading at exit");
+        assert!(m["at_exit"]["t_s"].as_f64().unwrap() >= *times.last().unwrap());
+        assert_eq!(
+            m["peak_total_pss_bytes"].as_u64(),
+            read.max(Some(at_exit)),
+            "{mode}"
+        );
+    }
+    assert!(b["machine"].as_str().unwrap().contains("cores"), "{b}");
 }
 
 #[test]
@@ -114,7 +133,7 @@ fn bench_with_plot(plot: &std::path::Path) -> std::process::Output {
 }
 
 #[test]
-fn plot_ending_in_png_is_a_png_with_both_curves() {
+fn plot_ending_in_png_is_a_png_with_both_curves_and_antialiased_text() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("memory.png");
     let out = bench_with_plot(&path);
@@ -129,26 +148,70 @@ fn plot_ending_in_png_is_a_png_with_both_curves() {
         "the bytes are PNG"
     );
     let plot = image::open(&path).unwrap().to_rgb8();
-    assert_eq!(plot.dimensions(), (900, 520));
-    let count = |rgb: [u8; 3]| plot.pixels().filter(|p| p.0 == rgb).count();
+    assert_eq!(plot.dimensions(), (960, 600));
+    let near = |rgb: [u8; 3]| {
+        plot.pixels()
+            .filter(|p| p.0.iter().zip(rgb).all(|(a, b)| a.abs_diff(b) <= 12))
+            .count()
+    };
     // Each curve is a 2-pixel line across the chart, plus its legend swatch.
-    let shared = count([0, 0, 255]);
-    let copy = count([255, 0, 0]);
+    let shared = near([31, 119, 180]);
+    let copy = near([214, 39, 40]);
     assert!(
-        shared > 300,
+        shared > 600,
         "the shared curve is drawn in blue: {shared} px"
     );
-    assert!(copy > 300, "the copy curve is drawn in red: {copy} px");
-    // Axes, the dataset line and the labels are black on white.
-    assert!(count([0, 0, 0]) > 2000, "axes and labels are drawn");
+    assert!(copy > 600, "the copy curve is drawn in red: {copy} px");
     assert!(
-        count([255, 255, 255]) > 900 * 520 / 2,
+        near([255, 255, 255]) > 960 * 600 / 2,
         "the background is white"
     );
+    // Antialiased: the text's and lines' edges blend into the white in many shades of gray
+    // (a bitmap font and aliased lines give a handful of colours).
+    let grays: std::collections::BTreeSet<u8> = plot
+        .pixels()
+        .filter(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2])
+        .map(|p| p.0[0])
+        .collect();
+    assert!(grays.len() > 100, "{} shades of gray", grays.len());
     // No temporary is left beside it.
     assert_eq!(
         files_under(tmp.path()),
         vec![std::path::PathBuf::from("memory.png")]
+    );
+}
+
+#[test]
+fn plot_ending_in_svg_has_its_words_as_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("memory.svg");
+    let out = bench_with_plot(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::util::stderr(&out));
+    let svg = std::fs::read_to_string(&path).unwrap();
+    // Every word is a <text> element a reader can select and a search can find.
+    let texts: Vec<&str> = svg
+        .split("<text")
+        .skip(1)
+        .map(|t| t.split_once('>').unwrap().1.split('<').next().unwrap())
+        .collect();
+    let said = |what: &str| texts.iter().any(|t| t.contains(what));
+    for what in [
+        "time since the run started (s)",
+        "total Pss of all processes (MiB)",
+        "decoded dataset: ",
+        "one shared block: peak ",
+        "a copy per worker: peak ",
+        "the memory of one shared block",
+        "-j 2",
+        "no --resize",
+        "--ops blur:2",
+        " cores, ",
+    ] {
+        assert!(said(what), "{what:?} is not in the text of {texts:?}");
+    }
+    assert_eq!(
+        files_under(tmp.path()),
+        vec![std::path::PathBuf::from("memory.svg")]
     );
 }
 

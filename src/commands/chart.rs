@@ -1,0 +1,276 @@
+//! `bench memory --plot`: the figure. The same drawing code writes SVG (its text is text, in the
+//! reader's sans-serif font) and PNG (drawn at twice its size with antialiased glyphs, then
+//! shrunk: no jagged line, no bitmap font).
+//!
+//! What it shows is what was read: each mode's total Pss over time as sampled, the decoded
+//! dataset as a dashed reference line, the reading made at exit from the block's pages as a
+//! marker of its own (never joined to the curve), the ratio of the peaks written on it, and the
+//! job and the machine in the caption below.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::commands::bench::MemoryBench;
+use crate::engine::memory::Sample;
+
+/// What `--plot` can write, chosen by the file name's extension.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PlotFormat {
+    Svg,
+    Png,
+}
+
+/// Size of the figure in pixels (the PNG's size, the SVG's view box).
+pub const PLOT_SIZE: (u32, u32) = (960, 600);
+
+/// The PNG is drawn at this many times its size, then shrunk.
+const SUPERSAMPLE: u32 = 2;
+
+const SHARED: RGBColor = RGBColor(31, 119, 180);
+const COPY: RGBColor = RGBColor(214, 39, 40);
+const DATASET: RGBColor = RGBColor(80, 80, 80);
+const GRID: RGBColor = RGBColor(228, 228, 228);
+const INK: RGBColor = RGBColor(25, 25, 25);
+const NOTE: RGBColor = RGBColor(85, 85, 85);
+
+pub fn plot_format(path: &Path) -> anyhow::Result<PlotFormat> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("svg") => Ok(PlotFormat::Svg),
+        Some("png") => Ok(PlotFormat::Png),
+        _ => bail!(
+            "--plot {}: unknown plot format; valid file name endings: .svg, .png",
+            path.display()
+        ),
+    }
+}
+
+/// Writes the figure of `b` to `path`, whole or not at all (a temporary, then a rename).
+pub fn plot(path: &Path, b: &MemoryBench) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let format = plot_format(path)?;
+    let suffix = match format {
+        PlotFormat::Svg => ".svg",
+        PlotFormat::Png => ".png",
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".shmpipe-plot-")
+        .suffix(suffix)
+        .permissions(shmpipe_worker::codec::ordinary_mode())
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write the plot in {}", dir.display()))?;
+    let written = match format {
+        PlotFormat::Svg => draw(
+            SVGBackend::new(tmp.path(), PLOT_SIZE).into_drawing_area(),
+            b,
+            1,
+        ),
+        PlotFormat::Png => {
+            let (w, h) = (PLOT_SIZE.0 * SUPERSAMPLE, PLOT_SIZE.1 * SUPERSAMPLE);
+            let mut image = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+            let backend = crate::commands::raster::RasterBackend::new(&mut image);
+            draw(backend.into_drawing_area(), b, SUPERSAMPLE)?;
+            crate::commands::raster::downsample(&image, SUPERSAMPLE)
+                .save_with_format(tmp.path(), image::ImageFormat::Png)
+                .map_err(anyhow::Error::from)
+        }
+    };
+    written.with_context(|| format!("cannot write the plot {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write the plot {}", path.display()))?;
+    Ok(())
+}
+
+/// The unit of the figure's memory axis: MiB below 2 GiB, else GiB.
+#[derive(Clone, Copy)]
+struct Unit {
+    name: &'static str,
+    bytes: f64,
+}
+
+impl Unit {
+    fn for_max(bytes: u64) -> Unit {
+        match bytes < 2 << 30 {
+            true => Unit {
+                name: "MiB",
+                bytes: (1u64 << 20) as f64,
+            },
+            false => Unit {
+                name: "GiB",
+                bytes: (1u64 << 30) as f64,
+            },
+        }
+    }
+
+    fn of(self, bytes: u64) -> f64 {
+        bytes as f64 / self.bytes
+    }
+
+    /// `bytes` in this unit, with its name: `16.4 MiB`, `1.23 GiB`.
+    fn show(self, bytes: u64) -> String {
+        let v = self.of(bytes);
+        let digits = if v < 10.0 {
+            2
+        } else if v < 100.0 {
+            1
+        } else {
+            0
+        };
+        format!("{v:.digits$} {}", self.name)
+    }
+}
+
+/// Draws the figure on `root`, every length times `k` (the PNG's supersampling).
+fn draw<DB>(root: DrawingArea<DB, Shift>, b: &MemoryBench, k: u32) -> anyhow::Result<()>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let px = |v: u32| v * k;
+    let font = |size: u32| ("sans-serif", f64::from(px(size))).into_font();
+    root.fill(&WHITE)?;
+    let (chart_area, caption_area) = root.split_vertically(px(PLOT_SIZE.1 - 62));
+    let ends = [&b.shared, &b.copy].map(|m| m.at_exit.map_or(0.0, |s| s.t_s));
+    let t_max = b
+        .shared
+        .series
+        .iter()
+        .chain(&b.copy.series)
+        .map(|s| s.t_s)
+        .chain(ends)
+        .fold(0.1, f64::max);
+    let peaks = [b.shared.peak_total_pss_bytes, b.copy.peak_total_pss_bytes];
+    let top = peaks.into_iter().fold(b.dataset_bytes, u64::max);
+    let unit = Unit::for_max(top);
+    let y_max = unit.of(top) * 1.18;
+    let mut chart = ChartBuilder::on(&chart_area)
+        .caption(
+            "Memory of the whole run: one shared block against a copy per worker",
+            font(24).color(&INK),
+        )
+        .margin(px(16))
+        .x_label_area_size(px(48))
+        .y_label_area_size(px(66))
+        .build_cartesian_2d(0.0..t_max * 1.02, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID.stroke_width(k))
+        .axis_style(INK.stroke_width(k))
+        .x_labels(8)
+        .y_labels(7)
+        .label_style(font(15).color(&INK))
+        .axis_desc_style(font(16).color(&INK))
+        .x_desc("time since the run started (s)")
+        .y_desc(format!("total Pss of all processes ({})", unit.name))
+        .y_label_formatter(&|v| match y_max < 10.0 {
+            true => format!("{v:.2}"),
+            false => format!("{v:.0}"),
+        })
+        .x_label_formatter(&|v| format!("{v:.1}"))
+        .draw()?;
+
+    let dataset = unit.of(b.dataset_bytes);
+    let dash = DATASET.stroke_width(px(2));
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(0.0, dataset), (t_max * 1.02, dataset)],
+            px(9),
+            px(6),
+            dash,
+        ))?
+        .label(format!("decoded dataset: {}", unit.show(b.dataset_bytes)))
+        .legend(move |(x, y)| {
+            let seg = |from: u32, to: u32| {
+                PathElement::new(vec![(x + px(from) as i32, y), (x + px(to) as i32, y)], dash)
+            };
+            EmptyElement::at((0, 0)) + seg(0, 6) + seg(9, 15) + seg(18, 24)
+        });
+    for (mode, color, name) in [
+        (&b.shared, SHARED, "one shared block"),
+        (&b.copy, COPY, "a copy per worker"),
+    ] {
+        let line: Vec<(f64, f64)> = mode
+            .series
+            .iter()
+            .map(|s| (s.t_s, unit.of(s.pss)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(px(2))))?
+            .label(format!(
+                "{name}: peak {}",
+                unit.show(mode.peak_total_pss_bytes)
+            ))
+            .legend(move |(x, y)| {
+                PathElement::new(
+                    vec![(x, y), (x + px(24) as i32, y)],
+                    color.stroke_width(px(2)),
+                )
+            });
+        chart.draw_series(mode.at_exit.iter().map(|s: &Sample| {
+            Circle::new((s.t_s, unit.of(s.pss)), px(4), color.stroke_width(px(2)))
+        }))?;
+    }
+    chart.draw_series(std::iter::once(Text::new(
+        format!(
+            "a copy per worker takes {:.1}\u{d7} the memory of one shared block",
+            b.copy_over_shared
+        ),
+        (t_max * 1.01, y_max * 0.985),
+        font(17).color(&INK).pos(Pos::new(HPos::Right, VPos::Top)),
+    )))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .legend_area_size(px(34))
+        .label_font(font(15).color(&INK))
+        .background_style(WHITE.mix(0.9))
+        .border_style(GRID.stroke_width(k))
+        .margin(px(10))
+        .draw()?;
+
+    let notes = [
+        caption_job(b),
+        format!(
+            "{}. Pss read from /proc/PID/smaps_rollup; a circle is the reading at exit, from the block's pages.",
+            b.machine
+        ),
+    ];
+    for (line, text) in notes.iter().enumerate() {
+        caption_area.draw(&Text::new(
+            text.clone(),
+            (px(18) as i32, px(6 + 24 * line as u32) as i32),
+            font(14).color(&NOTE),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The job in words: images, decoded size, workers, resize and ops.
+fn caption_job(b: &MemoryBench) -> String {
+    let resize = b.resize.map_or("no --resize".to_string(), |(w, h)| {
+        format!("--resize {w}x{h}")
+    });
+    let ops = match b.ops.is_empty() {
+        true => "no --ops".to_string(),
+        false => format!("--ops {}", b.ops),
+    };
+    format!(
+        "shmpipe bench memory: the same run in each mode over {} images ({} decoded), -j {}, {resize}, {ops}.",
+        b.images,
+        Unit::for_max(b.dataset_bytes).show(b.dataset_bytes),
+        b.workers
+    )
+}
