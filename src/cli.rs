@@ -522,9 +522,9 @@ pub struct BenchMemoryCli {
     #[arg(long, value_name = "LIST", default_value = "blur:2")]
     pub ops: String,
     /// Draw total Pss over time for both modes, with the dataset size: SVG or PNG, by the
-    /// file name's ending (.svg, .png).
+    /// file name's ending (.svg, .png). Give it twice for both, from the one measurement.
     #[arg(long, value_name = "FILE")]
-    pub plot: Option<PathBuf>,
+    pub plot: Vec<PathBuf>,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -126,7 +126,7 @@ pub fn memory(args: BenchMemoryCli) -> i32 {
 }
 
 fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
-    if let Some(path) = &args.plot {
+    for path in &args.plot {
         chart::plot_format(path)?;
     }
     let workers = args
@@ -179,7 +179,7 @@ fn memory_inner(args: BenchMemoryCli) -> anyhow::Result<()> {
         resize: args.resize,
         machine: machine(),
     };
-    if let Some(path) = &args.plot {
+    for path in &args.plot {
         chart::plot(path, &bench)?;
         eprintln!("plot written to {}", path.display());
     }

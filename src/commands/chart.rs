@@ -99,17 +99,21 @@ struct Unit {
     bytes: f64,
 }
 
+const MIB: Unit = Unit {
+    name: "MiB",
+    bytes: (1u64 << 20) as f64,
+};
+const GIB: Unit = Unit {
+    name: "GiB",
+    bytes: (1u64 << 30) as f64,
+};
+
 impl Unit {
     fn for_max(bytes: u64) -> Unit {
-        match bytes < 2 << 30 {
-            true => Unit {
-                name: "MiB",
-                bytes: (1u64 << 20) as f64,
-            },
-            false => Unit {
-                name: "GiB",
-                bytes: (1u64 << 30) as f64,
-            },
+        if bytes < 2 << 30 {
+            MIB
+        } else {
+            GIB
         }
     }
 
@@ -117,17 +121,21 @@ impl Unit {
         bytes as f64 / self.bytes
     }
 
-    /// `bytes` in this unit, with its name: `16.4 MiB`, `1.23 GiB`.
-    fn show(self, bytes: u64) -> String {
-        let v = self.of(bytes);
-        let digits = if v < 10.0 {
-            2
-        } else if v < 100.0 {
-            1
-        } else {
-            0
-        };
-        format!("{v:.digits$} {}", self.name)
+    /// `bytes` with about three significant digits, in MiB below 1 GiB, else in GiB:
+    /// `16.4 MiB`, `1.23 GiB`.
+    fn show(bytes: u64) -> String {
+        let unit = if bytes < 1 << 30 { MIB } else { GIB };
+        let v = unit.of(bytes);
+        format!("{:.*} {}", decimals(v), v, unit.name)
+    }
+}
+
+/// Decimals that give about three significant digits for values up to `v`.
+fn decimals(v: f64) -> usize {
+    match v {
+        v if v < 10.0 => 2,
+        v if v < 100.0 => 1,
+        _ => 0,
     }
 }
 
@@ -174,11 +182,8 @@ where
         .axis_desc_style(font(16).color(&INK))
         .x_desc("time since the run started (s)")
         .y_desc(format!("total Pss of all processes ({})", unit.name))
-        .y_label_formatter(&|v| match y_max < 10.0 {
-            true => format!("{v:.2}"),
-            false => format!("{v:.0}"),
-        })
-        .x_label_formatter(&|v| format!("{v:.1}"))
+        .y_label_formatter(&|v| format!("{:.*}", decimals(y_max).saturating_sub(1), v))
+        .x_label_formatter(&|v| format!("{:.*}", decimals(t_max).saturating_sub(1), v))
         .draw()?;
 
     let dataset = unit.of(b.dataset_bytes);
@@ -190,7 +195,7 @@ where
             px(6),
             dash,
         ))?
-        .label(format!("decoded dataset: {}", unit.show(b.dataset_bytes)))
+        .label(format!("decoded dataset: {}", Unit::show(b.dataset_bytes)))
         .legend(move |(x, y)| {
             let seg = |from: u32, to: u32| {
                 PathElement::new(vec![(x + px(from) as i32, y), (x + px(to) as i32, y)], dash)
@@ -210,7 +215,7 @@ where
             .draw_series(LineSeries::new(line, color.stroke_width(px(2))))?
             .label(format!(
                 "{name}: peak {}",
-                unit.show(mode.peak_total_pss_bytes)
+                Unit::show(mode.peak_total_pss_bytes)
             ))
             .legend(move |(x, y)| {
                 PathElement::new(
@@ -270,7 +275,7 @@ fn caption_job(b: &MemoryBench) -> String {
     format!(
         "shmpipe bench memory: the same run in each mode over {} images ({} decoded), -j {}, {resize}, {ops}.",
         b.images,
-        Unit::for_max(b.dataset_bytes).show(b.dataset_bytes),
+        Unit::show(b.dataset_bytes),
         b.workers
     )
 }
