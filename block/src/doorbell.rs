@@ -16,8 +16,11 @@ pub(super) const STOP_BIT: u32 = 1 << 31;
 
 impl Mapping {
     /// Asks every worker to stop after its current image, and wakes those parked between passes.
-    pub fn request_stop(&self) {
+    /// `reason` goes to [`crate::Header::stop_reason`] (a signal's number, or
+    /// [`crate::STOP_STRICT`]; 0 says none).
+    pub fn request_stop(&self, reason: u32) {
         let h = self.header();
+        h.stop_reason.store(reason, Ordering::Release);
         h.state
             .store(BlockState::Stopping as u32, Ordering::Release);
         self.open_pass(h.pass.load(Ordering::Acquire) | STOP_BIT);

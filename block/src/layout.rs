@@ -184,8 +184,15 @@ pub struct Header {
     /// A window block ([`FLAG_WINDOW`]): the bytes of each worker's one slot; worker `w` decodes
     /// every image it claims into `[pixels + w * window_slot_len, + window_slot_len)`. 0 else.
     pub window_slot_len: u64,
+    /// Why the coordinator asked its workers to stop ([`Mapping::request_stop`]): the signal's
+    /// number, [`STOP_STRICT`] for `--strict`'s first failure, 0 for no stop or none said (and
+    /// in a block made before this field). What `watch` tells of a run stopped early.
+    ///
+    /// [`Mapping::request_stop`]: crate::Mapping::request_stop
+    pub stop_reason: AtomicU32,
+    pub _reserved_pad2: u32,
     /// Unused since layout 2, and free for new fields: a block made before reads zeros there.
-    pub _reserved_stats: [u64; 4],
+    pub _reserved_stats: [u64; 3],
     /// A [`DatasetState`].
     pub dataset_state: AtomicU32,
     /// Entries of the history region in force (see [`HistoryEntry`]); each is written before
@@ -208,6 +215,9 @@ pub struct Header {
     pub _reserved: [u8; 152],
     pub _reserved_tail: u64,
 }
+
+/// `Header::stop_reason` of a run stopped at its first failed image (`--strict`).
+pub const STOP_STRICT: u32 = 0x100;
 
 /// `Header::label_kind`: no labels; every record's label is -1.
 pub const LABELS_NONE: u32 = 0;
@@ -539,7 +549,7 @@ mod layout_tests {
         p.kept = false;
         let block = crate::OwnedBlock::create(&name, crate::Backing::Shm, &p).unwrap();
         let seen = block.header().pass.load(Ordering::Acquire);
-        block.request_stop();
+        block.request_stop(0);
         let now = block.header().pass.load(Ordering::Acquire);
         assert_ne!(now, seen);
         assert_eq!(now & !crate::doorbell::STOP_BIT, seen);
@@ -630,6 +640,7 @@ mod layout_tests {
         assert_eq!(offset_of!(StrRef, len), 8);
         assert_eq!(offset_of!(Header, flags), 188);
         assert_eq!(offset_of!(Header, dataset_state), 296);
+        assert_eq!(offset_of!(Header, stop_reason), 264);
         assert_eq!(offset_of!(Header, created_unix_ns), 232);
         assert_eq!(offset_of!(Header, python_writers), 248);
         assert_eq!(offset_of!(Header, history_count), 300);

@@ -298,7 +298,9 @@ impl Mapping {
             run_started_unix_ns: AtomicU64::new(0),
             python_writers: AtomicU64::new(0),
             window_slot_len: plan.window_slot.map_or(0, align_up),
-            _reserved_stats: [0; 4],
+            stop_reason: AtomicU32::new(0),
+            _reserved_pad2: 0,
+            _reserved_stats: [0; 3],
             dataset_state: AtomicU32::new(if plan.kept {
                 DatasetState::Loading
             } else {

@@ -256,7 +256,7 @@ impl Job<'_, '_> {
                 .append_history(&step)
                 .ok_or_else(|| anyhow!("{name}: its history is full"))?;
         }
-        writer.request_stop();
+        writer.request_stop(0);
         pool.stop(STOP_GRACE);
         display.update(writer);
         display.finish();

@@ -69,6 +69,10 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
             "elapsed_s": f.elapsed.as_secs_f64(),
             "megapixels_per_s": f.megapixels_per_s,
             "run_started_unix_ns": run_started_ns,
+            // Why a stopped run stopped: `by SIGINT before the end`, say.
+            "stopped": (state == "stopped").then(|| {
+                stopped_by(block.header().stop_reason.load(Ordering::Acquire))
+            }),
         })
     };
     let display = Display::new(
@@ -99,19 +103,21 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
         stop_seen |= state == Some(BlockState::Stopping);
         if state == Some(BlockState::Finished) {
             let (done, failed, _) = counts(&block);
-            break match (done + failed < total, stop_seen) {
-                (false, _) => ("finished", "finished"),
-                (true, true) => (
-                    "stopped",
-                    "stopped before the end (its run was told to stop)",
-                ),
-                (true, false) => ("stopped", "stopped before the end"),
+            let reason = block.header().stop_reason.load(Ordering::Acquire);
+            // The reason stays in the block: a stop between two looks is told too.
+            break match (done + failed < total, stop_seen || reason != 0) {
+                (false, _) => ("finished", "finished".to_string()),
+                (true, true) => ("stopped", format!("stopped {}", stopped_by(reason))),
+                (true, false) => ("stopped", "stopped before the end".to_string()),
             };
         }
         match registry::inspect(&backing, &name) {
-            Err(_) => break ("removed", "ended (its block was removed)"),
+            Err(_) => break ("removed", "ended (its block was removed)".to_string()),
             Ok(info) if info.liveness != Liveness::Live => {
-                break ("owner_gone", "ended without finishing (its owner is gone)")
+                break (
+                    "owner_gone",
+                    "ended without finishing (its owner is gone)".to_string(),
+                )
             }
             Ok(_) => {}
         }
@@ -130,4 +136,18 @@ fn watch_inner(args: WatchCli) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// What stopped a run before its end, from [`shmpipe_block::Header::stop_reason`]: `by SIGINT
+/// before the end`, `at its first failed image (--strict)`.
+fn stopped_by(reason: u32) -> String {
+    let signal = match reason {
+        0 => return "before the end (its run was told to stop)".into(),
+        shmpipe_block::STOP_STRICT => return "at its first failed image (--strict)".into(),
+        1 => "SIGHUP".to_string(),
+        2 => "SIGINT".to_string(),
+        15 => "SIGTERM".to_string(),
+        n => format!("signal {n}"),
+    };
+    format!("by {signal} before the end")
 }

@@ -410,7 +410,11 @@ pub fn supervise(
         }
         if outcome.signal.is_some() || strict_stop {
             outcome.strict_stop = strict_stop && outcome.signal.is_none();
-            block.request_stop();
+            // The exit code of a signal is 128 + its number.
+            block.request_stop(match outcome.signal {
+                Some((code, _)) => (code - 128) as u32,
+                None => shmpipe_block::STOP_STRICT,
+            });
             for (id, _) in pool.stop(STOP_GRACE) {
                 // Whatever a stopped worker held goes back to Pending.
                 release(block, id, None, rules, on_release);

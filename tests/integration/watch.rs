@@ -253,11 +253,12 @@ fn watch_says_a_run_stopped_by_sigint_stopped_before_the_end() {
         last_lines.push(last);
     }
     assert!(
-        last_lines[0].contains(": stopped before the end"),
+        last_lines[0].contains(": stopped by SIGINT before the end"),
         "{}",
         last_lines[0]
     );
     assert!(!last_lines[0].contains("finished"), "{}", last_lines[0]);
     let record: serde_json::Value = serde_json::from_str(&last_lines[1]).unwrap();
     assert_eq!(record["state"], "stopped", "{record}");
+    assert_eq!(record["stopped"], "by SIGINT before the end", "{record}");
 }
