@@ -168,6 +168,84 @@ print(json.dumps({{"paths": list(d.block.paths), "classes": d.classes, "targets"
         assert_eq!(said["classes"], classes, "{}", file.display());
         assert_eq!(said["targets"], labels, "{}", file.display());
     }
+    // Whole numbers are class indexes, kept as the file numbers them (never sorted as text).
+    std::fs::write(&csv, "a.png,10\n\"b, c.png\",2\nsub/d.png,0\n").unwrap();
+    let name = format!("pyfile-numbers{}", std::process::id());
+    let _cleanup = Dataset(name.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("--labels"),
+        csv.as_os_str(),
+        os("-q"),
+    ]);
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"
+import json, shmpipe
+d = shmpipe.Dataset("{name}")
+print(json.dumps({{"classes": d.classes, "targets": d.targets}}))
+"#
+        ),
+    );
+    assert_eq!(said["targets"], serde_json::json!([10, 2, 0]));
+    let classes: Vec<String> = (0..=10).map(|n| n.to_string()).collect();
+    assert_eq!(said["classes"], serde_json::json!(classes));
+
+    // Each mistake in a labels CSV is refused, naming its line, and leaves no dataset.
+    for (text, says) in [
+        (
+            "a.png,1\nsub/d.png,0\n\"b, c.png\",cat\n",
+            "line 3: label \"cat\" is not a whole number",
+        ),
+        (
+            "path,label\na.png,cat\nsub/d.png,dog\na.png,cat\n\"b, c.png\",dog\n",
+            "line 4: a.png is labelled again (first at line 2)",
+        ),
+        (
+            "a.png,cat\nsub/e.png,dog\n",
+            "line 2: sub/e.png is not among the images loaded",
+        ),
+        ("a.png,cat,extra\n", "line 1: 3 fields, expected path,label"),
+        ("a.png,\n", "line 1: the label of a.png is empty"),
+    ] {
+        std::fs::write(&csv, text).unwrap();
+        let name = format!("pyfile-bad{}", std::process::id());
+        let refused = crate::util::run(&[
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os(&name),
+            os("--labels"),
+            csv.as_os_str(),
+        ]);
+        let said = crate::util::stderr(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains(says) && said.contains("labels.csv"),
+            "{text:?}: {said}"
+        );
+        assert!(!block_exists(&name));
+    }
+    let missing = tmp.path().join("nowhere.csv");
+    let refused = crate::util::run(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os("pyfile-nofile"),
+        os("--labels"),
+        missing.as_os_str(),
+    ]);
+    let said = crate::util::stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cannot read --labels") && said.contains("nowhere.csv"),
+        "{said}"
+    );
+
     // An image without a label: refused, named, nothing left.
     std::fs::write(&json, r#"{"a.png": "cat", "sub/d.png": "cat"}"#).unwrap();
     let name = format!("pyfile-missing{}", std::process::id());
