@@ -370,14 +370,16 @@ pub struct LoadCli {
     /// sorted order; an image the file does not name is an error.
     #[arg(long, value_name = "HOW", value_parser = parse_labels)]
     pub labels: Option<Labels>,
-    /// Resize every image at decode time to W x H: a dataset is one (N, H, W, C) array, so
-    /// every image takes the box's shape (see --fit).
-    #[arg(long, value_name = "WxH", value_parser = parse_dataset_size)]
-    pub resize: Option<(u32, u32)>,
-    /// How --resize makes every image WxH: stretch (the default: the aspect ratio is not kept),
-    /// cover (keep it, crop the overflow, centred) or contain (keep it, black bars).
-    #[arg(long, value_name = "FIT", default_value = "stretch", value_parser = ["stretch", "cover", "contain"])]
-    pub fit: String,
+    /// Resize every image at decode time: WxH (every image takes the box's shape, one
+    /// (N, H, W, C) array; see --fit), or S (the shorter side becomes S, the aspect ratio kept:
+    /// torchvision's Resize(S), each image its own shape, for augmentation later), Wx or xH.
+    #[arg(long, value_name = "WxH", value_parser = parse_box)]
+    pub resize: Option<Resize>,
+    /// How --resize WxH makes every image WxH: stretch (the default: the aspect ratio is not
+    /// kept), cover (keep it, crop the overflow, centred) or contain (keep it, black bars); or
+    /// inside (keep it, fit inside the box: each image its own shape, as S, Wx and xH always do).
+    #[arg(long, value_name = "FIT", value_parser = ["stretch", "cover", "contain", "inside"])]
+    pub fit: Option<String>,
     /// Channels of every image: 1 (gray), 3 (RGB) or 4 (RGBA). One layout for the whole
     /// dataset, so that it is one (N, H, W, C) array: an image with other channels is converted.
     #[arg(long, value_name = "C", default_value_t = 3, value_parser = parse_channels)]
@@ -595,16 +597,6 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
             .ok_or_else(|| format!("{v:?} in {s:?} is not a side from 1 to 65535"))
     };
     Ok((side(w)?, side(h)?))
-}
-
-/// `--resize` of `load`: both sides, since a dataset is one array.
-fn parse_dataset_size(s: &str) -> Result<(u32, u32), String> {
-    match parse_box(s)? {
-        Resize::Box(Some(w), Some(h)) => Ok((w, h)),
-        _ => Err(format!(
-            "{s:?}: a dataset is one (N, H, W, C) array, so load needs both sides: WxH"
-        )),
-    }
 }
 
 use crate::engine::settings::Job;

@@ -16,6 +16,12 @@ process by name as NumPy arrays, with no copy.
     loader = DataLoader(train, batch_size=64, num_workers=8, collate_fn=shmpipe.collate)
     for images, labels in loader: ...  # (64, H, W, C) arrays gathered here, not sent by workers
 
+    aug = shmpipe.RandomResizedCrop(224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    for epoch in range(10):            # compiled crops, flips and normalisation, on threads,
+        batches = shmpipe.Loader(train, aug, batch_size=64)   # in this process: no worker
+        batches.set_epoch(epoch)
+        for images, labels in batches: ...  # (64, 3, 224, 224) float32
+
 Views are read-only unless `attach(name, writable=True)`. A handle holds the block's lock
 (shared, or exclusive when writable) while it or any of its views lives, so `shmpipe apply` and
 `save` refuse rather than race it. Pickling a handle or a `Dataset` sends its name: the receiver
@@ -24,12 +30,13 @@ to Python's resource tracker, which would unlink it. Only `shmpipe rm NAME` remo
 A batch made by `shmpipe.collate` pickles the same way: the block's name and the images' indices,
 and the process that uses it copies the images out of the block.
 """
+from ._augment import CenterCrop, Loader, RandomResizedCrop
 from ._batch import Batch, collate
 from ._block import LAYOUT_VERSION, Block, BlockError, attach
 from ._cli import load, program
 from ._dataset import Dataset
 
-__all__ = ["attach", "Batch", "Block", "BlockError", "collate", "Dataset", "LAYOUT_VERSION",
-           "load", "program"]
+__all__ = ["attach", "Batch", "Block", "BlockError", "CenterCrop", "collate", "Dataset",
+           "LAYOUT_VERSION", "load", "Loader", "program", "RandomResizedCrop"]
 # One version for the package and the program (Cargo.toml's; tests/integration/cli.rs holds them together).
 __version__ = "0.5.0"

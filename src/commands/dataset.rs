@@ -19,7 +19,7 @@ use shmpipe_block::{
 use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
 use shmpipe_worker::resize::{Fit, Geometry};
 
-use crate::cli::{ExportCli, LoadCli, SaveCli};
+use crate::cli::{ExportCli, LoadCli, Resize, SaveCli};
 use crate::engine::dataset::{attach, temporaries_owner};
 use crate::engine::settings::Job;
 use crate::exit;
@@ -41,9 +41,15 @@ pub fn load(args: LoadCli) -> i32 {
 fn load_job(args: LoadCli) -> anyhow::Result<Job> {
     let geometry = match args.resize {
         None => None,
-        Some((w, h)) => {
-            let fit = Fit::parse(&args.fit).ok_or_else(|| anyhow!("invalid --fit {}", args.fit))?;
-            Some(Geometry::new((Some(w), Some(h)), fit, false).map_err(|e| anyhow!("{e}"))?)
+        Some(size) => {
+            // A whole box is stretched unless told otherwise; any other size keeps the aspect.
+            let default = match size {
+                Resize::Box(Some(_), Some(_)) => "stretch",
+                _ => "inside",
+            };
+            let name = args.fit.as_deref().unwrap_or(default);
+            let fit = Fit::parse(name).ok_or_else(|| anyhow!("invalid --fit {name}"))?;
+            Some(Geometry::of(size, fit, false).map_err(|e| anyhow!("{e}"))?)
         }
     };
     let mut job = args.inputs.job()?.backing(args.backing)?;

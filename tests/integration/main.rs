@@ -5,6 +5,7 @@
 mod util;
 
 mod apply;
+mod augment;
 mod bad_inputs;
 mod bench_memory;
 mod cli;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{ok, os, outcome, shmpipe, signal, Dataset};
 
-fn pythons() -> Vec<String> {
+pub(crate) fn pythons() -> Vec<String> {
     std::env::var("SHMPIPE_PYTHONS")
         .ok()
         .filter(|s| !s.trim().is_empty())
@@ -29,7 +29,7 @@ fn package_dir() -> PathBuf {
 }
 
 /// Runs `script` under `python` and returns the JSON it printed last.
-fn python(python: &str, script: &str) -> serde_json::Value {
+pub(crate) fn python(python: &str, script: &str) -> serde_json::Value {
     let out = Command::new(python)
         .arg("-c")
         .arg(script)

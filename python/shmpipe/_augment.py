@@ -1,0 +1,278 @@
+"""Training batches in compiled code: `RandomResizedCrop` and `CenterCrop` make a whole batch
+straight from a dataset's block into one fresh array (crop, Lanczos3 resample, flip, normalise),
+on threads, without the GIL; `Loader` iterates a dataset in batches with them, in this process.
+
+The work is done by the shared library `libshmpipe_augment.so` (the `augment/` crate, a C ABI
+called through ctypes, which releases the GIL for the call). It is looked for at
+`$SHMPIPE_AUGMENT_LIB`, then beside this file, then in the build folders of a source checkout.
+
+Randomness is per image: the crop and flip of image `i` in epoch `e` depend on `(seed, e, i)`
+alone (SplitMix64, see `augment/src/rng.rs`), not on the batch, the thread or the process.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._block import SHM_DIR, Block, BlockError
+
+_LIBRARY: Optional[ctypes.CDLL] = None
+
+
+class _Params(ctypes.Structure):
+    _fields_ = [
+        ("out_height", ctypes.c_uint32),
+        ("out_width", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32),
+        ("normalize", ctypes.c_uint32),
+        ("scale", ctypes.c_double * 2),
+        ("ratio", ctypes.c_double * 2),
+        ("fraction", ctypes.c_double),
+        ("flip", ctypes.c_double),
+        ("mean", ctypes.c_float * 4),
+        ("std", ctypes.c_float * 4),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+def _candidates() -> Iterator[str]:
+    env = os.environ.get("SHMPIPE_AUGMENT_LIB")
+    if env:
+        yield env
+    here = os.path.dirname(os.path.abspath(__file__))
+    yield os.path.join(here, "libshmpipe_augment.so")
+    checkout = os.path.dirname(os.path.dirname(here))
+    for profile in ("release", "debug"):
+        yield os.path.join(checkout, "target", profile, "libshmpipe_augment.so")
+
+
+def library() -> ctypes.CDLL:
+    """The compiled batch maker, loaded once; RuntimeError naming where it was looked for."""
+    global _LIBRARY
+    if _LIBRARY is None:
+        tried = list(_candidates())
+        found = next((p for p in tried if os.path.isfile(p)), None)
+        if found is None:
+            raise RuntimeError("shmpipe's compiled augmentation (libshmpipe_augment.so) is not "
+                               f"installed; looked at: {', '.join(tried)}. Build it with "
+                               "`cargo build --release -p shmpipe-augment`, or set SHMPIPE_AUGMENT_LIB")
+        lib = ctypes.CDLL(found)
+        fn = lib.shmpipe_augment_batch
+        fn.restype = ctypes.c_int32
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
+                       ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(_Params), ctypes.c_uint64,
+                       ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p,
+                       ctypes.c_char_p, ctypes.c_uint64]
+        _LIBRARY = lib
+    return _LIBRARY
+
+
+def _pair(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    h, w = v
+    return (int(h), int(w))
+
+
+def _check_current(block: Block) -> np.ndarray:
+    """The block's mapping, once sure it is still the dataset of its name, whole and ready: a
+    batch of a dataset removed (`shmpipe rm`), loaded again under its name, cut short or
+    overwritten raises BlockError rather than giving pixels of another dataset, or none."""
+    whole = block._live()
+    path = os.path.join(block.backing or SHM_DIR, block.name)
+    what = f"{block.name}: cannot make a batch"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BlockError(f"{what}: the dataset was removed (see `shmpipe ls`)") from None
+    if st.st_ino != block._inode:
+        raise BlockError(f"{what}: it was removed and loaded again; attach to it again")
+    assert block._mm is not None
+    if block._mm.size() < len(whole):
+        raise BlockError(f"{what}: its file is {block._mm.size()} bytes, shorter than the "
+                         f"{len(whole)} mapped: damaged")
+    if block.identity[1:] != (block._field("created_unix_ns"), block._field("history_count"),
+                              block._field("python_writers")):
+        raise BlockError(f"{what}: it changed since it was attached (`shmpipe apply`, or a "
+                         "writable handle); attach to it again")
+    from ._block import MAGIC, _READY  # the header's values as the package checks them
+    if block._field("magic") != MAGIC or block._field("dataset_state") != _READY:
+        raise BlockError(f"{what}: its header is no longer a ready dataset's: damaged")
+    return whole
+
+
+class _Augment:
+    """What both crops share: the output size, the flip, the normalisation, the seed."""
+
+    _mode = 0
+
+    def __init__(self, size, flip, mean, std, seed):
+        self.size = _pair(size)
+        self.flip = float(flip)
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        self.mean = None if mean is None else tuple(float(m) for m in mean)
+        self.std = None if std is None else tuple(float(s) for s in std)
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError("a std of 0")
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next batches belong to: each epoch's crops and flips differ."""
+        self.epoch = int(epoch)
+
+    def _params(self, channels: int) -> _Params:
+        p = _Params()
+        p.out_height, p.out_width = self.size
+        p.mode = self._mode
+        p.flip = self.flip
+        p.seed = self.seed & (2**64 - 1)
+        self._fill(p)
+        if self.mean is not None:
+            if len(self.mean) != channels or len(self.std) != channels:
+                raise ValueError(f"mean and std need {channels} values, one per channel")
+            p.normalize = 1
+            for c in range(channels):
+                p.mean[c], p.std[c] = self.mean[c], self.std[c]
+        return p
+
+    def _fill(self, p: _Params) -> None:
+        raise NotImplementedError
+
+    def batch(self, source, indices: Sequence[int], epoch: Optional[int] = None,
+              threads: Optional[int] = None, boxes: bool = False):
+        """Images `indices` of `source` (a `Dataset` or a `Block`) made into one fresh array:
+        `(B, H, W, C)` uint8, or `(B, C, H, W)` float32 with `mean` and `std`. With `boxes`,
+        also each image's `(top, left, height, width, flipped)` in its source, `(B, 5)` int64.
+        `threads` defaults to the cores this process may use."""
+        block = source.block if hasattr(source, "block") else source
+        whole = _check_current(block)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(block)
+        if ((idx < -n) | (idx >= n)).any():
+            raise IndexError(f"{block.name}: an index outside its {n} images")
+        idx = np.where(idx < 0, idx + n, idx)
+        offsets = np.ascontiguousarray(block._offsets[idx], dtype=np.int64)
+        shapes = np.ascontiguousarray(block._shapes[idx], dtype=np.uint32)
+        channels = int(shapes[0, 2]) if len(idx) else 3
+        params = self._params(channels)
+        h, w = self.size
+        if params.normalize:
+            out = np.empty((len(idx), channels, h, w), np.float32)
+        else:
+            out = np.empty((len(idx), h, w, channels), np.uint8)
+        made = np.empty((len(idx), 5), np.int64)
+        if threads is None:
+            threads = len(os.sched_getaffinity(0))
+        err = ctypes.create_string_buffer(512)
+        # The handle's index seeds the stream (with a partial handle, the i-th image that loaded).
+        dataset_index = np.ascontiguousarray(idx, dtype=np.int64)
+        code = library().shmpipe_augment_batch(
+            whole.ctypes.data, len(whole), offsets.ctypes.data, shapes.ctypes.data,
+            dataset_index.ctypes.data, len(idx), ctypes.byref(params),
+            self.epoch if epoch is None else int(epoch), out.ctypes.data, out.nbytes,
+            max(1, int(threads)), made.ctypes.data, err, len(err))
+        if code != 0:
+            raise BlockError(f"{block.name}: {err.value.decode('utf-8', 'replace')}")
+        # Whatever happened to the block during the call (a damaged one raises here).
+        _check_current(block)
+        return (out, made) if boxes else out
+
+    def collate(self, items):
+        """A `collate_fn` for `DataLoader(dataset, collate_fn=aug.collate)` over a `Dataset`
+        without transform: `(images, labels)`, the images made by `batch` in this epoch."""
+        from ._block import owner_of
+        items = list(items)
+        views = [item[0] for item in items]
+        labels = np.asarray([item[1] for item in items], dtype=np.int64)
+        block = owner_of(views[0]) if views else None
+        indices = None if block is None else block._indices_of(views)
+        if indices is None:
+            raise TypeError("collate: the items are not a shmpipe Dataset's own views (a "
+                            "Dataset without transform)")
+        return self.batch(block, indices, threads=1), labels
+
+
+class RandomResizedCrop(_Augment):
+    """torchvision's `RandomResizedCrop(size, scale, ratio)` with `RandomHorizontalFlip(flip)`
+    and, given `mean` and `std`, `ToTensor()` and `Normalize(mean, std)`: the crop's box drawn
+    as torchvision's `get_params` draws it, resampled with Lanczos3 (torchvision: bilinear)."""
+
+    _mode = 0
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5,
+                 mean=None, std=None, seed: int = 0):
+        super().__init__(size, flip, mean, std, seed)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        if not (0 < self.scale[0] <= self.scale[1]) or not (0 < self.ratio[0] <= self.ratio[1]):
+            raise ValueError("scale and ratio are (low, high) with 0 < low <= high")
+
+    def _fill(self, p: _Params) -> None:
+        p.scale[0], p.scale[1] = self.scale
+        p.ratio[0], p.ratio[1] = self.ratio
+
+
+class CenterCrop(_Augment):
+    """Validation's crop: the centred box of the output's aspect ratio whose shorter side is
+    `fraction` of the image's (0.875 is `Resize(256)` then `CenterCrop(224)`), resampled to
+    `size`; no flip unless asked."""
+
+    _mode = 1
+
+    def __init__(self, size, fraction: float = 0.875, flip: float = 0.0, mean=None, std=None,
+                 seed: int = 0):
+        super().__init__(size, flip, mean, std, seed)
+        if not 0 < fraction <= 1:
+            raise ValueError("fraction is above 0 and at most 1")
+        self.fraction = float(fraction)
+
+    def _fill(self, p: _Params) -> None:
+        p.fraction = self.fraction
+
+
+class Loader:
+    """Batches of a `Dataset` (or `Block`) made in this process by `augment`, on its own
+    threads: no worker process, no pickling. `for images, labels in Loader(ds, aug, 64)`;
+    call `set_epoch(e)` before each epoch (it reshuffles and draws new crops). Batches are NumPy
+    arrays (`torch.from_numpy(images)` shares them without a copy)."""
+
+    def __init__(self, source, augment: _Augment, batch_size: int = 64, shuffle: bool = True,
+                 drop_last: bool = False, seed: int = 0, threads: Optional[int] = None):
+        self.source = source
+        self.augment = augment
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.threads = threads
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.augment.set_epoch(epoch)
+
+    def _block(self) -> Block:
+        return self.source.block if hasattr(self.source, "block") else self.source
+
+    def __len__(self) -> int:
+        n = len(self._block())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        block = self._block()
+        n = len(block)
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
+                 else np.arange(n))
+        labels = block.labels
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                return
+            images = self.augment.batch(block, idx, epoch=self.epoch, threads=self.threads)
+            yield images, (np.full(len(idx), -1, np.int64) if labels is None
+                           else np.asarray(labels[idx], dtype=np.int64))

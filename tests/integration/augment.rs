@@ -1,0 +1,261 @@
+//! The compiled augmentation as a training script uses it, through the Python package and the
+//! real shared library on a real dataset: crop boxes equal to torchvision's `get_params` written
+//! out in Python on the same random stream, flips and normalisation exact against NumPy, each
+//! epoch different, every crop inside its image, the loader's epochs, and a batch of a dataset
+//! removed, loaded again or damaged under it raising `BlockError`.
+
+use std::path::{Path, PathBuf};
+
+use crate::python_loader::{python, pythons};
+use crate::util::{bin, ok, os, Dataset};
+
+/// The shared library `cargo test` built (uplifted for the workspace, or as a dependency).
+fn library() -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug");
+    [
+        target.join("libshmpipe_augment.so"),
+        target.join("deps/libshmpipe_augment.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .expect("cargo test builds libshmpipe_augment.so (a dev-dependency)")
+}
+
+/// Images of several shapes, some wider, some taller, loaded as `name` at shorter side 48.
+fn dataset(root: &Path, name: &str) -> Dataset {
+    let input = root.join("in");
+    for (k, (w, h)) in [
+        (80, 60),
+        (60, 90),
+        (50, 50),
+        (120, 40),
+        (33, 77),
+        (200, 150),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = input.join(if k % 2 == 0 { "cat" } else { "dog" });
+        std::fs::create_dir_all(&dir).unwrap();
+        image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 3 + k as u32) as u8, (y * 5) as u8, ((x ^ y) * 7) as u8])
+        })
+        .save(dir.join(format!("{k}.png")))
+        .unwrap();
+    }
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(name),
+        os("--resize"),
+        os("48"),
+        os("--labels"),
+        os("folder"),
+        os("-q"),
+    ]);
+    Dataset(name.to_string())
+}
+
+/// torchvision's `RandomResizedCrop.get_params` (torchvision/transforms/transforms.py), the
+/// same steps on the package's documented stream (augment/src/rng.rs), and the centred crop.
+const REFERENCE: &str = r#"
+import math
+M = 2**64 - 1
+G = 0x9E3779B97F4A7C15
+def mix(z):
+    z = (z + G) & M
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    return z ^ (z >> 31)
+class Stream:
+    def __init__(self, seed, epoch, index):
+        self.state = mix(mix(mix(seed) ^ epoch) ^ index)
+    def unit(self):
+        self.state = (self.state + G) & M
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        z ^= z >> 31
+        return (z >> 11) * (1.0 / 2**53)
+    def uniform(self, a, b):
+        return a + (b - a) * self.unit()
+    def randint(self, lo, hi):  # torch.randint(lo, hi): hi excluded
+        return lo + min(int(self.unit() * (hi - lo)), hi - lo - 1)
+def get_params(rng, height, width, scale, ratio):
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            i = rng.randint(0, height - h + 1)
+            j = rng.randint(0, width - w + 1)
+            return i, j, h, w
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w = width
+        h = height
+    i = (height - h) // 2
+    j = (width - w) // 2
+    return i, j, h, w
+def plan(seed, epoch, index, height, width, scale, ratio, flip):
+    rng = Stream(seed, epoch, index)
+    i, j, h, w = get_params(rng, height, width, scale, ratio)
+    return [i, j, h, w, int(rng.unit() < flip)]
+def centre(height, width, out_h, out_w, fraction):
+    aspect = out_w / out_h
+    w, h = (height * aspect, height) if width / height > aspect else (width, width / aspect)
+    w = min(max(int(round(w * fraction)), 1), width)
+    h = min(max(int(round(h * fraction)), 1), height)
+    return [(height - h) // 2, (width - w) // 2, h, w]
+"#;
+
+#[test]
+fn crops_are_torchvisions_and_flips_and_normalisation_are_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("aug{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    for py in pythons() {
+        let said = python(
+            &py,
+            &format!(
+                r#"{REFERENCE}
+import os
+os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
+import json
+import numpy as np
+import shmpipe
+ds = shmpipe.Dataset("{name}")
+block = ds.block
+shapes = [im.shape for im in block.images]
+n = len(ds)
+scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
+mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+checks = {{}}
+boxes_by_epoch = []
+for epoch in range(3):
+    aug = shmpipe.RandomResizedCrop(24, scale=scale, ratio=ratio, flip=0.5, seed=11)
+    x, boxes = aug.batch(ds, range(n), epoch=epoch, boxes=True)
+    want = [plan(11, epoch, i, shapes[i][0], shapes[i][1], scale, ratio, 0.5) for i in range(n)]
+    assert boxes.tolist() == want, (epoch, boxes.tolist(), want)
+    for (i, j, h, w, _), (H, W, _c) in zip(boxes.tolist(), shapes):
+        assert 0 <= i and i + h <= H and 0 <= j and j + w <= W
+    boxes_by_epoch.append(boxes.tolist())
+    # Normalisation: exactly NumPy's float32 arithmetic on the uint8 batch, as (B, C, H, W).
+    norm = shmpipe.RandomResizedCrop(24, scale=scale, ratio=ratio, flip=0.5, seed=11,
+                                     mean=mean, std=std)
+    y = norm.batch(ds, range(n), epoch=epoch)
+    m32, s32 = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    expected = ((x.astype(np.float32) / np.float32(255) - m32) / s32).transpose(0, 3, 1, 2)
+    assert y.dtype == np.float32 and y.shape == (n, 3, 24, 24)
+    assert np.array_equal(y, expected)
+    # Flips: the same boxes with p = 1 and p = 0 (the flip is drawn after them), mirrored.
+    always = shmpipe.RandomResizedCrop(24, scale=scale, ratio=ratio, flip=1.0, seed=11)
+    never = shmpipe.RandomResizedCrop(24, scale=scale, ratio=ratio, flip=0.0, seed=11)
+    a, ab = always.batch(ds, range(n), epoch=epoch, boxes=True)
+    b, bb = never.batch(ds, range(n), epoch=epoch, boxes=True)
+    assert (ab[:, :4] == bb[:, :4]).all() and ab[:, 4].all() and not bb[:, 4].any()
+    assert np.array_equal(a, b[:, :, ::-1, :])
+    # A batch of any indices, in any order, gives each image its own crop.
+    picked = [4, 0, 4, 2]
+    p, pb = aug.batch(ds, picked, epoch=epoch, boxes=True)
+    assert pb.tolist() == [want[i] for i in picked]
+    assert np.array_equal(p[1], x[0]) and np.array_equal(p[0], p[2])
+checks["epochs_differ"] = sum(a != b for a, b in zip(boxes_by_epoch[0], boxes_by_epoch[1]))
+# Validation: the centred crop, the same in every epoch.
+val = shmpipe.CenterCrop((20, 24), fraction=0.875)
+v0, vb = val.batch(ds, range(n), epoch=0, boxes=True)
+v1 = val.batch(ds, range(n), epoch=5)
+assert np.array_equal(v0, v1)
+assert vb[:, :4].tolist() == [centre(s[0], s[1], 20, 24, 0.875) for s in shapes], vb.tolist()
+# The loader: every image once an epoch, with its label, reshuffled each epoch.
+loader = shmpipe.Loader(ds, shmpipe.RandomResizedCrop(16, seed=3), batch_size=4, seed=1)
+orders = []
+for epoch in range(2):
+    loader.set_epoch(epoch)
+    seen = []
+    for images, labels in loader:
+        assert images.shape[1:] == (16, 16, 3) and len(images) == len(labels) <= 4
+        seen += labels.tolist()
+    assert sorted(seen) == sorted(block.labels.tolist())
+    orders.append(seen)
+checks["batches"] = len(loader)
+print(json.dumps(checks))
+"#,
+                lib = library(),
+            ),
+        );
+        assert!(said["epochs_differ"].as_u64().unwrap() >= 5, "{py}: {said}");
+        assert_eq!(said["batches"], 2, "{py}");
+    }
+}
+
+#[test]
+fn a_batch_of_a_dataset_removed_reloaded_or_damaged_under_it_raises_block_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augfault{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    let input = tmp.path().join("in");
+    let py = &pythons()[0];
+    let said = python(
+        py,
+        &format!(
+            r#"
+import json, os, subprocess
+os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
+import shmpipe
+SHMPIPE, NAME, INPUT = {bin:?}, "{name}", {input:?}
+def run(*args):
+    subprocess.run([SHMPIPE, *args], check=True, capture_output=True)
+def refused(ds, aug):
+    try:
+        aug.batch(ds, [0, 1])
+    except shmpipe.BlockError as e:
+        return str(e)
+    raise AssertionError("a batch was made")
+aug = shmpipe.RandomResizedCrop(16, seed=1)
+said = {{}}
+ds = shmpipe.Dataset(NAME)
+assert aug.batch(ds, [0, 1]).shape == (2, 16, 16, 3)
+run("rm", "--force", NAME)                      # its readers keep their mapping; the name goes
+said["removed"] = refused(ds, aug)
+run("load", INPUT, "--name", NAME, "--resize", "48", "-q")
+said["reloaded"] = refused(ds, aug)
+ds.close()
+ds = shmpipe.Dataset(NAME)                       # the new one: fine
+assert aug.batch(ds, [0]).shape == (1, 16, 16, 3)
+path = os.path.join("/dev/shm", "shmpipe-" + NAME)
+with open(path, "r+b") as f:                     # its header overwritten
+    f.write(b"XXXXXXXX")
+said["damaged_header"] = refused(ds, aug)
+with open(path, "r+b") as f:
+    f.write(b"SHMPIPE\0")
+assert aug.batch(ds, [0]).shape == (1, 16, 16, 3)
+os.truncate(path, os.path.getsize(path) // 2)    # cut short under the mapping: no SIGBUS
+said["cut_short"] = refused(ds, aug)
+ds.close()
+print(json.dumps(said))
+"#,
+            bin = bin(),
+            input = input,
+            lib = library(),
+        ),
+    );
+    let says = |key: &str, what: &str| {
+        let text = said[key].as_str().unwrap_or_default();
+        assert!(text.contains(what), "{key}: {text}");
+    };
+    says("removed", "the dataset was removed");
+    says("reloaded", "removed and loaded again");
+    says("damaged_header", "damaged");
+    says("cut_short", "damaged");
+}
