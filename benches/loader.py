@@ -16,6 +16,19 @@ total Pss of every process) and images/s. Run by hand, not a test.
     data loader does under spawn and forkserver (copied from the block, so decoding is not timed).
 (c) pillow: each worker decodes its images from the files with Pillow.
 
+The augmented case (`--ways aug-w0,aug-w8,aug-views,aug-pillow`; load the dataset with
+`--resize 256`, each image's shorter side 256): RandomResizedCrop(224) + horizontal flip +
+ToTensor + Normalize into float32 (64, 3, 224, 224) batches.
+(aug-w0) shmpipe's compiled augmentation (`shmpipe.Loader`), in this process on its own threads:
+    no worker process.
+(aug-w8) the same compiled `batch` in each of the workers (one thread each), batches of indices.
+Each worker of these ways writes its batch into a file of /dev/shm and sends its name, as torch's
+DataLoader sends a worker's tensors (in shared memory); the pool stands in for it without torch.
+(aug-views) `shmpipe.Dataset` views with the transforms in Python, as torchvision runs them on a
+    PIL image (the same steps: get_params, crop, bilinear resize, flip, to float, normalise).
+(aug-pillow) ImageFolder's way: each worker decodes the JPEG file with Pillow, then the same
+    transforms.
+
 With torch installed it runs `torch.utils.data.DataLoader(ds, batch_size, shuffle=True,
 num_workers, multiprocessing_context=CTX)`; without (or with --loader pool), a `multiprocessing`
 pool of the same start method does the same work: the dataset object is pickled once into each
@@ -38,7 +51,9 @@ them; its size is printed too. The baseline is the Pss of one idle worker, start
 (so with this script's imports: NumPy, and torch when installed).
 """
 import argparse
+import itertools
 import json
+import mmap
 import multiprocessing as mp
 import os
 import random
@@ -148,6 +163,157 @@ class PillowDataset:
             return np.asarray(im.convert("RGB")), self.labels[i]
 
 
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _crop_params(height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's RandomResizedCrop.get_params, on Python's `random`."""
+    import math
+
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * random.uniform(*scale)
+        aspect = math.exp(random.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return random.randint(0, height - h), random.randint(0, width - w), h, w
+    return 0, 0, height, width
+
+
+def torchvision_like(image, size=224):
+    """RandomResizedCrop(size) (bilinear), RandomHorizontalFlip(), ToTensor(), Normalize() on a
+    PIL image, as torchvision computes them: a float32 (3, size, size) array."""
+    from PIL import Image
+
+    i, j, h, w = _crop_params(image.height, image.width)
+    image = image.crop((j, i, j + w, i + h)).resize((size, size), Image.BILINEAR)
+    if random.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    array = np.asarray(image, np.float32) / np.float32(255)
+    return ((array - MEAN) / STD).transpose(2, 0, 1)
+
+
+def view_transform(view):
+    """The torchvision transforms on a dataset's view (a PIL image made from it)."""
+    from PIL import Image
+
+    return torchvision_like(Image.fromarray(view))
+
+
+class PillowAugDataset(PillowDataset):
+    """ImageFolder with the transforms: decode the file with Pillow, then transform."""
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(os.path.join(self.root, self.paths[i])) as im:
+            return torchvision_like(im.convert("RGB")), self.labels[i]
+
+
+class SharedBatch:
+    """A batch a worker made in a file of /dev/shm, sent as its name: how torch's DataLoader
+    moves a worker's tensors (in shared memory, a handle through the pipe), which the pool
+    stands in for. The receiver maps it and removes the name; the pages go with the last view."""
+
+    _count = itertools.count()
+
+    def __init__(self, shape, dtype):
+        self.name = f"/dev/shm/loaderbench-{os.getpid()}-{next(self._count)}"
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype).str
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, nbytes)
+            self.array = np.frombuffer(mmap.mmap(fd, nbytes), self.dtype).reshape(self.shape)
+        finally:
+            os.close(fd)
+
+    def __getstate__(self):
+        return {"name": self.name, "shape": self.shape, "dtype": self.dtype}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.array = None
+
+    def open(self):
+        fd = os.open(self.name, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            array = np.frombuffer(mmap.mmap(fd, size), self.dtype).reshape(self.shape)
+        finally:
+            os.close(fd)
+            os.unlink(self.name)
+        return array
+
+
+def shared_stack(items):
+    """The default collate for float batches, into shared memory as torch's workers do."""
+    first = items[0][0]
+    batch = SharedBatch((len(items), *first.shape), first.dtype)
+    np.stack([im for im, _ in items], out=batch.array)
+    return batch, np.array([label for _, label in items])
+
+
+class IndexDataset:
+    """Items that are their own index: the compiled batch is made in the collate."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i, 0
+
+
+def augmentation():
+    return shmpipe.RandomResizedCrop(224, flip=0.5, mean=MEAN.tolist(), std=STD.tolist(),
+                                     seed=random.getrandbits(32))
+
+
+class CompiledCollate:
+    """A worker's collate: the batch made by the compiled augmentation, one thread."""
+
+    def __init__(self, name):
+        self.name, self.dataset, self.augment = name, None, None
+
+    def __getstate__(self):
+        return {"name": self.name}
+
+    def __setstate__(self, state):
+        self.name, self.dataset, self.augment = state["name"], None, None
+
+    def __call__(self, items):
+        if self.dataset is None:
+            self.dataset, self.augment = shmpipe.Dataset(self.name), augmentation()
+        self.augment.set_epoch(self.augment.epoch + 1)  # a new draw for every batch it makes
+        indices = [i for i, _ in items]
+        batch = SharedBatch((len(items), 3, 224, 224), np.float32)
+        self.augment.batch(self.dataset, indices, threads=1, out=batch.array)
+        return batch, np.zeros(len(items), np.int64)
+
+
+def compiled_epochs(name, count, sampled):
+    """`count` epochs of `shmpipe.Loader` in this process: figures as `epochs` gives them."""
+    dataset = shmpipe.Dataset(name)
+    loader = shmpipe.Loader(dataset, augmentation(), batch_size=64, seed=random.getrandbits(32))
+    figures = []
+    with PssSampler() if sampled else NoSampler() as sampler:
+        for epoch in range(count):
+            loader.set_epoch(epoch)
+            seen, first, start = 0, None, time.perf_counter()
+            for images, _labels in loader:
+                seen += len(images)
+                first = first or time.perf_counter()
+            sampler.sample()
+            figures.append((seen, time.perf_counter() - start, first - start))
+    return figures, sampler.peak
+
+
 _dataset = None
 _collate = None
 
@@ -217,6 +383,8 @@ def epochs(dataset, collate, method, workers, batch, sampled, count, persistent)
 
                 def arrived(images):
                     nonlocal seen, first, finished
+                    if isinstance(images, SharedBatch):
+                        images = images.open()
                     seen += len(images)
                     first = first or time.perf_counter()
                     if seen == len(dataset):
@@ -227,7 +395,7 @@ def epochs(dataset, collate, method, workers, batch, sampled, count, persistent)
                     if loader is None or not persistent:
                         loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
                                             multiprocessing_context=ctx, persistent_workers=persistent,
-                                            collate_fn=None if collate is stack else collate)
+                                            collate_fn=None if collate in (stack, shared_stack) else collate)
                     for images, _labels in loader:
                         arrived(images)
                 else:
@@ -290,6 +458,19 @@ def one(args, method, way, sampled):
         dataset = NaiveDataset([np.array(block.images[i]) for i in range(n)], labels)
     elif way == "pillow":
         dataset = PillowDataset(os.path.abspath(args.folder), list(block.paths), labels)
+    elif way == "aug-w0":
+        block.close()
+        figures, peak = compiled_epochs(args.name, args.epochs, sampled == "sampled")
+        print(json.dumps({"seconds": [s for _, s, _ in figures], "first": [f for _, _, f in figures],
+                          "peak_kib": peak}))
+        return
+    elif way == "aug-w8":
+        dataset, collate = IndexDataset(n), CompiledCollate(args.name)
+    elif way == "aug-views":
+        dataset, collate = shmpipe.Dataset(args.name, transform=view_transform), shared_stack
+    elif way == "aug-pillow":
+        dataset = PillowAugDataset(os.path.abspath(args.folder), list(block.paths), labels)
+        collate = shared_stack
     else:
         sys.exit(f"unknown way {way!r}")
     block.close()
@@ -376,12 +557,15 @@ def main():
     fetch = {}
     labels = [0] * n
     for way, dataset, collate in (
+            ("aug-views", shmpipe.Dataset(args.name, transform=view_transform), stack),
+            ("aug-pillow", PillowAugDataset(os.path.abspath(args.folder), list(block.paths), labels),
+             stack),
             ("shmpipe", shmpipe.Dataset(args.name), stack),
             ("collate", shmpipe.Dataset(args.name), shmpipe.collate),
             ("pillow", PillowDataset(os.path.abspath(args.folder), list(block.paths), labels), stack)):
         if way in args.ways.split(","):
             fetch[way] = fetch_rate(dataset, args.batch, collate)
-        if way != "pillow":
+        if not way.endswith("pillow"):
             dataset.close()  # this process's mapping would take a share of the workers' Pss
     block.close()
     print(f"dataset {block.name}: {n} images, {dataset_bytes / 2**30:.2f} GiB decoded; "
@@ -410,6 +594,11 @@ def main():
     def rate_of(seconds):
         return n / seconds
 
+    def workers_of(way):
+        """Processes besides this one: none for the compiled loader (the main process is the
+        one interpreter, counted as idle)."""
+        return 1 if way == "aug-w0" else args.workers
+
     for round_ in range(args.rounds):
         for method in args.methods.split(","):
             idle = idle_baseline(method)
@@ -427,12 +616,12 @@ def main():
                 later_rate = statistics.median(later) if later else None
                 runs.setdefault((method, way), []).append((first_rate, later_rate, timed["first"][0], peak))
                 by_way[way] = (first_rate, later_rate)
-                budget = dataset_bytes / 1024 + args.workers * idle
+                budget = dataset_bytes / 1024 + workers_of(way) * idle
                 later_text = f", later epochs {later_rate:6.0f}" if later else ""
                 print(f"{tag} {way:8s} first epoch {first_rate:6.0f} images/s "
                       f"(first batch at {timed['first'][0]:.2f} s){later_text}; peak total Pss "
                       f"{peak / 2**20:5.2f} GiB = {peak * 1024 / dataset_bytes:4.2f}x the dataset, "
-                      f"{peak / budget:4.2f}x dataset + {args.workers} idle", flush=True)
+                      f"{peak / budget:4.2f}x dataset + {workers_of(way)} idle", flush=True)
             for way in ("shmpipe", "collate"):
                 if way in by_way and "pillow" in by_way:
                     (f1, l1), (f2, l2) = by_way[way], by_way["pillow"]
@@ -452,7 +641,7 @@ def main():
           "peak total Pss | x dataset | x (dataset + workers x idle) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        budget = dataset_bytes / 1024 + args.workers * r["idle"]
+        budget = dataset_bytes / 1024 + workers_of(r["way"]) * r["idle"]
         later = "-" if r["later_rate"] is None else f"{r['later_rate']:.0f}"
         print(f"| {r['method']} | {r['way']} | {r['first_rate']:.0f} | {r['first_batch']:.2f} s | {later} | "
               f"{r['peak'] / 2**20:.2f} GiB | {r['peak'] * 1024 / dataset_bytes:.2f} | {r['peak'] / budget:.2f} |")
@@ -467,6 +656,14 @@ def main():
                          if mine["later_rate"] else "")
                 print(f"[{method}] {way} / pillow images/s (medians): first epoch "
                       f"{mine['first_rate'] / theirs['first_rate']:.1f}x{later}")
+        for way in ("aug-w0", "aug-w8"):
+            for other in ("aug-pillow", "aug-views"):
+                if way in by_way and other in by_way:
+                    mine, theirs = by_way[way], by_way[other]
+                    later = (f", later epochs {mine['later_rate'] / theirs['later_rate']:.1f}x"
+                             if mine["later_rate"] and theirs["later_rate"] else "")
+                    print(f"[{method}] {way} / {other} images/s (medians): first epoch "
+                          f"{mine['first_rate'] / theirs['first_rate']:.1f}x{later}")
 
 
 if __name__ == "__main__":

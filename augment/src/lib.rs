@@ -1,6 +1,6 @@
 //! Training batches straight from a shmpipe dataset: each image of a batch cropped (torchvision's
-//! `RandomResizedCrop`, or validation's centred crop), resampled to the output size (Lanczos3,
-//! the `shmpipe-resample` crate), flipped left to right at random, and written into one fresh
+//! `RandomResizedCrop`, or validation's centred crop), resampled to the output size (bilinear as
+//! torchvision, or Lanczos3: the `shmpipe-resample` crate), flipped left to right at random, and written into one fresh
 //! batch array: `(B, H, W, C)` uint8, or normalised `(B, C, H, W)` float32. On threads, each
 //! image's randomness its own ([`rng::Stream`] of seed, epoch and index).
 //!
@@ -15,6 +15,7 @@ pub mod rng;
 
 use crop::CropBox;
 use rng::Stream;
+pub use shmpipe_resample::Filter;
 use shmpipe_resample::Region;
 
 /// How each image's crop is chosen.
@@ -37,6 +38,8 @@ pub struct Augment {
     pub mode: Mode,
     /// Probability of a left-right flip (torchvision's `RandomHorizontalFlip(p)`).
     pub flip: f64,
+    /// The resampling filter: bilinear (torchvision's default) or Lanczos3.
+    pub filter: Filter,
     /// Per channel `(mean, std)`: the output is `(v / 255 - mean) / std` as float32, `(C, H, W)`
     /// per image (torchvision's `ToTensor` then `Normalize`). None: uint8 `(H, W, C)`.
     pub normalize: Option<([f32; 4], [f32; 4])>,
@@ -188,7 +191,8 @@ fn make(
             Out::U8(o) => &mut o[k * per_image..(k + 1) * per_image],
             Out::F32(_) => &mut scratch[..],
         };
-        shmpipe_resample::resample(
+        shmpipe_resample::resample_with(
+            aug.filter,
             s.pixels,
             (s.width, s.height),
             c as u32,
@@ -227,7 +231,8 @@ fn flip_row(row: &mut [u8], c: usize) {
 }
 
 /// `(H, W, C)` u8 into `(C, H, W)` f32 as `(v / 255 - mean) / std`, mirrored when `flipped`.
-/// In float32, in that order, as NumPy computes `(a.astype(float32) / 255 - mean) / std`.
+/// In float32, in that order, as NumPy computes `(a.astype(float32) / 255 - mean) / std`: each
+/// channel's 256 values are computed so once, then looked up.
 fn normalise(
     src: &[u8],
     (h, w, c): (usize, usize, usize),
@@ -235,18 +240,30 @@ fn normalise(
     (mean, std): (&[f32; 4], &[f32; 4]),
     out: &mut [f32],
 ) {
-    for ch in 0..c {
-        let plane = &mut out[ch * h * w..(ch + 1) * h * w];
-        for y in 0..h {
-            let row = &src[y * w * c..(y + 1) * w * c];
-            let out_row = &mut plane[y * w..(y + 1) * w];
-            for (x, o) in out_row.iter_mut().enumerate() {
-                let from = if flipped { w - 1 - x } else { x };
-                let v = f32::from(row[from * c + ch]);
-                *o = (v / 255.0 - mean[ch]) / std[ch];
+    let tables: Vec<[f32; 256]> = (0..c)
+        .map(|ch| std::array::from_fn(|v| (v as f32 / 255.0 - mean[ch]) / std[ch]))
+        .collect();
+    let mut planes: Vec<&mut [f32]> = out.chunks_exact_mut(h * w).collect();
+    // One pass over the pixels, each channel to its plane.
+    for (y, row) in src.chunks_exact(w * c).enumerate() {
+        for (x, pixel) in row.chunks_exact(c).enumerate() {
+            let at = y * w + if flipped { w - 1 - x } else { x };
+            for ((plane, table), &v) in planes.iter_mut().zip(&tables).zip(pixel) {
+                plane[at] = table[usize::from(v)];
             }
         }
     }
+}
+
+/// The version of [`shmpipe_augment_batch`]'s arguments and of [`Params`]' layout: raised
+/// whenever either changes, so that a package never calls a library built for another.
+pub const ABI: u64 = 2;
+
+/// [`ABI`] in the high 32 bits and the size of [`Params`] in the low ones: what the Python
+/// package compares with its own before its first call.
+#[no_mangle]
+pub extern "C" fn shmpipe_augment_abi() -> u64 {
+    (ABI << 32) | std::mem::size_of::<Params>() as u64
 }
 
 /// The parameters of [`shmpipe_augment_batch`], laid out for ctypes.
@@ -258,6 +275,9 @@ pub struct Params {
     pub mode: u32,
     /// 1: normalise to float32 `(C, H, W)` with `mean` and `std`; 0: uint8 `(H, W, C)`.
     pub normalize: u32,
+    /// 0: bilinear, 1: Lanczos3.
+    pub filter: u32,
+    pub _pad: u32,
     pub scale: [f64; 2],
     pub ratio: [f64; 2],
     pub fraction: f64,
@@ -343,6 +363,10 @@ pub unsafe extern "C" fn shmpipe_augment_batch(
                 },
             },
             flip: params.flip,
+            filter: match params.filter {
+                0 => Filter::Bilinear,
+                _ => Filter::Lanczos3,
+            },
             normalize: (params.normalize != 0).then_some((params.mean, params.std)),
             seed: params.seed,
         };

@@ -14,6 +14,7 @@ fn train(size: u32) -> Augment {
             ratio: (3.0 / 4.0, 4.0 / 3.0),
         },
         flip: 0.5,
+        filter: shmpipe_augment::Filter::Lanczos3,
         normalize: None,
         seed: 7,
     }
@@ -150,15 +151,54 @@ fn flips_and_normalisation_are_exact_and_the_uint8_batch_is_the_resampled_crop()
     }
 }
 
+/// An RGB image of `height x width` as a batch's source, image `index` of its dataset.
+fn source(pixels: &[u8], height: u32, width: u32, index: u64) -> Source<'_> {
+    Source {
+        pixels,
+        height,
+        width,
+        index,
+    }
+}
+
+#[test]
+fn the_filter_asked_for_is_the_one_used() {
+    let pixels = image(40, 50, 3, 9);
+    let source = source(&pixels, 40, 50, 2);
+    for filter in [
+        shmpipe_augment::Filter::Bilinear,
+        shmpipe_augment::Filter::Lanczos3,
+    ] {
+        let aug = Augment {
+            filter,
+            ..train(12)
+        };
+        let mut out = vec![0u8; 12 * 12 * 3];
+        let made = batch(&[source], 3, &aug, 1, Out::U8(&mut out), 1).unwrap();
+        let b = made[0].crop;
+        let mut alone = vec![0u8; 12 * 12 * 3];
+        let region = shmpipe_resample::Region::Box {
+            left: b.left.into(),
+            top: b.top.into(),
+            width: b.width.into(),
+            height: b.height.into(),
+        };
+        shmpipe_resample::resample_with(filter, &pixels, (50, 40), 3, region, &mut alone, (12, 12))
+            .unwrap();
+        if made[0].flipped {
+            for row in alone.chunks_exact_mut(36) {
+                let flipped: Vec<u8> = row.chunks_exact(3).rev().flatten().copied().collect();
+                row.copy_from_slice(&flipped);
+            }
+        }
+        assert_eq!(out, alone, "{filter:?}");
+    }
+}
+
 #[test]
 fn a_wrong_batch_array_or_image_is_refused_naming_it() {
     let pixels = image(10, 10, 3, 0);
-    let source = Source {
-        pixels: &pixels,
-        height: 10,
-        width: 10,
-        index: 5,
-    };
+    let source = source(&pixels, 10, 10, 5);
     let aug = train(4);
     let mut small = vec![0u8; 10];
     let err = batch(&[source], 3, &aug, 0, Out::U8(&mut small), 1).unwrap_err();

@@ -1,5 +1,5 @@
 """Training batches in compiled code: `RandomResizedCrop` and `CenterCrop` make a whole batch
-straight from a dataset's block into one fresh array (crop, Lanczos3 resample, flip, normalise),
+straight from a dataset's block into one fresh array (crop, resample, flip, normalise),
 on threads, without the GIL; `Loader` iterates a dataset in batches with them, in this process.
 
 The work is done by the shared library `libshmpipe_augment.so` (the `augment/` crate, a C ABI
@@ -28,6 +28,8 @@ class _Params(ctypes.Structure):
         ("out_width", ctypes.c_uint32),
         ("mode", ctypes.c_uint32),
         ("normalize", ctypes.c_uint32),
+        ("filter", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
         ("scale", ctypes.c_double * 2),
         ("ratio", ctypes.c_double * 2),
         ("fraction", ctypes.c_double),
@@ -49,17 +51,33 @@ def _candidates() -> Iterator[str]:
         yield os.path.join(checkout, "target", profile, "libshmpipe_augment.so")
 
 
+# The library's argument layout this package calls (augment/src/lib.rs, `ABI`).
+_ABI = 2
+
+
 def library() -> ctypes.CDLL:
-    """The compiled batch maker, loaded once; RuntimeError naming where it was looked for."""
+    """The compiled batch maker, loaded once: the first library found built for this package's
+    arguments (another build's would read its parameters wrong); RuntimeError naming each place
+    looked at and what was there."""
     global _LIBRARY
-    if _LIBRARY is None:
-        tried = list(_candidates())
-        found = next((p for p in tried if os.path.isfile(p)), None)
-        if found is None:
-            raise RuntimeError("shmpipe's compiled augmentation (libshmpipe_augment.so) is not "
-                               f"installed; looked at: {', '.join(tried)}. Build it with "
-                               "`cargo build --release -p shmpipe-augment`, or set SHMPIPE_AUGMENT_LIB")
-        lib = ctypes.CDLL(found)
+    if _LIBRARY is not None:
+        return _LIBRARY
+    seen = []
+    for path in _candidates():
+        if not os.path.isfile(path):
+            seen.append(f"{path} (none)")
+            continue
+        lib = ctypes.CDLL(path)
+        abi = getattr(lib, "shmpipe_augment_abi", None)
+        if abi is None:
+            seen.append(f"{path} (not built for this package)")
+            continue
+        abi.restype = ctypes.c_uint64
+        wanted = (_ABI << 32) | ctypes.sizeof(_Params)
+        if abi() != wanted:
+            seen.append(f"{path} (built for arguments {abi() >> 32}, this package calls {_ABI}: "
+                        "rebuild it)")
+            continue
         fn = lib.shmpipe_augment_batch
         fn.restype = ctypes.c_int32
         fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
@@ -67,7 +85,10 @@ def library() -> ctypes.CDLL:
                        ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p,
                        ctypes.c_char_p, ctypes.c_uint64]
         _LIBRARY = lib
-    return _LIBRARY
+        return lib
+    raise RuntimeError("shmpipe's compiled augmentation (libshmpipe_augment.so) is not "
+                       f"installed; looked at: {'; '.join(seen)}. Build it with `cargo build "
+                       "--release -p shmpipe-augment`, or set SHMPIPE_AUGMENT_LIB")
 
 
 def _pair(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -109,8 +130,11 @@ class _Augment:
 
     _mode = 0
 
-    def __init__(self, size, flip, mean, std, seed):
+    def __init__(self, size, flip, mean, std, seed, interpolation):
         self.size = _pair(size)
+        if interpolation not in ("bilinear", "lanczos3"):
+            raise ValueError("interpolation is bilinear (torchvision's default) or lanczos3")
+        self.interpolation = interpolation
         self.flip = float(flip)
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
@@ -131,6 +155,7 @@ class _Augment:
         p.mode = self._mode
         p.flip = self.flip
         p.seed = self.seed & (2**64 - 1)
+        p.filter = 0 if self.interpolation == "bilinear" else 1
         self._fill(p)
         if self.mean is not None:
             if len(self.mean) != channels or len(self.std) != channels:
@@ -144,11 +169,14 @@ class _Augment:
         raise NotImplementedError
 
     def batch(self, source, indices: Sequence[int], epoch: Optional[int] = None,
-              threads: Optional[int] = None, boxes: bool = False):
+              threads: Optional[int] = None, boxes: bool = False,
+              out: Optional[np.ndarray] = None):
         """Images `indices` of `source` (a `Dataset` or a `Block`) made into one fresh array:
         `(B, H, W, C)` uint8, or `(B, C, H, W)` float32 with `mean` and `std`. With `boxes`,
         also each image's `(top, left, height, width, flipped)` in its source, `(B, 5)` int64.
-        `threads` defaults to the cores this process may use."""
+        `threads` defaults to the cores this process may use. `out`, a C-contiguous array of
+        that shape and type, is written instead of a fresh one: pinned memory
+        (`torch.empty(..., pin_memory=True).numpy()`) or shared memory for another process."""
         block = source.block if hasattr(source, "block") else source
         whole = _check_current(block)
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -161,10 +189,14 @@ class _Augment:
         channels = int(shapes[0, 2]) if len(idx) else 3
         params = self._params(channels)
         h, w = self.size
-        if params.normalize:
-            out = np.empty((len(idx), channels, h, w), np.float32)
-        else:
-            out = np.empty((len(idx), h, w, channels), np.uint8)
+        shape, dtype = (((len(idx), channels, h, w), np.float32) if params.normalize
+                        else ((len(idx), h, w, channels), np.uint8))
+        if out is None:
+            out = np.empty(shape, dtype)
+        elif (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous
+              or not out.flags.writeable):
+            raise ValueError(f"out is {out.dtype} {out.shape}; a writable C-contiguous {np.dtype(dtype)} "
+                             f"{shape} is needed")
         made = np.empty((len(idx), 5), np.int64)
         if threads is None:
             threads = len(os.sched_getaffinity(0))
@@ -200,13 +232,14 @@ class _Augment:
 class RandomResizedCrop(_Augment):
     """torchvision's `RandomResizedCrop(size, scale, ratio)` with `RandomHorizontalFlip(flip)`
     and, given `mean` and `std`, `ToTensor()` and `Normalize(mean, std)`: the crop's box drawn
-    as torchvision's `get_params` draws it, resampled with Lanczos3 (torchvision: bilinear)."""
+    as torchvision's `get_params` draws it, resampled with antialiased bilinear as torchvision
+    (on a PIL image: Pillow's filter) or `interpolation="lanczos3"`."""
 
     _mode = 0
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5,
-                 mean=None, std=None, seed: int = 0):
-        super().__init__(size, flip, mean, std, seed)
+                 mean=None, std=None, seed: int = 0, interpolation: str = "bilinear"):
+        super().__init__(size, flip, mean, std, seed, interpolation)
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
         if not (0 < self.scale[0] <= self.scale[1]) or not (0 < self.ratio[0] <= self.ratio[1]):
@@ -225,8 +258,8 @@ class CenterCrop(_Augment):
     _mode = 1
 
     def __init__(self, size, fraction: float = 0.875, flip: float = 0.0, mean=None, std=None,
-                 seed: int = 0):
-        super().__init__(size, flip, mean, std, seed)
+                 seed: int = 0, interpolation: str = "bilinear"):
+        super().__init__(size, flip, mean, std, seed, interpolation)
         if not 0 < fraction <= 1:
             raise ValueError("fraction is above 0 and at most 1")
         self.fraction = float(fraction)

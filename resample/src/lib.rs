@@ -44,6 +44,16 @@ impl std::fmt::Display for ResampleError {
 
 impl std::error::Error for ResampleError {}
 
+/// The convolution's filter. Both are antialiased: when shrinking, the filter widens with the
+/// scale, as Pillow's `resize` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Lanczos3 (a = 3): what `--resize` uses.
+    Lanczos3,
+    /// Bilinear (a triangle): Pillow's and torchvision's `BILINEAR`.
+    Bilinear,
+}
+
 /// Resamples `region` of `src` (`src_size` pixels of `channels` bytes, rows packed) onto all of
 /// `dst` (`dst_size`), with a Lanczos3 convolution.
 pub fn resample(
@@ -54,8 +64,33 @@ pub fn resample(
     dst: &mut [u8],
     dst_size: (u32, u32),
 ) -> Result<(), ResampleError> {
+    resample_with(
+        Filter::Lanczos3,
+        src,
+        src_size,
+        channels,
+        region,
+        dst,
+        dst_size,
+    )
+}
+
+/// [`resample`] with the given filter.
+pub fn resample_with(
+    filter: Filter,
+    src: &[u8],
+    src_size: (u32, u32),
+    channels: u32,
+    region: Region,
+    dst: &mut [u8],
+    dst_size: (u32, u32),
+) -> Result<(), ResampleError> {
     let (w, h) = (f64::from(src_size.0), f64::from(src_size.1));
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    let filter = match filter {
+        Filter::Lanczos3 => FilterType::Lanczos3,
+        Filter::Bilinear => FilterType::Bilinear,
+    };
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
     let options = match region {
         Region::Whole => options,
         Region::Centred => options.fit_into_destination(Some((0.5, 0.5))),

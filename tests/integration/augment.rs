@@ -9,15 +9,18 @@ use std::path::{Path, PathBuf};
 use crate::python_loader::{python, pythons};
 use crate::util::{bin, ok, os, Dataset};
 
-/// The shared library `cargo test` built (uplifted for the workspace, or as a dependency).
+/// The shared library `cargo test` built: as this package's dev-dependency (in `deps/`), or
+/// for the workspace (`target/debug`); the newer, as an older build may lie beside it.
 fn library() -> PathBuf {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug");
     [
-        target.join("libshmpipe_augment.so"),
         target.join("deps/libshmpipe_augment.so"),
+        target.join("libshmpipe_augment.so"),
     ]
     .into_iter()
-    .find(|p| p.is_file())
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max()
+    .map(|(_, p)| p)
     .expect("cargo test builds libshmpipe_augment.so (a dev-dependency)")
 }
 
@@ -171,6 +174,21 @@ for epoch in range(3):
     assert pb.tolist() == [want[i] for i in picked]
     assert np.array_equal(p[1], x[0]) and np.array_equal(p[0], p[2])
 checks["epochs_differ"] = sum(a != b for a, b in zip(boxes_by_epoch[0], boxes_by_epoch[1]))
+# A DataLoader's collate_fn over the Dataset's own items: the same batch, with the labels.
+aug = shmpipe.RandomResizedCrop(24, seed=11)
+aug.set_epoch(2)
+images, labels = aug.collate([ds[i] for i in (3, 1)])
+assert np.array_equal(images, aug.batch(ds, [3, 1], epoch=2))
+assert labels.tolist() == [int(block.labels[3]), int(block.labels[1])]
+# `out=`: the batch written into an array of the caller's; a wrong one refused.
+out = np.empty((2, 3, 24, 24), np.float32)
+norm.batch(ds, [3, 1], epoch=2, out=out)
+assert np.array_equal(out, norm.batch(ds, [3, 1], epoch=2))
+try:
+    norm.batch(ds, [3, 1], out=np.empty((2, 24, 24, 3), np.float32))
+    raise SystemExit("a wrong out= was taken")
+except ValueError:
+    pass
 # Validation: the centred crop, the same in every epoch.
 val = shmpipe.CenterCrop((20, 24), fraction=0.875)
 v0, vb = val.batch(ds, range(n), epoch=0, boxes=True)
