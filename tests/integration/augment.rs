@@ -217,6 +217,48 @@ print(json.dumps(checks))
     }
 }
 
+/// examples/augment.py (README's excerpt) as a user runs it: every image once an epoch, and the
+/// same figures on a second run (seeded).
+#[test]
+fn the_example_runs_its_epochs_and_runs_again_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augexample{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/augment.py");
+    let run = || {
+        let out = std::process::Command::new(&pythons()[0])
+            .arg(&example)
+            .args([name.as_str(), "--epochs", "2", "--batch", "4"])
+            .env(
+                "PYTHONPATH",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
+            )
+            .env("SHMPIPE_AUGMENT_LIB", library())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The figures but the timings.
+        said.lines()
+            .map(|l| {
+                assert!(
+                    l.starts_with("epoch ") && l.contains(": 6 images in "),
+                    "{l}"
+                );
+                l.rsplit_once("mean ").unwrap().1.to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    assert_eq!(first.len(), 2);
+    assert_ne!(first[0], first[1], "two epochs, two draws");
+    assert_eq!(first, run());
+}
+
 #[test]
 fn a_batch_of_a_dataset_removed_reloaded_or_damaged_under_it_raises_block_error() {
     let tmp = tempfile::tempdir().unwrap();

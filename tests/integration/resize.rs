@@ -202,7 +202,7 @@ fn resize_forms_that_cannot_work_are_refused_naming_the_fix() {
         &["--resize", "100x100", "--fit", "stretch", "--no-enlarge"],
         "--no-enlarge goes with --fit inside",
     );
-    // A dataset is one array: load takes WxH only, and says which fit it uses.
+    // load takes run's forms; one side keeps the aspect, which a fit of one shape cannot.
     let load = run(&[
         os("load"),
         input.as_os_str(),
@@ -210,9 +210,15 @@ fn resize_forms_that_cannot_work_are_refused_naming_the_fix() {
         os("never"),
         os("--resize"),
         os("100x"),
+        os("--fit"),
+        os("cover"),
     ]);
     assert_eq!(load.status.code(), Some(2));
-    assert!(stderr(&load).contains("WxH"), "{}", stderr(&load));
+    assert!(
+        stderr(&load).contains("needs both sides"),
+        "{}",
+        stderr(&load)
+    );
 }
 
 /// `--resize S`: the shorter side becomes S and the aspect ratio is kept (torchvision's
