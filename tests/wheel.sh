@@ -19,8 +19,14 @@ fail() { echo "tests/wheel.sh: FAIL: $*" >&2; exit 1; }
 # The dev profile: the same package as a release wheel (the same files, metadata and entry
 # points), built from the dependencies `cargo test` compiled already, in seconds instead of the
 # minutes of a release build.
+# The compiled augmentation's library goes into the package (pyproject.toml's `include`), as
+# README's wheel commands put it there; it is removed again whatever happens.
+cargo build -p shmpipe-augment --quiet || fail "cargo build -p shmpipe-augment"
+cp target/debug/libshmpipe_augment.so python/shmpipe/
+trap 'rm -f "$here/python/shmpipe/libshmpipe_augment.so"; cleanup' EXIT
 python3 -m maturin build --profile dev --quiet --out "$work/dist" >/dev/null 2>"$work/build.log" ||
     { cat "$work/build.log" >&2; fail "maturin build"; }
+rm -f python/shmpipe/libshmpipe_augment.so
 wheel=$(ls "$work"/dist/shmpipe-*.whl)
 python3 -m venv "$work/venv"
 # A user's shell: the venv, then the system's folders; no cargo, no ~/.cargo/bin, a fresh HOME.
@@ -89,6 +95,9 @@ user shmpipe load "$work/classes" --name "$name-train" --labels folder --resize 
     fail "load --labels folder"
 user python "$here/examples/train.py" "$name-train" --loader pool --workers 2 --epochs 1 |
     grep -q "epoch 1: 4 images" || fail "examples/train.py"
+# The compiled augmentation from the wheel's own library (no checkout, no SHMPIPE_AUGMENT_LIB).
+user python "$here/examples/augment.py" "$name-train" --epochs 1 --batch 2 |
+    grep -q "epoch 0: 4 images" || fail "examples/augment.py with the wheel's library"
 user shmpipe rm "$name" >/dev/null
 user shmpipe rm "$name-train" >/dev/null
 echo "tests/wheel.sh: ok ($(basename "$wheel"))"
