@@ -478,7 +478,10 @@ pub struct WatchCli {
 pub struct ExportCli {
     /// The dataset (NAME or shmpipe-NAME).
     pub name: String,
-    /// The .npy file to write.
+    /// The file to write: FILE.npy, the pixels as one (N, H, W, C) array; or FILE.npz, NumPy's
+    /// archive of `images` (that array), `labels` (int64, -1 without labels), `paths` (each
+    /// image's source path, relative) and, with labels, `classes` (the class names in label
+    /// order): `np.load(FILE)["labels"]`.
     pub file: PathBuf,
     /// Export only the images that loaded (leaving out those that failed, listed on stderr)
     /// instead of refusing a dataset that holds failed images.

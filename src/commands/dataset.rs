@@ -20,6 +20,7 @@ use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
 use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::{ExportCli, LoadCli, Resize, SaveCli};
+use crate::commands::npz::{int64_npy, unicode_npy, NpzWriter};
 use crate::engine::dataset::{attach, temporaries_owner};
 use crate::engine::settings::Job;
 use crate::exit;
@@ -442,7 +443,7 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
             .tempfile_in(dir)
     })
     .with_context(|| format!("cannot write in {}", dir.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, tmp);
+    let out = BufWriter::with_capacity(1 << 20, tmp);
     let shape = [count, first.height, first.width, first.channels];
     // The last step of the history is `normalize:float`'s statistics when no apply came after.
     let float_stats = block
@@ -451,38 +452,41 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .filter(|step| step.flags & HISTORY_FLOAT_STATS != 0)
         .copied();
     let float = float_stats.is_some();
-    if let Some(stats) = float_stats {
-        // normalize:float: (v - mean_c) / std_c for colour channels, v / 255 for alpha.
-        let c = first.channels;
-        let colour = if c == 4 { 3 } else { c };
-        let mut scale = [(0.0f64, 1.0 / 255.0); 4];
-        for (ch, s) in scale.iter_mut().enumerate().take(colour) {
-            let (mean, std) = (stats.mean[ch], stats.std[ch]);
-            *s = (mean, if std > 0.0 { 1.0 / std } else { 0.0 });
+    let npz = args
+        .file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    let out = match npz {
+        false => {
+            let mut out = out;
+            write_images(&mut out, &reader, &images, shape, float_stats)?;
+            out
         }
-        out.write_all(&npy_header::<f32>(&shape)?)?;
-        let mut values: Vec<f32> = Vec::new();
-        for &i in &images {
-            let pixels = reader.pixels(i);
-            values.resize(pixels.len(), 0.0);
-            for (to, from) in values.chunks_exact_mut(c).zip(pixels.chunks_exact(c)) {
-                for ((to, &v), &(mean, inv)) in to.iter_mut().zip(from).zip(&scale) {
-                    *to = ((v as f64 - mean) * inv) as f32;
-                }
+        true => {
+            let mut zip = NpzWriter::new(out);
+            zip.member("images.npy")?;
+            write_images(&mut zip, &reader, &images, shape, float_stats)?;
+            let labels: Vec<i64> = images.iter().map(|&i| block.images()[i].label).collect();
+            zip.member("labels.npy")?;
+            zip.write_all(&int64_npy(&labels))?;
+            let paths: Vec<String> = images
+                .iter()
+                .map(|&i| String::from_utf8_lossy(block.source(i)).into_owned())
+                .collect();
+            zip.member("paths.npy")?;
+            zip.write_all(&unicode_npy(&paths))?;
+            if let Some(classes) = class_names(&block) {
+                zip.member("classes.npy")?;
+                zip.write_all(&unicode_npy(&classes))?;
             }
-            f32::write_slice(&values, &mut out)?;
+            zip.finish()?
         }
-    } else {
-        out.write_all(&npy_header::<u8>(&shape)?)?;
-        for &i in &images {
-            u8::write_slice(reader.pixels(i), &mut out)?;
-        }
-    }
+    };
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
     tmp.persist(&args.file)
         .with_context(|| format!("cannot write {}", args.file.display()))?;
     println!(
-        "exported {} as ({count}, {}, {}, {}) {} to {}",
+        "exported {} as ({count}, {}, {}, {}) {}{} to {}",
         block.name(),
         first.height,
         first.width,
@@ -492,8 +496,68 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         } else {
             "uint8"
         },
+        if npz {
+            ", with labels, paths and classes"
+        } else {
+            ""
+        },
         args.file.display()
     );
+    Ok(())
+}
+
+/// The class names a dataset records, in label order; None without labels.
+fn class_names(block: &AttachedBlock) -> Option<Vec<String>> {
+    let header = block.header();
+    if header.label_kind == shmpipe_block::LABELS_NONE {
+        return None;
+    }
+    let names = block.string(header.class_names);
+    Some(
+        names
+            .split(|&b| b == 0)
+            .take(header.class_count as usize)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect(),
+    )
+}
+
+/// The images' `.npy` (header and data) into `out`: uint8, or float32 under `normalize:float`'s
+/// statistics.
+fn write_images(
+    out: &mut impl Write,
+    reader: &Reader,
+    images: &[usize],
+    shape: [usize; 4],
+    float_stats: Option<shmpipe_block::HistoryEntry>,
+) -> anyhow::Result<()> {
+    if let Some(stats) = float_stats {
+        // normalize:float: (v - mean_c) / std_c for colour channels, v / 255 for alpha.
+        let c = shape[3];
+        let colour = if c == 4 { 3 } else { c };
+        let mut scale = [(0.0f64, 1.0 / 255.0); 4];
+        for (ch, s) in scale.iter_mut().enumerate().take(colour) {
+            let (mean, std) = (stats.mean[ch], stats.std[ch]);
+            *s = (mean, if std > 0.0 { 1.0 / std } else { 0.0 });
+        }
+        out.write_all(&npy_header::<f32>(&shape)?)?;
+        let mut values: Vec<f32> = Vec::new();
+        for &i in images {
+            let pixels = reader.pixels(i);
+            values.resize(pixels.len(), 0.0);
+            for (to, from) in values.chunks_exact_mut(c).zip(pixels.chunks_exact(c)) {
+                for ((to, &v), &(mean, inv)) in to.iter_mut().zip(from).zip(&scale) {
+                    *to = ((v as f64 - mean) * inv) as f32;
+                }
+            }
+            f32::write_slice(&values, &mut *out)?;
+        }
+    } else {
+        out.write_all(&npy_header::<u8>(&shape)?)?;
+        for &i in images {
+            u8::write_slice(reader.pixels(i), &mut *out)?;
+        }
+    }
     Ok(())
 }
 

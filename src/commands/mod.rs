@@ -7,6 +7,7 @@ pub mod chart;
 pub mod dataset;
 pub mod gen;
 pub mod manual;
+pub mod npz;
 pub mod ops;
 pub mod raster;
 pub mod run;

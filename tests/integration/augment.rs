@@ -319,3 +319,85 @@ print(json.dumps(said))
     says("damaged_header", "damaged");
     says("cut_short", "damaged");
 }
+
+/// `export NAME FILE.npz`: NumPy reads the images, labels, paths and classes the dataset holds,
+/// each equal to what the package's handle gives; a dataset without labels has -1 and no
+/// classes.
+#[test]
+fn export_npz_carries_labels_paths_and_classes_beside_the_pixels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augnpz{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    let plain = format!("augnpzplain{}", std::process::id());
+    ok(&[
+        os("load"),
+        tmp.path().join("in").as_os_str(),
+        os("--name"),
+        os(&plain),
+        os("--resize"),
+        os("20x10"),
+        os("-q"),
+    ]);
+    let _plain_guard = Dataset(plain.clone());
+    let (labelled, unlabelled) = (tmp.path().join("l.npz"), tmp.path().join("u.npz"));
+    // The labelled dataset is ragged (shorter side 48): export needs one shape, so it is made
+    // again at one size under another name.
+    let uniform = format!("augnpzuniform{}", std::process::id());
+    ok(&[
+        os("load"),
+        tmp.path().join("in").as_os_str(),
+        os("--name"),
+        os(&uniform),
+        os("--resize"),
+        os("16x12"),
+        os("--labels"),
+        os("folder"),
+        os("-q"),
+    ]);
+    let _uniform_guard = Dataset(uniform.clone());
+    ok(&[os("export"), os(&uniform), labelled.as_os_str()]);
+    ok(&[os("export"), os(&plain), unlabelled.as_os_str()]);
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"
+import json
+import numpy as np
+import shmpipe
+said = {{}}
+for name, path in (("{uniform}", {labelled:?}), ("{plain}", {unlabelled:?})):
+    block = shmpipe.attach(name)
+    with np.load(path) as f:
+        assert np.array_equal(f["images"], block.array), name
+        assert f["paths"].tolist() == list(block.paths), (f["paths"], list(block.paths))
+        labels = f["labels"].tolist()
+        if block.labels is None:
+            assert labels == [-1] * len(block) and "classes" not in f.files, f.files
+        else:
+            assert labels == block.labels.tolist() and f["classes"].tolist() == block.classes
+        said[name] = sorted(f.files)
+    block.close()
+print(json.dumps(said))
+"#
+        ),
+    );
+    assert_eq!(
+        said[&uniform],
+        serde_json::json!(["classes", "images", "labels", "paths"])
+    );
+    assert_eq!(
+        said[&plain],
+        serde_json::json!(["images", "labels", "paths"])
+    );
+    assert_eq!(files_in(tmp.path()), ["in", "l.npz", "u.npz"]);
+}
+
+/// The names in `dir`, sorted: no temporary left beside an export.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
