@@ -272,10 +272,15 @@ class Loader:
     """Batches of a `Dataset` (or `Block`) made in this process by `augment`, on its own
     threads: no worker process, no pickling. `for images, labels in Loader(ds, aug, 64)`;
     call `set_epoch(e)` before each epoch (it reshuffles and draws new crops). Batches are NumPy
-    arrays (`torch.from_numpy(images)` shares them without a copy)."""
+    arrays (`torch.from_numpy(images)` shares them without a copy).
+
+    `sampler`, any iterable of indices with a length (torch's `DistributedSampler(ds)` for one
+    rank of a distributed training, say), gives each epoch's order instead of `shuffle`; its
+    `set_epoch`, when it has one, is called by this loader's."""
 
     def __init__(self, source, augment: _Augment, batch_size: int = 64, shuffle: bool = True,
-                 drop_last: bool = False, seed: int = 0, threads: Optional[int] = None):
+                 drop_last: bool = False, seed: int = 0, threads: Optional[int] = None,
+                 sampler=None):
         self.source = source
         self.augment = augment
         self.batch_size = int(batch_size)
@@ -283,24 +288,31 @@ class Loader:
         self.drop_last = drop_last
         self.seed = int(seed)
         self.threads = threads
+        self.sampler = sampler
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self.augment.set_epoch(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
     def _block(self) -> Block:
         return self.source.block if hasattr(self.source, "block") else self.source
 
     def __len__(self) -> int:
-        n = len(self._block())
+        n = len(self._block()) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
         block = self._block()
-        n = len(block)
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
-                 else np.arange(n))
+        if self.sampler is not None:
+            order = np.fromiter((int(i) for i in self.sampler), dtype=np.int64)
+        elif self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(block))
+        else:
+            order = np.arange(len(block))
+        n = len(order)
         labels = block.labels
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]

@@ -320,6 +320,83 @@ print(json.dumps(said))
     says("cut_short", "damaged");
 }
 
+/// Single-node data-parallel training as torch's `DistributedSampler` splits it: two ranks,
+/// each a process started by spawn with the dataset's name and a pickled augmentation, each
+/// iterating `Loader` over its own share; together they see every image once an epoch, from the
+/// one copy in shared memory.
+#[test]
+fn two_ranks_with_a_distributed_sampler_share_one_copy_and_cover_the_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augddp{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    // A file, not `-c`: spawn's children import the main module from it.
+    let script = tmp.path().join("ranks.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+import os
+os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
+import json, multiprocessing as mp, pickle
+import numpy as np
+import shmpipe
+
+class Sampler:
+    """torch.utils.data.DistributedSampler's order: a seeded permutation per epoch, padded to a
+    multiple of the ranks, every `world`-th index from `rank`."""
+    def __init__(self, n, world, rank, seed=0):
+        self.n, self.world, self.rank, self.seed, self.epoch = n, world, rank, seed, 0
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+    def __iter__(self):
+        order = np.random.default_rng(self.seed + self.epoch).permutation(self.n).tolist()
+        order += order[: (-len(order)) % self.world]
+        return iter(order[self.rank :: self.world])
+    def __len__(self):
+        return -(-self.n // self.world)
+
+def rank(args):
+    name, aug_bytes, r = args
+    ds = shmpipe.Dataset(name)
+    aug = pickle.loads(aug_bytes)
+    sampler = Sampler(len(ds), 2, r)
+    loader = shmpipe.Loader(ds, aug, batch_size=2, sampler=sampler)
+    seen = []
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        labels = [int(l) for _, batch in loader for l in batch]
+        mine = list(sampler)
+        assert labels == [int(ds.block.labels[i]) for i in mine], (labels, mine)
+        seen.append(mine)
+    return seen
+
+if __name__ == "__main__":
+    aug = shmpipe.RandomResizedCrop(16, seed=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    with mp.get_context("spawn").Pool(2) as pool:
+        ranks = pool.map(rank, [("{name}", pickle.dumps(aug), r) for r in range(2)])
+    for epoch in range(2):
+        both = sorted(ranks[0][epoch] + ranks[1][epoch])
+        assert both == list(range(6)), both
+    assert ranks[0][0] != ranks[0][1], "each epoch its own order"
+    print(json.dumps({{"ranks": len(ranks)}}))
+"#,
+            lib = library(),
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(&pythons()[0])
+        .arg(&script)
+        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = crate::util::finish(child, "two ranks");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(r#"{"ranks": 2}"#), "{said}");
+}
+
 /// `export NAME FILE.npz`: NumPy reads the images, labels, paths and classes the dataset holds,
 /// each equal to what the package's handle gives; a dataset without labels has -1 and no
 /// classes.
