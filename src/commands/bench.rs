@@ -7,56 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
-use serde::Serialize;
 use shmpipe_worker::ops::OpChain;
 use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::BenchMemoryCli;
-use crate::commands::{chart, gen};
+use crate::commands::chart::{self, MemoryBench, ModeResult};
+use crate::commands::gen;
 use crate::engine::job::run_job;
-use crate::engine::memory::Sample;
 use crate::engine::settings::Job;
 use crate::exit;
-
-/// One mode's figures.
-#[derive(Debug, Serialize)]
-pub struct ModeResult {
-    pub peak_total_pss_bytes: u64,
-    pub peak_total_rss_bytes: u64,
-    /// Peak of the shared-memory part of the total Pss.
-    pub peak_shared_pss_bytes: u64,
-    pub peak_pss_over_dataset: f64,
-    pub wall_s: f64,
-    pub images_ok: u64,
-    pub images_failed: u64,
-    /// The readings as made, each later than the one before.
-    pub series: Vec<Sample>,
-    /// The reading made at exit from the block's pages (counted in the peaks, not a sample of
-    /// `series`).
-    pub at_exit: Option<Sample>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct MemoryBench {
-    pub dataset_bytes: u64,
-    pub images: u64,
-    pub workers: u32,
-    /// The op chain both modes ran.
-    pub ops: String,
-    /// What each mode decodes: `rgb` in both, unless the chain starts with grayscale, when
-    /// shared mode reads only each JPEG's luma plane (`luma of JPEGs`) and copy mode still
-    /// decodes RGB.
-    pub decode_shared: &'static str,
-    pub decode_copy: &'static str,
-    pub shared: ModeResult,
-    pub copy: ModeResult,
-    /// Peak total Pss of copy mode over shared mode's.
-    pub copy_over_shared: f64,
-    /// `--resize`, when given.
-    pub resize: Option<(u32, u32)>,
-    /// The machine it ran on: processor, cores, memory, kernel.
-    pub machine: String,
-}
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)

@@ -1,4 +1,5 @@
-//! `bench memory --plot`: the figure. The same drawing code writes SVG (its text is text, in the
+//! `bench memory --plot`: the figure, and what it shows (`MemoryBench`, also the benchmark's
+//! JSON). The same drawing code writes SVG (its text is text, in the
 //! reader's sans-serif font) and PNG (drawn at twice its size with antialiased glyphs, then
 //! shrunk: no jagged line, no bitmap font).
 //!
@@ -14,8 +15,51 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::commands::bench::MemoryBench;
+use serde::Serialize;
+
 use crate::engine::memory::Sample;
+
+// What one `bench memory` measured: what the figure shows, and the benchmark's JSON.
+
+/// One mode's figures.
+#[derive(Debug, Serialize)]
+pub struct ModeResult {
+    pub peak_total_pss_bytes: u64,
+    pub peak_total_rss_bytes: u64,
+    /// Peak of the shared-memory part of the total Pss.
+    pub peak_shared_pss_bytes: u64,
+    pub peak_pss_over_dataset: f64,
+    pub wall_s: f64,
+    pub images_ok: u64,
+    pub images_failed: u64,
+    /// The readings as made, each later than the one before.
+    pub series: Vec<Sample>,
+    /// The reading made at exit from the block's pages (counted in the peaks, not a sample of
+    /// `series`).
+    pub at_exit: Option<Sample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryBench {
+    pub dataset_bytes: u64,
+    pub images: u64,
+    pub workers: u32,
+    /// The op chain both modes ran.
+    pub ops: String,
+    /// What each mode decodes: `rgb` in both, unless the chain starts with grayscale, when
+    /// shared mode reads only each JPEG's luma plane (`luma of JPEGs`) and copy mode still
+    /// decodes RGB.
+    pub decode_shared: &'static str,
+    pub decode_copy: &'static str,
+    pub shared: ModeResult,
+    pub copy: ModeResult,
+    /// Peak total Pss of copy mode over shared mode's.
+    pub copy_over_shared: f64,
+    /// `--resize`, when given.
+    pub resize: Option<(u32, u32)>,
+    /// The machine it ran on: processor, cores, memory, kernel.
+    pub machine: String,
+}
 
 /// What `--plot` can write, chosen by the file name's extension.
 #[derive(Debug, Clone, Copy, PartialEq)]
