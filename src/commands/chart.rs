@@ -1,7 +1,7 @@
 //! `bench memory --plot`: the figure, and what it shows (`MemoryBench`, also the benchmark's
-//! JSON). The same drawing code writes SVG (its text is text, in the
-//! reader's sans-serif font) and PNG (drawn at twice its size with antialiased glyphs, then
-//! shrunk: no jagged line, no bitmap font).
+//! JSON). The same drawing code writes SVG (its text is text, in the reader's sans-serif font)
+//! and PNG (drawn at twice its size with antialiased glyphs, then shrunk: no jagged line, no
+//! bitmap font).
 //!
 //! What it shows is what was read: each mode's total Pss over time as sampled, the decoded
 //! dataset as a dashed reference line, the reading made at exit from the block's pages as a
