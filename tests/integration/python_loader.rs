@@ -120,6 +120,8 @@ fn labels_from_a_csv_or_json_file() {
         ),
     )
     .unwrap();
+    let numbers = tmp.path().join("numbers.csv");
+    std::fs::write(&numbers, "a.png,10\n\"b, c.png\",2\nsub/d.png,0\n").unwrap();
     let json = tmp.path().join("labels.json");
     std::fs::write(
         &json,
@@ -137,6 +139,12 @@ fn labels_from_a_csv_or_json_file() {
             &json,
             serde_json::json!(["cat", "dog"]),
             serde_json::json!([0, 1, 0]),
+        ),
+        // Whole numbers are class indexes, kept as numbered (never sorted as text).
+        (
+            &numbers,
+            serde_json::json!((0..=10).map(|n| n.to_string()).collect::<Vec<_>>()),
+            serde_json::json!([10, 2, 0]),
         ),
     ] {
         let name = format!("pyfile{}", std::process::id());
@@ -168,33 +176,6 @@ print(json.dumps({{"paths": list(d.block.paths), "classes": d.classes, "targets"
         assert_eq!(said["classes"], classes, "{}", file.display());
         assert_eq!(said["targets"], labels, "{}", file.display());
     }
-    // Whole numbers are class indexes, kept as the file numbers them (never sorted as text).
-    std::fs::write(&csv, "a.png,10\n\"b, c.png\",2\nsub/d.png,0\n").unwrap();
-    let name = format!("pyfile-numbers{}", std::process::id());
-    let _cleanup = Dataset(name.clone());
-    ok(&[
-        os("load"),
-        input.as_os_str(),
-        os("--name"),
-        os(&name),
-        os("--labels"),
-        csv.as_os_str(),
-        os("-q"),
-    ]);
-    let said = python(
-        &pythons()[0],
-        &format!(
-            r#"
-import json, shmpipe
-d = shmpipe.Dataset("{name}")
-print(json.dumps({{"classes": d.classes, "targets": d.targets}}))
-"#
-        ),
-    );
-    assert_eq!(said["targets"], serde_json::json!([10, 2, 0]));
-    let classes: Vec<String> = (0..=10).map(|n| n.to_string()).collect();
-    assert_eq!(said["classes"], serde_json::json!(classes));
-
     // Each mistake in a labels CSV is refused, naming its line, and leaves no dataset.
     for (text, says) in [
         (
