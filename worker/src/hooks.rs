@@ -41,3 +41,62 @@ pub const DELAY_AFTER_DONE_ENV: &str = "SHMPIPE_TEST_DELAY_AFTER_DONE";
 /// before it re-checks its parent (1000 ms by default): set high, a wake-up that misses a worker
 /// shows as a hang instead of a one-second stall.
 pub const PARK_TIMEOUT_ENV: &str = "SHMPIPE_TEST_PARK_TIMEOUT";
+
+/// The per-image hooks of a worker ([`CRASH_ENV`], [`STALL_ENV`], [`SIGSTOP_ENV`]), read once.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// The name, and how many crashes of that image to cause.
+    crash_on: Option<(String, u32)>,
+    /// The name, and the milliseconds to sleep.
+    stall_on: Option<(String, u64)>,
+    sigstop_on: Option<String>,
+}
+
+impl Faults {
+    pub fn from_env() -> Faults {
+        Faults {
+            crash_on: test_hook(CRASH_ENV).map(|spec| {
+                let (name, n) = name_and_count(&spec, 1);
+                (name, n.min(u64::from(u32::MAX)) as u32)
+            }),
+            stall_on: test_hook(STALL_ENV).map(|spec| name_and_count(&spec, 60_000)),
+            sigstop_on: test_hook(SIGSTOP_ENV),
+        }
+    }
+
+    /// Crashes, stops or stalls this worker as asked, at the image whose source path is
+    /// `relative` and that has seen `crashes` crashes so far.
+    pub fn fire(&self, relative: &std::path::Path, crashes: u32) {
+        use std::os::unix::ffi::OsStrExt;
+        let ends_with = |name: &str| relative.as_os_str().as_bytes().ends_with(name.as_bytes());
+        if let Some((name, limit)) = &self.crash_on {
+            if ends_with(name) && crashes < *limit {
+                std::process::abort();
+            }
+        }
+        if let Some(name) = &self.sigstop_on {
+            if ends_with(name) && crashes == 0 {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::STOP,
+                );
+            }
+        }
+        if let Some((name, ms)) = &self.stall_on {
+            if ends_with(name) {
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
+            }
+        }
+    }
+}
+
+/// A test hook's `NAME[:N]`: the name, and N (or `default` when it is absent or not a number).
+fn name_and_count(spec: &str, default: u64) -> (String, u64) {
+    match spec
+        .rsplit_once(':')
+        .map(|(name, n)| (name, n.parse::<u64>()))
+    {
+        Some((name, Ok(n))) => (name.to_string(), n),
+        _ => (spec.to_string(), default),
+    }
+}

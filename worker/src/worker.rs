@@ -14,10 +14,7 @@ use std::sync::Arc;
 use ndarray::ArrayViewMut3;
 
 use crate::codec::{self, Decoded, EncodeOptions, FORMATS};
-use crate::hooks::{
-    test_hook, CRASH_ENV, DELAY_AFTER_DONE_ENV, FAIL_START_ENV, PARK_TIMEOUT_ENV, SIGSTOP_ENV,
-    STALL_ENV,
-};
+use crate::hooks::{test_hook, Faults, DELAY_AFTER_DONE_ENV, FAIL_START_ENV, PARK_TIMEOUT_ENV};
 use crate::jpeg::Strictness;
 use crate::metadata::{self, Metadata};
 use crate::ops::{self, Layout, OpChain, OpError, Ran, Scratch};
@@ -111,7 +108,6 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
     let output_root = block.string(header.output_root);
     let output_root =
         (!output_root.is_empty()).then(|| PathBuf::from(path_from_bytes(output_root)));
-    let crash_on = test_hook(CRASH_ENV).map(|spec| name_and_count(&spec, 1));
 
     let mut job = Job {
         block: &block,
@@ -127,9 +123,7 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         } else {
             args.max_pixels
         },
-        crash_on: crash_on.map(|(name, n)| (name, n.min(u32::MAX as u64) as u32)),
-        stall_on: test_hook(STALL_ENV).map(|spec| name_and_count(&spec, 60_000)),
-        sigstop_on: test_hook(SIGSTOP_ENV),
+        faults: Faults::from_env(),
         fit: resize::Fit::from_u32(header.resize_fit),
         rgb_output: header.flags & FLAG_RGB_OUTPUT != 0,
         kept: header.flags & FLAG_KEPT != 0,
@@ -201,11 +195,8 @@ struct Job<'a> {
     quality: u8,
     png: codec::PngCompression,
     max_pixels: u64,
-    crash_on: Option<(String, u32)>,
-    /// `SHMPIPE_TEST_STALL`: the name, and the seconds to sleep.
-    stall_on: Option<(String, u64)>,
-    /// `SHMPIPE_TEST_SIGSTOP`: the name.
-    sigstop_on: Option<String>,
+    /// The fault tests' hooks (`SHMPIPE_TEST_*`; none outside test builds).
+    faults: Faults,
     fit: Option<resize::Fit>,
     rgb_output: bool,
     /// The block outlives the run (`run --keep`): its slots must end in `(H, W, C)`.
@@ -227,26 +218,8 @@ struct Job<'a> {
 impl Job<'_> {
     /// The crash, SIGSTOP and stall hooks of the fault tests, at image `index`.
     fn test_hooks(&self, index: usize, relative: &Path) {
-        let ends_with = |name: &str| relative.as_os_str().as_bytes().ends_with(name.as_bytes());
         let crashes = self.block.images()[index].crashes.load(Ordering::Acquire);
-        if let Some((name, limit)) = &self.crash_on {
-            if ends_with(name) && crashes < *limit {
-                std::process::abort();
-            }
-        }
-        if let Some(name) = &self.sigstop_on {
-            if ends_with(name) && crashes == 0 {
-                let _ = rustix::process::kill_process(
-                    rustix::process::getpid(),
-                    rustix::process::Signal::STOP,
-                );
-            }
-        }
-        if let Some((name, ms)) = &self.stall_on {
-            if ends_with(name) {
-                std::thread::sleep(std::time::Duration::from_millis(*ms));
-            }
-        }
+        self.faults.fire(relative, crashes);
     }
 
     /// Decodes image `index` from its source file into `pixels` (resizing when asked). Gives the
@@ -532,17 +505,6 @@ impl Job<'_> {
                 false
             }
         }
-    }
-}
-
-/// A test hook's `NAME[:N]`: the name, and N (or `default` when it is absent or not a number).
-fn name_and_count(spec: &str, default: u64) -> (String, u64) {
-    match spec
-        .rsplit_once(':')
-        .map(|(name, n)| (name, n.parse::<u64>()))
-    {
-        Some((name, Ok(n))) => (name.to_string(), n),
-        _ => (spec.to_string(), default),
     }
 }
 
