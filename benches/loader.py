@@ -21,6 +21,8 @@ The augmented case (`--ways aug-w0,aug-w8,aug-views,aug-pillow`; load the datase
 ToTensor + Normalize into float32 (64, 3, 224, 224) batches.
 (aug-w0) shmpipe's compiled augmentation (`shmpipe.Loader`), in this process on its own threads:
     no worker process.
+(aug-w0-recycle) the same with `recycle=2`: each batch written into the array of the batch two
+    before, not a fresh one (the kernel zeroes a fresh array's pages).
 (aug-w8) the same compiled `batch` in each of the workers (one thread each), batches of indices.
 Each worker of these ways writes its batch into a file of /dev/shm and sends its name, as torch's
 DataLoader sends a worker's tensors (in shared memory); the pool stands in for it without torch.
@@ -297,10 +299,11 @@ class CompiledCollate:
         return batch, np.zeros(len(items), np.int64)
 
 
-def compiled_epochs(name, count, sampled):
+def compiled_epochs(name, count, sampled, recycle=0):
     """`count` epochs of `shmpipe.Loader` in this process: figures as `epochs` gives them."""
     dataset = shmpipe.Dataset(name)
-    loader = shmpipe.Loader(dataset, augmentation(), batch_size=64, seed=random.getrandbits(32))
+    loader = shmpipe.Loader(dataset, augmentation(), batch_size=64, seed=random.getrandbits(32),
+                            recycle=recycle)
     figures = []
     with PssSampler() if sampled else NoSampler() as sampler:
         for epoch in range(count):
@@ -458,9 +461,10 @@ def one(args, method, way, sampled):
         dataset = NaiveDataset([np.array(block.images[i]) for i in range(n)], labels)
     elif way == "pillow":
         dataset = PillowDataset(os.path.abspath(args.folder), list(block.paths), labels)
-    elif way == "aug-w0":
+    elif way in ("aug-w0", "aug-w0-recycle"):
         block.close()
-        figures, peak = compiled_epochs(args.name, args.epochs, sampled == "sampled")
+        recycle = 2 if way == "aug-w0-recycle" else 0
+        figures, peak = compiled_epochs(args.name, args.epochs, sampled == "sampled", recycle)
         print(json.dumps({"seconds": [s for _, s, _ in figures], "first": [f for _, _, f in figures],
                           "peak_kib": peak}))
         return
@@ -597,7 +601,7 @@ def main():
     def workers_of(way):
         """Processes besides this one: none for the compiled loader (the main process is the
         one interpreter, counted as idle)."""
-        return 1 if way == "aug-w0" else args.workers
+        return 1 if way.startswith("aug-w0") else args.workers
 
     for round_ in range(args.rounds):
         for method in args.methods.split(","):
@@ -656,7 +660,7 @@ def main():
                          if mine["later_rate"] else "")
                 print(f"[{method}] {way} / pillow images/s (medians): first epoch "
                       f"{mine['first_rate'] / theirs['first_rate']:.1f}x{later}")
-        for way in ("aug-w0", "aug-w8"):
+        for way in ("aug-w0", "aug-w0-recycle", "aug-w8"):
             for other in ("aug-pillow", "aug-views"):
                 if way in by_way and other in by_way:
                     mine, theirs = by_way[way], by_way[other]

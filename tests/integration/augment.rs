@@ -207,6 +207,14 @@ for epoch in range(2):
     assert sorted(seen) == sorted(block.labels.tolist())
     orders.append(seen)
 checks["batches"] = len(loader)
+# recycle=2: batch k + 2 is written into batch k's array, with the pixels a fresh batch has.
+loader = shmpipe.Loader(ds, shmpipe.RandomResizedCrop(16, seed=3), batch_size=2, seed=1,
+                        recycle=2)
+arrays = [images.copy() for images, _ in loader]
+same = [images for images, _ in loader]
+assert same[2] is same[0] and same[1] is not same[0]
+fresh = shmpipe.Loader(ds, shmpipe.RandomResizedCrop(16, seed=3), batch_size=2, seed=1)
+assert all(np.array_equal(a, b) for a, (b, _) in zip(arrays, fresh))
 print(json.dumps(checks))
 "#,
                 lib = library(),
