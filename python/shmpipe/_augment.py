@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._block import SHM_DIR, Block, BlockError
+from ._block import _READY, MAGIC, SHM_DIR, Block, BlockError, owner_of
 
 _LIBRARY: Optional[ctypes.CDLL] = None
 
@@ -119,7 +119,6 @@ def _check_current(block: Block) -> np.ndarray:
                               block._field("python_writers")):
         raise BlockError(f"{what}: it changed since it was attached (`shmpipe apply`, or a "
                          "writable handle); attach to it again")
-    from ._block import MAGIC, _READY  # the header's values as the package checks them
     if block._field("magic") != MAGIC or block._field("dataset_state") != _READY:
         raise BlockError(f"{what}: its header is no longer a ready dataset's: damaged")
     return whole
@@ -217,7 +216,6 @@ class _Augment:
     def collate(self, items):
         """A `collate_fn` for `DataLoader(dataset, collate_fn=aug.collate)` over a `Dataset`
         without transform: `(images, labels)`, the images made by `batch` in this epoch."""
-        from ._block import owner_of
         items = list(items)
         views = [item[0] for item in items]
         labels = np.asarray([item[1] for item in items], dtype=np.int64)
