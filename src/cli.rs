@@ -40,7 +40,7 @@ pub enum Command {
     /// Decode a folder once into a named dataset that stays in shared memory (block
     /// `shmpipe-NAME`), for any process to attach to by name.
     #[command(
-        after_help = "Example:\n  shmpipe load photos/ --name faces --resize 224x224\n  pip install ./python\n  python3 -c \"import shmpipe; print(shmpipe.attach('faces').shape)\""
+        after_help = "Example:\n  shmpipe load photos/ --name faces --resize 224x224 --fit cover\n  pip install ./python\n  python3 -c \"import shmpipe; print(shmpipe.attach('faces').shape)\""
     )]
     Load(LoadCli),
     /// Encode the images of a named dataset to a folder, under their relative paths.
@@ -370,15 +370,16 @@ pub struct LoadCli {
     /// sorted order; an image the file does not name is an error.
     #[arg(long, value_name = "HOW", value_parser = parse_labels)]
     pub labels: Option<Labels>,
-    /// Resize every image at decode time: WxH (every image takes the box's shape, one
-    /// (N, H, W, C) array; see --fit), or S (the shorter side becomes S, the aspect ratio kept:
-    /// torchvision's Resize(S), each image its own shape, for augmentation later), Wx or xH.
+    /// Resize every image at decode time: WxH (a box, see --fit), or S (the shorter side
+    /// becomes S: torchvision's Resize(S), for augmentation later), Wx or xH. The aspect ratio
+    /// is kept by default, as with `run`: each image its own shape.
     #[arg(long, value_name = "WxH", value_parser = parse_box)]
     pub resize: Option<Resize>,
-    /// How --resize WxH makes every image WxH: stretch (the default: the aspect ratio is not
-    /// kept), cover (keep it, crop the overflow, centred) or contain (keep it, black bars); or
-    /// inside (keep it, fit inside the box: each image its own shape, as S, Wx and xH always do).
-    #[arg(long, value_name = "FIT", value_parser = ["stretch", "cover", "contain", "inside"])]
+    /// How --resize WxH fits an image: inside (the default: keep the aspect ratio, fit inside
+    /// the box, each image its own shape, as S, Wx and xH always do), or every image WxH, one
+    /// (N, H, W, C) array: cover (keep the ratio, crop the overflow, centred), contain (keep
+    /// it, black bars) or stretch (the ratio not kept: torchvision's Resize((H, W))).
+    #[arg(long, value_name = "FIT", value_parser = ["inside", "cover", "contain", "stretch"])]
     pub fit: Option<String>,
     /// Channels of every image: 1 (gray), 3 (RGB) or 4 (RGBA). One layout for the whole
     /// dataset, so that it is one (N, H, W, C) array: an image with other channels is converted.

@@ -91,7 +91,7 @@ user python "$here/examples/numpy_view.py" "$name" | grep -q "$name: " || fail "
 mkdir -p "$work/classes/a" "$work/classes/b"
 cp "$here/assets/rocket.jpg" "$here/assets/coffee.png" "$work/classes/a/"
 cp "$here/assets/astronaut.png" "$here/assets/seeding.jpg" "$work/classes/b/"
-user shmpipe load "$work/classes" --name "$name-train" --labels folder --resize 32x32 --quiet ||
+user shmpipe load "$work/classes" --name "$name-train" --labels folder --resize 32x32 --fit cover --quiet ||
     fail "load --labels folder"
 user python "$here/examples/train.py" "$name-train" --loader pool --workers 2 --epochs 1 |
     grep -q "epoch 1: 4 images" || fail "examples/train.py"

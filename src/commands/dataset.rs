@@ -19,7 +19,7 @@ use shmpipe_block::{
 use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
 use shmpipe_worker::resize::{Fit, Geometry};
 
-use crate::cli::{ExportCli, LoadCli, Resize, SaveCli};
+use crate::cli::{ExportCli, LoadCli, SaveCli};
 use crate::commands::npz::{int64_npy, unicode_npy, NpzWriter};
 use crate::engine::dataset::{attach, temporaries_owner};
 use crate::engine::settings::Job;
@@ -43,12 +43,8 @@ fn load_job(args: LoadCli) -> anyhow::Result<Job> {
     let geometry = match args.resize {
         None => None,
         Some(size) => {
-            // A whole box is stretched unless told otherwise; any other size keeps the aspect.
-            let default = match size {
-                Resize::Box(Some(_), Some(_)) => "stretch",
-                _ => "inside",
-            };
-            let name = args.fit.as_deref().unwrap_or(default);
+            // Every image keeps its aspect ratio unless told otherwise, as with `run`.
+            let name = args.fit.as_deref().unwrap_or("inside");
             let fit = Fit::parse(name).ok_or_else(|| anyhow!("invalid --fit {name}"))?;
             Some(Geometry::of(size, fit, false).map_err(|e| anyhow!("{e}"))?)
         }

@@ -428,6 +428,8 @@ fn export_npz_carries_labels_paths_and_classes_beside_the_pixels() {
         os(&plain),
         os("--resize"),
         os("20x10"),
+        os("--fit"),
+        os("stretch"),
         os("-q"),
     ]);
     let _plain_guard = Dataset(plain.clone());
@@ -442,6 +444,8 @@ fn export_npz_carries_labels_paths_and_classes_beside_the_pixels() {
         os(&uniform),
         os("--resize"),
         os("16x12"),
+        os("--fit"),
+        os("stretch"),
         os("--labels"),
         os("folder"),
         os("-q"),

@@ -211,6 +211,8 @@ fn a_dry_run_load_creates_no_dataset_and_refuses_a_taken_name() {
             os(&name),
             os("--resize"),
             os("64x48"),
+            os("--fit"),
+            os("stretch"),
             os("--json"),
         ];
         a.extend(extra.iter().map(|e| os(e)));

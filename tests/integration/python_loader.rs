@@ -704,6 +704,8 @@ fn labels_of_a_two_class_folder_tree_and_original_sizes() {
         os("folder"),
         os("--resize"),
         os("8x8"),
+        os("--fit"),
+        os("stretch"),
         os("-q"),
     ]);
     let said = python(

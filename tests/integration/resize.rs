@@ -271,3 +271,33 @@ fn a_bare_side_sets_the_shorter_side() {
         );
     }
 }
+
+/// `load` fits as `run` does: by default each image keeps its aspect ratio inside the box, so the
+/// dataset holds the pixels of `run`'s outputs; `--fit stretch` makes every image the box.
+#[test]
+fn load_keeps_the_aspect_ratio_by_default_as_run_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    inputs(&input);
+    let ran = sizes(&input, &tmp.path().join("out"), &["--resize", "100x100"]);
+    let ran_bytes: u64 = ran.iter().map(|(_, (w, h))| u64::from(w * h * 3)).sum();
+    let planned = |extra: &[&str]| {
+        let mut args = vec![
+            os("load"),
+            input.as_os_str(),
+            os("--name"),
+            os("fitdefault"),
+            os("--resize"),
+            os("100x100"),
+            os("--dry-run"),
+            os("--json"),
+        ];
+        args.extend(extra.iter().map(|s| os(s)));
+        let done = run(&args);
+        let plan: serde_json::Value = serde_json::from_slice(&done.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", stderr(&done)));
+        plan["dataset_bytes"].as_u64().expect("dataset_bytes")
+    };
+    assert_eq!(planned(&[]), ran_bytes);
+    assert_eq!(planned(&["--fit", "stretch"]), 6 * 100 * 100 * 3);
+}
