@@ -69,6 +69,36 @@ need "PyYAML for python3" "python3 -c 'import yaml'" \
 need maturin "python3 -m maturin --version" \
     "python3 -m pip install --quiet maturin || python3 -m pip install --quiet --break-system-packages maturin"
 
+# tests/integration/torch.rs runs the package with torch (tensors, pinning, a DataLoader, torchrun).
+# PyPI's torch carries CUDA: about 3.5 GB to fetch and 5.4 GB installed (2.6 minutes on a fresh
+# 2-core machine), so it goes into a venv of its own under target/, fetched while the workspace
+# builds, and kept for the next run. SHMPIPE_TORCH_PYTHON names another interpreter with torch. If
+# torch cannot be had (no network, a full disk), those tests check nothing and this script says so
+# at its end, with the reason.
+torch_venv=$PWD/target/torch-venv
+torch_log=$PWD/target/torch-venv.log
+torch_pid=
+if [ -z "${SHMPIPE_TORCH_PYTHON:-}" ]; then
+    export SHMPIPE_TORCH_PYTHON=$torch_venv/bin/python
+    if ! "$SHMPIPE_TORCH_PYTHON" -c 'import torch, torchvision' >/dev/null 2>&1; then
+        mkdir -p target
+        echo "test.sh: installing torch and torchvision into $torch_venv, in the background" >&2
+        (rm -rf "$torch_venv" && python3 -m venv "$torch_venv" &&
+            "$torch_venv/bin/pip" install --quiet --no-cache-dir torch torchvision) >"$torch_log" 2>&1 &
+        torch_pid=$!
+    fi
+fi
+torch_ready() {
+    [ -n "$torch_pid" ] || return 0
+    cargo test --workspace --no-run --quiet
+    wait "$torch_pid" || true
+    torch_pid=
+    if ! "$SHMPIPE_TORCH_PYTHON" -c 'import torch, torchvision' >/dev/null 2>&1; then
+        torch_missing="torch could not be installed ($(tail -n 3 "$torch_log" | tr '\n' ' '))"
+    fi
+}
+torch_missing=
+
 # The Python package, installed as the README says (pip install ./python), into python3. Its
 # tests also run under every other pyenv Python 3.11+ found here (their resource trackers differ),
 # all named in SHMPIPE_PYTHONS. The tests import the package from this checkout: another
@@ -96,6 +126,7 @@ export SHMPIPE_PYTHONS
 # Most tests wait on processes they started: four at a time keep two cores busy.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 # With arguments, only what they select (`./test.sh --test integration run::`).
+torch_ready
 [ $# -gt 0 ] && exec cargo test --workspace "$@"
 cargo test --workspace
 # docs/scale-out.md against what runs, with the debug binary just built: its Kubernetes manifest,
@@ -111,3 +142,6 @@ fi
 # its build (without the test hooks) replaces target/debug/shmpipe, which the scale-out checks
 # above run with their hooks.
 tests/wheel.sh
+if [ -n "$torch_missing" ]; then
+    echo "test.sh: WARNING: tests/integration/torch.rs checked nothing: $torch_missing" >&2
+fi

@@ -16,8 +16,9 @@ way the workers start under forkserver (Python 3.14's default on Linux), with sh
 (and torch) preloaded by the fork server, and serve every epoch (`persistent_workers=True`).
 
 The model is a softmax regression on each image's per-channel mean and deviation, in NumPy, so
-that the example runs where torch is not installed; with torch, a batch becomes a tensor without
-a copy: `torch.from_numpy(images).permute(0, 3, 1, 2)`. On the folders of the example above,
+that the example runs where torch is not installed. With torch imported, a batch unpacks as
+tensors over its arrays' memory (`images.permute(0, 3, 1, 2)` for a model's NCHW), which
+`np.asarray` shows as arrays again, without a copy. On the folders of the example above,
 whose two classes are `shmpipe gen` images that differ only in their seed, there is nothing to
 learn: accuracy stays near 0.5. Point it at a real `--labels folder` dataset.
 
@@ -71,9 +72,11 @@ def torch_epochs(dataset, ctx, args):
 def features(images):
     """(B, 7): each image's per-channel mean and deviation, scaled to about [0, 1], and a bias."""
     if isinstance(images, list):  # images of different shapes come as a list
+        images = [np.asarray(im) for im in images]
         stats = [np.concatenate([im.mean(axis=(0, 1)), im.std(axis=(0, 1))]) for im in images]
         x = np.stack(stats)
     else:
+        images = np.asarray(images)
         x = np.concatenate([images.mean(axis=(1, 2)), images.std(axis=(1, 2))], axis=1)
     return np.concatenate([x / 255.0, np.ones((len(x), 1))], axis=1)
 

@@ -17,6 +17,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import _torch
 from ._block import _READY, MAGIC, SHM_DIR, Block, BlockError, owner_of
 
 _LIBRARY: Optional[ctypes.CDLL] = None
@@ -174,26 +175,23 @@ class _Augment:
         `(B, H, W, C)` uint8, or `(B, C, H, W)` float32 with `mean` and `std`. With `boxes`,
         also each image's `(top, left, height, width, flipped)` in its source, `(B, 5)` int64.
         `threads` defaults to the cores this process may use. `out`, a C-contiguous array of
-        that shape and type, is written instead of a fresh one: pinned memory
-        (`torch.empty(..., pin_memory=True).numpy()`) or shared memory for another process."""
+        that shape and type, is written instead of a fresh one (and returned): pinned memory
+        or shared memory for another process; a CPU tensor is written through its memory."""
         block = source.block if hasattr(source, "block") else source
         whole = _check_current(block)
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(block)
-        if ((idx < -n) | (idx >= n)).any():
-            raise IndexError(f"{block.name}: an index outside its {n} images")
-        idx = np.where(idx < 0, idx + n, idx)
+        idx = self._indices(block, indices)
         offsets = np.ascontiguousarray(block._offsets[idx], dtype=np.int64)
         shapes = np.ascontiguousarray(block._shapes[idx], dtype=np.uint32)
         channels = int(shapes[0, 2]) if len(idx) else 3
         params = self._params(channels)
-        h, w = self.size
-        shape, dtype = (((len(idx), channels, h, w), np.float32) if params.normalize
-                        else ((len(idx), h, w, channels), np.uint8))
+        shape, dtype = self._layout(len(idx), channels)
+        given = out
         if out is None:
             out = np.empty(shape, dtype)
-        elif (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous
-              or not out.flags.writeable):
+        elif not isinstance(out, np.ndarray) and hasattr(out, "numpy"):
+            out = out.numpy()  # a CPU tensor's memory; a GPU tensor refuses
+        if (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous
+                or not out.flags.writeable):
             raise ValueError(f"out is {out.dtype} {out.shape}; a writable C-contiguous {np.dtype(dtype)} "
                              f"{shape} is needed")
         made = np.empty((len(idx), 5), np.int64)
@@ -211,11 +209,34 @@ class _Augment:
             raise BlockError(f"{block.name}: {err.value.decode('utf-8', 'replace')}")
         # Whatever happened to the block during the call (a damaged one raises here).
         _check_current(block)
-        return (out, made) if boxes else out
+        result = out if given is None else given
+        return (result, made) if boxes else result
+
+    @staticmethod
+    def _indices(block: Block, indices: Sequence[int]) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(block)
+        if ((idx < -n) | (idx >= n)).any():
+            raise IndexError(f"{block.name}: an index outside its {n} images")
+        return np.where(idx < 0, idx + n, idx)
+
+    def _layout(self, n: int, channels: int):
+        """The shape and type of a batch of `n` images of `channels`."""
+        h, w = self.size
+        if self.mean is not None:
+            return (n, channels, h, w), np.float32
+        return (n, h, w, channels), np.uint8
+
+    def shape(self, source, indices: Sequence[int]):
+        """The shape and NumPy type `batch` gives for these images: for an `out` made ahead."""
+        block = source.block if hasattr(source, "block") else source
+        idx = self._indices(block, indices)
+        return self._layout(len(idx), int(block._shapes[idx[0], 2]) if len(idx) else 3)
 
     def collate(self, items):
         """A `collate_fn` for `DataLoader(dataset, collate_fn=aug.collate)` over a `Dataset`
-        without transform: `(images, labels)`, the images made by `batch` in this epoch."""
+        without transform: `(images, labels)`, the images made by `batch` in this epoch; tensors
+        when the program imported torch (the DataLoader's `pin_memory` then pins them)."""
         items = list(items)
         views = [item[0] for item in items]
         labels = np.asarray([item[1] for item in items], dtype=np.int64)
@@ -224,7 +245,10 @@ class _Augment:
         if indices is None:
             raise TypeError("collate: the items are not a shmpipe Dataset's own views (a "
                             "Dataset without transform)")
-        return self.batch(block, indices, threads=1), labels
+        images = self.batch(block, indices, threads=1)
+        if _torch.wanted(None):
+            return _torch.tensor(images), _torch.tensor(labels)
+        return images, labels
 
 
 class RandomResizedCrop(_Augment):
@@ -269,8 +293,13 @@ class CenterCrop(_Augment):
 class Loader:
     """Batches of a `Dataset` (or `Block`) made in this process by `augment`, on its own
     threads: no worker process, no pickling. `for images, labels in Loader(ds, aug, 64)`;
-    call `set_epoch(e)` before each epoch (it reshuffles and draws new crops). Batches are NumPy
-    arrays (`torch.from_numpy(images)` shares them without a copy).
+    call `set_epoch(e)` before each epoch (it reshuffles and draws new crops).
+
+    Batches are torch tensors when the program has imported torch (`tensors=None`), else NumPy
+    arrays; `tensors=True` or `False` decides. A tensor shares its array's memory: no copy.
+    `pin_memory=True` makes each batch in pinned memory, for `.to("cuda", non_blocking=True)`;
+    with no accelerator it warns and does not pin, as torch's DataLoader does. Pinning is
+    costly to set up: with `recycle` the same pinned batches are written again.
 
     `sampler`, any iterable of indices with a length (torch's `DistributedSampler(ds)` for one
     rank of a distributed training, say), gives each epoch's order instead of `shuffle`; its
@@ -283,7 +312,8 @@ class Loader:
 
     def __init__(self, source, augment: _Augment, batch_size: int = 64, shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, threads: Optional[int] = None,
-                 sampler=None, recycle: int = 0):
+                 sampler=None, recycle: int = 0, tensors: Optional[bool] = None,
+                 pin_memory: bool = False):
         self.source = source
         self.augment = augment
         self.batch_size = int(batch_size)
@@ -293,6 +323,8 @@ class Loader:
         self.threads = threads
         self.sampler = sampler
         self.recycle = max(0, int(recycle))
+        self.tensors = tensors
+        self.pin_memory = bool(pin_memory)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -318,16 +350,26 @@ class Loader:
             order = np.arange(len(block))
         n = len(order)
         labels = block.labels
-        made = []  # with `recycle`: the first full batches' arrays, written again in turn
+        pin = self.pin_memory and _torch.can_pin()
+        tensors = pin or _torch.wanted(self.tensors)
+        made = []  # with `recycle`: the first full batches, written again in turn
         for k, start in enumerate(range(0, n, self.batch_size)):
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 return
             full = len(idx) == self.batch_size
-            out = made[k % self.recycle] if full and len(made) == self.recycle > 0 else None
+            recycled = full and len(made) == self.recycle > 0
+            out = made[k % self.recycle] if recycled else None
+            if out is None and pin:
+                out = _torch.pinned(*self.augment.shape(block, idx))[1]
             images = self.augment.batch(block, idx, epoch=self.epoch, threads=self.threads,
                                         out=out)
-            if full and out is None and len(made) < self.recycle:
+            if full and not recycled and len(made) < self.recycle:
                 made.append(images)
-            yield images, (np.full(len(idx), -1, np.int64) if labels is None
-                           else np.asarray(labels[idx], dtype=np.int64))
+            targets = (np.full(len(idx), -1, np.int64) if labels is None
+                       else np.asarray(labels[idx], dtype=np.int64))
+            if tensors:
+                images = images if pin else _torch.tensor(images)
+                targets = _torch.tensor(targets)
+                targets = targets.pin_memory() if pin else targets
+            yield images, targets

@@ -8,10 +8,12 @@ copies the images out of its own mapping of the block, with one gather.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import _torch
 from ._block import BlockError, attach, open_handle, owner_of
 
 Images = Union[np.ndarray, List[np.ndarray]]
@@ -34,6 +36,11 @@ class Batch:
     block is gone, not ready, or no longer the one the batch was made from (removed and loaded
     again, changed by `shmpipe apply`, or attached by a writable handle), that raises
     `BlockError` instead.
+
+    Unpacked (`images, labels = batch`), a batch gives torch tensors over the same memory when
+    the program has imported torch, else the arrays; `.images` and `.labels` are always the
+    arrays. A DataLoader with `pin_memory=True` calls `pin_memory()`, which gives the pair as
+    pinned tensors.
     """
 
     __slots__ = ("_images", "_labels", "_source")
@@ -67,12 +74,29 @@ class Batch:
     def __len__(self) -> int:
         return 2
 
+    def _pair(self) -> Tuple[Any, Any]:
+        images, labels = self.images, self.labels
+        if not _torch.wanted(None):
+            return images, labels
+        images = (_torch.tensor(images) if isinstance(images, np.ndarray)
+                  else [_torch.tensor(image) for image in images])
+        return images, None if labels is None else _torch.tensor(labels)
+
     def __getitem__(self, k: int) -> Any:
-        return (self.images, self.labels)[k]
+        return self._pair()[k]
 
     def __iter__(self) -> Iterator[Any]:
-        yield self.images
-        yield self.labels
+        yield from self._pair()
+
+    def pin_memory(self, device=None) -> Tuple[Any, Any]:
+        """The images and labels as pinned tensors (torch's DataLoader calls this when asked to
+        pin, which it does only with an accelerator)."""
+        images, labels = self.images, self.labels
+        if isinstance(images, np.ndarray):
+            images = _torch.tensor(images).pin_memory()
+        else:
+            images = [_torch.tensor(image).pin_memory() for image in images]
+        return images, None if labels is None else _torch.tensor(labels).pin_memory()
 
     def __reduce__(self):
         if self._source is not None:
@@ -146,11 +170,14 @@ def collate(items: Sequence[Any]) -> Batch:
     indices = None if block is None else block._indices_of(images)
     if block is not None and indices is not None:
         return _reference(block.name, block.backing, block.partial, block.identity, indices, labels)
+    if "torch" in sys.modules and isinstance(images[0], sys.modules["torch"].Tensor):
+        # A transform that makes tensors (torchvision's ToTensor): torch's own collation.
+        from torch.utils.data import default_collate
+        return default_collate(items)
     for k, image in enumerate(images):
         if not isinstance(image, np.ndarray):
             raise TypeError(f"shmpipe.collate: item {k}'s image is a {type(image).__name__}, not a "
-                            "NumPy array; leave a loader whose transform makes tensors at its "
-                            "default collate_fn")
+                            "NumPy array or a torch tensor")
     if all(image.shape == images[0].shape and image.dtype == images[0].dtype for image in images):
         return Batch(np.stack(images), labels)
     return Batch([np.array(image) for image in images], labels)

@@ -11,7 +11,7 @@ use crate::util::{bin, ok, os, Dataset};
 
 /// The shared library `cargo test` built: as this package's dev-dependency (in `deps/`), or
 /// for the workspace (`target/debug`); the newer, as an older build may lie beside it.
-fn library() -> PathBuf {
+pub(crate) fn library() -> PathBuf {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug");
     [
         target.join("deps/libshmpipe_augment.so"),
@@ -25,7 +25,7 @@ fn library() -> PathBuf {
 }
 
 /// Images of several shapes, some wider, some taller, loaded as `name` at shorter side 48.
-fn dataset(root: &Path, name: &str) -> Dataset {
+pub(crate) fn dataset(root: &Path, name: &str) -> Dataset {
     let input = root.join("in");
     for (k, (w, h)) in [
         (80, 60),

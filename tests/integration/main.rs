@@ -34,4 +34,5 @@ mod stale;
 mod summary;
 mod temporaries;
 mod timeout;
+mod torch;
 mod watch;
