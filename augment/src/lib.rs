@@ -178,6 +178,8 @@ fn make(
     let (oh, ow) = (aug.size.0 as usize, aug.size.1 as usize);
     let per_image = oh * ow * c;
     let mut scratch = vec![0u8; per_image];
+    // Its buffers serve every image of this thread's share.
+    let mut resampler = shmpipe_resample::Resampler::new();
     for (k, s) in sources.iter().enumerate() {
         let m = plan(aug, epoch, s.index, (s.height, s.width));
         let b = m.crop;
@@ -191,16 +193,17 @@ fn make(
             Out::U8(o) => &mut o[k * per_image..(k + 1) * per_image],
             Out::F32(_) => &mut scratch[..],
         };
-        shmpipe_resample::resample_with(
-            aug.filter,
-            s.pixels,
-            (s.width, s.height),
-            c as u32,
-            region,
-            resampled,
-            (ow as u32, oh as u32),
-        )
-        .map_err(|e| format!("image {}: {e}", s.index))?;
+        resampler
+            .resample(
+                aug.filter,
+                s.pixels,
+                (s.width, s.height),
+                c as u32,
+                region,
+                resampled,
+                (ow as u32, oh as u32),
+            )
+            .map_err(|e| format!("image {}: {e}", s.index))?;
         match (&mut out, aug.normalize) {
             (Out::U8(o), _) => {
                 if m.flipped {
@@ -240,16 +243,35 @@ fn normalise(
     (mean, std): (&[f32; 4], &[f32; 4]),
     out: &mut [f32],
 ) {
-    let tables: Vec<[f32; 256]> = (0..c)
-        .map(|ch| std::array::from_fn(|v| (v as f32 / 255.0 - mean[ch]) / std[ch]))
-        .collect();
-    let mut planes: Vec<&mut [f32]> = out.chunks_exact_mut(h * w).collect();
-    // One pass over the pixels, each channel to its plane.
-    for (y, row) in src.chunks_exact(w * c).enumerate() {
-        for (x, pixel) in row.chunks_exact(c).enumerate() {
-            let at = y * w + if flipped { w - 1 - x } else { x };
-            for ((plane, table), &v) in planes.iter_mut().zip(&tables).zip(pixel) {
-                plane[at] = table[usize::from(v)];
+    let tables: [[f32; 256]; 4] =
+        std::array::from_fn(|ch| std::array::from_fn(|v| (v as f32 / 255.0 - mean[ch]) / std[ch]));
+    // One loop for each channel count, so that the pixel's stride is a constant.
+    match c {
+        1 => planes::<1>(src, (h, w), flipped, &tables, out),
+        2 => planes::<2>(src, (h, w), flipped, &tables, out),
+        3 => planes::<3>(src, (h, w), flipped, &tables, out),
+        _ => planes::<4>(src, (h, w), flipped, &tables, out),
+    }
+}
+
+/// [`normalise`] for `C` channels: row by row, each channel's plane row looked up from the
+/// source row (which stays in cache for the `C` passes).
+fn planes<const C: usize>(
+    src: &[u8],
+    (h, w): (usize, usize),
+    flipped: bool,
+    tables: &[[f32; 256]; 4],
+    out: &mut [f32],
+) {
+    for (ch, (plane, table)) in out.chunks_exact_mut(h * w).zip(tables).enumerate() {
+        for (dst, row) in plane.chunks_exact_mut(w).zip(src.chunks_exact(w * C)) {
+            let values = row
+                .chunks_exact(C)
+                .map(|pixel| table[usize::from(pixel[ch])]);
+            if flipped {
+                dst.iter_mut().rev().zip(values).for_each(|(d, v)| *d = v);
+            } else {
+                dst.iter_mut().zip(values).for_each(|(d, v)| *d = v);
             }
         }
     }

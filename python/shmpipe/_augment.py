@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -305,10 +306,14 @@ class Loader:
     rank of a distributed training, say), gives each epoch's order instead of `shuffle`; its
     `set_epoch`, when it has one, is called by this loader's.
 
-    `recycle=N` (0: off) makes the loader write batch k + N into batch k's array instead of a
-    fresh one: a fresh array costs the kernel zeroing its pages, a third of the work. Only for a
-    loop that is done with a batch before it asks for the N-th next (copied to a GPU, say); a
-    batch kept longer is overwritten."""
+    A fresh array costs the kernel zeroing its pages, a third of the work, so a full batch is
+    written into an array of an earlier batch once nothing but the loader holds that array
+    (CPython's reference count says so: no variable, view or tensor of the program's is left
+    on it). A batch the program keeps is never written again.
+
+    `recycle=N` (0: off) writes batch k + N into batch k's array whether or not it is held: for
+    pinned batches, whose pending copies to a GPU no reference count shows. Only for a loop that
+    is done with a batch before it asks for the N-th next; a batch kept longer is overwritten."""
 
     def __init__(self, source, augment: _Augment, batch_size: int = 64, shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, threads: Optional[int] = None,
@@ -353,6 +358,7 @@ class Loader:
         pin = self.pin_memory and _torch.can_pin()
         tensors = pin or _torch.wanted(self.tensors)
         made = []  # with `recycle`: the first full batches, written again in turn
+        pool = []  # without: full batches' arrays, each written again once unheld
         for k, start in enumerate(range(0, n, self.batch_size)):
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
@@ -360,12 +366,17 @@ class Loader:
             full = len(idx) == self.batch_size
             recycled = full and len(made) == self.recycle > 0
             out = made[k % self.recycle] if recycled else None
+            pooled = full and not pin and self.recycle == 0
             if out is None and pin:
                 out = _torch.pinned(*self.augment.shape(block, idx))[1]
+            elif pooled:
+                out = _unheld(pool)
             images = self.augment.batch(block, idx, epoch=self.epoch, threads=self.threads,
                                         out=out)
             if full and not recycled and len(made) < self.recycle:
                 made.append(images)
+            if pooled and out is None and len(pool) < _POOL:
+                pool.append(images)
             targets = (np.full(len(idx), -1, np.int64) if labels is None
                        else np.asarray(labels[idx], dtype=np.int64))
             if tensors:
@@ -373,3 +384,19 @@ class Loader:
                 targets = _torch.tensor(targets)
                 targets = targets.pin_memory() if pin else targets
             yield images, targets
+            # This frame's own references, which would otherwise count as the program's.
+            images = targets = out = None
+
+
+# The most arrays a loader keeps for reuse: the batch the program holds, the one being made,
+# and one more for a program that keeps the previous batch a step longer.
+_POOL = 3
+
+
+def _unheld(pool: list) -> Optional[np.ndarray]:
+    """An array of `pool` that nothing but the pool holds, or None. Its references are then
+    exactly three: the list's, this loop's variable and `getrefcount`'s argument."""
+    for array in pool:
+        if sys.getrefcount(array) == 3:
+            return array
+    return None

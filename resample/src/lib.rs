@@ -85,56 +85,85 @@ pub fn resample_with(
     dst: &mut [u8],
     dst_size: (u32, u32),
 ) -> Result<(), ResampleError> {
-    let (w, h) = (f64::from(src_size.0), f64::from(src_size.1));
-    let filter = match filter {
-        Filter::Lanczos3 => FilterType::Lanczos3,
-        Filter::Bilinear => FilterType::Bilinear,
-    };
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
-    let options = match region {
-        Region::Whole => options,
-        Region::Centred => options.fit_into_destination(Some((0.5, 0.5))),
-        Region::Box {
-            left,
-            top,
-            width,
-            height,
-        } => {
-            let inside = left >= 0.0 && top >= 0.0 && width > 0.0 && height > 0.0;
-            if !inside || left + width > w || top + height > h {
-                return Err(ResampleError(format!(
-                    "box {width}x{height} at ({left}, {top}) is not inside the {w}x{h} source"
-                )));
-            }
-            options.crop(left, top, width, height)
-        }
-    };
-    let bytes = |(w, h): (u32, u32)| w as usize * h as usize * channels as usize;
-    if src.len() != bytes(src_size) || dst.len() != bytes(dst_size) {
-        return Err(ResampleError(format!(
-            "{} bytes for {}x{} source pixels and {} for {}x{} destination pixels of {channels} \
-             channels",
-            src.len(),
-            src_size.0,
-            src_size.1,
-            dst.len(),
-            dst_size.0,
-            dst_size.1
-        )));
+    Resampler::new().resample(filter, src, src_size, channels, region, dst, dst_size)
+}
+
+/// A resampler that keeps its working buffers from one image to the next: for a loop over many
+/// images (a training batch), which would otherwise allocate and free them for each.
+#[derive(Default)]
+pub struct Resampler {
+    resizer: Resizer,
+}
+
+impl Resampler {
+    pub fn new() -> Self {
+        Self::default()
     }
-    // The four 8-bit pixel types only: `Resizer::resize` would instantiate all thirteen.
-    match channels {
-        1 => typed::<U8>(src, src_size, dst, dst_size, &options),
-        2 => typed::<U8x2>(src, src_size, dst, dst_size, &options),
-        3 => typed::<U8x3>(src, src_size, dst, dst_size, &options),
-        4 => typed::<U8x4>(src, src_size, dst, dst_size, &options),
-        _ => Err(ResampleError(format!(
-            "{channels} channels (1 to 4 can be resampled)"
-        ))),
+
+    /// [`resample_with`], reusing this resampler's buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resample(
+        &mut self,
+        filter: Filter,
+        src: &[u8],
+        src_size: (u32, u32),
+        channels: u32,
+        region: Region,
+        dst: &mut [u8],
+        dst_size: (u32, u32),
+    ) -> Result<(), ResampleError> {
+        let (w, h) = (f64::from(src_size.0), f64::from(src_size.1));
+        let filter = match filter {
+            Filter::Lanczos3 => FilterType::Lanczos3,
+            Filter::Bilinear => FilterType::Bilinear,
+        };
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+        let options = match region {
+            Region::Whole => options,
+            Region::Centred => options.fit_into_destination(Some((0.5, 0.5))),
+            Region::Box {
+                left,
+                top,
+                width,
+                height,
+            } => {
+                let inside = left >= 0.0 && top >= 0.0 && width > 0.0 && height > 0.0;
+                if !inside || left + width > w || top + height > h {
+                    return Err(ResampleError(format!(
+                        "box {width}x{height} at ({left}, {top}) is not inside the {w}x{h} source"
+                    )));
+                }
+                options.crop(left, top, width, height)
+            }
+        };
+        let bytes = |(w, h): (u32, u32)| w as usize * h as usize * channels as usize;
+        if src.len() != bytes(src_size) || dst.len() != bytes(dst_size) {
+            return Err(ResampleError(format!(
+                "{} bytes for {}x{} source pixels and {} for {}x{} destination pixels of {channels} \
+                 channels",
+                src.len(),
+                src_size.0,
+                src_size.1,
+                dst.len(),
+                dst_size.0,
+                dst_size.1
+            )));
+        }
+        // The four 8-bit pixel types only: `Resizer::resize` would instantiate all thirteen.
+        match channels {
+            1 => typed::<U8>(&mut self.resizer, src, src_size, dst, dst_size, &options),
+            2 => typed::<U8x2>(&mut self.resizer, src, src_size, dst, dst_size, &options),
+            3 => typed::<U8x3>(&mut self.resizer, src, src_size, dst, dst_size, &options),
+            4 => typed::<U8x4>(&mut self.resizer, src, src_size, dst, dst_size, &options),
+            _ => Err(ResampleError(format!(
+                "{channels} channels (1 to 4 can be resampled)"
+            ))),
+        }
     }
 }
 
 fn typed<P: PixelTrait>(
+    resizer: &mut Resizer,
     src: &[u8],
     src_size: (u32, u32),
     dst: &mut [u8],
@@ -145,7 +174,7 @@ fn typed<P: PixelTrait>(
     let src = TypedImageRef::<P>::from_buffer(src_size.0, src_size.1, src).map_err(|e| fail(&e))?;
     let mut dst =
         TypedImage::<P>::from_buffer(dst_size.0, dst_size.1, dst).map_err(|e| fail(&e))?;
-    Resizer::new()
+    resizer
         .resize_typed(&src, &mut dst, options)
         .map_err(|e| fail(&e))
 }

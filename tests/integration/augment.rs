@@ -215,6 +215,22 @@ same = [images for images, _ in loader]
 assert same[2] is same[0] and same[1] is not same[0]
 fresh = shmpipe.Loader(ds, shmpipe.RandomResizedCrop(16, seed=3), batch_size=2, seed=1)
 assert all(np.array_equal(a, b) for a, (b, _) in zip(arrays, fresh))
+# Without recycle: an array nothing else holds is written again; a kept batch, or one a view
+# still holds, never is.
+loader = shmpipe.Loader(ds, shmpipe.RandomResizedCrop(16, seed=3), batch_size=2, seed=1)
+kept = [images for images, _ in loader]
+assert len({{id(a) for a in kept}}) == 3
+assert all(np.array_equal(a, b) for a, b in zip(arrays, kept))
+import weakref
+first, reused = None, []
+for k, (images, _) in enumerate(loader):
+    if k == 0:
+        first = weakref.ref(images)
+    else:
+        reused.append(images is first())
+assert reused == [False, True], reused
+views = [images[0] for images, _ in loader]
+assert all(np.array_equal(v, a[0]) for v, a in zip(views, arrays))
 print(json.dumps(checks))
 "#,
                 lib = library(),
