@@ -30,6 +30,11 @@ DataLoader sends a worker's tensors (in shared memory); the pool stands in for i
     PIL image (the same steps: get_params, crop, bilinear resize, flip, to float, normalise).
 (aug-pillow) ImageFolder's way: each worker decodes the JPEG file with Pillow, then the same
     transforms.
+(aug-tv-imagefolder) torchvision itself, when installed: `ImageFolder` over the JPEG files with
+    `Compose([RandomResizedCrop(224), RandomHorizontalFlip(), ToTensor(), Normalize()])`, in a
+    DataLoader's workers (default collate).
+(aug-tv-views) `shmpipe.Dataset` views with those torchvision transforms (on a PIL image made from
+    each view).
 
 With torch installed it runs `torch.utils.data.DataLoader(ds, batch_size, shuffle=True,
 num_workers, multiprocessing_context=CTX)`; without (or with --loader pool), a `multiprocessing`
@@ -79,6 +84,12 @@ try:
     from torch.utils.data import DataLoader
 except ImportError:
     torch = None
+
+try:
+    import torchvision
+    import torchvision.transforms as T
+except ImportError:
+    torchvision = None
 
 
 def pss_kib(pid):
@@ -213,6 +224,26 @@ class PillowAugDataset(PillowDataset):
 
         with Image.open(os.path.join(self.root, self.paths[i])) as im:
             return torchvision_like(im.convert("RGB")), self.labels[i]
+
+
+def torchvision_transforms(from_view=False):
+    """torchvision's own RandomResizedCrop(224), RandomHorizontalFlip(), ToTensor() and
+    Normalize(), on a PIL image (made from a dataset's view first, when `from_view`)."""
+    from PIL import Image
+
+    steps = [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+             T.Normalize(MEAN.tolist(), STD.tolist())]
+    return T.Compose(([Image.fromarray] if from_view else []) + steps)
+
+
+def image_folder(folder):
+    """torchvision's ImageFolder over the JPEG files, with its transforms: the folder as the
+    one class of a root made for it (ImageFolder wants class folders)."""
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="loaderbench-")
+    os.symlink(os.path.abspath(folder), os.path.join(root, "all"))
+    return torchvision.datasets.ImageFolder(root, transform=torchvision_transforms())
 
 
 class SharedBatch:
@@ -435,6 +466,20 @@ def idle_baseline(method):
         return pss_kib(pid)
 
 
+def standalone_idle():
+    """Pss (KiB) of this script idle in a process of its own, with its imports (NumPy, and
+    torch when installed) and nothing else: the interpreter the compiled loader runs in. A
+    forked worker shares its libraries' pages with the fork server, so its Pss is lower."""
+    idle = subprocess.Popen([sys.executable, os.path.abspath(__file__), "-", "-", "--idle"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        idle.stdout.readline()
+        return pss_kib(idle.pid)
+    finally:
+        idle.stdin.close()
+        idle.wait()
+
+
 def fetch_rate(dataset, batch, collate=None, seconds=3.0):
     """Images/s of fetching and collating shuffled batches in this one process, no loader."""
     collate = collate or stack
@@ -475,6 +520,11 @@ def one(args, method, way, sampled):
     elif way == "aug-pillow":
         dataset = PillowAugDataset(os.path.abspath(args.folder), list(block.paths), labels)
         collate = shared_stack
+    elif way in ("aug-tv-imagefolder", "aug-tv-views"):
+        if torch is None or torchvision is None:
+            sys.exit(f"{way}: needs torch and torchvision, and --loader torch or auto")
+        dataset = (image_folder(args.folder) if way == "aug-tv-imagefolder"
+                   else shmpipe.Dataset(args.name, transform=torchvision_transforms(True)))
     else:
         sys.exit(f"unknown way {way!r}")
     block.close()
@@ -546,7 +596,12 @@ def main():
     parser.add_argument("--loader", choices=["auto", "torch", "pool"], default="auto",
                         help="torch's DataLoader (auto: when torch is installed) or a multiprocessing pool")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.idle:
+        print("idle", flush=True)
+        sys.stdin.read()
+        return
     global torch
     if args.loader == "pool":
         torch = None
@@ -603,12 +658,23 @@ def main():
         one interpreter, counted as idle)."""
         return 1 if way.startswith("aug-w0") else args.workers
 
+    solos = []  # an idle interpreter of its own's Pss KiB, one per round
+
+    def budget_of(way, idle, solo):
+        """The dataset and the idle interpreters a way needs at least (KiB): the compiled
+        loader's one interpreter of its own, or the workers, each an idle forked worker."""
+        return dataset_bytes / 1024 + (solo if way.startswith("aug-w0") else args.workers * idle)
+
     for round_ in range(args.rounds):
         for method in args.methods.split(","):
             idle = idle_baseline(method)
             idles.setdefault(method, []).append(idle)
             tag = f"[round {round_ + 1}, {method}]"
             print(f"{tag} idle worker (this script's imports): {idle / 1024:.1f} MiB Pss")
+            solo = standalone_idle()
+            solos.append(solo)
+            print(f"{tag} idle interpreter of its own (the compiled loader's): "
+                  f"{solo / 1024:.1f} MiB Pss")
             by_way = {}
             for way in ways:
                 # Timed and sampled in two runs: on 2 cores the sampler, which reads every
@@ -620,7 +686,7 @@ def main():
                 later_rate = statistics.median(later) if later else None
                 runs.setdefault((method, way), []).append((first_rate, later_rate, timed["first"][0], peak))
                 by_way[way] = (first_rate, later_rate)
-                budget = dataset_bytes / 1024 + workers_of(way) * idle
+                budget = budget_of(way, idle, solo)
                 later_text = f", later epochs {later_rate:6.0f}" if later else ""
                 print(f"{tag} {way:8s} first epoch {first_rate:6.0f} images/s "
                       f"(first batch at {timed['first'][0]:.2f} s){later_text}; peak total Pss "
@@ -645,7 +711,7 @@ def main():
           "peak total Pss | x dataset | x (dataset + workers x idle) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        budget = dataset_bytes / 1024 + workers_of(r["way"]) * r["idle"]
+        budget = budget_of(r["way"], r["idle"], statistics.median(solos))
         later = "-" if r["later_rate"] is None else f"{r['later_rate']:.0f}"
         print(f"| {r['method']} | {r['way']} | {r['first_rate']:.0f} | {r['first_batch']:.2f} s | {later} | "
               f"{r['peak'] / 2**20:.2f} GiB | {r['peak'] * 1024 / dataset_bytes:.2f} | {r['peak'] / budget:.2f} |")
@@ -661,7 +727,7 @@ def main():
                 print(f"[{method}] {way} / pillow images/s (medians): first epoch "
                       f"{mine['first_rate'] / theirs['first_rate']:.1f}x{later}")
         for way in ("aug-w0", "aug-w0-recycle", "aug-w8"):
-            for other in ("aug-pillow", "aug-views"):
+            for other in ("aug-pillow", "aug-views", "aug-tv-imagefolder", "aug-tv-views"):
                 if way in by_way and other in by_way:
                     mine, theirs = by_way[way], by_way[other]
                     later = (f", later epochs {mine['later_rate'] / theirs['later_rate']:.1f}x"

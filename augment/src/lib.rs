@@ -129,27 +129,90 @@ pub fn batch(
     let mut made = vec![None; sources.len()];
     let threads = threads.clamp(1, sources.len().max(1));
     let chunk = sources.len().div_ceil(threads).max(1);
-    let result: Result<(), String> = std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        let mut made_rest = made.as_mut_slice();
-        let mut out_rest = out;
-        for part in sources.chunks(chunk) {
-            let (made_part, rest) = made_rest.split_at_mut(part.len());
-            made_rest = rest;
-            let (out_part, rest) = split(out_rest, part.len() * per_image);
-            out_rest = rest;
-            handles.push(scope.spawn(move || make(part, c, aug, epoch, out_part, made_part)));
+    let mut shares = Vec::new();
+    let mut made_rest = made.as_mut_slice();
+    let mut out_rest = out;
+    for part in sources.chunks(chunk) {
+        let (made_part, rest) = made_rest.split_at_mut(part.len());
+        made_rest = rest;
+        let (out_part, rest) = split(out_rest, part.len() * per_image);
+        out_rest = rest;
+        shares.push((part, out_part, made_part));
+    }
+    let run = |(part, out_part, made_part): (&[Source], Out, &mut [Option<Made>])| {
+        make(part, c, aug, epoch, out_part, made_part)
+    };
+    // A panic (a bug) fails the batch; it must not unwind into the caller (Python, through C).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if threads == 1 {
+            return shares.into_iter().try_for_each(run);
         }
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err("a batch thread panicked".into()))
+        if let Some(pool) = pool(threads) {
+            let outcomes = std::sync::Mutex::new(Vec::new());
+            pool.scope(|scope| {
+                for share in shares {
+                    let (run, outcomes) = (&run, &outcomes);
+                    scope.spawn(move |_| {
+                        let outcome = run(share);
+                        outcomes
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(outcome);
+                    });
+                }
+            });
+            let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
+            return outcomes.into_iter().collect();
+        }
+        // No pool to be had (see `pool`): threads of this call's own.
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| scope.spawn(move || run(share)))
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a batch thread panicked".into()))
+            })
         })
-    });
+    }))
+    .unwrap_or_else(|_| Err("a batch thread panicked".into()));
     result?;
     Ok(made
         .into_iter()
         .map(|m| m.expect("every image made"))
         .collect())
+}
+
+/// The threads that make batches' shares, kept from one call to the next (a thread started for
+/// each call would fault in its buffers again each time), with the process and the count they
+/// were made for.
+static POOL: std::sync::Mutex<Option<(u32, usize, std::sync::Arc<rayon_core::ThreadPool>)>> =
+    std::sync::Mutex::new(None);
+
+/// This process's pool of `threads` threads, or None when none can be had without waiting: the
+/// lock is held by another call (or was held, in a process forked during a call, by a thread
+/// that is not in this one), or the threads cannot be started. After a fork the pool's threads
+/// are not in the child, so a pool made by another process is left alone and a new one made.
+fn pool(threads: usize) -> Option<std::sync::Arc<rayon_core::ThreadPool>> {
+    let mut slot = POOL.try_lock().ok()?;
+    let pid = std::process::id();
+    match &*slot {
+        Some((p, t, pool)) if *p == pid && *t == threads => return Some(pool.clone()),
+        Some((p, _, _)) if *p != pid => {
+            // Its threads are in the parent: dropping it here would wait for them.
+            std::mem::forget(slot.take());
+        }
+        _ => {}
+    }
+    let pool = rayon_core::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|k| format!("shmpipe-augment-{k}"))
+        .build()
+        .ok()?;
+    let pool = std::sync::Arc::new(pool);
+    *slot = Some((pid, threads, pool.clone()));
+    Some(pool)
 }
 
 /// `out` cut after its first `n` values.
@@ -172,14 +235,37 @@ fn make(
     c: usize,
     aug: &Augment,
     epoch: u64,
+    out: Out,
+    made: &mut [Option<Made>],
+) -> Result<(), String> {
+    // This thread's buffers, kept from one call to the next: the calling thread makes a share
+    // of every batch, and freeing and allocating them again each time costs page faults.
+    BUFFERS.with_borrow_mut(|(scratch, resampler)| {
+        make_with(sources, c, aug, epoch, out, made, scratch, resampler)
+    })
+}
+
+thread_local! {
+    /// [`make`]'s resampled image and resampler, for the next call on this thread.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, shmpipe_resample::Resampler)> =
+        std::cell::RefCell::default();
+}
+
+/// [`make`] with this thread's buffers.
+#[allow(clippy::too_many_arguments)]
+fn make_with(
+    sources: &[Source],
+    c: usize,
+    aug: &Augment,
+    epoch: u64,
     mut out: Out,
     made: &mut [Option<Made>],
+    scratch: &mut Vec<u8>,
+    resampler: &mut shmpipe_resample::Resampler,
 ) -> Result<(), String> {
     let (oh, ow) = (aug.size.0 as usize, aug.size.1 as usize);
     let per_image = oh * ow * c;
-    let mut scratch = vec![0u8; per_image];
-    // Its buffers serve every image of this thread's share.
-    let mut resampler = shmpipe_resample::Resampler::new();
+    scratch.resize(per_image, 0);
     for (k, s) in sources.iter().enumerate() {
         let m = plan(aug, epoch, s.index, (s.height, s.width));
         let b = m.crop;
@@ -214,7 +300,7 @@ fn make(
             }
             (Out::F32(o), Some((mean, std))) => {
                 let image = &mut o[k * per_image..(k + 1) * per_image];
-                normalise(&scratch, (oh, ow, c), m.flipped, (&mean, &std), image);
+                normalise(scratch, (oh, ow, c), m.flipped, (&mean, &std), image);
             }
             (Out::F32(_), None) => unreachable!("checked by `batch`"),
         }

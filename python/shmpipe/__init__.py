@@ -2,7 +2,7 @@
 process by name as NumPy arrays, with no copy.
 
     import shmpipe
-    ds = shmpipe.load("photos/", name="faces", resize="224x224")   # runs `shmpipe load`
+    ds = shmpipe.load("photos/", name="faces", resize="224x224", fit="cover")  # `shmpipe load`
     ds = shmpipe.attach("faces")     # the dataset made by `shmpipe load DIR --name faces`
     ds.array.shape                   # (N, H, W, C) uint8, when every image has one shape
     ds.images[3]                     # (H, W, C) view of image 3, made when asked for

@@ -331,6 +331,9 @@ class Loader:
         self.tensors = tensors
         self.pin_memory = bool(pin_memory)
         self.epoch = 0
+        # Full batches' arrays, each written again once nothing else holds it; kept from one
+        # epoch to the next, so that an epoch starts on pages already there.
+        self._pool: list = []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -358,7 +361,7 @@ class Loader:
         pin = self.pin_memory and _torch.can_pin()
         tensors = pin or _torch.wanted(self.tensors)
         made = []  # with `recycle`: the first full batches, written again in turn
-        pool = []  # without: full batches' arrays, each written again once unheld
+        pool = self._pool
         for k, start in enumerate(range(0, n, self.batch_size)):
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
@@ -366,17 +369,22 @@ class Loader:
             full = len(idx) == self.batch_size
             recycled = full and len(made) == self.recycle > 0
             out = made[k % self.recycle] if recycled else None
-            pooled = full and not pin and self.recycle == 0
+            pooled = not pin and self.recycle == 0
             if out is None and pin:
                 out = _torch.pinned(*self.augment.shape(block, idx))[1]
             elif pooled:
+                # A free array of a full batch's shape; a shorter batch takes its first images.
+                shape, dtype = self.augment.shape(block, order[:self.batch_size])
+                pool[:] = [a for a in pool if a.shape == shape and a.dtype == dtype]
                 out = _unheld(pool)
+                out = out if out is None or full else out[:len(idx)]
             images = self.augment.batch(block, idx, epoch=self.epoch, threads=self.threads,
                                         out=out)
             if full and not recycled and len(made) < self.recycle:
                 made.append(images)
-            if pooled and out is None and len(pool) < _POOL:
-                pool.append(images)
+            if pooled and full and out is None:
+                # Every pooled array is held (none was free): the oldest gives way.
+                pool[:] = (pool + [images])[-_POOL:]
             targets = (np.full(len(idx), -1, np.int64) if labels is None
                        else np.asarray(labels[idx], dtype=np.int64))
             if tensors:

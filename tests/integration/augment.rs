@@ -513,3 +513,38 @@ fn files_in(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The library keeps its threads from one batch to the next. A process forked after a batch
+/// (a DataLoader's workers under fork) has none of them: its batches are made by threads of its
+/// own, alike, and never wait for the parent's.
+#[test]
+fn a_process_forked_after_a_batch_makes_its_own_batches_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augfork{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"
+import os, json, signal
+os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
+import numpy as np, shmpipe
+ds = shmpipe.Dataset("{name}")
+aug = shmpipe.RandomResizedCrop(24, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), seed=9)
+want = aug.batch(ds, range(len(ds)), threads=2)
+children = {{}}
+for threads in (1, 2, 3):
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(30)  # a child that waits for threads it does not have dies, not hangs
+        got = aug.batch(ds, range(len(ds)), threads=threads)
+        again = aug.batch(ds, range(len(ds)), threads=threads)
+        os._exit(0 if np.array_equal(got, want) and np.array_equal(again, want) else 1)
+    children[threads] = os.waitpid(pid, 0)[1]
+print(json.dumps({{str(k): v for k, v in children.items()}}))
+"#,
+            lib = library(),
+        ),
+    );
+    assert_eq!(said, serde_json::json!({"1": 0, "2": 0, "3": 0}));
+}
