@@ -306,10 +306,11 @@ class Loader:
     rank of a distributed training, say), gives each epoch's order instead of `shuffle`; its
     `set_epoch`, when it has one, is called by this loader's.
 
-    A fresh array costs the kernel zeroing its pages, a third of the work, so a full batch is
-    written into an array of an earlier batch once nothing but the loader holds that array
-    (CPython's reference count says so: no variable, view or tensor of the program's is left
-    on it). A batch the program keeps is never written again.
+    A fresh array costs the kernel zeroing its pages, a third of the work, so the loader keeps
+    up to three batch arrays, from one epoch to the next, and writes a batch into one once
+    nothing but the loader holds it (CPython's reference count says so: no variable, view or
+    tensor of the program's is left on it); a short last batch takes the first images of one.
+    A batch the program keeps is never written again.
 
     `recycle=N` (0: off) writes batch k + N into batch k's array whether or not it is held: for
     pinned batches, whose pending copies to a GPU no reference count shows. Only for a loop that
