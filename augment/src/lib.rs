@@ -340,8 +340,8 @@ fn normalise(
     }
 }
 
-/// [`normalise`] for `C` channels: row by row, each channel's plane row looked up from the
-/// source row (which stays in cache for the `C` passes).
+/// [`normalise`] for `C` channels: plane by plane, each row looked up from its source row (the
+/// resampled image, in cache for the `C` passes).
 fn planes<const C: usize>(
     src: &[u8],
     (h, w): (usize, usize),
