@@ -42,7 +42,31 @@ pub fn run_and_report(job: &Job) -> i32 {
         }
         Err(err) => {
             eprintln!("shmpipe: error: {err:#}");
+            remove_unused_output_folder(job);
             exit::USAGE
+        }
+    }
+}
+
+/// After a refused job: the output folders it created, when they hold nothing (but the marker
+/// it wrote), so that a refusal leaves nothing behind. A folder holding anything else stays.
+fn remove_unused_output_folder(job: &Job) {
+    let (Some(top), Some(out)) = (&job.output_created, &job.output) else {
+        return;
+    };
+    let only_marker = std::fs::read_dir(out).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_name() == std::ffi::OsStr::new(OUTPUT_MARKER))
+    });
+    if !only_marker {
+        return;
+    }
+    let _ = std::fs::remove_file(out.join(OUTPUT_MARKER));
+    // From the output folder up to the outermost one created; each only if empty.
+    for dir in out.ancestors() {
+        if std::fs::remove_dir(dir).is_err() || dir == top {
+            break;
         }
     }
 }
@@ -91,16 +115,7 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
             anyhow!("invalid --format {name:?}: expected png, jpeg, webp, gif, bmp or tiff")
         })?),
     };
-    let mut job = args.inputs.job()?;
-    if let Some(out) = &args.out {
-        let (output, output_in_input) = match args.report.dry_run {
-            true => planned_output_folder(out, &job.input)?,
-            false => output_folder(out, &job.input)?,
-        };
-        job.output = Some(output);
-        job.output_as_given = Some(out.clone());
-        job.output_in_input = output_in_input;
-    }
+    let job = args.inputs.job()?;
     let mut job = job.backing(args.backing.clone())?;
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     job.shard = crate::engine::shard::resolve(args.shard.as_deref(), args.shards, &env)?;
@@ -113,6 +128,17 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
     }
     if let Some(workers) = args.workers {
         job.workers = workers;
+    }
+    // Last, so that no refusal of the flags above leaves a folder behind.
+    if let Some(out) = &args.out {
+        let (output, output_in_input, created) = match args.report.dry_run {
+            true => planned_output_folder(out, &job.input).map(|(o, i)| (o, i, None))?,
+            false => output_folder(out, &job.input)?,
+        };
+        job.output = Some(output);
+        job.output_as_given = Some(out.clone());
+        job.output_in_input = output_in_input;
+        job.output_created = created;
     }
     Ok(Job {
         chain,
@@ -139,11 +165,21 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
 }
 
 /// Creates the output folder `out` and resolves it; refuses the input folder itself and one
-/// this user cannot write. Says whether it lies inside the input and holds only our outputs.
-fn output_folder(out: &Path, input: &Path) -> anyhow::Result<(std::path::PathBuf, bool)> {
+/// this user cannot write. Says whether it lies inside the input and holds only our outputs,
+/// and gives the outermost folder it created (resolved), if any.
+fn output_folder(out: &Path, input: &Path) -> anyhow::Result<(PathBuf, bool, Option<PathBuf>)> {
     let existed = out.exists();
+    // The outermost missing folder of `out`, to be created with it.
+    let absolute = std::path::absolute(out)
+        .with_context(|| format!("cannot resolve output folder {}", out.display()))?;
+    let outermost = absolute
+        .ancestors()
+        .take_while(|a| std::fs::symlink_metadata(a).is_err())
+        .last()
+        .map(Path::to_path_buf);
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let created = outermost.and_then(|o| o.canonicalize().ok());
     let out = out
         .canonicalize()
         .with_context(|| format!("cannot resolve output folder {}", out.display()))?;
@@ -158,7 +194,7 @@ fn output_folder(out: &Path, input: &Path) -> anyhow::Result<(std::path::PathBuf
         .tempfile_in(&out)
         .with_context(|| format!("output folder {} is not writable", out.display()))?;
     let ours = out.starts_with(input) && output_folder_is_ours(&out, existed)?;
-    Ok((out, ours))
+    Ok((out, ours, created))
 }
 
 /// The output folder `out` as [`output_folder`] would make it, for `--dry-run`: resolved through

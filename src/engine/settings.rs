@@ -44,6 +44,9 @@ pub struct Job {
     pub output_as_given: Option<PathBuf>,
     /// The output folder is inside the input folder and holds only outputs: the walk skips it.
     pub output_in_input: bool,
+    /// The outermost folder this run created for its output folder (None: it was there): a run
+    /// refused before it writes removes them again.
+    pub output_created: Option<PathBuf>,
     /// `--output-name`: each output's name from its source's; None: its relative path.
     pub output_name: Option<crate::engine::naming::NameTemplate>,
     pub chain: OpChain,
@@ -102,6 +105,7 @@ impl Job {
             output: None,
             output_as_given: None,
             output_in_input: false,
+            output_created: None,
             output_name: None,
             chain: OpChain::default(),
             format: None,

@@ -146,11 +146,24 @@ fn a_template_that_cannot_name_every_image_apart_is_refused_before_anything() {
         let err = stderr(&done);
         assert_eq!(done.status.code(), Some(2), "{template}: {err}");
         assert!(err.contains(says), "{template}: {err}");
-        assert!(
-            files_under(&out).is_empty() || !out.exists(),
-            "{template} wrote"
-        );
+        assert!(!out.exists(), "{template} left {}", out.display());
     }
+    // Nor inside the input folder, where the run would mark its output folder, nor any folder
+    // created on the way to it; a folder that was there stays.
+    let listing = files_under(&input);
+    let inside = input.join("made/deeper");
+    let done = named_run(&input, &inside, "all.png", &[]);
+    assert_eq!(done.status.code(), Some(2), "{}", stderr(&done));
+    assert!(
+        !input.join("made").exists(),
+        "a refused run left its folders"
+    );
+    assert_eq!(files_under(&input), listing);
+    let there = tmp.path().join("there");
+    std::fs::create_dir(&there).unwrap();
+    let done = named_run(&input, &there.join("new"), "all.png", &[]);
+    assert_eq!(done.status.code(), Some(2), "{}", stderr(&done));
+    assert!(there.is_dir() && !there.join("new").exists());
     let blocks: Vec<_> = std::fs::read_dir(blocks_dir()).unwrap().flatten().collect();
     assert!(blocks.is_empty(), "a refused run made {blocks:?}");
     // Numbers would repeat across shards.
