@@ -403,9 +403,14 @@ _POOL = 3
 
 
 def _unheld(pool: list) -> Optional[np.ndarray]:
-    """An array of `pool` that nothing but the pool holds, or None. Its references are then
-    exactly three: the list's, this loop's variable and `getrefcount`'s argument."""
+    """An array of `pool` that nothing but the pool holds, or None. The count such an array
+    shows is read off an object held by a list alone, looked at the same way: what a loop
+    variable and `getrefcount`'s argument add differs between Python versions (3.14 may borrow
+    them), while anything of the program's (a variable, a view's base, a tensor's storage)
+    always adds one."""
+    for probe in [object()]:
+        alone = sys.getrefcount(probe)
     for array in pool:
-        if sys.getrefcount(array) == 3:
+        if sys.getrefcount(array) == alone:
             return array
     return None
