@@ -299,8 +299,9 @@ class Loader:
     Batches are torch tensors when the program has imported torch (`tensors=None`), else NumPy
     arrays; `tensors=True` or `False` decides. A tensor shares its array's memory: no copy.
     `pin_memory=True` makes each batch in pinned memory, for `.to("cuda", non_blocking=True)`;
-    with no accelerator it warns and does not pin, as torch's DataLoader does. Pinning is
-    costly to set up: with `recycle` the same pinned batches are written again.
+    with no accelerator it warns and does not pin, as torch's DataLoader does. Each pinned
+    batch comes from torch's pinned-memory cache, which gives a block again only once the
+    copies made from it are done.
 
     `sampler`, any iterable of indices with a length (torch's `DistributedSampler(ds)` for one
     rank of a distributed training, say), gives each epoch's order instead of `shuffle`; its
@@ -312,9 +313,9 @@ class Loader:
     tensor of the program's is left on it); a short last batch takes the first images of one.
     A batch the program keeps is never written again.
 
-    `recycle=N` (0: off) writes batch k + N into batch k's array whether or not it is held: for
-    pinned batches, whose pending copies to a GPU no reference count shows. Only for a loop that
-    is done with a batch before it asks for the N-th next; a batch kept longer is overwritten."""
+    `recycle=N` (0: off) writes batch k + N into batch k's array whether or not it is held: only
+    for a loop that is done with a batch before it asks for the N-th next (a batch kept longer
+    is overwritten), and never under an asynchronous copy from pinned memory still in flight."""
 
     def __init__(self, source, augment: _Augment, batch_size: int = 64, shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, threads: Optional[int] = None,
