@@ -548,3 +548,71 @@ print(json.dumps({{str(k): v for k, v in children.items()}}))
     );
     assert_eq!(said, serde_json::json!({"1": 0, "2": 0, "3": 0}));
 }
+
+/// A training process killed while its loader's threads read the block (SIGKILL, SIGTERM, or
+/// Ctrl-C's SIGINT) ends, promptly, and leaves nothing behind: no lock (a writable handle
+/// attaches), the dataset still listed ready, and the same seed giving the same batches as
+/// before it was killed.
+#[test]
+fn a_loader_killed_mid_epoch_leaves_the_dataset_as_it_was() {
+    use rustix::process::{kill_process, Pid, Signal};
+    use std::time::{Duration, Instant};
+
+    use crate::python_loader::{listed, python_until, refusal};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augkill{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    let digest = format!(
+        r#"
+import os, hashlib
+os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
+import shmpipe
+ds = shmpipe.Dataset("{name}")
+aug = shmpipe.RandomResizedCrop(96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), seed=5)
+def digest():
+    h = hashlib.sha256()
+    for epoch in range(2):
+        loader = shmpipe.Loader(ds, aug, 4, seed=5, threads=2, tensors=False)
+        loader.set_epoch(epoch)
+        for images, labels in loader:
+            h.update(images.tobytes())
+            h.update(labels.tobytes())
+    return h.hexdigest()
+"#,
+        lib = library(),
+    );
+    let before = python(
+        &pythons()[0],
+        &format!("{digest}\nimport json\nprint(json.dumps(digest()))\n"),
+    );
+    for signal in [Signal::KILL, Signal::TERM, Signal::INT] {
+        // Batches without end: whenever the signal comes, threads are reading the block.
+        let mut child = python_until(
+            &format!("{digest}\nprint('ready', flush=True)\nwhile True:\n    digest()\n"),
+            "ready",
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        kill_process(Pid::from_raw(child.id() as i32).unwrap(), signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{signal:?}: the loader did not end"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "{signal:?}: {status:?}");
+        assert_eq!(refusal(&name, true), "", "{signal:?}: no lock left");
+        let entry = listed(&name).expect("the dataset is still listed");
+        assert_eq!(entry["state"], "ready", "{signal:?}: {entry}");
+        let after = python(
+            &pythons()[0],
+            &format!("{digest}\nimport json\nprint(json.dumps(digest()))\n"),
+        );
+        assert_eq!(after, before, "{signal:?}: the same batches as before");
+    }
+}

@@ -448,7 +448,7 @@ print(json.dumps({{"means": means, "after_collect": after_collect, "after_with":
 }
 
 /// `script` in the first Python, stdin and stdout piped, once it has printed the line `ready`.
-fn python_until(script: &str, ready: &str) -> Child {
+pub(crate) fn python_until(script: &str, ready: &str) -> Child {
     let mut child = Command::new(&pythons()[0])
         .arg("-c")
         .arg(script)
@@ -466,7 +466,7 @@ fn python_until(script: &str, ready: &str) -> Child {
 }
 
 /// `ls --json`'s entry for the dataset `name`, if it lists it.
-fn listed(name: &str) -> Option<serde_json::Value> {
+pub(crate) fn listed(name: &str) -> Option<serde_json::Value> {
     let ls: serde_json::Value = serde_json::from_str(&ok(&[os("ls"), os("--json")])).unwrap();
     ls.as_array()
         .unwrap()
@@ -502,7 +502,7 @@ impl Drop for Holder {
 }
 
 /// What `attach` says, or "" when it attached.
-fn refusal(name: &str, writable: bool) -> String {
+pub(crate) fn refusal(name: &str, writable: bool) -> String {
     refusal_in(name, writable, None)
 }
 
