@@ -40,6 +40,11 @@ const FIELDS: &str = "{dir}, {stem}, {ext}, {name}, {index} or {index:N}";
 
 impl NameTemplate {
     pub fn parse(text: &str) -> Result<NameTemplate, String> {
+        if text.starts_with('/') {
+            return Err(format!(
+                "--output-name {text:?}: a template names a path inside the -o folder, not an absolute path: drop the leading /"
+            ));
+        }
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find(['{', '}']) {
@@ -228,6 +233,7 @@ mod tests {
             "{index:x}",
             "fixed.png",
             "{dir}.png",
+            "/tmp/{name}",
         ] {
             assert!(NameTemplate::parse(bad).is_err(), "{bad}");
         }

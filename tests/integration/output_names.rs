@@ -135,6 +135,7 @@ fn a_template_that_cannot_name_every_image_apart_is_refused_before_anything() {
             "gives a/x.png and b/x.png one name, x.png: add {dir} or {index}",
         ),
         ("../{name}", "goes up out of the output folder"),
+        ("/tmp/{name}", "not an absolute path"),
         (
             "{dir}/{stem}.jpg",
             "does not end in an extension of its png output",
