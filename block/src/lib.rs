@@ -52,6 +52,8 @@ mod claim;
 mod doorbell;
 mod error;
 mod layout;
+#[cfg(test)]
+mod layout_tests;
 mod mapping;
 mod owned;
 mod plan;
