@@ -10,7 +10,8 @@ use serde::Serialize;
 use shmpipe_block as block;
 use shmpipe_worker::codec;
 
-use crate::engine::job::{block_plan, hold, names, plan_job, refused_folders, Clock};
+use crate::engine::holding::{block_plan, hold};
+use crate::engine::job::{names, plan_job, refused_folders, Clock};
 use crate::engine::settings::Job;
 use crate::engine::summary::{count, human_bytes, push_skipped, Failure};
 use crate::engine::supervise::Signals;

@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod dry_run;
+pub mod holding;
 pub mod job;
 pub mod labels;
 pub mod memory;
