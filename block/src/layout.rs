@@ -4,7 +4,7 @@
 //!
 //! This file must never touch a mapping: it describes bytes, it does not read or write them.
 //! Changing anything here changes the layout: bump [`LAYOUT_VERSION`] and update
-//! `python/shmpipe/_block.py` with it.
+//! `python/shmpipe/_layout.py` with it.
 
 use std::cell::UnsafeCell;
 use std::mem::size_of;

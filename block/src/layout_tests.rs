@@ -150,7 +150,7 @@ fn an_ordinary_plan_has_aligned_regions_in_order() {
     assert_eq!(r.total, r.pixels + r.pixels_len);
 }
 
-/// python/shmpipe/_block.py reads these offsets: change them together.
+/// python/shmpipe/_layout.py reads these offsets: change them together.
 #[test]
 fn offsets_the_python_module_relies_on() {
     assert_eq!(offset_of!(Header, layout_version), 8);

@@ -1,5 +1,5 @@
 //! The block: one named shared-memory region holding a whole image dataset, and the only
-//! definition of its layout (its Python mirror is `python/shmpipe/_block.py`, held to it by
+//! definition of its layout (its Python mirror is `python/shmpipe/_layout.py`, held to it by
 //! `tests/integration/python.rs`). Both the coordinator and the workers use this crate.
 //!
 //! Every `unsafe` line of the project that touches shared memory is in this crate, each block

@@ -32,7 +32,8 @@ and the process that uses it copies the images out of the block.
 """
 from ._augment import CenterCrop, Loader, RandomResizedCrop
 from ._batch import Batch, collate
-from ._block import LAYOUT_VERSION, Block, BlockError, attach
+from ._block import Block, BlockError, attach
+from ._layout import LAYOUT_VERSION
 from ._cli import load, program
 from ._dataset import Dataset
 

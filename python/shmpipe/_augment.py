@@ -19,7 +19,8 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _torch
-from ._block import _READY, MAGIC, SHM_DIR, Block, BlockError, owner_of
+from ._block import Block, BlockError, owner_of
+from ._layout import _READY, MAGIC, SHM_DIR
 
 _LIBRARY: Optional[ctypes.CDLL] = None
 

@@ -1,96 +1,28 @@
 """Attaching to a block: open, check, lock, map, and the lazy views over its pixels.
 
-The layout mirrors block/src/layout.rs (`LAYOUT_VERSION` below); the offsets are checked
-there by `offsets_the_python_module_relies_on`. This module never unlinks a block and never
-hands it to Python's resource tracker (it does not use `multiprocessing.shared_memory`).
+The layout it reads is `_layout`'s (a mirror of block/src/layout.rs); a writable handle's mark
+and the fork hook that protects it are `_editmark`'s. This module never unlinks a block and
+never hands it to Python's resource tracker (it does not use `multiprocessing.shared_memory`).
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import mmap
 import os
 import stat
 import struct
-import threading
 import time
 import weakref
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
-MAGIC = b"SHMPIPE\0"
-LAYOUT_VERSION = 4
-NAME_PREFIX = "shmpipe-"
-SHM_DIR = "/dev/shm"
-HEADER_SIZE = 512
-IMAGE_RECORD_SIZE = 256
-# Every slot starts at a multiple of this past the pixels region (`ALIGN` in block/layout.rs).
-_ALIGN = 64
+from ._editmark import _EditMark
+from ._layout import (_ALIGN, _DONE, _HEADER, _LABEL_AT, _MESSAGE_LEN, _NOT_READY, _READY,
+                      _RECORD, FLAG_COPY, FLAG_KEPT, FORMATS, HEADER_SIZE, IMAGE_RECORD_SIZE,
+                      LAYOUT_VERSION, MAGIC, NAME_PREFIX, SHM_DIR, _bad_records)
 
-# Header: (offset, struct format) of the fields read here.
-_HEADER = {
-    "magic": (0, "8s"),
-    "layout_version": (8, "<I"),
-    "header_size": (12, "<I"),
-    "total_size": (16, "<Q"),
-    "image_count": (32, "<Q"),
-    "channels": (44, "<I"),
-    "image_table_offset": (48, "<Q"),
-    "image_record_size": (56, "<Q"),
-    "strings_offset": (80, "<Q"),
-    "strings_len": (88, "<Q"),
-    "pixels_offset": (96, "<Q"),
-    "pixels_len": (104, "<Q"),
-    "input_root_offset": (112, "<Q"),
-    "input_root_len": (120, "<Q"),
-    "flags": (188, "<I"),
-    "created_unix_ns": (232, "<Q"),
-    "python_writers": (248, "<Q"),
-    "dataset_state": (296, "<I"),
-    "history_count": (300, "<I"),
-    "label_kind": (324, "<I"),
-    "class_count": (328, "<I"),
-    "class_names_offset": (336, "<Q"),
-    "class_names_len": (344, "<Q"),
-}
-FLAG_COPY = 2
-FLAG_KEPT = 8
-
-# One image record, as `ImageRecord` in block/layout.rs.
-_RECORD = np.dtype(
-    {
-        "names": ["slot_offset", "slot_len", "height", "width", "channels", "format",
-                  "source_offset", "source_len", "status", "message_len", "message",
-                  "original_width", "original_height", "label"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u8", "<u8", "<u4", "<u4", "S104",
-                    "<u4", "<u4", "<i8"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 40, 48, 60, 80, 184, 188, 192],
-        "itemsize": IMAGE_RECORD_SIZE,
-    }
-)
-_MESSAGE_LEN = 104
-_LABEL_AT = 192
-# Source formats, as `codec::FORMATS` in worker/src/codec.rs.
-FORMATS = ("png", "jpeg", "webp", "gif", "bmp", "tiff")
-_DONE = 2
-# Dataset states, as `DatasetState` in block/layout.rs.
-_READY = 2
-_NOT_READY = {
-    0: "is a run's working block, not a dataset: keep one with `shmpipe load` or `shmpipe run --keep NAME`",
-    1: "is incomplete: its load was interrupted; run `shmpipe repair {short}` or load it again",
-    3: "is damaged: an apply was interrupted while it changed the pixels; run `shmpipe repair {short}`",
-    4: "is damaged: a repair was interrupted; run `shmpipe repair {short}` again",
-    5: ("is damaged: a writable Python handle (shmpipe.attach(..., writable=True)) ended without "
-        "closing (killed, or its interpreter died) while it could write, so its images may be half "
-        "edited; `shmpipe repair` cannot restore them (Python edits are in no step of the "
-        "dataset's history: a rebuild from the sources would drop every one of them), so run "
-        "`shmpipe rm {short}` and load it again, then redo the edits"),
-}
-# `DatasetState::PythonWriting`: a writable handle is attached. Found under the lock, its writer
-# is gone without letting go in order.
-_PYTHON_WRITING = 5
 # `ls`, `clean` and a run's sweep probe a block's lock for a moment: wait that long before "busy".
 _LOCK_PATIENCE_S = 0.5
 
@@ -99,141 +31,6 @@ _LOCK_PATIENCE_S = 0.5
 # how `collate` tells that an array is an image's own view of a block, and which. Weak, so that
 # it keeps no handle (nor its lock) alive.
 _MAPPED: "weakref.WeakValueDictionary[int, Block]" = weakref.WeakValueDictionary()
-
-
-class _EditMark:
-    """The dataset's "a writable Python handle is attached" state, and what clears it.
-
-    Set when a writable handle attaches (under its exclusive lock, before any write); cleared
-    (state back to ready) only when the handle lets go in order: its mapping is gone (closed,
-    or collected with no view left, so nothing of it can write any more), or the interpreter
-    exits normally with no other thread alive (a daemon thread could be writing through a view).
-    A writer killed, or whose interpreter dies, leaves the mark, and every later reader refuses
-    the dataset. The mark holds a descriptor of its own, which keeps the lock
-    from the mapping's end until the state is written back.
-
-    Only the attaching process ever writes through the mapping. A process forked from it (a
-    fork-start `multiprocessing.Pool`, `os.fork`) inherits the mapping, and with it every view
-    made before the fork; the attaching process alone clears the mark, so a child that died
-    half-way through a write would leave a half-edited image in a dataset called ready. So the
-    child's copy of the mapping is made read-only the moment it exists (`mprotect`, in an
-    at-fork hook, before any code of the child runs): a write through an inherited view faults
-    before a byte lands (the child dies of SIGSEGV), and the handle itself refuses to give the
-    child any view (`BlockError`). Nothing a child does can change the pixels, whatever way it
-    ends, so the parent's orderly end truthfully sets the dataset ready. The other design,
-    keeping the mark until every process holding the mapping has ended cleanly, needs a count
-    shared between processes, and marks the dataset damaged whenever a fork pool's idle workers
-    are terminated (as `Pool.__exit__` does), though they never wrote.
-    """
-
-    def __init__(self, fd: int, mapping: mmap.mmap, address: int, length: int):
-        self._fd = os.dup(fd)
-        self._pid = os.getpid()
-        # Alive at `end` only when the interpreter exits with the mapping still there.
-        self._mapping = weakref.ref(mapping)
-        self._address = address
-        self._length = length
-        # An exception out of the `with` block: the edits may be half done, so the mark stays.
-        self.abandoned = False
-        _EDIT_MARKS.add(self)
-
-    def inherited(self) -> bool:
-        """Whether this process is not the one that attached (a fork child of it)."""
-        return os.getpid() != self._pid
-
-    def _after_fork_in_child(self) -> None:
-        """Makes the child's copy of the mapping read-only (see the class)."""
-        mapping = self._mapping()
-        if mapping is None or mapping.closed:
-            return
-        if _mprotect_read_only(self._address, self._length) != 0:
-            # Never seen: the range is this live mapping. A child that might write must not run.
-            message = (f"shmpipe: cannot make an inherited writable mapping read-only in the fork "
-                       f"child {os.getpid()} ({os.strerror(ctypes.get_errno())}); the child exits "
-                       "rather than risk writing half an image\n")
-            os.write(2, message.encode())
-            os._exit(70)
-
-    def set(self) -> None:
-        self._write(_PYTHON_WRITING)
-
-    def _write(self, state: int) -> None:
-        offset, fmt = _HEADER["dataset_state"]
-        os.pwrite(self._fd, struct.pack(fmt, state), offset)
-
-    def end(self) -> None:
-        """Runs once, when the mapping is gone or at the interpreter's normal exit."""
-        try:
-            # A forked child inherits the mark with the mapping; only the attaching process ends it.
-            if os.getpid() == self._pid and not self.abandoned and not self._may_still_write():
-                self._write(_READY)
-        finally:
-            os.close(self._fd)
-
-    def _may_still_write(self) -> bool:
-        """Whether a write may be under way as the mark would be cleared: the interpreter is
-        exiting with the mapping still there and another thread alive. Such a (daemon) thread
-        may hold a view and be in the middle of a write, which NumPy does without the GIL, and
-        it runs on until the process ends: the edits may be half done, so the mark stays. Once
-        the mapping is gone, nothing of it can write."""
-        if self._mapping() is None:
-            return False
-        main = threading.main_thread()
-        return any(t is not main and t.is_alive() for t in threading.enumerate())
-
-
-def _bad_records(slot_offset: np.ndarray, slot_len: np.ndarray, height: np.ndarray,
-                 width: np.ndarray, channels: np.ndarray, source_offset: np.ndarray,
-                 source_len: np.ndarray, pixels_len: int, strings_len: int,
-                 block_channels: int) -> np.ndarray:
-    """Which image records a block may not be attached with (True where bad), as
-    block/src/validate.rs checks them: each slot inside the pixels, 64-byte aligned, at or
-    after the end of the slot before, `height * width * channels` bytes long, with the block's
-    channels; each source path inside the strings.
-
-    `pixels_len` and `strings_len` are Python integers already checked to lie inside the block
-    (below 2**63). No sum of two record fields is ever formed: a field is first compared with
-    those bounds, and a length only with the room left after its offset (`bound - min(offset,
-    bound)`, never negative). So no uint64 can wrap, whatever the record holds, and the verdict
-    is the one Python integers give (`offset + length > bound`). Vectorised: nothing per image."""
-    plen, slen = np.uint64(pixels_len), np.uint64(strings_len)
-    ok = (slot_offset <= plen) & (slot_len <= plen - np.minimum(slot_offset, plen))
-    ok &= slot_offset % np.uint64(_ALIGN) == 0
-    ok &= (source_offset <= slen) & (source_len <= slen - np.minimum(source_offset, slen))
-    # height * width of two uint32 is below 2**64; times channels could wrap, so the length is
-    # divided instead (channels is the block's, 1, 3 or 4, once the first term holds).
-    ok &= channels == block_channels
-    c = np.uint64(block_channels)
-    pixels = height.astype(np.uint64) * width.astype(np.uint64)
-    ok &= (slot_len % c == 0) & (slot_len // c == pixels)
-    if len(ok) > 1 and ok.all():
-        # In order and disjoint: each slot starts at or after the end of the one before (every
-        # offset + length is now at most pixels_len, so the sums are exact).
-        ends = slot_offset + slot_len
-        ok[1:] &= slot_offset[1:] >= ends[:-1]
-    return ~ok
-
-
-# Every writable handle's mark whose mapping is not yet gone: what a fork child makes read-only.
-_EDIT_MARKS: "weakref.WeakSet[_EditMark]" = weakref.WeakSet()
-_PROT_READ = 1
-# Loaded at import, never in a fork child: dlopen there could wait forever on a lock that another
-# thread of the parent held at the fork.
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.mprotect.restype = ctypes.c_int
-
-
-def _mprotect_read_only(address: int, length: int) -> int:
-    return _libc.mprotect(address, length, _PROT_READ)
-
-
-def _after_fork_in_child() -> None:
-    for mark in list(_EDIT_MARKS):
-        mark._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class BlockError(Exception):

@@ -520,7 +520,7 @@ fn the_record_check_agrees_with_python_integers_where_uint64_wraps() {
         r#"
 import itertools, json
 import numpy as np
-from shmpipe._block import _bad_records
+from shmpipe._layout import _bad_records
 
 PLEN, SLEN, CH = 1 << 20, 4096, 3
 def exact(off, ln, h, w, c, so, sl):
