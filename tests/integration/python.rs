@@ -686,3 +686,221 @@ fn rm_force_takes_the_name_from_readers_who_keep_their_pixels_but_never_from_a_w
     assert_eq!(after, before, "the reader kept its pixels");
     assert!(before > 0);
 }
+
+/// The Python package's mirror of the layout (python/shmpipe/_layout.py) is the Rust one: every
+/// header field it reads at the offset and of the size Rust gives it, the image record's fields
+/// likewise, and the constants and states it compares with. A layout changed on one side only
+/// fails here before any dataset is misread.
+#[test]
+fn the_python_layout_mirror_is_the_rust_layout() {
+    use shmpipe_block::{
+        DatasetState, Header, ImageRecord, ImageStatus, StrRef, FLAG_COPY, FLAG_KEPT,
+        LAYOUT_VERSION, MAGIC, MESSAGE_LEN,
+    };
+    use std::mem::{offset_of, size_of};
+
+    /// The size of a field, from an accessor: no value needed.
+    fn size<S, T>(_: fn(&S) -> &T) -> usize {
+        size_of::<T>()
+    }
+    let said = python(
+        r#"
+import json, struct
+from shmpipe import _layout as L
+print(json.dumps({
+    "header": {k: [o, struct.calcsize(f)] for k, (o, f) in L._HEADER.items()},
+    "record": {k: [L._RECORD.fields[k][1], L._RECORD.fields[k][0].itemsize] for k in L._RECORD.names},
+    "record_size": L._RECORD.itemsize,
+    "consts": [L.LAYOUT_VERSION, list(L.MAGIC), L.HEADER_SIZE, L.IMAGE_RECORD_SIZE, L._ALIGN,
+               L._MESSAGE_LEN, L._LABEL_AT, L.FLAG_COPY, L.FLAG_KEPT, L._READY, L._PYTHON_WRITING,
+               L._DONE, sorted(L._NOT_READY), list(L.FORMATS)],
+}))
+"#,
+    );
+    let input_root = offset_of!(Header, input_root);
+    let class_names = offset_of!(Header, class_names);
+    let strref = size_of::<u64>();
+    let header: Vec<(&str, usize, usize)> = vec![
+        (
+            "magic",
+            offset_of!(Header, magic),
+            size(|h: &Header| &h.magic),
+        ),
+        (
+            "layout_version",
+            offset_of!(Header, layout_version),
+            size(|h: &Header| &h.layout_version),
+        ),
+        (
+            "header_size",
+            offset_of!(Header, header_size),
+            size(|h: &Header| &h.header_size),
+        ),
+        (
+            "total_size",
+            offset_of!(Header, total_size),
+            size(|h: &Header| &h.total_size),
+        ),
+        (
+            "image_count",
+            offset_of!(Header, image_count),
+            size(|h: &Header| &h.image_count),
+        ),
+        (
+            "channels",
+            offset_of!(Header, channels),
+            size(|h: &Header| &h.channels),
+        ),
+        (
+            "image_table_offset",
+            offset_of!(Header, image_table_offset),
+            size(|h: &Header| &h.image_table_offset),
+        ),
+        (
+            "image_record_size",
+            offset_of!(Header, image_record_size),
+            size(|h: &Header| &h.image_record_size),
+        ),
+        (
+            "strings_offset",
+            offset_of!(Header, strings_offset),
+            size(|h: &Header| &h.strings_offset),
+        ),
+        (
+            "strings_len",
+            offset_of!(Header, strings_len),
+            size(|h: &Header| &h.strings_len),
+        ),
+        (
+            "pixels_offset",
+            offset_of!(Header, pixels_offset),
+            size(|h: &Header| &h.pixels_offset),
+        ),
+        (
+            "pixels_len",
+            offset_of!(Header, pixels_len),
+            size(|h: &Header| &h.pixels_len),
+        ),
+        (
+            "input_root_offset",
+            input_root + offset_of!(StrRef, offset),
+            strref,
+        ),
+        (
+            "input_root_len",
+            input_root + offset_of!(StrRef, len),
+            strref,
+        ),
+        (
+            "flags",
+            offset_of!(Header, flags),
+            size(|h: &Header| &h.flags),
+        ),
+        (
+            "created_unix_ns",
+            offset_of!(Header, created_unix_ns),
+            size(|h: &Header| &h.created_unix_ns),
+        ),
+        (
+            "python_writers",
+            offset_of!(Header, python_writers),
+            size(|h: &Header| &h.python_writers),
+        ),
+        (
+            "dataset_state",
+            offset_of!(Header, dataset_state),
+            size(|h: &Header| &h.dataset_state),
+        ),
+        (
+            "history_count",
+            offset_of!(Header, history_count),
+            size(|h: &Header| &h.history_count),
+        ),
+        (
+            "label_kind",
+            offset_of!(Header, label_kind),
+            size(|h: &Header| &h.label_kind),
+        ),
+        (
+            "class_count",
+            offset_of!(Header, class_count),
+            size(|h: &Header| &h.class_count),
+        ),
+        (
+            "class_names_offset",
+            class_names + offset_of!(StrRef, offset),
+            strref,
+        ),
+        (
+            "class_names_len",
+            class_names + offset_of!(StrRef, len),
+            strref,
+        ),
+    ];
+    let want: serde_json::Map<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, o, s)| (k.to_string(), serde_json::json!([o, s])))
+        .collect();
+    assert_eq!(said["header"], serde_json::Value::Object(want));
+
+    let source = offset_of!(ImageRecord, source);
+    // `message` is private to the block crate: it lies between `source_mtime_ns` and
+    // `original_width`, MESSAGE_LEN bytes.
+    let message = offset_of!(ImageRecord, source_mtime_ns) + 8;
+    assert_eq!(
+        message + MESSAGE_LEN,
+        offset_of!(ImageRecord, original_width)
+    );
+    let r = |o: usize, s: usize| serde_json::json!([o, s]);
+    let record = serde_json::json!({
+        "slot_offset": r(offset_of!(ImageRecord, slot_offset), 8),
+        "slot_len": r(offset_of!(ImageRecord, slot_len), 8),
+        "height": r(offset_of!(ImageRecord, height), 4),
+        "width": r(offset_of!(ImageRecord, width), 4),
+        "channels": r(offset_of!(ImageRecord, channels), 4),
+        "format": r(offset_of!(ImageRecord, format), 4),
+        "source_offset": r(source + offset_of!(StrRef, offset), 8),
+        "source_len": r(source + offset_of!(StrRef, len), 8),
+        "status": r(offset_of!(ImageRecord, status), size(|i: &ImageRecord| &i.status)),
+        "message_len": r(
+            offset_of!(ImageRecord, message_len),
+            size(|i: &ImageRecord| &i.message_len)
+        ),
+        "message": r(message, MESSAGE_LEN),
+        "original_width": r(offset_of!(ImageRecord, original_width), 4),
+        "original_height": r(offset_of!(ImageRecord, original_height), 4),
+        "label": r(offset_of!(ImageRecord, label), size(|i: &ImageRecord| &i.label)),
+    });
+    assert_eq!(said["record"], record);
+    assert_eq!(said["record_size"], size_of::<ImageRecord>());
+
+    let formats: Vec<String> = shmpipe_worker::codec::FORMATS
+        .iter()
+        .map(|f| format!("{f:?}").to_lowercase())
+        .collect();
+    assert_eq!(
+        said["consts"],
+        serde_json::json!([
+            LAYOUT_VERSION,
+            MAGIC.to_vec(),
+            size_of::<Header>(),
+            size_of::<ImageRecord>(),
+            shmpipe_block::ALIGN,
+            MESSAGE_LEN,
+            offset_of!(ImageRecord, label),
+            FLAG_COPY,
+            FLAG_KEPT,
+            DatasetState::Ready as u32,
+            DatasetState::PythonWriting as u32,
+            ImageStatus::Done as u32,
+            [
+                DatasetState::None as u32,
+                DatasetState::Loading as u32,
+                DatasetState::Applying as u32,
+                DatasetState::Repairing as u32,
+                DatasetState::PythonWriting as u32
+            ],
+            formats,
+        ])
+    );
+}
