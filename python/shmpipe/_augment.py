@@ -134,10 +134,14 @@ class _Augment:
 
     def __init__(self, size, flip, mean, std, seed, interpolation):
         self.size = _pair(size)
+        if min(self.size) < 1:
+            raise ValueError(f"size is (height, width), each at least 1, not {self.size}")
         if interpolation not in ("bilinear", "lanczos3"):
             raise ValueError("interpolation is bilinear (torchvision's default) or lanczos3")
         self.interpolation = interpolation
         self.flip = float(flip)
+        if not 0.0 <= self.flip <= 1.0:
+            raise ValueError(f"flip is a probability from 0 to 1, not {self.flip}")
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.mean = None if mean is None else tuple(float(m) for m in mean)
@@ -216,8 +220,15 @@ class _Augment:
 
     @staticmethod
     def _indices(block: Block, indices: Sequence[int]) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        given = np.asarray(indices).reshape(-1)
+        if given.size and given.dtype.kind not in "iu":
+            # NumPy and torch refuse a float or bool as an index: so does a batch, rather than
+            # give image 0 for 0.5.
+            raise TypeError(f"{block.name}: indices are integers, not {given.dtype}")
         n = len(block)
+        if given.dtype.kind == "u" and given.size and given.max() > np.iinfo(np.int64).max:
+            raise IndexError(f"{block.name}: an index outside its {n} images")
+        idx = given.astype(np.int64)
         if ((idx < -n) | (idx >= n)).any():
             raise IndexError(f"{block.name}: an index outside its {n} images")
         return np.where(idx < 0, idx + n, idx)
@@ -325,6 +336,8 @@ class Loader:
         self.source = source
         self.augment = augment
         self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size is at least 1, not {self.batch_size}")
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = int(seed)

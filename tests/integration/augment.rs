@@ -616,3 +616,65 @@ def digest():
         assert_eq!(after, before, "{signal:?}: the same batches as before");
     }
 }
+
+/// Arguments that cannot make a batch are refused with what they should be, before any pixel
+/// is read: a float or bool index (NumPy's and torch's rule: 0.5 never means image 0), one past
+/// the end, a size of 0, a flip that is not a probability, a scale or ratio the wrong way
+/// round, a std of 0, a batch size of 0. Negative indices count from the end, as in Python.
+#[test]
+fn arguments_that_cannot_make_a_batch_are_refused_with_what_they_should_be() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augargs{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"
+import os, json
+os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
+import numpy as np, shmpipe
+ds = shmpipe.Dataset("{name}")
+aug = shmpipe.RandomResizedCrop(16, seed=1)
+def refused(make):
+    try:
+        make()
+    except Exception as e:
+        return [type(e).__name__, str(e)]
+    return None
+said = {{
+    "float": refused(lambda: aug.batch(ds, [0.5])),
+    "bool": refused(lambda: aug.batch(ds, np.array([True, False]))),
+    "past": refused(lambda: aug.batch(ds, [len(ds)])),
+    "huge": refused(lambda: aug.batch(ds, np.array([2**64 - 1], np.uint64))),
+    "size0": refused(lambda: shmpipe.RandomResizedCrop(0)),
+    "flip": refused(lambda: shmpipe.RandomResizedCrop(16, flip=2)),
+    "scale": refused(lambda: shmpipe.RandomResizedCrop(16, scale=(0.9, 0.1))),
+    "ratio": refused(lambda: shmpipe.RandomResizedCrop(16, ratio=(0, 1))),
+    "std": refused(lambda: shmpipe.RandomResizedCrop(16, mean=(0.5,) * 3, std=(0, 1, 1))),
+    "batch": refused(lambda: shmpipe.Loader(ds, aug, 0)),
+    "empty": list(aug.batch(ds, []).shape),
+    "last": bool(np.array_equal(aug.batch(ds, [-1]), aug.batch(ds, [len(ds) - 1]))),
+}}
+print(json.dumps(said))
+"#,
+            lib = library(),
+        ),
+    );
+    let refused = |key: &str, kind: &str, what: &str| {
+        assert_eq!(said[key][0], kind, "{key}: {}", said[key]);
+        let text = said[key][1].as_str().unwrap();
+        assert!(text.contains(what), "{key}: {text}");
+    };
+    refused("float", "TypeError", "indices are integers, not float64");
+    refused("bool", "TypeError", "indices are integers, not bool");
+    refused("past", "IndexError", "an index outside its 6 images");
+    refused("huge", "IndexError", "an index outside its 6 images");
+    refused("size0", "ValueError", "each at least 1");
+    refused("flip", "ValueError", "a probability from 0 to 1");
+    refused("scale", "ValueError", "0 < low <= high");
+    refused("ratio", "ValueError", "0 < low <= high");
+    refused("std", "ValueError", "a std of 0");
+    refused("batch", "ValueError", "batch_size is at least 1");
+    assert_eq!(said["empty"], serde_json::json!([0, 16, 16, 3]));
+    assert_eq!(said["last"], true);
+}
