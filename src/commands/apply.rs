@@ -153,51 +153,22 @@ impl Job<'_, '_> {
         let writer = self.writer;
         let name = writer.name().to_string();
         let failed_before = failed_images(writer);
-        let workers = self
-            .pass
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
-            .min(writer.workers().len() as u32)
-            .max(1);
         let signals = Signals::register()?;
         let started = Instant::now();
-        let launch = Launch {
-            exe: std::env::current_exe()
-                .context("cannot find this program's path to start workers")?,
-            block: name.clone(),
-            backing: self.pass.backing.clone(),
-            max_pixels: writer.header().load_max_pixels,
-            apply: true,
-            cores: workers,
-        };
-        let mut pool = Pool::new(launch, workers, Arc::new(Mutex::new(Vec::new())));
-        // This job's start, for its display and a `watch` of it: one clock.
-        let started_wall = std::time::SystemTime::now();
-        writer
-            .header()
-            .run_started_unix_ns
-            .store(shmpipe_block::unix_ns(started_wall), Ordering::Release);
-        let display = Display::new(
-            writer.image_count() as u64,
-            workers as usize,
-            self.pass.quiet,
-            started_wall,
-        );
+        let (mut pool, display, workers) = start(writer, &self.pass)?;
         let rules = Rules {
             image_timeout: (self.pass.image_timeout > 0)
                 .then(|| Duration::from_secs(self.pass.image_timeout)),
             strict: false,
         };
-        let mut passes = 0;
-        let mut stats: Vec<(f64, f64)> = Vec::new();
-        let mut retried = 0;
+        let mut tally = Tally::default();
         loop {
             // SAFETY: before the first pass no worker exists (the pool starts them in
             // `supervise`); after one, `supervise` returned without a signal, so every live
             // worker has parked at the pass that ended (`pass_settled`) or ended and was reaped.
             #[allow(unsafe_code)]
             let generation = unsafe { writer.begin_pass() };
-            passes += 1;
+            tally.passes += 1;
             let settled = |pool: &Pool| pass_settled(writer, pool, generation);
             let outcome = supervise::supervise(
                 writer,
@@ -208,7 +179,7 @@ impl Job<'_, '_> {
                 &settled,
                 &|_| {},
             )?;
-            retried += outcome.retried;
+            tally.retried += outcome.retried;
             if let Some((code, signal)) = outcome.signal {
                 display.finish();
                 eprintln!(
@@ -227,31 +198,8 @@ impl Job<'_, '_> {
             // was reaped, or `pass_settled` saw every live worker parked at `generation` with no
             // image pending or claimed; parked workers claim nothing before `begin_pass`.
             #[allow(unsafe_code)]
-            let hist = unsafe { histograms(writer, workers as usize) };
-            let colour = (writer.header().channels as usize).min(3);
-            let mut step = HistoryEntry::new(&last.after(), 0, "")
-                .ok_or_else(|| anyhow!("the recorded op list is too long"))?;
-            stats = hist[..colour].iter().map(ops::mean_and_deviation).collect();
-            for (c, (mean, std)) in stats.iter().enumerate() {
-                step.mean[c] = *mean;
-                step.std[c] = *std;
-            }
-            match last.then {
-                HISTORY_NORMALIZE => {
-                    for (c, (mean, std)) in stats.iter().enumerate() {
-                        step.luts[c] = ops::normalize_lut(*mean, *std);
-                    }
-                    step.flags = HISTORY_HAS_LUTS;
-                }
-                HISTORY_EQUALIZE => {
-                    let flat: Vec<u64> = hist.iter().flatten().copied().collect();
-                    for (c, lut) in ops::equalize_luts(&flat, colour).into_iter().enumerate() {
-                        step.luts[c] = lut;
-                    }
-                    step.flags = HISTORY_HAS_LUTS;
-                }
-                _ => step.flags = HISTORY_FLOAT_STATS,
-            }
+            let (step, stats) = unsafe { statistics_step(writer, last, workers) }?;
+            tally.stats = stats;
             writer
                 .append_history(&step)
                 .ok_or_else(|| anyhow!("{name}: its history is full"))?;
@@ -269,45 +217,144 @@ impl Job<'_, '_> {
         }
         writer.set_dataset_state(DatasetState::Ready);
         let failed = failed_images(writer);
-        let new_failures: Vec<usize> = failed
-            .iter()
-            .copied()
-            .filter(|i| !failed_before.contains(i))
-            .collect();
         if !self.pass.quiet {
-            let count = writer.image_count();
-            println!(
-                "{verb} {name}: {} of {count} images ok in {:.2} s ({passes} pass{}{})",
-                count - failed.len(),
-                started.elapsed().as_secs_f64(),
-                if passes > 1 { "es" } else { "" },
-                if retried > 0 {
-                    format!(", {retried} rebuilt from their sources after a worker died")
-                } else {
-                    String::new()
-                }
-            );
-            for (c, (mean, std)) in stats.iter().enumerate() {
-                println!("  channel {c}: mean {mean:.3}, std {std:.3}");
-            }
-            for &i in &failed {
-                let when = if failed_before.contains(&i) {
-                    "failed earlier"
-                } else {
-                    "failed"
-                };
-                println!(
-                    "  {when}: {}: {}",
-                    String::from_utf8_lossy(writer.source(i)),
-                    writer.message(i).unwrap_or_default()
-                );
-            }
+            report(writer, verb, &tally, started, &failed, &failed_before);
         }
-        Ok(if new_failures.is_empty() {
+        Ok(if failed.iter().all(|i| failed_before.contains(i)) {
             exit::OK
         } else {
             exit::SOME_FAILED
         })
+    }
+}
+
+/// What the passes of one job came to, for its report.
+#[derive(Default)]
+struct Tally {
+    passes: u32,
+    /// Images rebuilt from their sources after their worker died.
+    retried: u64,
+    /// Per colour channel, the mean and deviation of the last dataset-wide step.
+    stats: Vec<(f64, f64)>,
+}
+
+/// The job's worker pool (not yet started: `supervise` starts it), its display, and how many
+/// workers it runs. Marks the job's start in the header, for a `watch` of it.
+fn start(writer: &Writer<'_>, pass: &PassCli) -> anyhow::Result<(Pool, Display, u32)> {
+    let workers = pass
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        .min(writer.workers().len() as u32)
+        .max(1);
+    let launch = Launch {
+        exe: std::env::current_exe().context("cannot find this program's path to start workers")?,
+        block: writer.name().to_string(),
+        backing: pass.backing.clone(),
+        max_pixels: writer.header().load_max_pixels,
+        apply: true,
+        cores: workers,
+    };
+    let pool = Pool::new(launch, workers, Arc::new(Mutex::new(Vec::new())));
+    // This job's start, for its display and a `watch` of it: one clock.
+    let started_wall = std::time::SystemTime::now();
+    writer
+        .header()
+        .run_started_unix_ns
+        .store(shmpipe_block::unix_ns(started_wall), Ordering::Release);
+    let display = Display::new(
+        writer.image_count() as u64,
+        workers as usize,
+        pass.quiet,
+        started_wall,
+    );
+    Ok((pool, display, workers))
+}
+
+/// The step a dataset-wide op (`last`, whose `then` names it) adds once a pass has brought every
+/// image to the steps before it: the per-channel statistics of the pixels, read on `threads`
+/// threads, and the tables of `normalize` or `equalize:dataset` (float statistics for
+/// `normalize:float`). Gives the step and the statistics.
+///
+/// # Safety
+///
+/// As [`histograms`]: no worker may be writing any slot.
+#[allow(unsafe_code)]
+unsafe fn statistics_step(
+    writer: &Writer<'_>,
+    last: &HistoryEntry,
+    threads: u32,
+) -> anyhow::Result<(HistoryEntry, Vec<(f64, f64)>)> {
+    // SAFETY: this function's precondition.
+    let hist = unsafe { histograms(writer, threads as usize) };
+    let colour = (writer.header().channels as usize).min(3);
+    let mut step = HistoryEntry::new(&last.after(), 0, "")
+        .ok_or_else(|| anyhow!("the recorded op list is too long"))?;
+    let stats: Vec<(f64, f64)> = hist[..colour].iter().map(ops::mean_and_deviation).collect();
+    for (c, (mean, std)) in stats.iter().enumerate() {
+        step.mean[c] = *mean;
+        step.std[c] = *std;
+    }
+    match last.then {
+        HISTORY_NORMALIZE => {
+            for (c, (mean, std)) in stats.iter().enumerate() {
+                step.luts[c] = ops::normalize_lut(*mean, *std);
+            }
+            step.flags = HISTORY_HAS_LUTS;
+        }
+        HISTORY_EQUALIZE => {
+            let flat: Vec<u64> = hist.iter().flatten().copied().collect();
+            for (c, lut) in ops::equalize_luts(&flat, colour).into_iter().enumerate() {
+                step.luts[c] = lut;
+            }
+            step.flags = HISTORY_HAS_LUTS;
+        }
+        _ => step.flags = HISTORY_FLOAT_STATS,
+    }
+    Ok((step, stats))
+}
+
+/// The job's closing lines: how many images are ok, the passes, the rebuilt images, the
+/// statistics of a dataset-wide step, and each failed image with its reason (those that had
+/// failed before this job said so).
+fn report(
+    writer: &Writer<'_>,
+    verb: &str,
+    tally: &Tally,
+    started: Instant,
+    failed: &[usize],
+    failed_before: &[usize],
+) {
+    let count = writer.image_count();
+    println!(
+        "{verb} {}: {} of {count} images ok in {:.2} s ({} pass{}{})",
+        writer.name(),
+        count - failed.len(),
+        started.elapsed().as_secs_f64(),
+        tally.passes,
+        if tally.passes > 1 { "es" } else { "" },
+        if tally.retried > 0 {
+            format!(
+                ", {} rebuilt from their sources after a worker died",
+                tally.retried
+            )
+        } else {
+            String::new()
+        }
+    );
+    for (c, (mean, std)) in tally.stats.iter().enumerate() {
+        println!("  channel {c}: mean {mean:.3}, std {std:.3}");
+    }
+    for &i in failed {
+        let when = if failed_before.contains(&i) {
+            "failed earlier"
+        } else {
+            "failed"
+        };
+        println!(
+            "  {when}: {}: {}",
+            String::from_utf8_lossy(writer.source(i)),
+            writer.message(i).unwrap_or_default()
+        );
     }
 }
 
