@@ -114,80 +114,16 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
     // Absolute, so that flushing walks every folder up from it (`-o out` names no parent), and
     // with the links above it resolved; nothing is created before the checks below.
     let root = crate::engine::plan::real_folder(&args.out);
-    // Each image's output path and format; none for a failed image, nor for one whose output
-    // an earlier image (in sorted order) already takes, as in `run`: that one is listed.
-    let mut claims = crate::engine::plan::OutputClaims::default();
-    let mut clashes = Vec::new();
-    let targets: Vec<Option<(PathBuf, image::ImageFormat)>> = (0..block.image_count())
-        .map(|i| {
-            if failed.iter().any(|(f, _)| *f == i) {
-                return None;
-            }
-            let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
-            let input_format = FORMATS[block.slot(i).format as usize % FORMATS.len()];
-            let output_format = format.unwrap_or(input_format);
-            let target = codec::output_path(&root, relative, output_format);
-            // By where it lands: two names of one folder (a symbolic link in OUT) are one path.
-            match claims.claim(&crate::engine::plan::real_location(&target), relative) {
-                Ok(()) => Some((target, output_format)),
-                Err(reason) => {
-                    clashes.push(format!("{}: {reason}", relative.display()));
-                    None
-                }
-            }
-        })
-        .collect();
+    let (targets, clashes) = save_targets(&block, &failed, format, &root);
     refuse_to_write_among_sources(&block, &targets)?;
     std::fs::create_dir_all(&root)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     sweep_temporaries(&root, &backing);
-    let owner = temporaries_owner();
     // A stop signal ends the save between images: every output is then whole or absent.
     let signals = crate::engine::supervise::Signals::register()?;
-    let threads = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
-        .max(1) as usize;
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(clashes);
-    let written = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= block.image_count() || signals.received().is_some() {
-                    break;
-                }
-                let Some((target, output_format)) = &targets[i] else {
-                    continue;
-                };
-                let (slot, relative) = (block.slot(i), block.source(i));
-                let relative = Path::new(std::ffi::OsStr::from_bytes(relative));
-                let opts = EncodeOptions {
-                    format: *output_format,
-                    quality: args.quality,
-                    png: args.png_compression,
-                    durable: !args.no_fsync,
-                    // A dataset's pixels as they are, as before.
-                    webp_lossless: true,
-                };
-                let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                match codec::encode_to(reader.pixels(i), (h, w, c), opts, target, &owner) {
-                    Ok(_) => written
-                        .lock()
-                        .expect("no panic holds it")
-                        .push(target.clone()),
-                    Err(e) => failures
-                        .lock()
-                        .expect("no panic holds it")
-                        .push(format!("{}: {e}", relative.display())),
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().expect("threads joined");
-    let written = written.into_inner().expect("threads joined");
+    let (written, mut failures) = write_targets(&args, &block, &reader, &targets, &signals);
+    failures.splice(0..0, clashes);
     let saved = written.len();
     let mut unsynced = 0;
     if !args.no_fsync {
@@ -224,6 +160,100 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
     } else {
         exit::SOME_FAILED
     })
+}
+
+/// An image's output path and format, as `save` writes it.
+type Target = Option<(PathBuf, image::ImageFormat)>;
+
+/// Each image's output path under `root` and its format (`format`, else its source's); none
+/// for a failed image, nor for one whose output an earlier image (in sorted order) already
+/// takes, as in `run`: those clashes are given back, each naming the image and why.
+fn save_targets(
+    block: &AttachedBlock,
+    failed: &[(usize, String)],
+    format: Option<image::ImageFormat>,
+    root: &Path,
+) -> (Vec<Target>, Vec<String>) {
+    let mut claims = crate::engine::plan::OutputClaims::default();
+    let mut clashes = Vec::new();
+    let targets = (0..block.image_count())
+        .map(|i| {
+            if failed.iter().any(|(f, _)| *f == i) {
+                return None;
+            }
+            let relative = Path::new(std::ffi::OsStr::from_bytes(block.source(i)));
+            let input_format = FORMATS[block.slot(i).format as usize % FORMATS.len()];
+            let output_format = format.unwrap_or(input_format);
+            let target = codec::output_path(root, relative, output_format);
+            // By where it lands: two names of one folder (a symbolic link in OUT) are one path.
+            match claims.claim(&crate::engine::plan::real_location(&target), relative) {
+                Ok(()) => Some((target, output_format)),
+                Err(reason) => {
+                    clashes.push(format!("{}: {reason}", relative.display()));
+                    None
+                }
+            }
+        })
+        .collect();
+    (targets, clashes)
+}
+
+/// Encodes every image with a target on `--workers` threads, each output whole or absent
+/// (written beside it under a temporary name first), until done or a stop signal. Gives the
+/// paths written and the images that failed, each with its reason.
+fn write_targets(
+    args: &SaveCli,
+    block: &AttachedBlock,
+    reader: &Reader<'_>,
+    targets: &[Target],
+    signals: &crate::engine::supervise::Signals,
+) -> (Vec<PathBuf>, Vec<String>) {
+    let owner = temporaries_owner();
+    let threads = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        .max(1) as usize;
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let written = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= block.image_count() || signals.received().is_some() {
+                    break;
+                }
+                let Some((target, output_format)) = &targets[i] else {
+                    continue;
+                };
+                let (slot, relative) = (block.slot(i), block.source(i));
+                let relative = Path::new(std::ffi::OsStr::from_bytes(relative));
+                let opts = EncodeOptions {
+                    format: *output_format,
+                    quality: args.quality,
+                    png: args.png_compression,
+                    durable: !args.no_fsync,
+                    // A dataset's pixels as they are, as before.
+                    webp_lossless: true,
+                };
+                let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
+                match codec::encode_to(reader.pixels(i), (h, w, c), opts, target, &owner) {
+                    Ok(_) => written
+                        .lock()
+                        .expect("no panic holds it")
+                        .push(target.clone()),
+                    Err(e) => failures
+                        .lock()
+                        .expect("no panic holds it")
+                        .push(format!("{}: {e}", relative.display())),
+                }
+            });
+        }
+    });
+    (
+        written.into_inner().expect("threads joined"),
+        failures.into_inner().expect("threads joined"),
+    )
 }
 
 /// A dataset's source files, known as `run` knows its inputs (by path and by device and
@@ -389,43 +419,9 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
     refuse_to_replace_a_source(&block, &args.file)?;
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     refuse_to_replace_a_block(&args.file, &backing)?;
-    let failed = failed_images(&block);
-    if let Some((i, reason)) = failed.first().filter(|_| !args.partial) {
-        bail!(
-            "{} holds {} image(s) that failed (the first: {}: {reason}); export --partial writes the others",
-            block.name(),
-            failed.len(),
-            String::from_utf8_lossy(block.source(*i))
-        );
-    }
-    let images: Vec<usize> = (0..block.image_count())
-        .filter(|i| !failed.iter().any(|(f, _)| f == i))
-        .collect();
-    for (i, reason) in &failed {
-        eprintln!(
-            "shmpipe: left out: {}: {reason}",
-            String::from_utf8_lossy(block.source(*i))
-        );
-    }
+    let images = exported_images(&block, args.partial)?;
     let count = images.len();
-    if count == 0 {
-        bail!("{} holds no images that loaded", block.name());
-    }
     let first = block.slot(images[0]);
-    if let Some(&i) = images.iter().find(|&&i| {
-        let s = block.slot(i);
-        (s.height, s.width) != (first.height, first.width)
-    }) {
-        bail!(
-            "{} is ragged (image {} is {}x{}, image {i} is {}x{}): export needs one shape; load it with --resize WxH",
-            block.name(),
-            images[0],
-            first.width,
-            first.height,
-            block.slot(i).width,
-            block.slot(i).height
-        );
-    }
     let dir = args
         .file
         .parent()
@@ -458,25 +454,7 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
             write_images(&mut out, &reader, &images, shape, float_stats)?;
             out
         }
-        true => {
-            let mut zip = NpzWriter::new(out);
-            zip.member("images.npy")?;
-            write_images(&mut zip, &reader, &images, shape, float_stats)?;
-            let labels: Vec<i64> = images.iter().map(|&i| block.images()[i].label).collect();
-            zip.member("labels.npy")?;
-            zip.write_all(&int64_npy(&labels))?;
-            let paths: Vec<String> = images
-                .iter()
-                .map(|&i| String::from_utf8_lossy(block.source(i)).into_owned())
-                .collect();
-            zip.member("paths.npy")?;
-            zip.write_all(&unicode_npy(&paths))?;
-            if let Some(classes) = class_names(&block) {
-                zip.member("classes.npy")?;
-                zip.write_all(&unicode_npy(&classes))?;
-            }
-            zip.finish()?
-        }
+        true => write_npz(out, &block, &reader, &images, shape, float_stats)?,
     };
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
     tmp.persist(&args.file)
@@ -500,6 +478,79 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         args.file.display()
     );
     Ok(())
+}
+
+/// The images `export` writes, in order: every one, or with `partial` those that loaded (the
+/// others each named on stderr). Refuses a dataset with failed images without `partial`, one
+/// with none that loaded, and one whose images differ in shape.
+fn exported_images(block: &AttachedBlock, partial: bool) -> anyhow::Result<Vec<usize>> {
+    let failed = failed_images(block);
+    if let Some((i, reason)) = failed.first().filter(|_| !partial) {
+        bail!(
+            "{} holds {} image(s) that failed (the first: {}: {reason}); export --partial writes the others",
+            block.name(),
+            failed.len(),
+            String::from_utf8_lossy(block.source(*i))
+        );
+    }
+    let images: Vec<usize> = (0..block.image_count())
+        .filter(|i| !failed.iter().any(|(f, _)| f == i))
+        .collect();
+    for (i, reason) in &failed {
+        eprintln!(
+            "shmpipe: left out: {}: {reason}",
+            String::from_utf8_lossy(block.source(*i))
+        );
+    }
+    if images.is_empty() {
+        bail!("{} holds no images that loaded", block.name());
+    }
+    let first = block.slot(images[0]);
+    if let Some(&i) = images.iter().find(|&&i| {
+        let s = block.slot(i);
+        (s.height, s.width) != (first.height, first.width)
+    }) {
+        bail!(
+            "{} is ragged (image {} is {}x{}, image {i} is {}x{}): export needs one shape: load it again with --resize WxH --fit cover (or stretch, or contain)",
+            block.name(),
+            images[0],
+            first.width,
+            first.height,
+            block.slot(i).width,
+            block.slot(i).height
+        );
+    }
+    Ok(images)
+}
+
+/// An `.npz` of the images (as `write_images` writes them) with their labels, their paths and,
+/// for a labelled dataset, the class names: `images.npy`, `labels.npy`, `paths.npy`,
+/// `classes.npy`. Gives back the writer it wrote through.
+fn write_npz<W: Write>(
+    out: W,
+    block: &AttachedBlock,
+    reader: &Reader<'_>,
+    images: &[usize],
+    shape: [usize; 4],
+    float_stats: Option<shmpipe_block::HistoryEntry>,
+) -> anyhow::Result<W> {
+    let mut zip = NpzWriter::new(out);
+    zip.member("images.npy")?;
+    write_images(&mut zip, reader, images, shape, float_stats)?;
+    let labels: Vec<i64> = images.iter().map(|&i| block.images()[i].label).collect();
+    zip.member("labels.npy")?;
+    zip.write_all(&int64_npy(&labels))?;
+    let paths: Vec<String> = images
+        .iter()
+        .map(|&i| String::from_utf8_lossy(block.source(i)).into_owned())
+        .collect();
+    zip.member("paths.npy")?;
+    zip.write_all(&unicode_npy(&paths))?;
+    if let Some(classes) = class_names(block) {
+        zip.member("classes.npy")?;
+        zip.write_all(&unicode_npy(&classes))?;
+    }
+    Ok(zip.finish()?)
 }
 
 /// The class names a dataset records, in label order; None without labels.

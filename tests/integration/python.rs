@@ -121,7 +121,7 @@ print(json.dumps(out))
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resize"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resize WxH --fit cover"));
 
     ok(&[os("rm"), os(&name)]);
     assert!(!block_exists(&name), "rm removes it");
