@@ -17,54 +17,81 @@ use super::{
 };
 
 impl Mapping {
+    /// Checks every field a reader relies on, in the order they depend on each other (the
+    /// header, the regions it declares, a window's slots, each image's record, each path), and
+    /// copies the validated layout and slot table into the mapping. `creating`: the creator's
+    /// own check, before it publishes the block.
     pub(super) fn validate(&mut self, creating: bool) -> Result<(), BlockError> {
-        let len = self.map.len() as u64;
-        let invalid = |reason: String| BlockError::Invalid {
+        self.check_header(creating)?;
+        let (layout, pixels_end) = self.check_regions()?;
+        let window = self.check_window()?;
+        let slots = self.check_records(&layout, window, pixels_end)?;
+        self.layout = Layout { window, ..layout };
+        self.slots = slots;
+        self.check_paths()
+    }
+
+    fn invalid(&self, reason: String) -> BlockError {
+        BlockError::Invalid {
             name: self.name.clone(),
             reason,
-        };
+        }
+    }
+
+    /// The header itself: large enough, ours (magic), this build's layout and record sizes,
+    /// the mapping's length, a known state (and past `Creating`, unless `creating`), and the
+    /// channels.
+    fn check_header(&self, creating: bool) -> Result<(), BlockError> {
+        let len = self.map.len() as u64;
         let header_size = size_of::<Header>() as u64;
         if len < header_size {
-            return Err(invalid(format!("{len} bytes is smaller than the header")));
+            return Err(self.invalid(format!("{len} bytes is smaller than the header")));
         }
         let h = self.header();
         if h.magic != MAGIC {
-            return Err(invalid("wrong magic: not a shmpipe block".into()));
+            return Err(self.invalid("wrong magic: not a shmpipe block".into()));
         }
         if h.layout_version != LAYOUT_VERSION {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "layout version {} (this build reads {LAYOUT_VERSION})",
                 h.layout_version
             )));
         }
         if h.header_size as u64 != header_size {
-            return Err(invalid(format!("header size {}", h.header_size)));
+            return Err(self.invalid(format!("header size {}", h.header_size)));
         }
         if h.total_size != len {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "header says {} bytes but the mapping has {len}",
                 h.total_size
             )));
         }
         match BlockState::from_u32(h.state.load(Ordering::Acquire)) {
             Some(BlockState::Creating) if !creating => {
-                return Err(invalid("still being created".into()))
+                return Err(self.invalid("still being created".into()))
             }
-            None => return Err(invalid("unknown state".into())),
+            None => return Err(self.invalid("unknown state".into())),
             Some(_) => {}
         }
-        let per_image = h.channels == CHANNELS_PER_IMAGE && h.flags & FLAG_KEPT == 0;
-        if !per_image && !matches!(h.channels, 1 | 3 | 4) {
-            return Err(invalid(format!("{} channels", h.channels)));
+        if !per_image(h) && !matches!(h.channels, 1 | 3 | 4) {
+            return Err(self.invalid(format!("{} channels", h.channels)));
         }
         if h.image_record_size != size_of::<ImageRecord>() as u64
             || h.worker_record_size != size_of::<WorkerRecord>() as u64
         {
-            return Err(invalid("record sizes differ from this build's".into()));
+            return Err(self.invalid("record sizes differ from this build's".into()));
         }
-        // Regions must be aligned, in this order, and must not overlap: header, image table,
-        // worker table, strings, pixels, end of the mapping.
-        let mut previous_end = header_size;
+        Ok(())
+    }
+
+    /// The regions: aligned, in this order, and not overlapping (header, image table, worker
+    /// table, history, strings, pixels, end of the mapping), the history as large as a dataset
+    /// keeps, and every string of the header inside the strings. Gives the layout (no window
+    /// yet) and where the pixels end.
+    fn check_regions(&self) -> Result<(Layout, u64), BlockError> {
+        let len = self.map.len() as u64;
+        let h = self.header();
+        let mut previous_end = size_of::<Header>() as u64;
         let mut region = |what: &str,
                           offset: u64,
                           count: u64,
@@ -75,18 +102,17 @@ impl Mapping {
                 .and_then(|bytes| offset.checked_add(bytes))
                 .filter(|end| *end <= len && offset.is_multiple_of(ALIGN) && offset >= previous_end)
                 .ok_or_else(|| {
-                    invalid(format!(
+                    self.invalid(format!(
                         "{what} region (offset {offset}, {count} x {size} bytes) is misaligned, overlaps the one before, or runs past the end ({len} bytes)"
                     ))
                 })?;
             previous_end = end;
             Ok(end)
         };
-        let image_count = h.image_count;
         region(
             "image table",
             h.image_table_offset,
-            image_count,
+            h.image_count,
             h.image_record_size,
         )?;
         region(
@@ -97,7 +123,7 @@ impl Mapping {
         )?;
         let kept = h.flags & FLAG_KEPT != 0;
         if h.history_capacity as usize != if kept { HISTORY_CAPACITY } else { 0 } {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "history capacity {} (this build keeps {HISTORY_CAPACITY} in a dataset)",
                 h.history_capacity
             )));
@@ -121,7 +147,7 @@ impl Mapping {
                 .checked_add(r.len)
                 .is_none_or(|e| e > h.strings_len)
             {
-                return Err(invalid(format!("{what} string is out of bounds")));
+                return Err(self.invalid(format!("{what} string is out of bounds")));
             }
         }
         let layout = Layout {
@@ -134,30 +160,51 @@ impl Mapping {
             strings_len: h.strings_len as usize,
             window: None,
         };
-        let (channels, pixels_offset) = (h.channels, h.pixels_offset);
+        Ok((layout, pixels_end))
+    }
+
+    /// A window block's slots (one per worker, where each image is decoded in turn): inside
+    /// the pixels region, aligned, and never in a kept or copy-mode block. Gives the first
+    /// slot's offset and a slot's length; None for a block with a slot per image.
+    fn check_window(&self) -> Result<Option<(usize, usize)>, BlockError> {
+        let h = self.header();
+        if h.flags & FLAG_WINDOW == 0 {
+            return Ok(None);
+        }
+        let slot_len = h.window_slot_len;
+        let fits = slot_len
+            .checked_mul(h.worker_count as u64)
+            .is_some_and(|all| all <= h.pixels_len);
+        let (kept, copy_mode) = (h.flags & FLAG_KEPT != 0, h.flags & FLAG_COPY != 0);
+        if kept || copy_mode || !slot_len.is_multiple_of(ALIGN) || !fits {
+            return Err(self.invalid(format!(
+                "window of {} slots of {slot_len} bytes does not fit its pixels region of {} bytes, or is misaligned, or the block is kept or in copy mode",
+                h.worker_count, h.pixels_len
+            )));
+        }
+        Ok(Some((h.pixels_offset as usize, slot_len as usize)))
+    }
+
+    /// Every image record: its channels, a slot length that is its shape's, its strings inside
+    /// the strings region, and its slot: in a window block none of its own and no larger than
+    /// a window slot; else aligned, in order and disjoint inside the pixels (so no two claims
+    /// can ever cover the same byte); none in copy mode. Gives the slot table.
+    fn check_records(
+        &self,
+        layout: &Layout,
+        window: Option<(usize, usize)>,
+        pixels_end: u64,
+    ) -> Result<Vec<SlotInfo>, BlockError> {
+        let h = self.header();
+        let (per_image, channels, pixels_offset) = (per_image(h), h.channels, h.pixels_offset);
         let copy_mode = h.flags & FLAG_COPY != 0;
-        // A window block: one slot per worker, which must lie inside the pixels region; each
-        // image then has no place of its own (offset 0) and must fit a slot.
-        let window = if h.flags & FLAG_WINDOW != 0 {
-            let slot_len = h.window_slot_len;
-            let fits = slot_len
-                .checked_mul(h.worker_count as u64)
-                .is_some_and(|all| all <= h.pixels_len);
-            if kept || copy_mode || !slot_len.is_multiple_of(ALIGN) || !fits {
-                return Err(invalid(format!(
-                    "window of {} slots of {slot_len} bytes does not fit its pixels region of {} bytes, or is misaligned, or the block is kept or in copy mode",
-                    h.worker_count, h.pixels_len
-                )));
-            }
-            Some((pixels_offset as usize, slot_len as usize))
-        } else {
-            None
-        };
+        let image_count = h.image_count;
+        let len = self.map.len() as u64;
         let mut slots =
             Vec::with_capacity(image_count.min(len / size_of::<ImageRecord>() as u64) as usize);
         let mut next_free = pixels_offset;
         for i in 0..image_count as usize {
-            // SAFETY: the table lies inside the mapping (checked by `region` above) and is
+            // SAFETY: the table lies inside the mapping (checked by `check_regions`) and is
             // 64-aligned; any bit pattern is a valid ImageRecord. We copy the fields out.
             let rec = unsafe {
                 &*(self
@@ -177,7 +224,7 @@ impl Mapping {
                 rec.output,
             );
             let bad = |what: &str| {
-                invalid(format!(
+                self.invalid(format!(
                     "image {i}: {what} (slot offset {offset}, {slot_len} bytes, {height}x{width}x{ch})"
                 ))
             };
@@ -201,30 +248,28 @@ impl Mapping {
                     .checked_add(s.len)
                     .is_some_and(|e| e <= layout.strings_len as u64)
             };
-            let source_in_bounds = || match in_bounds(source) && in_bounds(output) {
-                true => Ok(()),
-                false => Err(bad("source path or output name is out of bounds")),
+            if !(in_bounds(source) && in_bounds(output)) {
+                return Err(bad("source path or output name is out of bounds"));
+            }
+            let slot = |offset: u64, in_block: bool| SlotInfo {
+                offset: offset as usize,
+                height: height as usize,
+                width: width as usize,
+                channels: ch as usize,
+                format,
+                source,
+                output,
+                in_block,
             };
             if let Some((_, window_slot)) = window {
                 if offset != 0 || slot_len > window_slot as u64 {
                     return Err(bad("image does not fit its window's slots"));
                 }
-                source_in_bounds()?;
                 // No place of its own: only a claim holds the pixels (see `Claim::slot`).
-                slots.push(SlotInfo {
-                    offset: pixels_offset as usize,
-                    height: height as usize,
-                    width: width as usize,
-                    channels: ch as usize,
-                    format,
-                    source,
-                    output,
-                    in_block: false,
-                });
+                slots.push(slot(pixels_offset, false));
                 continue;
             }
-            // Slots must be aligned, in order, and disjoint: each starts at or after the end of
-            // the one before, so no two claims can ever cover the same byte.
+            // Each slot starts at or after the end of the one before.
             let start = pixels_offset.checked_add(offset);
             let end = start.and_then(|s| s.checked_add(slot_len));
             match (start, end) {
@@ -232,6 +277,7 @@ impl Mapping {
                     if s >= next_free && e <= pixels_end && offset.is_multiple_of(ALIGN) =>
                 {
                     next_free = e;
+                    slots.push(slot(s, !copy_mode));
                 }
                 _ => {
                     return Err(bad(
@@ -239,22 +285,13 @@ impl Mapping {
                     ))
                 }
             }
-            source_in_bounds()?;
-            slots.push(SlotInfo {
-                offset: start.unwrap_or_default() as usize,
-                height: height as usize,
-                width: width as usize,
-                channels: ch as usize,
-                format,
-                source,
-                output,
-                in_block: !copy_mode,
-            });
         }
-        self.layout = Layout { window, ..layout };
-        self.slots = slots;
-        // Source paths and output names must stay inside the input and output folders: plain
-        // relative names (an output name may be empty: none planned).
+        Ok(slots)
+    }
+
+    /// Source paths and output names must stay inside the input and output folders: plain
+    /// relative names (an output name may be empty: none planned).
+    fn check_paths(&self) -> Result<(), BlockError> {
         let plain = |bytes: &[u8]| {
             let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
             !path.as_os_str().is_empty()
@@ -265,13 +302,13 @@ impl Mapping {
         for i in 0..self.slots.len() {
             let (source, output) = (self.source(i), self.output_name(i));
             if !plain(source) {
-                return Err(invalid(format!(
+                return Err(self.invalid(format!(
                     "image {i}: source path {:?} is not a plain relative path",
                     Path::new(std::ffi::OsStr::from_bytes(source))
                 )));
             }
             if !output.is_empty() && !plain(output) {
-                return Err(invalid(format!(
+                return Err(self.invalid(format!(
                     "image {i}: output name {:?} is not a plain relative path",
                     Path::new(std::ffi::OsStr::from_bytes(output))
                 )));
@@ -279,4 +316,9 @@ impl Mapping {
         }
         Ok(())
     }
+}
+
+/// Whether each image has its own channel count (a run's block with `--channels auto`).
+fn per_image(h: &Header) -> bool {
+    h.channels == CHANNELS_PER_IMAGE && h.flags & FLAG_KEPT == 0
 }
