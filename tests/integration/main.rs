@@ -16,6 +16,7 @@ mod dry_run;
 mod durable;
 mod fidelity;
 mod foreign_blocks;
+mod forged_blocks;
 mod gen;
 mod geometry_ops;
 mod inputs;
