@@ -18,7 +18,7 @@ use rustix::fs::{FallocateFlags, FlockOperation};
 
 use super::error::io_err;
 use super::mapping::Layout;
-use super::plan::{align_up, Regions};
+use super::plan::{align_up, PlannedImage, Regions};
 use super::{
     fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
     HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
@@ -222,109 +222,22 @@ impl Mapping {
             strings.extend_from_slice(bytes);
             s
         };
-        let input_root = push(&plan.input_root);
-        let output_root = push(&plan.output_root);
-        let op_chain = push(plan.op_chain.as_bytes());
-        let output_format = push(plan.output_format.as_bytes());
-        let class_names = push(
-            &plan
-                .classes
-                .iter()
-                .flatten()
-                .flat_map(|name| name.iter().copied().chain([0]))
-                .collect::<Vec<u8>>(),
-        );
+        let class_names: Vec<u8> = plan
+            .classes
+            .iter()
+            .flatten()
+            .flat_map(|name| name.iter().copied().chain([0]))
+            .collect();
+        let header_strings = [
+            push(&plan.input_root),
+            push(&plan.output_root),
+            push(plan.op_chain.as_bytes()),
+            push(plan.output_format.as_bytes()),
+            push(&class_names),
+        ];
         let sources: Vec<StrRef> = plan.images.iter().map(|i| push(&i.source)).collect();
         let outputs: Vec<StrRef> = plan.images.iter().map(|i| push(&i.output)).collect();
-        let uniform = plan
-            .images
-            .first()
-            .filter(|f| {
-                plan.images
-                    .iter()
-                    .all(|i| (i.height, i.width) == (f.height, f.width))
-            })
-            .map(|f| (f.height, f.width))
-            .unwrap_or((0, 0));
-        let header = Header {
-            magic: MAGIC,
-            layout_version: LAYOUT_VERSION,
-            header_size: size_of::<Header>() as u32,
-            total_size: r.total,
-            owner_pid: std::process::id(),
-            state: AtomicU32::new(BlockState::Creating as u32),
-            image_count: plan.images.len() as u64,
-            worker_count: plan.worker_count,
-            channels: plan.channels,
-            image_table_offset: r.image_table,
-            image_record_size: size_of::<ImageRecord>() as u64,
-            worker_table_offset: r.worker_table,
-            worker_record_size: size_of::<WorkerRecord>() as u64,
-            strings_offset: r.strings,
-            strings_len: r.strings_len,
-            pixels_offset: r.pixels,
-            pixels_len: r.pixels_len,
-            input_root,
-            output_root,
-            op_chain,
-            output_format,
-            quality: plan.quality,
-            uniform_height: uniform.0,
-            uniform_width: uniform.1,
-            flags: [
-                (plan.strict, FLAG_STRICT),
-                (plan.copy_mode, FLAG_COPY),
-                (plan.rgb_output, FLAG_RGB_OUTPUT),
-                (plan.kept, FLAG_KEPT),
-                (plan.no_fsync, FLAG_NO_FSYNC),
-                (plan.allow_truncated, FLAG_ALLOW_TRUNCATED),
-                (plan.strip, FLAG_STRIP),
-                (plan.lossless, FLAG_LOSSLESS),
-                (plan.window_slot.is_some(), FLAG_WINDOW),
-            ]
-            .iter()
-            .filter(|(on, _)| *on)
-            .fold(
-                (plan.png_compression & 3) << PNG_LEVEL_SHIFT,
-                |flags, (_, flag)| flags | flag,
-            ),
-            next_claim: AtomicU64::new(0),
-            images_done: AtomicU64::new(0),
-            images_failed: AtomicU64::new(0),
-            pixels_done: AtomicU64::new(0),
-            resize_fit: plan.resize_fit,
-            pass: AtomicU32::new(0),
-            created_unix_ns: unix_ns_now(),
-            run_started_unix_ns: AtomicU64::new(0),
-            python_writers: AtomicU64::new(0),
-            window_slot_len: plan.window_slot.map_or(0, align_up),
-            stop_reason: AtomicU32::new(0),
-            _reserved_pad2: 0,
-            _reserved_stats: [0; 3],
-            dataset_state: AtomicU32::new(if plan.kept {
-                DatasetState::Loading
-            } else {
-                DatasetState::None
-            } as u32),
-            history_count: AtomicU32::new(0),
-            history_offset: r.history,
-            load_max_pixels: plan.max_pixels,
-            history_capacity: if plan.kept {
-                HISTORY_CAPACITY as u32
-            } else {
-                0
-            },
-            label_kind: match (&plan.classes, plan.label_kind) {
-                (None, _) => LABELS_NONE,
-                (Some(_), LABELS_FILE) => LABELS_FILE,
-                (Some(_), _) => LABELS_FOLDER,
-            },
-            class_count: plan.classes.as_ref().map_or(0, |c| c.len() as u32),
-            _reserved_pad: 0,
-            class_names,
-            _reserved: [0; 152],
-            _reserved_tail: 0,
-        };
+        let header = header_of(plan, r, header_strings);
         // SAFETY: the mapping is `r.total` bytes, exclusively ours (no worker exists yet), and
         // page-aligned; each write below targets a 64-aligned offset computed by `regions` whose
         // record fits before the next region.
@@ -332,62 +245,19 @@ impl Mapping {
             std::ptr::write(base as *mut Header, header);
             let mut slot_offset = 0u64;
             for (i, img) in plan.images.iter().enumerate() {
-                let len = plan.slot_len(img);
-                let rec = ImageRecord {
-                    // A window block's images have no place of their own: each is decoded into
-                    // its claimer's slot.
-                    slot_offset: if plan.window_slot.is_some() {
-                        0
-                    } else {
-                        slot_offset
-                    },
-                    slot_len: len,
-                    height: img.height,
-                    width: img.width,
-                    channels: plan.channels_of(img),
-                    format: img.format,
-                    source: sources[i],
-                    status: AtomicU32::new(ImageStatus::Pending as u32),
-                    steps: AtomicU32::new(STEPS_UNKNOWN),
-                    crashes: AtomicU32::new(0),
-                    message_len: AtomicU32::new(0),
-                    source_size: img.source_size,
-                    source_mtime_ns: img.source_mtime_ns,
-                    message: UnsafeCell::new([0; MESSAGE_LEN]),
-                    original_width: img.original_width,
-                    original_height: img.original_height,
-                    label: if plan.classes.is_some() {
-                        img.label
-                    } else {
-                        -1
-                    },
-                    source_hash: AtomicU64::new(0),
-                    output: outputs[i],
-                    _reserved: [0; 32],
-                };
+                let rec = record_of(plan, img, slot_offset, sources[i], outputs[i]);
                 std::ptr::write(
                     base.add((r.image_table + i as u64 * size_of::<ImageRecord>() as u64) as usize)
                         as *mut ImageRecord,
                     rec,
                 );
-                slot_offset += align_up(len);
+                slot_offset += align_up(plan.slot_len(img));
             }
             for w in 0..plan.worker_count as u64 {
                 std::ptr::write(
                     base.add((r.worker_table + w * size_of::<WorkerRecord>() as u64) as usize)
                         as *mut WorkerRecord,
-                    WorkerRecord {
-                        pid: AtomicU32::new(0),
-                        state: AtomicU32::new(0),
-                        heartbeat_ms: AtomicU64::new(0),
-                        images_done: AtomicU64::new(0),
-                        images_failed: AtomicU64::new(0),
-                        pixels_done: AtomicU64::new(0),
-                        current_image: AtomicU64::new(NO_IMAGE),
-                        ready_ns: AtomicU64::new(0),
-                        parked: AtomicU32::new(0),
-                        _reserved: [0; 17],
-                    },
+                    idle_worker(),
                 );
             }
             std::ptr::copy_nonoverlapping(
@@ -418,6 +288,161 @@ impl Mapping {
             .state
             .store(BlockState::Ready as u32, Ordering::Release);
         Ok(())
+    }
+}
+
+/// The header of a block of `plan` in `r`'s regions, its state `Creating`: `strings` are its
+/// strings' places (input root, output root, op chain, output format, class names) in the
+/// strings region.
+fn header_of(plan: &BlockPlan, r: &Regions, strings: [StrRef; 5]) -> Header {
+    let [input_root, output_root, op_chain, output_format, class_names] = strings;
+    let uniform = plan
+        .images
+        .first()
+        .filter(|f| {
+            plan.images
+                .iter()
+                .all(|i| (i.height, i.width) == (f.height, f.width))
+        })
+        .map(|f| (f.height, f.width))
+        .unwrap_or((0, 0));
+    Header {
+        magic: MAGIC,
+        layout_version: LAYOUT_VERSION,
+        header_size: size_of::<Header>() as u32,
+        total_size: r.total,
+        owner_pid: std::process::id(),
+        state: AtomicU32::new(BlockState::Creating as u32),
+        image_count: plan.images.len() as u64,
+        worker_count: plan.worker_count,
+        channels: plan.channels,
+        image_table_offset: r.image_table,
+        image_record_size: size_of::<ImageRecord>() as u64,
+        worker_table_offset: r.worker_table,
+        worker_record_size: size_of::<WorkerRecord>() as u64,
+        strings_offset: r.strings,
+        strings_len: r.strings_len,
+        pixels_offset: r.pixels,
+        pixels_len: r.pixels_len,
+        input_root,
+        output_root,
+        op_chain,
+        output_format,
+        quality: plan.quality,
+        uniform_height: uniform.0,
+        uniform_width: uniform.1,
+        flags: [
+            (plan.strict, FLAG_STRICT),
+            (plan.copy_mode, FLAG_COPY),
+            (plan.rgb_output, FLAG_RGB_OUTPUT),
+            (plan.kept, FLAG_KEPT),
+            (plan.no_fsync, FLAG_NO_FSYNC),
+            (plan.allow_truncated, FLAG_ALLOW_TRUNCATED),
+            (plan.strip, FLAG_STRIP),
+            (plan.lossless, FLAG_LOSSLESS),
+            (plan.window_slot.is_some(), FLAG_WINDOW),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(
+            (plan.png_compression & 3) << PNG_LEVEL_SHIFT,
+            |flags, (_, flag)| flags | flag,
+        ),
+        next_claim: AtomicU64::new(0),
+        images_done: AtomicU64::new(0),
+        images_failed: AtomicU64::new(0),
+        pixels_done: AtomicU64::new(0),
+        resize_fit: plan.resize_fit,
+        pass: AtomicU32::new(0),
+        created_unix_ns: unix_ns_now(),
+        run_started_unix_ns: AtomicU64::new(0),
+        python_writers: AtomicU64::new(0),
+        window_slot_len: plan.window_slot.map_or(0, align_up),
+        stop_reason: AtomicU32::new(0),
+        _reserved_pad2: 0,
+        _reserved_stats: [0; 3],
+        dataset_state: AtomicU32::new(if plan.kept {
+            DatasetState::Loading
+        } else {
+            DatasetState::None
+        } as u32),
+        history_count: AtomicU32::new(0),
+        history_offset: r.history,
+        load_max_pixels: plan.max_pixels,
+        history_capacity: if plan.kept {
+            HISTORY_CAPACITY as u32
+        } else {
+            0
+        },
+        label_kind: match (&plan.classes, plan.label_kind) {
+            (None, _) => LABELS_NONE,
+            (Some(_), LABELS_FILE) => LABELS_FILE,
+            (Some(_), _) => LABELS_FOLDER,
+        },
+        class_count: plan.classes.as_ref().map_or(0, |c| c.len() as u32),
+        _reserved_pad: 0,
+        class_names,
+        _reserved: [0; 152],
+        _reserved_tail: 0,
+    }
+}
+
+/// The record of `img`, pending, whose slot starts `slot_offset` bytes into the pixels, with
+/// its source path and output name at `source` and `output` in the strings.
+fn record_of(
+    plan: &BlockPlan,
+    img: &PlannedImage,
+    slot_offset: u64,
+    source: StrRef,
+    output: StrRef,
+) -> ImageRecord {
+    ImageRecord {
+        // A window block's images have no place of their own: each is decoded into
+        // its claimer's slot.
+        slot_offset: if plan.window_slot.is_some() {
+            0
+        } else {
+            slot_offset
+        },
+        slot_len: plan.slot_len(img),
+        height: img.height,
+        width: img.width,
+        channels: plan.channels_of(img),
+        format: img.format,
+        source,
+        status: AtomicU32::new(ImageStatus::Pending as u32),
+        steps: AtomicU32::new(STEPS_UNKNOWN),
+        crashes: AtomicU32::new(0),
+        message_len: AtomicU32::new(0),
+        source_size: img.source_size,
+        source_mtime_ns: img.source_mtime_ns,
+        message: UnsafeCell::new([0; MESSAGE_LEN]),
+        original_width: img.original_width,
+        original_height: img.original_height,
+        label: if plan.classes.is_some() {
+            img.label
+        } else {
+            -1
+        },
+        source_hash: AtomicU64::new(0),
+        output,
+        _reserved: [0; 32],
+    }
+}
+
+/// A worker's record before its worker starts.
+fn idle_worker() -> WorkerRecord {
+    WorkerRecord {
+        pid: AtomicU32::new(0),
+        state: AtomicU32::new(0),
+        heartbeat_ms: AtomicU64::new(0),
+        images_done: AtomicU64::new(0),
+        images_failed: AtomicU64::new(0),
+        pixels_done: AtomicU64::new(0),
+        current_image: AtomicU64::new(NO_IMAGE),
+        ready_ns: AtomicU64::new(0),
+        parked: AtomicU32::new(0),
+        _reserved: [0; 17],
     }
 }
 
