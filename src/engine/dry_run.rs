@@ -11,7 +11,7 @@ use shmpipe_block as block;
 use shmpipe_worker::codec;
 
 use crate::engine::holding::{block_plan, hold};
-use crate::engine::job::{names, plan_job, refused_folders, Clock};
+use crate::engine::job::{failures_of, names, plan_job, Clock};
 use crate::engine::settings::Job;
 use crate::engine::summary::{count, human_bytes, push_skipped, Failure};
 use crate::engine::supervise::Signals;
@@ -69,7 +69,7 @@ pub fn dry_run(job: &Job) -> anyhow::Result<DryRun> {
     let mut planned = plan_job(job, &signals, &Clock::now())?;
     let existing = planned.plan.existing as u64;
     let skipped = names(&planned.plan.skipped);
-    let folders_refused = refused_folders(&planned.plan.refused_folders);
+    let folders_refused = failures_of(&planned.plan.refused_folders);
     let workers = job.workers.min(planned.plan.images.len().max(1) as u32);
     let backing = job.backing_dir();
     let free_bytes = block::free_bytes(&backing.dir()).ok();

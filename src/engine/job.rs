@@ -133,14 +133,7 @@ pub(crate) fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::R
         .as_ref()
         .map(|_| (plan.images.len() + plan.rejected.len() + plan.skipped.len()) as u64);
     if let Some(out) = &job.output {
-        if let Some(template) = &job.output_name {
-            crate::engine::naming::name_outputs(&mut plan.images, template, job.format)?;
-        }
-        plan::assign_outputs(&mut plan, &job.input, out, job.format, job.skip_existing);
-        plan::check_outputs(&plan, &job.input, out, job.format)?;
-        if !job.quiet {
-            warn_unused_settings(job, &plan);
-        }
+        plan_outputs(job, &mut plan, out)?;
     }
     let source_pixels = plan
         .images
@@ -159,14 +152,7 @@ pub(crate) fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::R
         Labels::File(file) => Some(labels::label_by_file(&job.input, file, &mut plan.images)?),
         Labels::None => None,
     };
-    let mut failures: Vec<Failure> = plan
-        .rejected
-        .iter()
-        .map(|r| Failure {
-            path: r.path.display().to_string(),
-            reason: r.reason.clone(),
-        })
-        .collect();
+    let mut failures = failures_of(&plan.rejected);
     let images_planned = (plan.images.len() + plan.rejected.len()) as u64;
     let signal = signals.received();
     if signal.is_some() {
@@ -195,6 +181,21 @@ pub(crate) fn plan_job(job: &Job, signals: &Signals, clock: &Clock) -> anyhow::R
         timings,
         signal,
     })
+}
+
+/// Gives each planned image its output under `out` (named by `--output-name`, else by its
+/// relative path), leaves out those `--skip-existing` finds written, and refuses outputs that
+/// clash with each other or with an input; warns of flags no output uses.
+fn plan_outputs(job: &Job, plan: &mut Plan, out: &Path) -> anyhow::Result<()> {
+    if let Some(template) = &job.output_name {
+        crate::engine::naming::name_outputs(&mut plan.images, template, job.format)?;
+    }
+    plan::assign_outputs(plan, &job.input, out, job.format, job.skip_existing);
+    plan::check_outputs(plan, &job.input, out, job.format)?;
+    if !job.quiet {
+        warn_unused_settings(job, plan);
+    }
+    Ok(())
 }
 
 /// Why a dataset of no images is not created: it would be nothing anyone could use, and `save`,
@@ -234,7 +235,7 @@ fn nothing_to_do(job: &Job, planned: Planned, clock: &Clock) -> anyhow::Result<J
         images_not_started: images_planned - images_failed,
         images_failed,
         failures,
-        folders_refused: refused_folders(&plan.refused_folders),
+        folders_refused: failures_of(&plan.refused_folders),
         warnings: Vec::new(),
         unsynced_folders: Vec::new(),
         files_skipped: plan.skipped.len() as u64,
@@ -412,7 +413,7 @@ fn collect(
         images_not_started: images_planned.saturating_sub(done.images + images_failed),
         images_failed,
         failures,
-        folders_refused: refused_folders(&files.refused_folders),
+        folders_refused: failures_of(&files.refused_folders),
         warnings: done.warnings,
         unsynced_folders,
         files_skipped: files.skipped.len() as u64,
@@ -520,9 +521,9 @@ pub(crate) fn names(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
 }
 
-/// Folders the walk could not read, as the summary lists them.
-pub(crate) fn refused_folders(folders: &[plan::Rejected]) -> Vec<Failure> {
-    folders
+/// Files or folders the walk refused, as the summary lists them: each path with its reason.
+pub(crate) fn failures_of(rejected: &[plan::Rejected]) -> Vec<Failure> {
+    rejected
         .iter()
         .map(|r| Failure {
             path: r.path.display().to_string(),
