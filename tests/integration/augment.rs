@@ -60,6 +60,15 @@ pub(crate) fn dataset(root: &Path, name: &str) -> Dataset {
     Dataset(name.to_string())
 }
 
+/// The start of a script on the dataset `name`: the library this build made, NumPy, the
+/// package, and `ds` attached.
+fn on_dataset(name: &str) -> String {
+    format!(
+        "import os, json\nos.environ[\"SHMPIPE_AUGMENT_LIB\"] = {lib:?}\nimport numpy as np, shmpipe\nds = shmpipe.Dataset(\"{name}\")\n",
+        lib = library()
+    )
+}
+
 /// torchvision's `RandomResizedCrop.get_params` (torchvision/transforms/transforms.py), the
 /// same steps on the package's documented stream (augment/src/rng.rs), and the centred crop.
 const REFERENCE: &str = r#"
@@ -525,11 +534,8 @@ fn a_process_forked_after_a_batch_makes_its_own_batches_alike() {
     let said = python(
         &pythons()[0],
         &format!(
-            r#"
-import os, json, signal
-os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
-import numpy as np, shmpipe
-ds = shmpipe.Dataset("{name}")
+            r#"{start}
+import signal
 aug = shmpipe.RandomResizedCrop(24, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), seed=9)
 want = aug.batch(ds, range(len(ds)), threads=2)
 children = {{}}
@@ -543,7 +549,7 @@ for threads in (1, 2, 3):
     children[threads] = os.waitpid(pid, 0)[1]
 print(json.dumps({{str(k): v for k, v in children.items()}}))
 "#,
-            lib = library(),
+            start = on_dataset(&name),
         ),
     );
     assert_eq!(said, serde_json::json!({"1": 0, "2": 0, "3": 0}));
@@ -564,11 +570,8 @@ fn a_loader_killed_mid_epoch_leaves_the_dataset_as_it_was() {
     let name = format!("augkill{}", std::process::id());
     let _guard = dataset(tmp.path(), &name);
     let digest = format!(
-        r#"
-import os, hashlib
-os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
-import shmpipe
-ds = shmpipe.Dataset("{name}")
+        r#"{start}
+import hashlib
 aug = shmpipe.RandomResizedCrop(96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), seed=5)
 def digest():
     h = hashlib.sha256()
@@ -580,7 +583,7 @@ def digest():
             h.update(labels.tobytes())
     return h.hexdigest()
 "#,
-        lib = library(),
+        start = on_dataset(&name),
     );
     let before = python(
         &pythons()[0],
@@ -629,11 +632,7 @@ fn arguments_that_cannot_make_a_batch_are_refused_with_what_they_should_be() {
     let said = python(
         &pythons()[0],
         &format!(
-            r#"
-import os, json
-os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
-import numpy as np, shmpipe
-ds = shmpipe.Dataset("{name}")
+            r#"{start}
 aug = shmpipe.RandomResizedCrop(16, seed=1)
 def refused(make):
     try:
@@ -657,7 +656,7 @@ said = {{
 }}
 print(json.dumps(said))
 "#,
-            lib = library(),
+            start = on_dataset(&name),
         ),
     );
     let refused = |key: &str, kind: &str, what: &str| {
