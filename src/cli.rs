@@ -13,7 +13,7 @@ pub use shmpipe_worker::resize::Size as Resize;
 
 mod values;
 use values::{
-    format_values, parse_age, parse_box, parse_bytes, parse_channels, parse_labels,
+    format_values, parse_age, parse_box, parse_bytes, parse_channels, parse_color, parse_labels,
     parse_png_compression, parse_run_channels, parse_size,
 };
 
@@ -181,6 +181,11 @@ pub struct RunCli {
     /// input was a lossless WebP.
     #[arg(long)]
     pub lossless: bool,
+    /// Flatten every image with alpha onto this colour and write it without alpha: white,
+    /// black, #rrggbb or R,G,B. Without it alpha is kept where the format holds it; a JPEG
+    /// (which holds none) drops it, with a warning naming each image that had transparency
+    #[arg(long, value_name = "COLOR", value_parser = parse_color)]
+    pub background: Option<[u8; 3]>,
     /// PNG compression: fast (the default), default or best. All lossless; slower levels give
     /// smaller files. A warning when no output is a PNG.
     #[arg(long, value_name = "LEVEL", value_parser = parse_png_compression)]
@@ -424,6 +429,9 @@ pub struct SaveCli {
     /// PNG compression: fast, default or best.
     #[arg(long, value_name = "LEVEL", default_value = "fast", value_parser = parse_png_compression)]
     pub png_compression: PngCompression,
+    /// As `run --background`: flatten images with alpha onto this colour.
+    #[arg(long, value_name = "COLOR", value_parser = parse_color)]
+    pub background: Option<[u8; 3]>,
     /// As `run --no-fsync`.
     #[arg(long)]
     pub no_fsync: bool,

@@ -212,7 +212,11 @@ pub struct Header {
     pub _reserved_pad: u32,
     /// The class names in class order, each followed by a NUL byte, in the strings region.
     pub class_names: StrRef,
-    pub _reserved: [u8; 152],
+    /// `--background`: the colour an image with alpha is flattened onto before it is written
+    /// (red, green, blue, then a zero byte), read only under [`FLAG_BACKGROUND`]. Taken from
+    /// the reserved bytes, which older blocks hold as zeros, without that flag.
+    pub background: [u8; 4],
+    pub _reserved: [u8; 148],
     pub _reserved_tail: u64,
 }
 
@@ -443,6 +447,9 @@ pub const FLAG_LOSSLESS: u32 = 512;
 /// image. Its memory grows with the workers, not with the folder. No image's pixels outlive
 /// its claim: nothing reads a window block's pixels but the worker holding the claim.
 pub const FLAG_WINDOW: u32 = 1024;
+/// `Header::flags`: images with alpha are flattened onto [`Header::background`] before they
+/// are written (`--background`).
+pub const FLAG_BACKGROUND: u32 = 2048;
 /// `Header::flags` bits 4 and 5: a [`crate::codec::PngCompression`] code (`--png-compression`),
 /// 0 for fast. Read it with [`png_level`].
 pub const PNG_LEVEL_SHIFT: u32 = 4;

@@ -24,6 +24,7 @@ fn plan(images: Vec<PlannedImage>, channels: u32) -> BlockPlan {
         allow_truncated: false,
         strip: false,
         lossless: false,
+        background: None,
         resize_fit: 0,
         max_pixels: u64::MAX,
         classes: None,

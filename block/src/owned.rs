@@ -22,10 +22,10 @@ use super::plan::{align_up, PlannedImage, Regions};
 use super::{
     fresh_name, validate_name, Backing, BlockError, BlockPlan, BlockState, DatasetState, Header,
     HistoryEntry, ImageRecord, ImageStatus, Mapping, StrRef, WorkerRecord, FLAG_ALLOW_TRUNCATED,
-    FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
-    FLAG_WINDOW, HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN, LABELS_FILE, LABELS_FOLDER,
-    LABELS_NONE, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NAME_PREFIX, NO_IMAGE, PNG_LEVEL_SHIFT,
-    STEPS_UNKNOWN,
+    FLAG_BACKGROUND, FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT,
+    FLAG_STRICT, FLAG_STRIP, FLAG_WINDOW, HISTORY_AT_LOAD, HISTORY_CAPACITY, HISTORY_OPS_LEN,
+    LABELS_FILE, LABELS_FOLDER, LABELS_NONE, LAYOUT_VERSION, MAGIC, MESSAGE_LEN, NAME_PREFIX,
+    NO_IMAGE, PNG_LEVEL_SHIFT, STEPS_UNKNOWN,
 };
 
 /// The creator's handle: owns the name, holds the owner lock, unlinks on drop.
@@ -341,6 +341,7 @@ fn header_of(plan: &BlockPlan, r: &Regions, strings: [StrRef; 5]) -> Header {
             (plan.strip, FLAG_STRIP),
             (plan.lossless, FLAG_LOSSLESS),
             (plan.window_slot.is_some(), FLAG_WINDOW),
+            (plan.background.is_some(), FLAG_BACKGROUND),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -382,7 +383,8 @@ fn header_of(plan: &BlockPlan, r: &Regions, strings: [StrRef; 5]) -> Header {
         class_count: plan.classes.as_ref().map_or(0, |c| c.len() as u32),
         _reserved_pad: 0,
         class_names,
-        _reserved: [0; 152],
+        background: plan.background.map_or([0; 4], |[r, g, b]| [r, g, b, 0]),
+        _reserved: [0; 148],
         _reserved_tail: 0,
     }
 }

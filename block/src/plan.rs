@@ -38,6 +38,8 @@ pub struct BlockPlan {
     pub strip: bool,
     /// [`FLAG_LOSSLESS`].
     pub lossless: bool,
+    /// [`FLAG_BACKGROUND`]: the colour images with alpha are flattened onto.
+    pub background: Option<[u8; 3]>,
     /// Resize at decode: a [`crate::resize::Fit`] as u32, 0 for none (images' shapes are then
     /// their slots' shapes).
     pub resize_fit: u32,

@@ -56,6 +56,7 @@ fn mutate_and_attach(window_slot: Option<u64>) {
         allow_truncated: false,
         strip: false,
         lossless: false,
+        background: None,
         classes: None,
         label_kind: 0,
         window_slot,

@@ -40,6 +40,7 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
         allow_truncated: false,
         strip: false,
         lossless: false,
+        background: None,
         classes: None,
         label_kind: 0,
         window_slot: None,

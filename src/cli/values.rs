@@ -132,9 +132,46 @@ pub(super) fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
 }
 
+/// `--background`: `white`, `black`, `#rrggbb` or `R,G,B` (each 0 to 255).
+pub(super) fn parse_color(s: &str) -> Result<[u8; 3], String> {
+    let wrong = || format!("{s:?} is not a colour: white, black, #rrggbb or R,G,B (each 0 to 255)");
+    match s.trim().to_ascii_lowercase().as_str() {
+        "white" => Ok([255; 3]),
+        "black" => Ok([0; 3]),
+        hex if hex.starts_with('#') => {
+            let digits = &hex[1..];
+            if digits.len() != 6 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(wrong());
+            }
+            let byte =
+                |k: usize| u8::from_str_radix(&digits[2 * k..2 * k + 2], 16).map_err(|_| wrong());
+            Ok([byte(0)?, byte(1)?, byte(2)?])
+        }
+        list => {
+            let parts: Vec<&str> = list.split(',').map(str::trim).collect();
+            let [r, g, b] = parts[..] else {
+                return Err(wrong());
+            };
+            let channel = |v: &str| v.parse::<u8>().map_err(|_| wrong());
+            Ok([channel(r)?, channel(g)?, channel(b)?])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse_age, parse_bytes};
+    use super::{parse_age, parse_bytes, parse_color};
+
+    #[test]
+    fn colours_parse_by_name_hex_and_list() {
+        assert_eq!(parse_color("white"), Ok([255, 255, 255]));
+        assert_eq!(parse_color("Black"), Ok([0, 0, 0]));
+        assert_eq!(parse_color("#1a2B3c"), Ok([0x1a, 0x2b, 0x3c]));
+        assert_eq!(parse_color("10, 20,30"), Ok([10, 20, 30]));
+        for bad in ["#12345", "#12345g", "256,0,0", "1,2", "red", "", "1,2,3,4"] {
+            assert!(parse_color(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn ages_parse_with_units() {

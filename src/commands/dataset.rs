@@ -235,9 +235,21 @@ fn write_targets(
                     durable: !args.no_fsync,
                     // A dataset's pixels as they are, as before.
                     webp_lossless: true,
+                    background: args.background,
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
-                match codec::encode_to(reader.pixels(i), (h, w, c), opts, target, &owner) {
+                let pixels = reader.pixels(i);
+                if *output_format == image::ImageFormat::Jpeg
+                    && args.background.is_none()
+                    && codec::hidden_transparency(pixels, c as usize)
+                {
+                    eprintln!(
+                        "shmpipe: warning: {}: {}: the colours under its transparent pixels show (--background COLOR flattens it)",
+                        relative.display(),
+                        codec::TRANSPARENCY_DROPPED
+                    );
+                }
+                match codec::encode_to(pixels, (h, w, c), opts, target, &owner) {
                     Ok(_) => written
                         .lock()
                         .expect("no panic holds it")

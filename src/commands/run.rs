@@ -148,6 +148,7 @@ fn job_of(args: &RunCli) -> anyhow::Result<Job> {
         png_compression: args.png_compression,
         strip: args.strip,
         lossless: args.lossless,
+        background: args.background,
         rgb: args.rgb,
         channels: args.channels,
         max_pixels: args.limits.max_pixels,

@@ -66,6 +66,7 @@ pub(crate) fn block_plan(job: &Job, planned: &mut Planned, workers: u32) -> Bloc
         allow_truncated: job.allow_truncated,
         strip: job.strip,
         lossless: job.lossless,
+        background: job.background,
         resize_fit: job.geometry.map_or(0, |g| g.fit as u32),
         classes: planned.classes.take(),
         label_kind: match job.labels {

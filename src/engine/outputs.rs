@@ -29,7 +29,7 @@ pub fn sync_outputs(job: &Job, written: &[PathBuf]) -> Vec<Failure> {
 
 /// Says once, on stderr, when a flag given has no effect on any output of this run: `--quality`
 /// with no JPEG or lossy WebP among the outputs, `--png-compression` with no PNG, `--lossless`
-/// with no WebP.
+/// with no WebP, `--background` with no image that has alpha.
 pub fn warn_unused_settings(job: &Job, planned: &Plan) {
     let outputs = |wanted: ImageFormat| {
         planned.images.iter().any(|i| {
@@ -44,6 +44,11 @@ pub fn warn_unused_settings(job: &Job, planned: &Plan) {
     }
     if job.lossless && !outputs(ImageFormat::WebP) {
         eprintln!("shmpipe: warning: --lossless has no effect: no output of this run is a WebP");
+    }
+    let alpha = planned.images.iter().any(|i| matches!(i.channels, 2 | 4))
+        && matches!(job.channels, shmpipe_block::CHANNELS_PER_IMAGE | 4);
+    if job.background.is_some() && !alpha {
+        eprintln!("shmpipe: warning: --background has no effect: no image of this run has alpha (it is the colour alpha is flattened onto)");
     }
     if job.png_compression.is_some() && !outputs(ImageFormat::Png) {
         eprintln!(

@@ -56,6 +56,8 @@ pub struct Job {
     pub png_compression: Option<PngCompression>,
     pub strip: bool,
     pub lossless: bool,
+    /// `--background`: images with alpha flattened onto this colour.
+    pub background: Option<[u8; 3]>,
     pub rgb: bool,
     /// `--resize`, `--fit` and `--no-enlarge`.
     pub geometry: Option<Geometry>,
@@ -113,6 +115,7 @@ impl Job {
             png_compression: None,
             strip: false,
             lossless: false,
+            background: None,
             rgb: false,
             geometry: None,
             channels: block::CHANNELS_PER_IMAGE,

@@ -23,7 +23,8 @@ pub struct Summary {
     /// Folders that could not be read (no permission, a symlink loop): what they hold was not
     /// done. Any makes the exit status 1.
     pub folders_refused: Vec<Failure>,
-    /// Images done with a warning: damaged JPEGs kept under `--allow-truncated`.
+    /// Images done with a warning: damaged JPEGs kept under `--allow-truncated`, JPEG outputs
+    /// without their source's transparency, metadata left out.
     pub warnings: Vec<Failure>,
     /// Output folders that could not be flushed to disk: their outputs are written but may not
     /// survive a crash of the machine. Any makes the exit status 1.
@@ -296,13 +297,23 @@ impl Summary {
         for f in &self.folders_refused {
             out.push_str(&format!("  refused folder: {}: {}\n", f.path, f.reason));
         }
-        // A warning is a damaged JPEG kept, or metadata of a source left out of its output.
-        let left_out = self
-            .warnings
-            .iter()
-            .filter(|w| w.reason.starts_with(shmpipe_worker::metadata::LEFT_OUT))
-            .count();
-        let damaged = self.warnings.len() - left_out;
+        // A warning is a damaged JPEG kept, a JPEG output without its source's transparency,
+        // or metadata of a source left out of its output.
+        let starting = |with: &str| {
+            self.warnings
+                .iter()
+                .filter(|w| w.reason.starts_with(with))
+                .count()
+        };
+        let left_out = starting(shmpipe_worker::metadata::LEFT_OUT);
+        let transparency = starting(shmpipe_worker::codec::TRANSPARENCY_DROPPED);
+        let damaged = self.warnings.len() - left_out - transparency;
+        if transparency > 0 {
+            out.push_str(&format!(
+                "{} written as JPEG without their transparency: the colours under transparent pixels show (--background COLOR flattens it)\n",
+                count(transparency as u64, "image")
+            ));
+        }
         if damaged > 0 {
             out.push_str(&format!(
                 "{} kept with damage (--allow-truncated)\n",

@@ -36,4 +36,5 @@ mod summary;
 mod temporaries;
 mod timeout;
 mod torch;
+mod transparency;
 mod watch;

@@ -21,8 +21,8 @@ use crate::ops::{self, Layout, OpChain, OpError, Ran, Scratch};
 use crate::resize;
 use shmpipe_block::{
     AttachedBlock, Backing, BlockError, BlockState, Claim, ImageStatus, FLAG_ALLOW_TRUNCATED,
-    FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT, FLAG_STRICT, FLAG_STRIP,
-    STEPS_UNKNOWN,
+    FLAG_BACKGROUND, FLAG_COPY, FLAG_KEPT, FLAG_LOSSLESS, FLAG_NO_FSYNC, FLAG_RGB_OUTPUT,
+    FLAG_STRICT, FLAG_STRIP, STEPS_UNKNOWN,
 };
 
 /// How a worker's run can fail before or outside any one image.
@@ -130,6 +130,10 @@ pub fn run(args: &WorkerArgs) -> Result<u64, WorkerError> {
         durable: header.flags & FLAG_NO_FSYNC == 0,
         strip: header.flags & FLAG_STRIP != 0,
         lossless: header.flags & FLAG_LOSSLESS != 0,
+        background: (header.flags & FLAG_BACKGROUND != 0).then(|| {
+            let [r, g, b, _] = header.background;
+            [r, g, b]
+        }),
         strictness: if header.flags & FLAG_ALLOW_TRUNCATED != 0 {
             Strictness::Lenient
         } else {
@@ -207,6 +211,8 @@ struct Job<'a> {
     strip: bool,
     /// WebP outputs are lossless whatever their input ([`FLAG_LOSSLESS`]).
     lossless: bool,
+    /// Images with alpha are flattened onto this colour ([`FLAG_BACKGROUND`]).
+    background: Option<[u8; 3]>,
     /// What a damaged JPEG gets ([`FLAG_ALLOW_TRUNCATED`]).
     strictness: Strictness,
     /// [`WorkerArgs::cores`].
@@ -311,7 +317,8 @@ impl Job<'_> {
     /// After the chain: encodes the result (a gray plane as one channel unless `--rgb`), and
     /// leaves a kept block's slot in `(H, W, C)`. `pixels` is the whole slot when
     /// [`Job::needs_whole_slot`] says so, else at least the gray plane. Gives the image's
-    /// warning when metadata of its source was left out (over its limit or malformed).
+    /// warning when a JPEG output dropped its transparency, or metadata of its source was left
+    /// out (over its limit or malformed).
     fn write_out(
         &self,
         pixels: &mut [u8],
@@ -346,6 +353,7 @@ impl Job<'_> {
                     && (self.lossless
                         || input_format == image::ImageFormat::WebP
                             && metadata::is_lossless_webp(&source)),
+                background: self.background,
             };
             // A gray result is encoded as one channel: smaller, and a third of the work.
             let (data, channels) = match layout {
@@ -362,6 +370,18 @@ impl Job<'_> {
             if !metadata.dropped.is_empty() {
                 let dropped = metadata.dropped.join("; ");
                 warning = Some(format!("{}: {dropped}", metadata::LEFT_OUT));
+            }
+            if format == image::ImageFormat::Jpeg
+                && self.background.is_none()
+                && codec::hidden_transparency(data, channels)
+            {
+                // Said first: what the picture looks like matters more than its metadata. Short:
+                // a record holds 104 bytes of message; the summary says what to do.
+                let dropped = codec::TRANSPARENCY_DROPPED;
+                warning = Some(match warning {
+                    Some(left_out) => format!("{dropped}; {left_out}"),
+                    None => dropped.to_string(),
+                });
             }
             codec::encode_with(data, shape, opts, &metadata, &target, self.block.name())
                 .map_err(|e| e.to_string())?;

@@ -24,6 +24,70 @@ pub struct EncodeOptions {
     pub durable: bool,
     /// WebP: lossless (VP8L) rather than lossy (VP8) at `quality`.
     pub webp_lossless: bool,
+    /// `--background`: an image with alpha is flattened onto this colour and written without
+    /// alpha, whatever the format. None: alpha is kept where the format holds it, and dropped
+    /// from a JPEG (see [`hidden_transparency`]).
+    pub background: Option<[u8; 3]>,
+}
+
+/// The warning of an image whose transparency a JPEG output dropped: the colours under its
+/// transparent pixels show. Its reason starts with this.
+pub const TRANSPARENCY_DROPPED: &str = "its transparency was dropped (a JPEG holds none)";
+
+/// Whether writing `pixels` (`channels` interleaved) without their alpha would change how they
+/// look: some pixel is not wholly opaque. False without alpha (1 or 3 channels).
+pub fn hidden_transparency(pixels: &[u8], channels: usize) -> bool {
+    matches!(channels, 2 | 4)
+        && pixels
+            .chunks_exact(channels)
+            .any(|p| p[channels - 1] != 255)
+}
+
+/// `pixels` (gray and alpha, or RGBA) composited over `background`: each channel
+/// `(v * a + b * (255 - a) + 127) / 255`, rounded to nearest. Gray over a gray background stays
+/// gray (1 channel); over any other colour it becomes RGB. Gives the pixels and their channels.
+pub fn flatten(pixels: &[u8], channels: usize, background: [u8; 3]) -> (Vec<u8>, usize) {
+    let over = |v: u8, a: u8, b: u8| {
+        let (v, a, b) = (u32::from(v), u32::from(a), u32::from(b));
+        ((v * a + b * (255 - a) + 127) / 255) as u8
+    };
+    let [r, g, b] = background;
+    match channels {
+        2 if r == g && g == b => (
+            pixels
+                .chunks_exact(2)
+                .map(|p| over(p[0], p[1], r))
+                .collect(),
+            1,
+        ),
+        2 => (
+            pixels
+                .chunks_exact(2)
+                .flat_map(|p| {
+                    [
+                        over(p[0], p[1], r),
+                        over(p[0], p[1], g),
+                        over(p[0], p[1], b),
+                    ]
+                })
+                .collect(),
+            3,
+        ),
+        4 => (
+            pixels
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    [
+                        over(p[0], p[3], r),
+                        over(p[1], p[3], g),
+                        over(p[2], p[3], b),
+                    ]
+                })
+                .collect(),
+            3,
+        ),
+        _ => (pixels.to_vec(), channels),
+    }
 }
 
 /// `--png-compression`: how hard the PNG encoder works. Every level is lossless; they trade
@@ -256,6 +320,15 @@ pub fn encode_with(
     // Written through the File itself, whose errors are the OS's reason alone (the temporary
     // file's own Write adds its path to each).
     let mut out = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
+    let flattened;
+    let (slot, channels) = match opts.background {
+        Some(background) if matches!(channels, 2 | 4) => {
+            let (pixels, channels) = flatten(slot, channels as usize, background);
+            flattened = pixels;
+            (&flattened[..], channels as u32)
+        }
+        _ => (slot, channels),
+    };
     let converted;
     let (data, color) = match (channels, opts.format) {
         (1, ImageFormat::Gif) => {

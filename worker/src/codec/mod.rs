@@ -140,6 +140,7 @@ mod tests {
             png: PngCompression::default(),
             durable: false,
             webp_lossless: false,
+            background: None,
         };
         encode_with(&slot, (h, w, 3), opts, &metadata, &target, "shmpipe-1-test").unwrap();
         let bytes = std::fs::read(&target).unwrap();
@@ -167,6 +168,7 @@ mod tests {
                 png: PngCompression::default(),
                 durable: false,
                 webp_lossless: false,
+                background: None,
             };
             encode_to(&slot, (h, w, 3), opts, &target, "shmpipe-1-test").unwrap();
             let bytes = std::fs::read(&target).unwrap();
