@@ -398,11 +398,7 @@ pub fn supervise(
     }
     pool.spawn_missing()
         .context("failed to start a worker process")?;
-    let workers = pool.slots.len() as u32;
-    // Deaths that released no image: a worker that cannot even start. Bounded, then we give up.
-    let mut fruitless = 0u32;
-    // Workers killed for holding one image longer than the timeout.
-    let mut timed_out = std::collections::HashSet::new();
+    let mut deaths = Deaths::new(pool.slots.len() as u32);
     loop {
         let strict_stop = rules.strict && block.header().images_failed.load(Ordering::Acquire) > 0;
         if let Some(sig) = signals.received() {
@@ -410,40 +406,10 @@ pub fn supervise(
         }
         if outcome.signal.is_some() || strict_stop {
             outcome.strict_stop = strict_stop && outcome.signal.is_none();
-            // The exit code of a signal is 128 + its number.
-            block.request_stop(match outcome.signal {
-                Some((code, _)) => (code - 128) as u32,
-                None => shmpipe_block::STOP_STRICT,
-            });
-            for (id, _) in pool.stop(STOP_GRACE) {
-                // Whatever a stopped worker held goes back to Pending.
-                release(block, id, None, rules, on_release);
-            }
+            stop_workers(block, pool, rules, on_release, outcome.signal);
             return Ok(outcome);
         }
-        for (id, end) in pool.reap() {
-            // Whatever its end, this process is gone: a later worker with its id is a new one,
-            // to be killed for a timeout of its own (a worker that exited 0 just as it was
-            // marked timed out left its id here, and shielded every later holder of it).
-            let timed_out = timed_out.remove(&id);
-            if !end.is_abnormal() {
-                continue;
-            }
-            let (retried, quarantined) = release(block, id, Some(timed_out), rules, on_release);
-            outcome.retried += retried;
-            if retried == 0 && quarantined == 0 {
-                fruitless += 1;
-            }
-            if fruitless > 2 * workers + 2 {
-                bail!("workers keep failing at start (last: {end:?}); giving up");
-            }
-            if work_left(block) {
-                pool.spawn(id)
-                    .context("failed to restart a worker process")?;
-                outcome.restarts += 1;
-                display.println(&format!("shmpipe: worker {id} ended ({end:?}); restarted"));
-            }
-        }
+        deaths.replace_the_dead(block, pool, display, rules, on_release, &mut outcome)?;
         if pool.live() == 0 {
             if work_left(block) {
                 pool.spawn(0)
@@ -458,13 +424,91 @@ pub fn supervise(
         }
         if let Some(limit) = rules.image_timeout {
             for id in stuck_workers(block, limit) {
-                if timed_out.insert(id) {
+                if deaths.timed_out.insert(id) {
                     pool.kill(id);
                 }
             }
         }
         display.update(block);
         signals.wait(TICK);
+    }
+}
+
+/// Stops every worker (a stop signal, or `--strict`'s first failure): the stop's reason in the
+/// block (the signal's number, or [`shmpipe_block::STOP_STRICT`]), then each worker stopped,
+/// and whatever a stopped worker held goes back to Pending.
+fn stop_workers(
+    block: &Mapping,
+    pool: &mut Pool,
+    rules: &Rules,
+    on_release: &dyn Fn(usize),
+    signal: Option<(i32, &'static str)>,
+) {
+    // The exit code of a signal is 128 + its number.
+    block.request_stop(match signal {
+        Some((code, _)) => (code - 128) as u32,
+        None => shmpipe_block::STOP_STRICT,
+    });
+    for (id, _) in pool.stop(STOP_GRACE) {
+        release(block, id, None, rules, on_release);
+    }
+}
+
+/// The workers' deaths in one supervision, and what is done about them.
+struct Deaths {
+    /// Deaths that released no image: a worker that cannot even start. Bounded, then we give up.
+    fruitless: u32,
+    /// The bound: twice the workers, and two.
+    fruitless_limit: u32,
+    /// Workers killed for holding one image longer than the timeout.
+    timed_out: std::collections::HashSet<u32>,
+}
+
+impl Deaths {
+    fn new(workers: u32) -> Deaths {
+        Deaths {
+            fruitless: 0,
+            fruitless_limit: 2 * workers + 2,
+            timed_out: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Reaps the workers that ended; for each that ended abnormally, the images it held go
+    /// back to the queue (or fail, past [`MAX_CRASHES`]), and a new worker takes its place
+    /// while work is left. Gives up when workers keep dying without releasing anything.
+    fn replace_the_dead(
+        &mut self,
+        block: &Mapping,
+        pool: &mut Pool,
+        display: &Display,
+        rules: &Rules,
+        on_release: &dyn Fn(usize),
+        outcome: &mut Outcome,
+    ) -> anyhow::Result<()> {
+        for (id, end) in pool.reap() {
+            // Whatever its end, this process is gone: a later worker with its id is a new one,
+            // to be killed for a timeout of its own (a worker that exited 0 just as it was
+            // marked timed out left its id here, and shielded every later holder of it).
+            let timed_out = self.timed_out.remove(&id);
+            if !end.is_abnormal() {
+                continue;
+            }
+            let (retried, quarantined) = release(block, id, Some(timed_out), rules, on_release);
+            outcome.retried += retried;
+            if retried == 0 && quarantined == 0 {
+                self.fruitless += 1;
+            }
+            if self.fruitless > self.fruitless_limit {
+                bail!("workers keep failing at start (last: {end:?}); giving up");
+            }
+            if work_left(block) {
+                pool.spawn(id)
+                    .context("failed to restart a worker process")?;
+                outcome.restarts += 1;
+                display.println(&format!("shmpipe: worker {id} ended ({end:?}); restarted"));
+            }
+        }
+        Ok(())
     }
 }
 
