@@ -114,6 +114,12 @@ fn save_inner(args: SaveCli) -> anyhow::Result<i32> {
     // Absolute, so that flushing walks every folder up from it (`-o out` names no parent), and
     // with the links above it resolved; nothing is created before the checks below.
     let root = crate::engine::plan::real_folder(&args.out);
+    if args.background.is_some() && !matches!(block.header().channels, 2 | 4) {
+        eprintln!(
+            "shmpipe: warning: --background has no effect: {} has no alpha (it is the colour alpha is flattened onto)",
+            block.name()
+        );
+    }
     let (targets, clashes) = save_targets(&block, &failed, format, &root);
     refuse_to_write_among_sources(&block, &targets)?;
     std::fs::create_dir_all(&root)

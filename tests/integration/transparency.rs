@@ -246,6 +246,30 @@ fn save_flattens_onto_the_background_and_warns_when_a_jpeg_drops_alpha() {
     let saved = image::open(out.join("rgba.png")).unwrap();
     assert_eq!(saved.color(), image::ColorType::Rgb8);
     assert_eq!(saved.to_rgb8(), want);
+    // An RGB dataset has nothing to flatten: said.
+    let rgb = format!("rgb{}", std::process::id());
+    let _rgb_guard = Dataset(rgb.clone());
+    ok(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&rgb),
+        os("-q"),
+    ]);
+    let done = crate::util::shmpipe(&[
+        os("save"),
+        os(&rgb),
+        os("-o"),
+        tmp.path().join("rgb").as_os_str(),
+        os("--background"),
+        os("white"),
+    ]);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    assert!(
+        stderr(&done).contains("--background has no effect"),
+        "{}",
+        stderr(&done)
+    );
     let done = crate::util::shmpipe(&[
         os("save"),
         os(&name),
