@@ -11,25 +11,10 @@ fn plan(images: Vec<PlannedImage>, channels: u32) -> BlockPlan {
         channels,
         images,
         input_root: b"/in".to_vec(),
-        output_root: Vec::new(),
-        op_chain: String::new(),
-        output_format: String::new(),
         quality: 90,
-        png_compression: 0,
-        strict: false,
-        copy_mode: false,
-        rgb_output: false,
         kept: true,
-        no_fsync: false,
-        allow_truncated: false,
-        strip: false,
-        lossless: false,
-        background: None,
-        resize_fit: 0,
         max_pixels: u64::MAX,
-        classes: None,
-        label_kind: 0,
-        window_slot: None,
+        ..Default::default()
     }
 }
 

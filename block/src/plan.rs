@@ -7,8 +7,9 @@ use std::mem::size_of;
 
 use crate::layout::*;
 
-/// Sizes of a block to be created.
-#[derive(Clone, Debug)]
+/// Sizes of a block to be created. Its default is a plain run's block of no image, no worker
+/// and no setting (quality 0, no limit of pixels 0): a base for tests to fill in.
+#[derive(Clone, Debug, Default)]
 pub struct BlockPlan {
     pub worker_count: u32,
     /// Channels of every slot, or [`CHANNELS_PER_IMAGE`] for each image's own.

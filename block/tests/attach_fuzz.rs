@@ -45,21 +45,9 @@ fn mutate_and_attach(window_slot: Option<u64>) {
         op_chain: "blur:2".into(),
         output_format: "png".into(),
         quality: 90,
-        png_compression: 0,
-        strict: false,
-        resize_fit: 0,
         max_pixels: 1 << 20,
-        copy_mode: false,
-        rgb_output: false,
-        kept: false,
-        no_fsync: false,
-        allow_truncated: false,
-        strip: false,
-        lossless: false,
-        background: None,
-        classes: None,
-        label_kind: 0,
         window_slot,
+        ..Default::default()
     };
     let owner = OwnedBlock::create(&name, backing.clone(), &plan).unwrap();
     let path = dir.path().join(&name);

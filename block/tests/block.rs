@@ -25,25 +25,10 @@ fn plan(images: &[(u32, u32)]) -> BlockPlan {
             })
             .collect(),
         input_root: b"/in".to_vec(),
-        output_root: Vec::new(),
         op_chain: "invert".into(),
-        output_format: String::new(),
         quality: 90,
-        png_compression: 0,
-        strict: false,
-        resize_fit: 0,
         max_pixels: 1 << 20,
-        copy_mode: false,
-        rgb_output: false,
-        kept: false,
-        no_fsync: false,
-        allow_truncated: false,
-        strip: false,
-        lossless: false,
-        background: None,
-        classes: None,
-        label_kind: 0,
-        window_slot: None,
+        ..Default::default()
     }
 }
 
