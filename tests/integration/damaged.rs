@@ -95,6 +95,26 @@ const PATHS: [&[&str]; 3] = [
     &["--resize", "64x64"],
 ];
 
+/// `run INPUT -o OUT -j 2 --json`, with one decode path's flags and `extra`.
+fn run_on_path(
+    input: &Path,
+    out: &Path,
+    path_args: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        os("run"),
+        input.as_os_str(),
+        os("-o"),
+        out.as_os_str(),
+        os("-j"),
+        os("2"),
+        os("--json"),
+    ];
+    args.extend(extra.iter().chain(path_args).map(|a| os(a)));
+    run(&args)
+}
+
 #[test]
 fn damaged_jpegs_fail_on_every_decode_path_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -102,17 +122,7 @@ fn damaged_jpegs_fail_on_every_decode_path_naming_the_file() {
     build(&input);
     for (k, path_args) in PATHS.iter().enumerate() {
         let out_dir = tmp.path().join(format!("out{k}"));
-        let mut args = vec![
-            os("run"),
-            input.as_os_str(),
-            os("-o"),
-            out_dir.as_os_str(),
-            os("-j"),
-            os("2"),
-            os("--json"),
-        ];
-        args.extend(path_args.iter().map(|a| os(a)));
-        let out = run(&args);
+        let out = run_on_path(&input, &out_dir, path_args, &[]);
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -144,18 +154,7 @@ fn allow_truncated_keeps_damaged_jpegs_as_warnings() {
     build(&input);
     for (k, path_args) in PATHS.iter().enumerate() {
         let out_dir = tmp.path().join(format!("out{k}"));
-        let mut args = vec![
-            os("run"),
-            input.as_os_str(),
-            os("-o"),
-            out_dir.as_os_str(),
-            os("-j"),
-            os("2"),
-            os("--allow-truncated"),
-            os("--json"),
-        ];
-        args.extend(path_args.iter().map(|a| os(a)));
-        let out = run(&args);
+        let out = run_on_path(&input, &out_dir, path_args, &["--allow-truncated"]);
         assert_eq!(
             out.status.code(),
             Some(0),
