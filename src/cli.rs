@@ -501,7 +501,10 @@ pub struct ExportCli {
     /// The file to write: FILE.npy, the pixels as one (N, H, W, C) array; or FILE.npz, NumPy's
     /// archive of `images` (that array), `labels` (int64, -1 without labels), `paths` (each
     /// image's source path, relative) and, with labels, `classes` (the class names in label
-    /// order): `np.load(FILE)["labels"]`.
+    /// order): `np.load(FILE)["labels"]`. Images of their own shapes go only to a .npz, as
+    /// `pixels` (every image's values one after the other), `offsets` (image i is
+    /// pixels[offsets[i]:offsets[i+1]]) and `shapes` (each one's H, W, C) instead of `images`;
+    /// `shmpipe.read_export(FILE)` gives them back as arrays of their shapes.
     pub file: PathBuf,
     /// Export only the images that loaded (leaving out those that failed, listed on stderr)
     /// instead of refusing a dataset that holds failed images.

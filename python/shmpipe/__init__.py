@@ -10,6 +10,7 @@ process by name as NumPy arrays, with no copy.
     ds.labels, ds.classes            # int64 class per image, class names (`load --labels folder`)
     ds.original_sizes[3]             # the source's (width, height) before any resize
     ds.close()                       # views taken before stay valid
+    shmpipe.read_export("faces.npz") # what `shmpipe export faces faces.npz` wrote, any shapes
 
     train = shmpipe.Dataset("faces", transform=None)   # for torch.utils.data.DataLoader
     image, label = train[3]
@@ -36,8 +37,10 @@ from ._block import Block, BlockError, attach
 from ._layout import LAYOUT_VERSION
 from ._cli import load, program
 from ._dataset import Dataset
+from ._export import Export, read_export
 
 __all__ = ["attach", "Batch", "Block", "BlockError", "CenterCrop", "collate", "Dataset",
-           "LAYOUT_VERSION", "load", "Loader", "program", "RandomResizedCrop"]
+           "Export", "LAYOUT_VERSION", "load", "Loader", "program", "RandomResizedCrop",
+           "read_export"]
 # One version for the package and the program (Cargo.toml's; tests/integration/cli.rs holds them together).
 __version__ = "0.5.0"

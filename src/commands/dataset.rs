@@ -20,7 +20,7 @@ use shmpipe_worker::codec::{self, EncodeOptions, FORMATS};
 use shmpipe_worker::resize::{Fit, Geometry};
 
 use crate::cli::{ExportCli, LoadCli, SaveCli};
-use crate::commands::npz::{int64_npy, unicode_npy, NpzWriter};
+use crate::commands::npz::{int64_array_npy, int64_npy, unicode_npy, NpzWriter};
 use crate::engine::dataset::{attach, temporaries_owner};
 use crate::engine::settings::Job;
 use crate::exit;
@@ -437,9 +437,17 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
     refuse_to_replace_a_source(&block, &args.file)?;
     let backing = args.backing.clone().map_or(Backing::Shm, Backing::Dir);
     refuse_to_replace_a_block(&args.file, &backing)?;
-    let images = exported_images(&block, args.partial)?;
+    let npz = args
+        .file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    let images = exported_images(&block, args.partial, npz)?;
     let count = images.len();
     let first = block.slot(images[0]);
+    let uniform = images.iter().all(|&i| {
+        let s = block.slot(i);
+        (s.height, s.width) == (first.height, first.width)
+    });
     let dir = args
         .file
         .parent()
@@ -462,27 +470,30 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .filter(|step| step.flags & HISTORY_FLOAT_STATS != 0)
         .copied();
     let float = float_stats.is_some();
-    let npz = args
-        .file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
     let out = match npz {
         false => {
             let mut out = out;
-            write_images(&mut out, &reader, &images, shape, float_stats)?;
+            write_images(&mut out, &reader, &images, &shape, shape[3], float_stats)?;
             out
         }
-        true => write_npz(out, &block, &reader, &images, shape, float_stats)?,
+        true => write_npz(out, &block, &reader, &images, uniform, float_stats)?,
     };
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
     tmp.persist(&args.file)
         .with_context(|| format!("cannot write {}", args.file.display()))?;
+    let layout = match uniform {
+        true => format!(
+            "({count}, {}, {}, {})",
+            first.height, first.width, first.channels
+        ),
+        false => format!(
+            "{count} images of their own shapes (pixels, offsets, shapes), {} channels,",
+            first.channels
+        ),
+    };
     println!(
-        "exported {} as ({count}, {}, {}, {}) {}{} to {}",
+        "exported {} as {layout} {}{} to {}",
         block.name(),
-        first.height,
-        first.width,
-        first.channels,
         if float {
             "float32, normalized"
         } else {
@@ -500,8 +511,13 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
 
 /// The images `export` writes, in order: every one, or with `partial` those that loaded (the
 /// others each named on stderr). Refuses a dataset with failed images without `partial`, one
-/// with none that loaded, and one whose images differ in shape.
-fn exported_images(block: &AttachedBlock, partial: bool) -> anyhow::Result<Vec<usize>> {
+/// with none that loaded, and, unless `ragged` (an `.npz`, which holds them), one whose images
+/// differ in shape.
+fn exported_images(
+    block: &AttachedBlock,
+    partial: bool,
+    ragged: bool,
+) -> anyhow::Result<Vec<usize>> {
     let failed = failed_images(block);
     if let Some((i, reason)) = failed.first().filter(|_| !partial) {
         bail!(
@@ -526,10 +542,10 @@ fn exported_images(block: &AttachedBlock, partial: bool) -> anyhow::Result<Vec<u
     let first = block.slot(images[0]);
     if let Some(&i) = images.iter().find(|&&i| {
         let s = block.slot(i);
-        (s.height, s.width) != (first.height, first.width)
+        !ragged && (s.height, s.width) != (first.height, first.width)
     }) {
         bail!(
-            "{} is ragged (image {} is {}x{}, image {i} is {}x{}): export needs one shape: load it again with --resize WxH --fit cover (or stretch, or contain)",
+            "{} is ragged (image {} is {}x{}, image {i} is {}x{}): a .npy holds one shape: export to a .npz (it keeps each image's shape), or load it again with --resize WxH --fit cover (or stretch, or contain)",
             block.name(),
             images[0],
             first.width,
@@ -542,19 +558,56 @@ fn exported_images(block: &AttachedBlock, partial: bool) -> anyhow::Result<Vec<u
 }
 
 /// An `.npz` of the images (as `write_images` writes them) with their labels, their paths and,
-/// for a labelled dataset, the class names: `images.npy`, `labels.npy`, `paths.npy`,
-/// `classes.npy`. Gives back the writer it wrote through.
+/// for a labelled dataset, the class names. Images of one shape are `images.npy`, `(N, H, W,
+/// C)`; images of their own shapes (`uniform` false) are `pixels.npy`, every image's values one
+/// after the other, with `offsets.npy` (`N + 1` values: image `i` is `pixels[offsets[i] :
+/// offsets[i + 1]]`) and `shapes.npy` (`(N, 3)`: each one's `H, W, C`). Then `labels.npy`,
+/// `paths.npy` and `classes.npy`. Gives back the writer it wrote through.
 fn write_npz<W: Write>(
     out: W,
     block: &AttachedBlock,
     reader: &Reader<'_>,
     images: &[usize],
-    shape: [usize; 4],
+    uniform: bool,
     float_stats: Option<shmpipe_block::HistoryEntry>,
 ) -> anyhow::Result<W> {
     let mut zip = NpzWriter::new(out);
-    zip.member("images.npy")?;
-    write_images(&mut zip, reader, images, shape, float_stats)?;
+    let first = block.slot(images[0]);
+    if uniform {
+        let shape = [images.len(), first.height, first.width, first.channels];
+        zip.member("images.npy")?;
+        write_images(
+            &mut zip,
+            reader,
+            images,
+            &shape,
+            first.channels,
+            float_stats,
+        )?;
+    } else {
+        let mut offsets = vec![0i64];
+        let mut shapes = Vec::with_capacity(3 * images.len());
+        for &i in images {
+            let s = block.slot(i);
+            let values = (s.height * s.width * s.channels) as i64;
+            offsets.push(offsets.last().copied().unwrap_or(0) + values);
+            shapes.extend([s.height as i64, s.width as i64, s.channels as i64]);
+        }
+        let total = offsets.last().copied().unwrap_or(0) as usize;
+        zip.member("pixels.npy")?;
+        write_images(
+            &mut zip,
+            reader,
+            images,
+            &[total],
+            first.channels,
+            float_stats,
+        )?;
+        zip.member("offsets.npy")?;
+        zip.write_all(&int64_npy(&offsets))?;
+        zip.member("shapes.npy")?;
+        zip.write_all(&int64_array_npy(&shapes, &[images.len(), 3]))?;
+    }
     let labels: Vec<i64> = images.iter().map(|&i| block.images()[i].label).collect();
     zip.member("labels.npy")?;
     zip.write_all(&int64_npy(&labels))?;
@@ -593,19 +646,20 @@ fn write_images(
     out: &mut impl Write,
     reader: &Reader,
     images: &[usize],
-    shape: [usize; 4],
+    shape: &[usize],
+    channels: usize,
     float_stats: Option<shmpipe_block::HistoryEntry>,
 ) -> anyhow::Result<()> {
     if let Some(stats) = float_stats {
         // normalize:float: (v - mean_c) / std_c for colour channels, v / 255 for alpha.
-        let c = shape[3];
+        let c = channels;
         let colour = if c == 4 { 3 } else { c };
         let mut scale = [(0.0f64, 1.0 / 255.0); 4];
         for (ch, s) in scale.iter_mut().enumerate().take(colour) {
             let (mean, std) = (stats.mean[ch], stats.std[ch]);
             *s = (mean, if std > 0.0 { 1.0 / std } else { 0.0 });
         }
-        out.write_all(&npy_header::<f32>(&shape)?)?;
+        out.write_all(&npy_header::<f32>(shape)?)?;
         let mut values: Vec<f32> = Vec::new();
         for &i in images {
             let pixels = reader.pixels(i);
@@ -618,7 +672,7 @@ fn write_images(
             f32::write_slice(&values, &mut *out)?;
         }
     } else {
-        out.write_all(&npy_header::<u8>(&shape)?)?;
+        out.write_all(&npy_header::<u8>(shape)?)?;
         for &i in images {
             u8::write_slice(reader.pixels(i), &mut *out)?;
         }

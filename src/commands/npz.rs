@@ -201,10 +201,19 @@ pub fn unicode_npy(texts: &[String]) -> Vec<u8> {
 
 /// A `.npy` array of `i64` values, shape `(len,)`.
 pub fn int64_npy(values: &[i64]) -> Vec<u8> {
-    let dict = format!(
-        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
-        values.len()
-    );
+    int64_array_npy(values, &[values.len()])
+}
+
+/// A `.npy` array of `i64` values in C order, of `shape` (whose product is `values.len()`).
+pub fn int64_array_npy(values: &[i64], shape: &[usize]) -> Vec<u8> {
+    debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+    let sides: String = shape.iter().map(|s| format!("{s}, ")).collect();
+    let sides = if shape.len() == 1 {
+        sides.trim_end().to_string()
+    } else {
+        sides.trim_end().trim_end_matches(',').to_string()
+    };
+    let dict = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({sides}), }}");
     let mut out = npy_preamble(&dict);
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());

@@ -459,8 +459,8 @@ fn export_npz_carries_labels_paths_and_classes_beside_the_pixels() {
     ]);
     let _plain_guard = Dataset(plain.clone());
     let (labelled, unlabelled) = (tmp.path().join("l.npz"), tmp.path().join("u.npz"));
-    // The labelled dataset is ragged (shorter side 48): export needs one shape, so it is made
-    // again at one size under another name.
+    // The labelled dataset is ragged (shorter side 48; its export is the next test's): it is
+    // made again at one size under another name.
     let uniform = format!("augnpzuniform{}", std::process::id());
     ok(&[
         os("load"),
@@ -497,6 +497,8 @@ for name, path in (("{uniform}", {labelled:?}), ("{plain}", {unlabelled:?})):
         else:
             assert labels == block.labels.tolist() and f["classes"].tolist() == block.classes
         said[name] = sorted(f.files)
+    got = shmpipe.read_export(path)
+    assert np.array_equal(got.images, block.array) and got.paths == list(block.paths), name
     block.close()
 print(json.dumps(said))
 "#
@@ -511,6 +513,80 @@ print(json.dumps(said))
         serde_json::json!(["images", "labels", "paths"])
     );
     assert_eq!(files_in(tmp.path()), ["in", "l.npz", "u.npz"]);
+}
+
+/// A dataset of its own shapes (stored at shorter side 48, as for augmentation) exports to an
+/// `.npz` that keeps each image's shape: `pixels`, `offsets` and `shapes` beside the labels,
+/// paths and classes, every image equal to the block's, read back by `shmpipe.read_export`
+/// (which also reads a uniform export); a `.npy` of it is refused naming the `.npz`, and a
+/// cut or forged export is refused by the reader.
+#[test]
+fn a_ragged_dataset_exports_to_npz_each_image_its_own_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("augragged{}", std::process::id());
+    let _guard = dataset(tmp.path(), &name);
+    let npz = tmp.path().join("r.npz");
+    ok(&[os("export"), os(&name), npz.as_os_str()]);
+    let npy = tmp.path().join("r.npy");
+    let refused = crate::util::shmpipe(&[os("export"), os(&name), npy.as_os_str()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        crate::util::stderr(&refused).contains("export to a .npz"),
+        "{}",
+        crate::util::stderr(&refused)
+    );
+    let said = python(
+        &pythons()[0],
+        &format!(
+            r#"{start}
+import numpy as np
+with np.load({npz:?}) as f:
+    files = sorted(f.files)
+    pixels, offsets, shapes = f["pixels"], f["offsets"], f["shapes"]
+    raw = [pixels[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(len(shapes))]
+    forged = {{k: f[k] for k in f.files}}
+block = ds.block
+assert len(raw) == len(block)
+for i in range(len(block)):
+    assert np.array_equal(raw[i], block.images[i]), i
+got = shmpipe.read_export({npz:?})
+assert all(np.array_equal(a, b) for a, b in zip(got.images, raw))
+assert got.labels.tolist() == block.labels.tolist() and got.classes == block.classes
+assert got.paths == list(block.paths)
+forged["offsets"] = forged["offsets"].copy()
+forged["offsets"][1] += 1
+np.savez({bad:?}, **forged)
+try:
+    shmpipe.read_export({bad:?})
+    refused = None
+except ValueError as e:
+    refused = str(e)
+print(json.dumps({{"files": files, "shapes": [list(map(int, s)) for s in shapes],
+                   "refused": refused}}))
+"#,
+            start = on_dataset(&name),
+            npz = npz,
+            bad = tmp.path().join("bad.npz"),
+        ),
+    );
+    assert_eq!(
+        said["files"],
+        serde_json::json!(["classes", "labels", "offsets", "paths", "pixels", "shapes"])
+    );
+    let shapes = said["shapes"].as_array().unwrap();
+    assert_eq!(shapes.len(), 6);
+    assert!(
+        shapes
+            .iter()
+            .any(|s| s[0] != shapes[0][0] || s[1] != shapes[0][1]),
+        "the dataset is ragged: {shapes:?}"
+    );
+    assert!(
+        said["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("do not cut its pixels into images")),
+        "{said}"
+    );
 }
 
 /// The names in `dir`, sorted: no temporary left beside an export.
