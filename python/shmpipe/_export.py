@@ -36,6 +36,8 @@ def read_export(path: Union[str, os.PathLike]) -> Export:
             pixels, offsets, shapes = npz["pixels"], npz["offsets"], npz["shapes"]
             count = len(shapes)
             cut = (offsets.shape == (count + 1,) and shapes.shape == (count, 3)
+                   and offsets.dtype.kind == "i" and shapes.dtype.kind == "i"
+                   and pixels.ndim == 1 and bool((shapes > 0).all())
                    and offsets[0] == 0 and offsets[-1] == pixels.size
                    and (np.diff(offsets) == shapes.prod(axis=1)).all())
             if not cut:

@@ -553,14 +553,23 @@ got = shmpipe.read_export({npz:?})
 assert all(np.array_equal(a, b) for a, b in zip(got.images, raw))
 assert got.labels.tolist() == block.labels.tolist() and got.classes == block.classes
 assert got.paths == list(block.paths)
-forged["offsets"] = forged["offsets"].copy()
-forged["offsets"][1] += 1
-np.savez({bad:?}, **forged)
-try:
-    shmpipe.read_export({bad:?})
-    refused = None
-except ValueError as e:
-    refused = str(e)
+def refused_when(key, change):
+    bad = dict(forged)
+    bad[key] = change(bad[key].copy())
+    np.savez({bad:?}, **bad)
+    try:
+        shmpipe.read_export({bad:?})
+        return None
+    except ValueError as e:
+        return str(e)
+def shifted(offsets):
+    offsets[1] += 1
+    return offsets
+def negated(shapes):
+    shapes[0, :2] *= -1  # the same product, a negative shape
+    return shapes
+refusals = [refused_when("offsets", shifted), refused_when("shapes", negated)]
+refused = refusals[0] if refusals[0] == refusals[1] else refusals
 print(json.dumps({{"files": files, "shapes": [list(map(int, s)) for s in shapes],
                    "refused": refused}}))
 "#,
