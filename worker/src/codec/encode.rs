@@ -2,6 +2,7 @@
 //! other format `image` writes, with the source's metadata where the format holds it, through
 //! a temporary file and a rename (see `files`).
 
+use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
@@ -320,48 +321,8 @@ pub fn encode_with(
     // Written through the File itself, whose errors are the OS's reason alone (the temporary
     // file's own Write adds its path to each).
     let mut out = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
-    let flattened;
-    let (slot, channels) = match opts.background {
-        Some(background) if matches!(channels, 2 | 4) => {
-            let (pixels, channels) = flatten(slot, channels as usize, background);
-            flattened = pixels;
-            (&flattened[..], channels as u32)
-        }
-        _ => (slot, channels),
-    };
-    let converted;
-    let (data, color) = match (channels, opts.format) {
-        (1, ImageFormat::Gif) => {
-            // The GIF encoder takes only RGB(A).
-            converted = slot.iter().flat_map(|&v| [v, v, v]).collect::<Vec<u8>>();
-            (&converted[..], ExtendedColorType::Rgb8)
-        }
-        (1, _) => (slot, ExtendedColorType::L8),
-        (2, ImageFormat::Jpeg) => {
-            // JPEG has no alpha: drop it.
-            converted = slot.chunks_exact(2).map(|p| p[0]).collect::<Vec<u8>>();
-            (&converted[..], ExtendedColorType::L8)
-        }
-        (2, ImageFormat::Gif | ImageFormat::Tiff) => {
-            // Neither encoder takes gray with alpha.
-            converted = slot
-                .chunks_exact(2)
-                .flat_map(|p| [p[0], p[0], p[0], p[1]])
-                .collect::<Vec<u8>>();
-            (&converted[..], ExtendedColorType::Rgba8)
-        }
-        (2, _) => (slot, ExtendedColorType::La8),
-        (4, ImageFormat::Jpeg) => {
-            // JPEG has no alpha: drop it.
-            converted = slot
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect::<Vec<u8>>();
-            (&converted[..], ExtendedColorType::Rgb8)
-        }
-        (4, _) => (slot, ExtendedColorType::Rgba8),
-        _ => (slot, ExtendedColorType::Rgb8),
-    };
+    let (data, color) = encoder_input(slot, channels, opts);
+    let data = &data[..];
     let gray = matches!(color, ExtendedColorType::L8 | ExtendedColorType::La8);
     let fitted;
     let metadata = match &metadata.icc {
@@ -374,21 +335,104 @@ pub fn encode_with(
         }
         _ => metadata,
     };
-    let encoded = match opts.format {
-        ImageFormat::Jpeg => {
-            encode_jpeg(&mut out, data, width, height, color, opts.quality, metadata)
+    let encoded = encode_into(&mut out, data, (width, height), color, opts, metadata);
+    encoded.map_err(|e| match e {
+        image::ImageError::IoError(io) => write_err(io),
+        e => CodecError::Encode {
+            path: target.to_path_buf(),
+            reason: e.to_string(),
+        },
+    })?;
+    out.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+    if opts.durable {
+        tmp.as_file().sync_data().map_err(write_err)?;
+    }
+    tmp.persist(target).map_err(|e| write_err(e.error))?;
+    Ok(bytes)
+}
+
+/// The pixels and colour type an encoder is given for a slot of `channels` in `opts.format`:
+/// flattened onto `opts.background` when it is set and the image has alpha; gray expanded to
+/// RGB for GIF; gray with alpha as RGBA for GIF and TIFF (neither encoder takes it); alpha
+/// dropped for JPEG (it holds none). Borrowed when the slot is fit as it is.
+fn encoder_input(
+    slot: &[u8],
+    channels: u32,
+    opts: EncodeOptions,
+) -> (Cow<'_, [u8]>, ExtendedColorType) {
+    match opts.background {
+        Some(background) if matches!(channels, 2 | 4) => {
+            let (pixels, channels) = flatten(slot, channels as usize, background);
+            let (data, color) = converted(&pixels, channels as u32, opts.format);
+            // Flattened pixels are gray or RGB, which every encoder takes as they are.
+            let data = match data {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(data) => Some(data),
+            };
+            (Cow::Owned(data.unwrap_or(pixels)), color)
         }
-        ImageFormat::Png => encode_png(&mut out, data, (width, height), color, opts.png, metadata),
-        ImageFormat::WebP if !opts.webp_lossless => encode_webp_lossy(
-            &mut out,
-            data,
-            (width, height),
-            color,
-            opts.quality,
-            metadata,
-        ),
+        _ => converted(slot, channels, opts.format),
+    }
+}
+
+/// `slot`'s pixels as `format`'s encoder takes them (see [`encoder_input`]).
+fn converted(
+    slot: &[u8],
+    channels: u32,
+    format: ImageFormat,
+) -> (Cow<'_, [u8]>, ExtendedColorType) {
+    match (channels, format) {
+        (1, ImageFormat::Gif) => {
+            // The GIF encoder takes only RGB(A).
+            let rgb = slot.iter().flat_map(|&v| [v, v, v]).collect();
+            (Cow::Owned(rgb), ExtendedColorType::Rgb8)
+        }
+        (1, _) => (Cow::Borrowed(slot), ExtendedColorType::L8),
+        (2, ImageFormat::Jpeg) => {
+            // JPEG has no alpha: drop it.
+            let gray = slot.chunks_exact(2).map(|p| p[0]).collect();
+            (Cow::Owned(gray), ExtendedColorType::L8)
+        }
+        (2, ImageFormat::Gif | ImageFormat::Tiff) => {
+            // Neither encoder takes gray with alpha.
+            let rgba = slot
+                .chunks_exact(2)
+                .flat_map(|p| [p[0], p[0], p[0], p[1]])
+                .collect();
+            (Cow::Owned(rgba), ExtendedColorType::Rgba8)
+        }
+        (2, _) => (Cow::Borrowed(slot), ExtendedColorType::La8),
+        (4, ImageFormat::Jpeg) => {
+            // JPEG has no alpha: drop it.
+            let rgb = slot
+                .chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect();
+            (Cow::Owned(rgb), ExtendedColorType::Rgb8)
+        }
+        (4, _) => (Cow::Borrowed(slot), ExtendedColorType::Rgba8),
+        _ => (Cow::Borrowed(slot), ExtendedColorType::Rgb8),
+    }
+}
+
+/// `data` encoded as `opts.format` into `out`, with what of `metadata` the format holds.
+fn encode_into(
+    out: &mut impl Write,
+    data: &[u8],
+    (width, height): (u32, u32),
+    color: ExtendedColorType,
+    opts: EncodeOptions,
+    metadata: &Metadata,
+) -> image::ImageResult<()> {
+    match opts.format {
+        ImageFormat::Jpeg => encode_jpeg(out, data, width, height, color, opts.quality, metadata),
+        ImageFormat::Png => encode_png(out, data, (width, height), color, opts.png, metadata),
+        ImageFormat::WebP if !opts.webp_lossless => {
+            encode_webp_lossy(out, data, (width, height), color, opts.quality, metadata)
+        }
         ImageFormat::WebP => {
-            let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(out);
             carry_metadata(&mut encoder, metadata);
             encoder.write_image(data, width, height, color)
         }
@@ -414,19 +458,5 @@ pub fn encode_with(
                         .map_err(image::ImageError::IoError)
                 })
         }
-    };
-    encoded.map_err(|e| match e {
-        image::ImageError::IoError(io) => write_err(io),
-        e => CodecError::Encode {
-            path: target.to_path_buf(),
-            reason: e.to_string(),
-        },
-    })?;
-    out.into_inner().map_err(|e| write_err(e.into_error()))?;
-    let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-    if opts.durable {
-        tmp.as_file().sync_data().map_err(write_err)?;
     }
-    tmp.persist(target).map_err(|e| write_err(e.error))?;
-    Ok(bytes)
 }
