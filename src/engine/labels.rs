@@ -96,7 +96,27 @@ fn assign(
             String::from_utf8_lossy(&images[first].source)
         ));
     }
-    let classes: Vec<Vec<u8>> = match numbered {
+    let classes = classes_of(numbered, &given, &pairs);
+    for (image, label) in images.iter_mut().zip(given) {
+        let (pair, number) = label.expect("every image has a label");
+        image.label = match number {
+            Some(n) if numbered => i64::from(n),
+            _ => classes
+                .binary_search(&pair.label)
+                .expect("every label is a class") as i64,
+        };
+    }
+    Ok(classes)
+}
+
+/// The classes of labels `given` to the images: with whole numbers, `0` to the largest (each
+/// named by its number, so that an index is its class); with names, the names in sorted order.
+fn classes_of(
+    numbered: bool,
+    given: &[Option<(&LabelPair, Option<u32>)>],
+    pairs: &[LabelPair],
+) -> Vec<Vec<u8>> {
+    match numbered {
         true => {
             let largest = given
                 .iter()
@@ -112,17 +132,7 @@ fn assign(
             names.dedup();
             names
         }
-    };
-    for (image, label) in images.iter_mut().zip(given) {
-        let (pair, number) = label.expect("every image has a label");
-        image.label = match number {
-            Some(n) if numbered => i64::from(n),
-            _ => classes
-                .binary_search(&pair.label)
-                .expect("every label is a class") as i64,
-        };
     }
-    Ok(classes)
 }
 
 /// A label that is a whole number from 0 to 1,000,000 (a class index), as written: digits only.
