@@ -45,10 +45,12 @@ pub fn warn_unused_settings(job: &Job, planned: &Plan) {
     if job.lossless && !outputs(ImageFormat::WebP) {
         eprintln!("shmpipe: warning: --lossless has no effect: no output of this run is a WebP");
     }
-    let alpha = planned.images.iter().any(|i| matches!(i.channels, 2 | 4))
-        && matches!(job.channels, shmpipe_block::CHANNELS_PER_IMAGE | 4);
+    // Each image keeps its own channels only in a run's block; a kept one holds RGB unless told.
+    let own_channels = job.channels == shmpipe_block::CHANNELS_PER_IMAGE && job.keep.is_none();
+    let alpha = job.channels == 4
+        || own_channels && planned.images.iter().any(|i| matches!(i.channels, 2 | 4));
     if job.background.is_some() && !alpha {
-        eprintln!("shmpipe: warning: --background has no effect: no image of this run has alpha (it is the colour alpha is flattened onto)");
+        eprintln!("shmpipe: warning: --background has no effect: no image of this run has alpha to flatten (a kept dataset holds RGB unless --channels 4)");
     }
     if job.png_compression.is_some() && !outputs(ImageFormat::Png) {
         eprintln!(
