@@ -62,7 +62,7 @@ pub(crate) fn dataset(root: &Path, name: &str) -> Dataset {
 
 /// The start of a script on the dataset `name`: the library this build made, NumPy, the
 /// package, and `ds` attached.
-fn on_dataset(name: &str) -> String {
+pub(crate) fn on_dataset(name: &str) -> String {
     format!(
         "import os, json\nos.environ[\"SHMPIPE_AUGMENT_LIB\"] = {lib:?}\nimport numpy as np, shmpipe\nds = shmpipe.Dataset(\"{name}\")\n",
         lib = library()

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::augment::{dataset, library};
+use crate::augment::{dataset, library, on_dataset};
 use crate::python_loader::{python, pythons};
 
 /// The interpreter with torch, or None (said on stderr).
@@ -42,16 +42,13 @@ fn loader_batches_are_tensors_when_torch_is_imported_and_numpy_otherwise() {
     let plain = python(
         &py,
         &format!(
-            r#"
-import os, sys, json
-os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
-import numpy as np, shmpipe
-ds = shmpipe.Dataset("{name}")
+            r#"{start}
+import sys
 aug = shmpipe.RandomResizedCrop(24, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), seed=3)
 kinds = [type(x).__name__ + "/" + type(y).__name__ for x, y in shmpipe.Loader(ds, aug, 4)]
 print(json.dumps({{"kinds": kinds, "torch": "torch" in sys.modules}}))
 "#,
-            lib = library(),
+            start = on_dataset(&name),
         ),
     );
     assert_eq!(
@@ -62,11 +59,8 @@ print(json.dumps({{"kinds": kinds, "torch": "torch" in sys.modules}}))
     let said = python(
         &py,
         &format!(
-            r#"
-import os, json, warnings
-os.environ["SHMPIPE_AUGMENT_LIB"] = {lib:?}
-import numpy as np, torch, shmpipe
-ds = shmpipe.Dataset("{name}")
+            r#"{start}
+import torch, warnings
 aug = shmpipe.RandomResizedCrop(24, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), seed=3)
 out = {{}}
 tensors = list(shmpipe.Loader(ds, aug, 4, shuffle=False))
@@ -93,7 +87,7 @@ out["one_memory"] = len({{ptr for _, ptr in pinned}}) == 1
 out["warned"] = [str(w.message) for w in caught]
 print(json.dumps(out))
 "#,
-            lib = library(),
+            start = on_dataset(&name),
         ),
     );
     assert_eq!(said["kinds"], serde_json::json!(vec!["Tensor/Tensor"; 2]));
