@@ -399,6 +399,60 @@ fn a_killed_exports_temporary_is_removed_by_the_next_export() {
     );
 }
 
+/// The same for an `.npz` of a dataset of two shapes (pixels, offsets and shapes): the killed
+/// export leaves no file, the next removes the temporary and writes every image, each its shape.
+#[test]
+fn a_killed_ragged_npz_exports_temporary_is_removed_by_the_next_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("texpr{}", std::process::id());
+    let _dataset = crate::util::Dataset(name.clone());
+    let input = tmp.path().join("in");
+    for (folder, size) in [("wide", "1600x1200"), ("tall", "1200x1600")] {
+        let gen = run(&[
+            os("gen"),
+            input.join(folder).as_os_str(),
+            os("--count"),
+            os("6"),
+            os("--size"),
+            os(size),
+        ]);
+        assert!(gen.status.success(), "{}", stderr(&gen));
+    }
+    let load = run(&[
+        os("load"),
+        input.as_os_str(),
+        os("--name"),
+        os(&name),
+        os("-q"),
+    ]);
+    assert!(load.status.success(), "{}", stderr(&load));
+    let folder = tmp.path().join("npz");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("all.npz");
+    let export = [os("export"), os(&name), file.as_os_str()];
+    let left = killed_while_writing(&export, &folder);
+    assert!(!file.exists(), "a killed export wrote its file");
+    assert_eq!(left.len(), 1);
+    let again = run(&export);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(temporaries_under(&folder), Vec::<PathBuf>::new());
+    let shapes = crate::python_loader::python(
+        &crate::python_loader::pythons()[0],
+        &format!(
+            "import json, shmpipe\nsaved = shmpipe.read_export({file:?})\nprint(json.dumps([list(i.shape) for i in saved.images]))\n"
+        ),
+    );
+    let mut shapes: Vec<String> = shapes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    shapes.sort();
+    shapes.dedup();
+    assert_eq!(shapes, ["[1200,1600,3]", "[1600,1200,3]"]);
+}
+
 /// A temporary file left in a folder that later serves as input (a killed gen's, or a save's
 /// into what becomes the next run's input) is part of an image at most: the run counts it as
 /// skipped, never as an image, failed or otherwise, and leaves it where it is.
