@@ -499,10 +499,10 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         } else {
             "uint8"
         },
-        if npz {
-            ", with labels, paths and classes"
-        } else {
-            ""
+        match (npz, class_names(&block).is_some()) {
+            (true, true) => ", with labels, paths and classes",
+            (true, false) => ", with paths (no labels: -1 each)",
+            (false, _) => "",
         },
         args.file.display()
     );
