@@ -239,6 +239,24 @@ fn npy_preamble(dict: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The header names the shape as NumPy writes it: `(3,)` for one side, `(2, 3)` for two.
+    #[test]
+    fn int64_arrays_name_their_shape_as_numpy_does() {
+        let one = int64_npy(&[1, 2, 3]);
+        let text = String::from_utf8_lossy(&one[10..]);
+        assert!(text.contains("'shape': (3,), "), "{text}");
+        assert_eq!(
+            (one.len() - 3 * 8) % 64,
+            0,
+            "the header is padded to 64 bytes"
+        );
+        assert_eq!(&one[one.len() - 24..one.len() - 16], &1i64.to_le_bytes());
+        let two = int64_array_npy(&[1, 2, 3, 4, 5, 6], &[2, 3]);
+        let text = String::from_utf8_lossy(&two[10..]);
+        assert!(text.contains("'shape': (2, 3), "), "{text}");
+        assert_eq!(&two[two.len() - 8..], &6i64.to_le_bytes());
+    }
+
     #[test]
     fn a_stored_member_has_its_crc_and_size_in_every_record() {
         let mut npz = NpzWriter::new(Vec::new());
