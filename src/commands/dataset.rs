@@ -245,10 +245,7 @@ fn write_targets(
                 };
                 let (h, w, c) = (slot.height as u32, slot.width as u32, slot.channels as u32);
                 let pixels = reader.pixels(i);
-                if *output_format == image::ImageFormat::Jpeg
-                    && args.background.is_none()
-                    && codec::hidden_transparency(pixels, c as usize)
-                {
+                if codec::drops_transparency(pixels, c as usize, &opts) {
                     eprintln!(
                         "shmpipe: warning: {}: {}: the colours under its transparent pixels show (--background COLOR flattens it)",
                         relative.display(),

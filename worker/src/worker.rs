@@ -371,10 +371,7 @@ impl Job<'_> {
                 let dropped = metadata.dropped.join("; ");
                 warning = Some(format!("{}: {dropped}", metadata::LEFT_OUT));
             }
-            if format == image::ImageFormat::Jpeg
-                && self.background.is_none()
-                && codec::hidden_transparency(data, channels)
-            {
+            if codec::drops_transparency(data, channels, &opts) {
                 // Said first: what the picture looks like matters more than its metadata. Short:
                 // a record holds 104 bytes of message; the summary says what to do.
                 let dropped = codec::TRANSPARENCY_DROPPED;

@@ -27,7 +27,7 @@ pub struct EncodeOptions {
     pub webp_lossless: bool,
     /// `--background`: an image with alpha is flattened onto this colour and written without
     /// alpha, whatever the format. None: alpha is kept where the format holds it, and dropped
-    /// from a JPEG (see [`hidden_transparency`]).
+    /// from a JPEG (see [`drops_transparency`]).
     pub background: Option<[u8; 3]>,
 }
 
@@ -35,10 +35,12 @@ pub struct EncodeOptions {
 /// transparent pixels show. Its reason starts with this.
 pub const TRANSPARENCY_DROPPED: &str = "its transparency was dropped (a JPEG holds none)";
 
-/// Whether writing `pixels` (`channels` interleaved) without their alpha would change how they
-/// look: some pixel is not wholly opaque. False without alpha (1 or 3 channels).
-pub fn hidden_transparency(pixels: &[u8], channels: usize) -> bool {
-    matches!(channels, 2 | 4)
+/// Whether encoding `pixels` (`channels` interleaved) with `opts` drops transparency that shows:
+/// a JPEG, with no `background` to flatten onto, of an image with a pixel not wholly opaque.
+pub fn drops_transparency(pixels: &[u8], channels: usize, opts: &EncodeOptions) -> bool {
+    opts.format == ImageFormat::Jpeg
+        && opts.background.is_none()
+        && matches!(channels, 2 | 4)
         && pixels
             .chunks_exact(channels)
             .any(|p| p[channels - 1] != 255)
