@@ -374,6 +374,21 @@ fn clean_never_takes_a_live_saves_temporary() {
     assert_eq!(temporaries_under(&out), Vec::<PathBuf>::new());
 }
 
+/// Exports `name` to `folder/file`, SIGKILLs it while it writes (no file, one temporary left),
+/// and exports again: the file is written and no temporary is left. Gives the file.
+fn killed_then_exported_again(name: &str, folder: &Path, file: &str) -> PathBuf {
+    std::fs::create_dir_all(folder).unwrap();
+    let file = folder.join(file);
+    let export = [os("export"), os(name), file.as_os_str()];
+    let left = killed_while_writing(&export, folder);
+    assert!(!file.exists(), "a killed export wrote its file");
+    assert_eq!(left.len(), 1);
+    let again = run(&export);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(temporaries_under(folder), Vec::<PathBuf>::new());
+    file
+}
+
 /// `export` SIGKILLed while it writes leaves its temporary beside the file; the next export to
 /// that file removes it and writes the whole array.
 #[test]
@@ -382,16 +397,7 @@ fn a_killed_exports_temporary_is_removed_by_the_next_export() {
     let name = format!("texp{}", std::process::id());
     let _dataset = crate::util::Dataset(name.clone());
     loaded_dataset(tmp.path(), &name, 12);
-    let folder = tmp.path().join("npy");
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = folder.join("all.npy");
-    let export = [os("export"), os(&name), file.as_os_str()];
-    let left = killed_while_writing(&export, &folder);
-    assert!(!file.exists(), "a killed export wrote its file");
-    assert_eq!(left.len(), 1);
-    let again = run(&export);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(temporaries_under(&folder), Vec::<PathBuf>::new());
+    let file = killed_then_exported_again(&name, &tmp.path().join("npy"), "all.npy");
     let header = 128;
     assert_eq!(
         std::fs::metadata(&file).unwrap().len(),
@@ -426,16 +432,7 @@ fn a_killed_ragged_npz_exports_temporary_is_removed_by_the_next_export() {
         os("-q"),
     ]);
     assert!(load.status.success(), "{}", stderr(&load));
-    let folder = tmp.path().join("npz");
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = folder.join("all.npz");
-    let export = [os("export"), os(&name), file.as_os_str()];
-    let left = killed_while_writing(&export, &folder);
-    assert!(!file.exists(), "a killed export wrote its file");
-    assert_eq!(left.len(), 1);
-    let again = run(&export);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(temporaries_under(&folder), Vec::<PathBuf>::new());
+    let file = killed_then_exported_again(&name, &tmp.path().join("npz"), "all.npz");
     let shapes = crate::python_loader::python(
         &crate::python_loader::pythons()[0],
         &format!(

@@ -256,28 +256,24 @@ fn save_flattens_onto_the_background_and_warns_when_a_jpeg_drops_alpha() {
         os(&rgb),
         os("-q"),
     ]);
-    let done = crate::util::shmpipe(&[
-        os("save"),
-        os(&rgb),
-        os("-o"),
-        tmp.path().join("rgb").as_os_str(),
-        os("--background"),
-        os("white"),
-    ]);
+    let save = |name: &str, out: &str, flag: &str, value: &str| {
+        crate::util::shmpipe(&[
+            os("save"),
+            os(name),
+            os("-o"),
+            tmp.path().join(out).as_os_str(),
+            os(flag),
+            os(value),
+        ])
+    };
+    let done = save(&rgb, "rgb", "--background", "white");
     assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
     assert!(
         stderr(&done).contains("--background has no effect"),
         "{}",
         stderr(&done)
     );
-    let done = crate::util::shmpipe(&[
-        os("save"),
-        os(&name),
-        os("-o"),
-        tmp.path().join("jpeg").as_os_str(),
-        os("--format"),
-        os("jpeg"),
-    ]);
+    let done = save(&name, "jpeg", "--format", "jpeg");
     assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
     assert!(
         stderr(&done).contains("rgba.png: its transparency was dropped (a JPEG holds none)"),
