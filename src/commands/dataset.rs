@@ -438,13 +438,9 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
         .file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
-    let images = exported_images(&block, args.partial, npz)?;
+    let (images, uniform) = exported_images(&block, args.partial, npz)?;
     let count = images.len();
     let first = block.slot(images[0]);
-    let uniform = images.iter().all(|&i| {
-        let s = block.slot(i);
-        (s.height, s.width) == (first.height, first.width)
-    });
     let dir = args
         .file
         .parent()
@@ -509,12 +505,12 @@ fn export_inner(args: ExportCli) -> anyhow::Result<()> {
 /// The images `export` writes, in order: every one, or with `partial` those that loaded (the
 /// others each named on stderr). Refuses a dataset with failed images without `partial`, one
 /// with none that loaded, and, unless `ragged` (an `.npz`, which holds them), one whose images
-/// differ in shape.
+/// differ in shape. Gives the images and whether they all have one shape.
 fn exported_images(
     block: &AttachedBlock,
     partial: bool,
     ragged: bool,
-) -> anyhow::Result<Vec<usize>> {
+) -> anyhow::Result<(Vec<usize>, bool)> {
     let failed = failed_images(block);
     if let Some((i, reason)) = failed.first().filter(|_| !partial) {
         bail!(
@@ -537,10 +533,11 @@ fn exported_images(
         bail!("{} holds no images that loaded", block.name());
     }
     let first = block.slot(images[0]);
-    if let Some(&i) = images.iter().find(|&&i| {
+    let other_shape = images.iter().copied().find(|&i| {
         let s = block.slot(i);
-        !ragged && (s.height, s.width) != (first.height, first.width)
-    }) {
+        (s.height, s.width) != (first.height, first.width)
+    });
+    if let Some(i) = other_shape.filter(|_| !ragged) {
         bail!(
             "{} is ragged (image {} is {}x{}, image {i} is {}x{}): a .npy holds one shape: export to a .npz (it keeps each image's shape), or load it again with --resize WxH --fit cover (or stretch, or contain)",
             block.name(),
@@ -551,7 +548,7 @@ fn exported_images(
             block.slot(i).height
         );
     }
-    Ok(images)
+    Ok((images, other_shape.is_none()))
 }
 
 /// An `.npz` of the images (as `write_images` writes them) with their labels, their paths and,
